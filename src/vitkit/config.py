@@ -1,0 +1,174 @@
+"""ViTConfig: every hyperparameter of a Vision Transformer, validated when built."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+GLOBAL_POOLS = ("token", "avg", "map", "none")
+NORM_LAYERS = ("layernorm", "rmsnorm")
+ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
+@dataclass
+class ViTConfig:
+    """The architecture of a Vision Transformer.
+
+    Fields follow the classic reference implementation (``timm``'s ``VisionTransformer``) so a config
+    can be read off any published ViT. ``fc_norm=None`` means "norm after pooling when pooling is avg".
+    """
+
+    img_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    qk_norm: bool = False
+    proj_bias: bool = True
+    representation_size: int | None = None
+    distilled: bool = False
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    head_drop_rate: float = 0.0
+    norm_layer: str = "layernorm"
+    norm_eps: float = 1e-6
+    act_layer: str = "gelu"
+    global_pool: str = "token"
+    class_token: bool = True
+    no_embed_class: bool = False
+    reg_tokens: int = 0
+    init_values: float | None = None
+    pre_norm: bool = False
+    patch_bias: bool | None = None
+    fc_norm: bool | None = None
+    final_norm: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.img_size = _pair(self.img_size)
+        self.patch_size = _pair(self.patch_size)
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _fail(self, name: str, value: Any, expected: str) -> None:
+        raise ConfigError(f"ViTConfig.{name}={value!r} is not allowed: expected {expected}.")
+
+    def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self._fail(name, value, f"one of {', '.join(allowed)}{hint}")
+
+    def _validate(self) -> None:
+        for name in ("in_chans", "embed_dim", "depth", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                self._fail(name, value, "a positive integer")
+        for name in ("num_classes", "reg_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                self._fail(name, value, "an integer >= 0")
+        if min(self.patch_size) < 1:
+            self._fail("patch_size", self.patch_size, "positive integers")
+        for i, (img, patch) in enumerate(zip(self.img_size, self.patch_size)):
+            if img < patch or img % patch:
+                self._fail("img_size", self.img_size,
+                           f"a multiple of patch_size {self.patch_size[i]} on each side "
+                           f"(e.g. {max(1, round(img / patch)) * patch})")
+        if self.embed_dim % self.num_heads:
+            self._fail("num_heads", self.num_heads, f"a divisor of embed_dim={self.embed_dim}")
+        if not self.mlp_ratio > 0:
+            self._fail("mlp_ratio", self.mlp_ratio, "a number > 0")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                self._fail(name, value, "a probability in [0, 1)")
+        if self.qk_scale is not None and not self.qk_scale > 0:
+            self._fail("qk_scale", self.qk_scale, "None or a number > 0")
+        if self.representation_size is not None and self.representation_size < 1:
+            self._fail("representation_size", self.representation_size, "None or a positive integer")
+        if not self.norm_eps > 0:
+            self._fail("norm_eps", self.norm_eps, "a number > 0")
+        self._choice("global_pool", GLOBAL_POOLS)
+        self._choice("norm_layer", NORM_LAYERS)
+        self._choice("act_layer", ACT_LAYERS)
+        if self.global_pool == "token" and not self.class_token:
+            self._fail("global_pool", self.global_pool,
+                       "'avg', 'map' or 'none' when class_token=False (token pooling reads the class token)")
+        if self.distilled:
+            if not self.class_token:
+                self._fail("distilled", True, "False when class_token=False (DeiT needs the class token)")
+            if self.global_pool != "token":
+                self._fail("global_pool", self.global_pool,
+                           "'token' when distilled=True (the heads read the class and distillation tokens)")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patches along (height, width) at the configured image size."""
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: class, distillation and register tokens."""
+        return int(self.class_token) + int(self.distilled) + self.reg_tokens
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled feature the head reads (after the representation layer, if any)."""
+        return self.representation_size or self.embed_dim
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["img_size"] = list(self.img_size)
+        data["patch_size"] = list(self.patch_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown ViTConfig field(s): {', '.join(unknown)}. "
+                              f"Known fields: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **changes: Any) -> ViTConfig:
+        """A copy with some fields changed (validated again)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            suggestions = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+            hints = ", ".join(f"{u}" + (f" (did you mean {s[0]!r}?)" if s else "") for u, s in suggestions.items())
+            raise ConfigError(f"Unknown ViTConfig field(s): {hints}.")
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,264 @@
+"""VisionTransformer: the whole model in one file, built from a ViTConfig."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import ViTConfig
+from .errors import InputSizeError
+from .layers import AttentionPoolHead, Block, PatchEmbed, get_act_layer, get_norm_layer, trunc_normal_init
+from .weights.posemb import resample_posemb
+
+OUTPUT_FORMATS = ("NCHW", "NLC")
+
+
+class VisionTransformer(nn.Module):
+    """Vision Transformer (Dosovitskiy et al. 2020), with DeiT, SigLIP-MAP and register-token variants.
+
+    ``forward(x)`` maps images (B, in_chans, H, W) to logits (B, num_classes); H and W may differ from
+    ``config.img_size`` as long as they are multiples of the patch size (position embeddings are then
+    resampled on the fly). A distilled model returns ``(logits, logits_dist)`` in training mode and their
+    mean in eval mode.
+    """
+
+    def __init__(self, config: ViTConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        config = (config or ViTConfig()).replace(**kwargs) if kwargs else (config or ViTConfig())
+        self.config = config
+        c = config
+        norm_layer = get_norm_layer(c.norm_layer, c.norm_eps)
+        act_layer = get_act_layer(c.act_layer)
+        self.embed_dim = c.embed_dim
+        self.num_classes = c.num_classes
+        self.global_pool = c.global_pool
+        self.num_prefix_tokens = c.num_prefix_tokens
+        self.num_features = c.num_features
+        self.grad_checkpointing = False
+
+        patch_bias = (not c.pre_norm) if c.patch_bias is None else c.patch_bias
+        self.patch_embed = PatchEmbed(patch_size=c.patch_size, in_chans=c.in_chans, embed_dim=c.embed_dim,
+                                      bias=patch_bias)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.distilled else None
+        self.reg_token = nn.Parameter(torch.zeros(1, c.reg_tokens, c.embed_dim)) if c.reg_tokens else None
+        embed_len = c.num_patches if c.no_embed_class else c.num_patches + c.num_prefix_tokens
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, c.embed_dim))
+        self.pos_drop = nn.Dropout(c.drop_rate)
+        self.norm_pre = norm_layer(c.embed_dim) if c.pre_norm else nn.Identity()
+
+        # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
+        dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        self.blocks = nn.Sequential(*[
+            Block(c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
+                  qk_scale=c.qk_scale, qk_norm=c.qk_norm, proj_bias=c.proj_bias, drop=c.drop_rate,
+                  attn_drop=c.attn_drop_rate, drop_path=dpr[i], init_values=c.init_values,
+                  norm_layer=norm_layer, act_layer=act_layer)
+            for i in range(c.depth)])
+        self.norm = norm_layer(c.embed_dim) if c.final_norm and not c.use_fc_norm else nn.Identity()
+        self.attn_pool = (AttentionPoolHead(c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
+                                            qkv_bias=True, norm_layer=norm_layer, act_layer=act_layer)
+                          if c.global_pool == "map" else None)
+        self.fc_norm = norm_layer(c.embed_dim) if c.final_norm and c.use_fc_norm else nn.Identity()
+        if c.representation_size:
+            self.pre_logits = nn.Sequential(OrderedDict(
+                fc=nn.Linear(c.embed_dim, c.representation_size), act=nn.Tanh()))
+        else:
+            self.pre_logits = nn.Identity()
+        self.head_drop = nn.Dropout(c.head_drop_rate)
+        self.head = self._new_head(c.num_classes)
+        self.head_dist = self._new_head(c.num_classes) if c.distilled else None
+        self.init_weights()
+
+    # ------------------------------------------------------------------ set-up
+    def _new_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """timm's default initialisation (truncated normal, std .02; tiny normal for special tokens)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for token in (self.cls_token, self.dist_token, self.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+        self.apply(trunc_normal_init)
+        if self.attn_pool is not None:
+            nn.init.trunc_normal_(self.attn_pool.latent, std=self.embed_dim ** -0.5)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay besides norms and biases."""
+        names = {"pos_embed", "cls_token", "dist_token", "reg_token", "attn_pool.latent"}
+        return {n for n, _ in self.named_parameters() if n in names}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass: less memory, ~30% more compute."""
+        self.grad_checkpointing = enable
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head(s) with fresh ones for ``num_classes`` classes (0: no head, pooled features)."""
+        if global_pool is not None and global_pool != self.global_pool:
+            self.config = self.config.replace(global_pool=global_pool)
+            if global_pool == "map" and self.attn_pool is None:
+                raise InputSizeError("reset_classifier cannot add a MAP head to a model built without one; "
+                                     "build the model with global_pool='map' instead.")
+            self.global_pool = global_pool
+            if global_pool != "map":
+                self.attn_pool = None
+        ref = self.pos_embed
+        self.config = self.config.replace(num_classes=num_classes)
+        self.num_classes = num_classes
+        self.head = self._new_head(num_classes).to(device=ref.device, dtype=ref.dtype)
+        self.head.apply(trunc_normal_init)
+        if self.head_dist is not None:
+            self.head_dist = self._new_head(num_classes).to(device=ref.device, dtype=ref.dtype)
+            self.head_dist.apply(trunc_normal_init)
+
+    # ------------------------------------------------------------------ embedding
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """The patch grid for an input of ``height`` x ``width`` pixels, or a clear error."""
+        ph, pw = self.config.patch_size
+        if height % ph or width % pw or height < ph or width < pw:
+            raise InputSizeError(
+                f"Input size {height}x{width} is not a multiple of the patch size {ph}x{pw}. "
+                f"Resize or crop the image to a multiple, e.g. {max(1, round(height / ph)) * ph}x"
+                f"{max(1, round(width / pw)) * pw} (the model was configured for "
+                f"{self.config.img_size[0]}x{self.config.img_size[1]}).")
+        return height // ph, width // pw
+
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
+        if x.ndim != 4 or x.shape[1] != self.config.in_chans:
+            raise InputSizeError(
+                f"Expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(x.shape)}. "
+                f"Add a batch dimension with x.unsqueeze(0) or convert the images to "
+                f"{self.config.in_chans} channels.")
+        return self.grid_for(x.shape[2], x.shape[3])
+
+    def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Add position embeddings and prepend prefix tokens. (B, D, h, w) -> (B, prefix + h*w, D)."""
+        B = x.shape[0]
+        x = x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        embedded_prefix = 0 if self.config.no_embed_class else self.num_prefix_tokens
+        pos_embed = resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix,
+                                    old_grid=self.config.grid_size)
+        if self.config.no_embed_class:
+            # position embeddings cover patches only (DeiT-III, big_vision): add, then concatenate
+            x = torch.cat(prefix + [x + pos_embed], dim=1)
+        else:
+            # position embeddings include the prefix tokens (original ViT, DeiT): concatenate, then add
+            x = torch.cat(prefix + [x], dim=1) + pos_embed
+        return self.pos_drop(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images to the token sequence the first block reads: (B, C, H, W) -> (B, prefix + N, D)."""
+        grid = self._check_input(x)
+        x = self._pos_embed(self.patch_embed(x), grid)
+        return self.norm_pre(x)
+
+    # ------------------------------------------------------------------ forward passes
+    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens after the final norm: (B, C, H, W) -> (B, prefix + N, D)."""
+        x = self.embed(x)
+        for block in self.blocks:
+            x = self._run_block(block, x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, prefix + N, D) -> (B, D) by the configured pooling ('none' keeps all tokens)."""
+        if self.attn_pool is not None:
+            return self.attn_pool(x[:, self.num_prefix_tokens:])
+        if self.global_pool == "token":
+            return x[:, 0]
+        if self.global_pool == "avg":
+            return x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> Any:
+        """Pooled features (``pre_logits=True``) or logits from the tokens of ``forward_features``."""
+        if self.head_dist is not None:
+            cls, dist = self.pre_logits(self.head_drop(x[:, 0])), self.pre_logits(self.head_drop(x[:, 1]))
+            if pre_logits:
+                return (cls + dist) / 2
+            cls, dist = self.head(cls), self.head_dist(dist)
+            return (cls, dist) if self.training else (cls + dist) / 2
+        x = self.fc_norm(self.pool(x))
+        x = self.pre_logits(self.head_drop(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.forward_head(self.forward_features(x))
+
+    def _resolve_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+        depth = len(self.blocks)
+        if indices is None:
+            return list(range(depth))
+        if isinstance(indices, int):
+            if not 0 < indices <= depth:
+                raise InputSizeError(f"indices={indices} asks for the last {indices} blocks; "
+                                     f"the model has {depth} (use 1..{depth}).")
+            return list(range(depth - indices, depth))
+        out = []
+        for i in indices:
+            if not -depth <= i < depth:
+                raise InputSizeError(f"Block index {i} is out of range for a model of depth {depth} "
+                                     f"(use -{depth}..{depth - 1}).")
+            out.append(i % depth)
+        return sorted(set(out))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        return_prefix_tokens: bool = False,
+        intermediates_only: bool = False,
+        stop_early: bool = False,
+    ) -> Any:
+        """Outputs of chosen blocks, as feature maps (B, D, h, w) or token sequences (B, N, D).
+
+        ``indices``: an int n takes the last n blocks, a list takes those blocks (negative counts from
+        the end), None takes all. ``norm`` applies the final norm to each. With ``return_prefix_tokens``
+        each entry is ``(patch_features, prefix_tokens)``. Returns ``(final_tokens, intermediates)``
+        unless ``intermediates_only``.
+        """
+        if output_fmt not in OUTPUT_FORMATS:
+            raise InputSizeError(f"output_fmt={output_fmt!r} is not supported: use one of {OUTPUT_FORMATS}.")
+        take = self._resolve_indices(indices)
+        grid = self._check_input(x)
+        B = x.shape[0]
+        x = self.norm_pre(self._pos_embed(self.patch_embed(x), grid))
+        last = max(take) if (stop_early or intermediates_only) else len(self.blocks) - 1
+        intermediates = []
+        for i, block in enumerate(self.blocks[: last + 1]):
+            x = self._run_block(block, x)
+            if i not in take:
+                continue
+            y = self.norm(x) if norm else x
+            prefix, patches = y[:, : self.num_prefix_tokens], y[:, self.num_prefix_tokens:]
+            if output_fmt == "NCHW":
+                # (B, h*w, D) -> (B, D, h, w)
+                patches = patches.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+            intermediates.append((patches, prefix) if return_prefix_tokens else patches)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def forward_attention(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every block, each (B, heads, N, N), via the explicit attention path."""
+        x = self.embed(x)
+        maps = []
+        for block in self.blocks:
+            x, attn = block(x, return_attn=True)
+            maps.append(attn)
+        return maps

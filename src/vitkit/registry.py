@@ -1,0 +1,236 @@
+"""Model names -> architecture and pretrained defaults (preprocessing), as data."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import ViTConfig
+from .errors import UnknownModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """How the pretrained weights of a model expect their images, and where they come from."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = HALF
+    std: tuple[float, ...] = HALF
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    num_classes: int = 1000
+    label_names: str | None = "imagenet-1k"
+    hf_hub_id: str | None = None
+    timm_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+                "crop_pct": self.crop_pct, "interpolation": self.interpolation,
+                "num_classes": self.num_classes, "label_names": self.label_names,
+                "hf_hub_id": self.hf_hub_id, "timm_name": self.timm_name}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
+        data = dict(data)
+        for key in ("input_size", "mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    config: dict[str, Any]
+    pretrained_cfg: PretrainedCfg
+    num_params: int | None = None  # the published count, checked by the tests
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def build_config(self, **overrides: Any) -> ViTConfig:
+        return ViTConfig(**self.config).replace(**overrides) if overrides else ViTConfig(**self.config)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+# (width, depth, heads) of the sizes in the ViT paper and "How to train your ViT"
+SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
+         "huge": (1280, 32, 16)}
+
+# Published ViT classifiers: (size, patch, img_size, published parameter count, num_classes)
+VIT_VARIANTS = [
+    ("tiny", 16, 224, 5_717_416, 1000), ("tiny", 16, 384, 5_790_376, 1000),
+    ("small", 32, 224, 22_878_952, 1000), ("small", 32, 384, 22_915_432, 1000),
+    ("small", 16, 224, 22_050_664, 1000), ("small", 16, 384, 22_196_584, 1000),
+    ("base", 32, 224, 88_224_232, 1000), ("base", 32, 384, 88_297_192, 1000),
+    ("base", 16, 224, 86_567_656, 1000), ("base", 16, 384, 86_859_496, 1000),
+    ("base", 8, 224, 86_576_872, 1000),
+    ("large", 32, 224, 305_510_400, 0), ("large", 32, 384, 306_632_680, 1000),
+    ("large", 16, 224, 304_326_632, 1000), ("large", 16, 384, 304_715_752, 1000),
+    ("large", 14, 224, 304_203_752, 1000),
+    ("huge", 14, 224, 630_764_800, 0),
+]
+
+# ImageNet-21k checkpoints of the original paper, with their pre-logits (representation) layer
+IN21K_VARIANTS = [("base", 16, 103_186_515), ("base", 32, 104_843_091), ("large", 16, 326_740_307),
+                  ("large", 32, 328_949_075), ("huge", 14, 660_385_363)]
+
+DEIT_VARIANTS = [("tiny", 5_717_416, 5_910_800), ("small", 22_050_664, 22_436_432), ("base", 86_567_656, 87_338_192)]
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    """Add a model name to the registry (used for the built-in table and by users for their own)."""
+    ViTConfig(**entry.config)  # validate now, not at first use
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def _populate() -> None:
+    for size, patch, img, count, num_classes in VIT_VARIANTS:
+        dim, depth, heads = SIZES[size]
+        name = f"vit_{size}_patch{patch}_{img}"
+        register(ModelEntry(
+            name=name,
+            config=dict(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
+                        num_classes=num_classes),
+            pretrained_cfg=PretrainedCfg(input_size=(3, img, img), crop_pct=1.0 if img == 384 else 0.9,
+                                         num_classes=num_classes,
+                                         label_names="imagenet-1k" if num_classes == 1000 else None,
+                                         hf_hub_id=(f"google/vit-{size}-patch{patch}-{img}"
+                                                    if size in ("base", "large") and patch in (16, 32) else None),
+                                         timm_name=name),
+            num_params=count, description=f"ViT-{size[0].upper()}/{patch} at {img}px", tags=("vit",)))
+    for size, patch, count in IN21K_VARIANTS:
+        dim, depth, heads = SIZES[size]
+        register(ModelEntry(
+            name=f"vit_{size}_patch{patch}_224_in21k",
+            config=dict(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, num_classes=21843,
+                        representation_size=dim),
+            pretrained_cfg=PretrainedCfg(num_classes=21843, label_names=None,
+                                         hf_hub_id=f"google/vit-{size}-patch{patch}-224-in21k"),
+            num_params=count, description=f"ViT-{size[0].upper()}/{patch} ImageNet-21k with its pre-logits layer",
+            tags=("vit",)))
+    for size, count, count_distilled in DEIT_VARIANTS:
+        dim, depth, heads = SIZES[size]
+        for distilled, n in ((False, count), (True, count_distilled)):
+            name = f"deit_{size}_{'distilled_' if distilled else ''}patch16_224"
+            register(ModelEntry(
+                name=name,
+                config=dict(embed_dim=dim, depth=depth, num_heads=heads, distilled=distilled),
+                pretrained_cfg=PretrainedCfg(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
+                                             hf_hub_id=f"facebook/{name.replace('_', '-')}", timm_name=name),
+                num_params=n, description=f"DeiT-{size[0].upper()}{' distilled' if distilled else ''}",
+                tags=("deit",)))
+    for img, count in ((224, 92_884_224), (256, 92_930_304), (384, 93_176_064)):
+        name = f"vit_base_patch16_siglip_{img}"
+        register(ModelEntry(
+            name=name,
+            config=dict(img_size=img, class_token=False, global_pool="map", act_layer="gelu_tanh",
+                        num_classes=0),
+            pretrained_cfg=PretrainedCfg(input_size=(3, img, img), crop_pct=1.0, num_classes=0, label_names=None,
+                                         hf_hub_id=f"google/siglip-base-patch16-{img}", timm_name=name),
+            num_params=count, description="SigLIP ViT-B/16 image tower (attention-pool head)", tags=("siglip",)))
+    register(ModelEntry(
+        name="vit_so400m_patch14_siglip_224",
+        config=dict(patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362, class_token=False,
+                    global_pool="map", act_layer="gelu_tanh", num_classes=0),
+        pretrained_cfg=PretrainedCfg(crop_pct=1.0, num_classes=0, label_names=None,
+                                     hf_hub_id="google/siglip-so400m-patch14-224",
+                                     timm_name="vit_so400m_patch14_siglip_224"),
+        num_params=427_680_704, description="SigLIP So400m/14 image tower", tags=("siglip",)))
+    dinov2_counts = {("small", 0): 22_056_192, ("small", 4): 22_057_344, ("base", 0): 86_579_712,
+                     ("base", 4): 86_582_016}
+    for size in ("small", "base"):
+        dim, depth, heads = SIZES[size]
+        for reg in (0, 4):
+            name = f"vit_{size}_patch14_{'reg4_' if reg else ''}dinov2"
+            register(ModelEntry(
+                name=name,
+                config=dict(img_size=518, patch_size=14, embed_dim=dim, depth=depth, num_heads=heads,
+                            init_values=1e-5, reg_tokens=reg, no_embed_class=bool(reg), num_classes=0),
+                pretrained_cfg=PretrainedCfg(input_size=(3, 518, 518), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                             crop_pct=1.0, num_classes=0, label_names=None, timm_name=name),
+                num_params=dinov2_counts[size, reg], description=f"DINOv2 ViT-{size[0].upper()}/14{' with 4 registers' if reg else ''}",
+                tags=("dinov2",)))
+    # A small ViT for the bundled digits data set (8x8 digits upscaled to 32x32, 4x4 patches)
+    register(ModelEntry(
+        name="vit_digits",
+        config=dict(img_size=32, patch_size=4, in_chans=3, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0,
+                    num_classes=10, global_pool="avg"),
+        pretrained_cfg=PretrainedCfg(input_size=(3, 32, 32), crop_pct=1.0, interpolation="bilinear",
+                                     num_classes=10, label_names="digits"),
+        description="a small ViT for 32x32 images (the bundled digits data)", tags=("small",)))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``'vit_base_*'``), sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name fails with the closest known names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"Unknown model {name!r}.{hint} See vitkit.list_models() or `vitkit models` for all names.") from None
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: Any = None,
+    num_classes: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> torch.nn.Module:
+    """Build a registered model by name.
+
+    ``pretrained``: a weight source (file, folder, ``hf-hub:`` id, ...) loaded into the model; a head of
+    a different class count is replaced by a fresh one and reported. ``num_classes`` and ``img_size``
+    override the registry's architecture, as do other ``ViTConfig`` fields in ``overrides``.
+    ``device='meta'`` builds without allocating memory.
+    """
+    from .model import VisionTransformer
+
+    entry = get_entry(name)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    config = entry.build_config(**overrides)
+    pcfg = entry.pretrained_cfg
+    pcfg = PretrainedCfg.from_dict({**pcfg.to_dict(), "input_size": (config.in_chans, *config.img_size),
+                                    "num_classes": config.num_classes})
+    if pretrained is not None:
+        from .weights import load_pretrained
+
+        return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device, model_name=name)
+    with torch.device(device) if device is not None else _nullcontext():
+        model = VisionTransformer(config)
+    model.pretrained_cfg = pcfg
+    model.model_name = name
+    return model
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_populate()

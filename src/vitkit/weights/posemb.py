@@ -1,0 +1,47 @@
+"""Resampling of absolute position embeddings to another patch grid."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: The interpolation each reference loader uses, so resampled weights give that loader's outputs.
+RESAMPLE_STYLES: dict[str, dict[str, object]] = {
+    "timm": {"mode": "bicubic", "antialias": True},  # timm resample_abs_pos_embed (torch checkpoints, dynamic size)
+    "timm_npz": {"mode": "bilinear", "antialias": False},  # timm _load_weights for Google .npz files
+    "hf": {"mode": "bicubic", "antialias": False},  # transformers interpolate_pos_encoding
+}
+
+
+def resample_posemb(
+    posemb: torch.Tensor,
+    new_grid: tuple[int, int],
+    *,
+    num_prefix_tokens: int,
+    old_grid: tuple[int, int] | None = None,
+    style: str = "timm",
+) -> torch.Tensor:
+    """Resample a (1, prefix + H*W, C) position embedding to ``new_grid`` = (H', W').
+
+    Prefix tokens (class, distillation, registers) are kept as they are. Returns ``posemb`` itself when
+    the grid already matches. Interpolates in float32 and restores the dtype.
+    """
+    num_tokens = posemb.shape[1] - num_prefix_tokens
+    if old_grid is None:
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(f"position embedding with {num_tokens} patch tokens is not a square grid; pass old_grid")
+        old_grid = (side, side)
+    if tuple(old_grid) == tuple(new_grid):
+        return posemb
+    opts = RESAMPLE_STYLES[style]
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
+    dim = grid.shape[-1]
+    # (1, H*W, C) -> (1, C, H, W)
+    grid = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=tuple(new_grid), mode=str(opts["mode"]), align_corners=False,
+                         antialias=bool(opts["antialias"]))
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(posemb.dtype)  # (1, C, H', W') -> (1, H'*W', C)
+    return torch.cat([prefix, grid], dim=1)
