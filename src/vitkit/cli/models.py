@@ -1,0 +1,28 @@
+"""`vitkit models`: list registered model names with their defaults."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..registry import get_entry, list_models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if args.json:
+        print(json.dumps([{"name": n, **get_entry(n).pretrained_cfg.to_dict(),
+                           "num_params": get_entry(n).num_params} for n in names], indent=2))
+        return 0
+    for n in names:
+        entry = get_entry(n)
+        count = f"{entry.num_params / 1e6:8.2f}M" if entry.num_params else " " * 9
+        print(f"{n:40s} {count}  {entry.description}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("models", help="list model names", description="List registered model names.")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'vit_base_*'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
