@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig
-from .errors import InputSizeError
+from .errors import ConfigError, InputSizeError
 from .layers import AttentionPoolHead, Block, PatchEmbed, get_act_layer, get_norm_layer, trunc_normal_init
 from .weights.posemb import resample_posemb
 
@@ -99,15 +99,17 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = enable
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head(s) with fresh ones for ``num_classes`` classes (0: no head, pooled features)."""
+        """Replace the head(s) with fresh ones for ``num_classes`` classes (0: no head, pooled features).
+
+        ``global_pool`` may switch between 'token', 'avg' and 'none'; a MAP head is part of the
+        architecture and cannot be added or removed here.
+        """
         if global_pool is not None and global_pool != self.global_pool:
+            if "map" in (global_pool, self.global_pool) or self.head_dist is not None:
+                raise ConfigError(f"reset_classifier cannot switch pooling from {self.global_pool!r} to "
+                                  f"{global_pool!r}: build the model with global_pool={global_pool!r} instead.")
             self.config = self.config.replace(global_pool=global_pool)
-            if global_pool == "map" and self.attn_pool is None:
-                raise InputSizeError("reset_classifier cannot add a MAP head to a model built without one; "
-                                     "build the model with global_pool='map' instead.")
             self.global_pool = global_pool
-            if global_pool != "map":
-                self.attn_pool = None
         ref = self.pos_embed
         self.config = self.config.replace(num_classes=num_classes)
         self.num_classes = num_classes

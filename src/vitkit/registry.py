@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
@@ -159,7 +160,8 @@ def _populate() -> None:
                             init_values=1e-5, reg_tokens=reg, no_embed_class=bool(reg), num_classes=0),
                 pretrained_cfg=PretrainedCfg(input_size=(3, 518, 518), mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                              crop_pct=1.0, num_classes=0, label_names=None, timm_name=name),
-                num_params=dinov2_counts[size, reg], description=f"DINOv2 ViT-{size[0].upper()}/14{' with 4 registers' if reg else ''}",
+                num_params=dinov2_counts[size, reg],
+                description=f"DINOv2 ViT-{size[0].upper()}/14{' with 4 registers' if reg else ''}",
                 tags=("dinov2",)))
     # A small ViT for the bundled digits data set (8x8 digits upscaled to 32x32, 4x4 patches)
     register(ModelEntry(
@@ -218,19 +220,11 @@ def create_model(
         from .weights import load_pretrained
 
         return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device, model_name=name)
-    with torch.device(device) if device is not None else _nullcontext():
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         model = VisionTransformer(config)
     model.pretrained_cfg = pcfg
     model.model_name = name
     return model
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 _populate()
