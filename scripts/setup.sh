@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install vitkit with its test extras, pinned to the CPU build of torch.
+# Idempotent: a second run only re-checks the install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.vitkit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    # constraints.txt pins torch 2.13.0 (local CPU wheel) and torchvision 0.28.0: a bare `torch`
+    # requirement would pull a multi-GB CUDA build.
+    .venv/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+    touch "$stamp"
+fi
