@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .config import ViTConfig
-from .errors import UnknownModelError
+from .errors import ConfigError, UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -225,6 +226,32 @@ def create_model(
     model.pretrained_cfg = pcfg
     model.model_name = name
     return model
+
+
+
+def load_model(
+    spec: str,
+    *,
+    weights: Any = None,
+    num_classes: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> torch.nn.Module:
+    """A model from what a user typed: a registry name (with optional ``weights``), or a saved model
+    folder, a checkpoint file or an ``hf-hub:`` id (the architecture is read from the source)."""
+    if spec in _REGISTRY:
+        return create_model(spec, pretrained=weights, num_classes=num_classes, img_size=img_size, device=device,
+                            **overrides)
+    if Path(spec).exists() or spec.startswith("hf-hub:"):
+        if weights is not None:
+            raise ConfigError(f"{spec!r} is a weight source itself; pass either a registry name with weights "
+                              f"or a source alone, not both (weights={weights!r}).")
+        from .weights import from_pretrained
+
+        return from_pretrained(spec, num_classes=num_classes, img_size=img_size, device=device, **overrides)
+    get_entry(spec)  # raises UnknownModelError with the closest names
+    raise AssertionError("unreachable")
 
 
 _populate()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..errors import VitkitError
 
 # Modules that add subcommands (in help order). A module that is missing is skipped.
-COMMAND_MODULES = ("models", "weights", "use", "train")
+COMMAND_MODULES = ("models", "weights", "use", "train", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
