@@ -48,7 +48,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
         os.replace(tmp, path)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise VitkitError(f"ONNX export of {getattr(model, 'model_name', 'the model')} to {path} failed: {exc}") from exc
+        name = getattr(model, "model_name", "the model")
+        raise VitkitError(f"ONNX export of {name} to {path} failed: {exc}") from exc
     finally:
         model.train(was_training)
     diff = verify_onnx(model, path, batch_size=batch_size + 1) if verify else None

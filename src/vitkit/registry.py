@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
