@@ -1,0 +1,227 @@
+"""ImageProcessor: images (files, Pillow images, arrays) to the normalised tensor a model reads.
+
+Built from a model's pretrained defaults (``from_model``, ``from_pretrained``) or explicit settings.
+Two resize rules cover the published checkpoints: timm's evaluation transform (scale the shorter side
+to ``size / crop_pct``, then centre-crop ``size``) and Hugging Face's ``ViTImageProcessor`` (resize to a
+fixed size, optionally centre-crop). Pixel values equal those references' for the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.images import load_image, to_mode
+from .data.transforms import (
+    PIL_CODES,
+    center_crop,
+    normalize,
+    pair,
+    resample_filter,
+    resize,
+    resize_keep_ratio,
+    to_tensor,
+)
+from .errors import ImageError, InputSizeError, VitkitError
+from .registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
+
+logger = logging.getLogger(__name__)
+
+RESIZE_MODES = ("shorter", "fixed", "none")
+ImageInput = Image.Image | str | os.PathLike | np.ndarray
+
+
+class ImageProcessor:
+    """Resize, centre-crop, rescale and normalise images into a float tensor (B, C, H, W).
+
+    ``size``: the output (h, w). ``resize_mode``: 'shorter' scales the shorter side to ``resize_size``
+    keeping the aspect (timm), 'fixed' resizes to exactly ``resize_size`` (Hugging Face), 'none' skips
+    resizing. ``resize_size`` defaults to ``floor(size / crop_pct)``. ``crop_rounding`` places an odd
+    crop margin like torchvision ('round') or Hugging Face ('floor').
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int | tuple[int, int] = 224,
+        crop_pct: float = 1.0,
+        resize_mode: str = "shorter",
+        resize_size: int | tuple[int, int] | None = None,
+        interpolation: str | int = "bicubic",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        do_center_crop: bool = True,
+        crop_rounding: str = "round",
+        rescale_factor: float | None = 1 / 255,
+        do_normalize: bool = True,
+        mode: str = "RGB",
+    ) -> None:
+        if resize_mode not in RESIZE_MODES:
+            raise InputSizeError(f"resize_mode={resize_mode!r} is not supported: expected one of {RESIZE_MODES}.")
+        if not 0 < crop_pct <= 1.0:
+            raise InputSizeError(f"crop_pct={crop_pct!r} is not allowed: expected a fraction in (0, 1].")
+        if crop_rounding not in ("round", "floor"):
+            raise InputSizeError(f"crop_rounding={crop_rounding!r} is not supported: expected 'round' or 'floor'.")
+        self.size = pair(size)
+        self.crop_pct = float(crop_pct)
+        self.resize_mode = resize_mode
+        if resize_size is None:
+            resize_size = tuple(math.floor(s / crop_pct) for s in self.size)
+        self.resize_size = pair(resize_size, "resize_size")
+        self.interpolation = resample_filter(interpolation).name.lower()
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.do_center_crop = do_center_crop
+        self.crop_rounding = crop_rounding
+        self.rescale_factor = rescale_factor
+        self.do_normalize = do_normalize
+        self.mode = mode
+        channels = 1 if mode == "L" else 3
+        if do_normalize and (len(self.mean) != channels or len(self.std) != channels):
+            raise InputSizeError(f"mean and std need {channels} values for mode {mode!r}, got "
+                                 f"{len(self.mean)} and {len(self.std)}.")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained_cfg(cls, cfg: PretrainedCfg, **overrides: Any) -> ImageProcessor:
+        """The evaluation preprocessing of a ``PretrainedCfg`` (timm's rule: shorter side, centre crop)."""
+        settings = dict(size=tuple(cfg.input_size[1:]), crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+                        mean=cfg.mean, std=cfg.std, mode="L" if cfg.input_size[0] == 1 else "RGB")
+        return cls(**{**settings, **overrides})
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, **overrides: Any) -> ImageProcessor:
+        """The preprocessing ``model`` expects, from its ``pretrained_cfg`` (and its configured image size)."""
+        cfg = getattr(model, "pretrained_cfg", None)
+        if cfg is None:
+            raise VitkitError(f"{type(model).__name__} has no pretrained_cfg to read its preprocessing from; "
+                              f"build it with vitkit.create_model or give ImageProcessor explicit settings.")
+        config = getattr(model, "config", None)
+        if config is not None and tuple(cfg.input_size[1:]) != tuple(config.img_size):
+            cfg = PretrainedCfg.from_dict({**cfg.to_dict(), "input_size": (config.in_chans, *config.img_size)})
+        return cls.from_pretrained_cfg(cfg, **overrides)
+
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any]) -> ImageProcessor:
+        """From a Hugging Face ``preprocessor_config.json`` dict (ViT/DeiT-style image processors)."""
+        size = config.get("size", {"height": 224, "width": 224})
+        crop = config.get("crop_size")
+        do_crop = bool(config.get("do_center_crop", False)) and crop is not None
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
+        if "shortest_edge" in size:
+            mode, resize_size = "shorter", (size["shortest_edge"],) * 2
+        elif "height" in size and "width" in size:
+            mode, resize_size = "fixed", (size["height"], size["width"])
+        else:
+            raise VitkitError(f"Hugging Face image processor size {size!r} is not supported: expected "
+                              f"{{'height', 'width'}} or {{'shortest_edge'}}.")
+        if do_crop:
+            out = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
+        elif mode == "fixed":
+            out = resize_size
+        else:
+            raise VitkitError("A Hugging Face processor that resizes the shortest edge without a centre crop gives "
+                              "images of varying size; set do_center_crop and crop_size.")
+        return cls(size=out, resize_size=resize_size,
+                   resize_mode=mode if config.get("do_resize", True) else "none",
+                   interpolation=PIL_CODES.get(config.get("resample", 2), "bilinear"),
+                   mean=config.get("image_mean", (0.5, 0.5, 0.5)), std=config.get("image_std", (0.5, 0.5, 0.5)),
+                   do_center_crop=do_crop, crop_rounding="floor",
+                   rescale_factor=config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) else None,
+                   do_normalize=config.get("do_normalize", True))
+
+    @classmethod
+    def from_pretrained(cls, name_or_source: str | os.PathLike, **overrides: Any) -> ImageProcessor:
+        """From a registry name, a Hugging Face folder (its preprocessor_config.json) or a saved vitkit model."""
+        from .registry import get_entry, list_models
+
+        source = str(name_or_source)
+        if source in list_models():
+            return cls.from_pretrained_cfg(get_entry(source).pretrained_cfg, **overrides)
+        path = Path(source)
+        hf_file = path / "preprocessor_config.json"
+        if hf_file.is_file() and not overrides:
+            return cls.from_hf_config(json.loads(hf_file.read_text()))
+        if path.exists():
+            return cls.from_model(_load_for_config(path), **overrides)
+        get_entry(source)  # raises UnknownModelError with suggestions
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ processing
+    def _resized(self, img: Image.Image) -> Image.Image:
+        if self.resize_mode == "shorter":
+            return resize_keep_ratio(img, self.resize_size, self.interpolation)
+        if self.resize_mode == "fixed":
+            return resize(img, self.resize_size, self.interpolation)
+        return img
+
+    def transform_image(self, img: Image.Image) -> Image.Image:
+        """The geometric part only: resize and centre-crop (for display and overlays)."""
+        img = self._resized(to_mode(img, self.mode))
+        if self.do_center_crop:
+            img = center_crop(img, self.size, rounding=self.crop_rounding)
+        return img
+
+    def preprocess_one(self, image: ImageInput) -> torch.Tensor:
+        """One image to a float32 tensor (C, H, W)."""
+        x = to_tensor(self.transform_image(_as_pil(image, self.mode)), self.rescale_factor)
+        return normalize(x, self.mean, self.std) if self.do_normalize else x
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """One image or a list of them to a float32 tensor (B, C, H, W)."""
+        if isinstance(images, (Image.Image, str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim <= 3):
+            images = [images]
+        tensors = [self.preprocess_one(img) for img in images]
+        if not tensors:
+            raise ImageError("No images given to the processor; pass at least one image.")
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:
+            raise InputSizeError(f"Processed images differ in size ({sorted(shapes)}) and cannot form a batch; "
+                                 f"enable do_center_crop or use resize_mode='fixed'.")
+        return torch.stack(tensors)  # list of (C, H, W) -> (B, C, H, W)
+
+    # ------------------------------------------------------------------ description
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": list(self.size), "crop_pct": self.crop_pct, "resize_mode": self.resize_mode,
+                "resize_size": list(self.resize_size), "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std), "do_center_crop": self.do_center_crop,
+                "crop_rounding": self.crop_rounding, "rescale_factor": self.rescale_factor,
+                "do_normalize": self.do_normalize, "mode": self.mode}
+
+    def __repr__(self) -> str:
+        return f"ImageProcessor({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+
+def _as_pil(image: ImageInput, mode: str) -> Image.Image:
+    """A file path, Pillow image or uint8 array (H, W[, C]) as a Pillow image."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, mode=mode)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ImageError(f"Array images must be uint8 of shape (H, W) or (H, W, C), got {image.dtype} "
+                             f"{image.shape}; convert with (array * 255).astype(np.uint8).")
+        return Image.fromarray(image)
+    raise ImageError(f"Cannot read an image from a {type(image).__name__}: expected a file path, a PIL image "
+                     f"or a uint8 numpy array.")
+
+
+def _load_for_config(path: Path) -> torch.nn.Module:
+    """A saved model, built on the meta device where possible, only to read its preprocessing."""
+    try:
+        from . import from_pretrained  # provided by the weights subsystem
+    except ImportError:
+        raise VitkitError(f"Cannot read preprocessing from {str(path)!r}: loading saved models needs "
+                          f"vitkit.from_pretrained, which this installation lacks.") from None
+    return from_pretrained(path)
