@@ -1,0 +1,165 @@
+"""Where a ViT looks: attention rollout and last-layer class-token attention, overlaid on the image.
+
+The maps come from ``model.forward_attention`` (the explicit attention path), so they work for models
+whose ``forward`` uses the fused kernel. Rollout follows Abnar & Zuidema (2020): average the heads,
+add the identity for the residual path, renormalise rows, multiply through the layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.images import load_image
+from .errors import VitkitError
+from .predict import ModelSpec, resolve_model
+from .processor import ImageProcessor
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("rollout", "last")
+
+
+def _patch_scores(model: torch.nn.Module, matrix: torch.Tensor) -> torch.Tensor:
+    """Per-patch scores from a token-to-token matrix (B, N, N): the class token's row when the model
+    has one, else the mean over all query tokens. Returns (B, num_patches)."""
+    prefix = model.num_prefix_tokens
+    rows = matrix[:, 0] if model.config.class_token else matrix.mean(dim=1)  # (B, N)
+    return rows[:, prefix:]
+
+
+def _to_grid(model: torch.nn.Module, scores: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    h, w = model.grid_for(x.shape[-2], x.shape[-1])
+    return scores.reshape(scores.shape[0], h, w)  # (B, h*w) -> (B, h, w)
+
+
+@torch.inference_mode()
+def attention_rollout(model: torch.nn.Module, x: torch.Tensor, *, discard_ratio: float = 0.0) -> torch.Tensor:
+    """Attention rollout over all blocks for images (B, C, H, W): a (B, h, w) map over the patch grid.
+
+    ``discard_ratio`` zeroes that fraction of the weakest attention weights per layer (not the
+    prefix-token column), which sharpens the map.
+    """
+    if not 0.0 <= discard_ratio < 1.0:
+        raise VitkitError(f"discard_ratio={discard_ratio} is not allowed: expected a fraction in [0, 1).")
+    joint = None
+    for attn in model.eval().forward_attention(x):
+        a = attn.float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
+        if discard_ratio > 0:
+            flat = a.reshape(a.shape[0], -1)  # (B, N, N) -> (B, N*N)
+            ranked = flat.clone()
+            ranked[:, 0] = float("inf")  # never drop the first token's attention to itself
+            low = ranked.topk(int(flat.shape[1] * discard_ratio), dim=-1, largest=False).indices
+            a = flat.scatter(-1, low, 0.0).reshape_as(a)  # (B, N*N) -> (B, N, N)
+        a = a + torch.eye(a.shape[-1], device=a.device)  # the residual connection
+        a = a / a.sum(dim=-1, keepdim=True)
+        joint = a if joint is None else a @ joint
+    return _to_grid(model, _patch_scores(model, joint), x)
+
+
+@torch.inference_mode()
+def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled query's attention over patches in the last layer, heads averaged: (B, h, w).
+
+    With a class token: its row in the last block. With an attention-pool (MAP) head: the learned
+    query's weights. Otherwise (average pooling): the mean attention each patch receives.
+    """
+    model.eval()
+    pool = getattr(model, "attn_pool", None)
+    if model.config.class_token or pool is None:
+        last = model.forward_attention(x)[-1].float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
+        return _to_grid(model, _patch_scores(model, last), x)
+    tokens = model.forward_features(x)[:, model.num_prefix_tokens:]  # (B, N, C)
+    B, N, C = tokens.shape
+    q = pool.q(pool.latent.expand(B, -1, -1)).reshape(B, 1, pool.num_heads, pool.head_dim).transpose(1, 2)
+    # (B, N, 2C) -> (2, B, heads, N, head_dim)
+    k = pool.kv(tokens).reshape(B, N, 2, pool.num_heads, pool.head_dim).permute(2, 0, 3, 1, 4)[0]
+    weights = ((q * pool.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, 1, N)
+    return _to_grid(model, weights.float().mean(dim=1)[:, 0], x)
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, alpha: float = 0.5,
+            cmap: str = "jet") -> Image.Image:
+    """Blend a (h, w) map, scaled to [0, 1] and stretched to the image's size, over the image (RGB)."""
+    import matplotlib
+
+    heat = torch.as_tensor(heatmap, dtype=torch.float32).cpu().numpy()
+    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    heat_img = Image.fromarray(heat.astype(np.float32), mode="F").resize(image.size, Image.Resampling.BILINEAR)
+    colored = matplotlib.colormaps[cmap](np.clip(np.asarray(heat_img), 0, 1))[..., :3]  # (H, W, 3) in [0, 1]
+    base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    blended = (1 - alpha) * base + alpha * colored
+    return Image.fromarray(np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8))
+
+
+def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path) -> None:
+    """Original and overlays side by side, titled, via matplotlib's object API (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = 1 + len(overlays)
+    aspect = image.height / image.width
+    fig = Figure(figsize=(4 * n, 4 * aspect + 0.5))
+    FigureCanvasAgg(fig)
+    for i, (title, img) in enumerate([("image", image), *overlays.items()]):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.imshow(img)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, format="png", dpi=100)
+
+
+def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, weights: Any = None,
+                  method: str = "rollout", discard_ratio: float = 0.0,
+                  device: str | torch.device | None = None) -> tuple[Image.Image, np.ndarray]:
+    """The image and its attention map (h, w) in [0, 1] for ``method`` 'rollout' or 'last'.
+
+    The whole image is resized to the model's input (no crop), so the map covers all of it.
+    """
+    if method not in METHODS:
+        raise VitkitError(f"method={method!r} is not supported: expected one of {', '.join(METHODS)}.")
+    net = resolve_model(model, weights=weights, device=device).eval()
+    img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
+    processor = ImageProcessor.from_model(net, resize_mode="fixed", crop_pct=1.0, do_center_crop=False)
+    x = processor(img).to(next(net.parameters()).device)  # (1, C, H, W)
+    if method == "rollout":
+        heat = attention_rollout(net, x, discard_ratio=discard_ratio)[0]
+    else:
+        heat = last_layer_attention(net, x)[0]
+    heat = heat.cpu().numpy()
+    return img, (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+
+
+def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.PathLike, *, model: ModelSpec,
+                       weights: Any = None, method: str = "rollout", panels: bool = False, alpha: float = 0.5,
+                       discard_ratio: float = 0.0, max_size: int = 1024,
+                       device: str | torch.device | None = None) -> Path:
+    """Write the attention map over the image as a PNG with the image's aspect (longest side at most
+    ``max_size``). ``panels=True`` writes image | rollout | last-layer attention side by side instead."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise VitkitError(f"--out {str(out)!r} must be a .png file.")
+    net = resolve_model(model, weights=weights, device=device).eval()
+    image = load_image(image) if not isinstance(image, Image.Image) else image
+    overlays = {}
+    for m in METHODS if panels else (method,):
+        img, heat = attention_map(image, net, method=m, discard_ratio=discard_ratio)
+        shown = img.copy()
+        shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
+        overlays[m] = overlay(shown, heat, alpha=alpha)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if panels:
+        _panels(shown, {"attention rollout" if k == "rollout" else "last-layer attention": v
+                        for k, v in overlays.items()}, out)
+    else:
+        overlays[method].save(out, format="PNG")
+    logger.info("wrote %s", out)
+    return out
