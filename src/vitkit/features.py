@@ -180,7 +180,7 @@ def _save_chunk(path: Path, rows: list[int], loaded: list[torch.Tensor | str], f
     ok = [r for r, item in zip(rows, loaded) if not isinstance(item, str)]
     failed = [(r, item) for r, item in zip(rows, loaded) if isinstance(item, str)]
     for _, err in failed:
-        logger.warning("skipped unreadable image: %s", err)
+        logger.info("skipped unreadable image: %s", err)
     arrays = {"features": feats.float().cpu().numpy() if feats is not None else np.zeros((0,), np.float32),
               "index": np.asarray(ok, dtype=np.int64),
               "failed_index": np.asarray([r for r, _ in failed], dtype=np.int64),
@@ -340,6 +340,8 @@ def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
     _write_json(meta_path, meta)
     _atomic_write(list_path, lambda tmp: tmp.write_text("".join(f + "\n" for f in kept)))
     shutil.rmtree(parts, ignore_errors=True)
+    if skipped_list:
+        logger.warning("%d unreadable image(s) skipped, listed in %s", len(skipped_list), meta_path)
     logger.info("wrote %s %s (%d images, %d skipped)", out, array.shape, len(kept), len(skipped_list))
     return FeaturesResult(path=out, files=kept, skipped=skipped_list, shape=tuple(array.shape))
 
