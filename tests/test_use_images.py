@@ -1,0 +1,170 @@
+"""Image loading: real-world formats load as upright 8-bit RGB; broken files raise ImageError naming the file."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitkit.cli import main
+from vitkit.data.images import IMAGE_EXTENSIONS, list_images, load_image
+from vitkit.errors import DataError, ImageError
+
+
+@pytest.fixture()
+def chelsea(photos) -> Image.Image:
+    return Image.fromarray(photos["chelsea"])  # 451 x 300 (w x h)
+
+
+# ---------------------------------------------------------------------------------------------- formats
+def test_exif_orientation_is_applied(tmp_path, chelsea):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    chelsea.save(path, exif=exif.tobytes(), quality=95)
+    img = load_image(path)
+    assert img.size == (chelsea.height, chelsea.width)
+    assert img.mode == "RGB"
+    raw = load_image(path, exif_transpose=False)
+    assert raw.size == chelsea.size
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "CMYK", "LA", "I"])
+def test_modes_convert_to_rgb(tmp_path, chelsea, mode):
+    path = tmp_path / ("img.tif" if mode in ("CMYK", "I") else "img.png")
+    chelsea.convert(mode).save(path)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == chelsea.size
+    assert np.asarray(img).std() > 10  # real content survived
+
+
+def test_grayscale_mode_l(tmp_path, chelsea):
+    path = tmp_path / "img.jpg"
+    chelsea.save(path)
+    assert load_image(path, mode="L").mode == "L"
+    with pytest.raises(ImageError, match="RGB"):
+        load_image(path, mode="HSV")
+
+
+def test_rgba_transparent_pixels_become_white(tmp_path):
+    arr = np.zeros((4, 4, 4), np.uint8)  # black, fully transparent
+    arr[0, 0] = (255, 0, 0, 255)  # one opaque red pixel
+    path = tmp_path / "alpha.png"
+    Image.fromarray(arr, "RGBA").save(path)
+    out = np.asarray(load_image(path))
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[3, 3]) == (255, 255, 255)
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    img.putpixel((1, 1), 1)
+    path = tmp_path / "pal.png"
+    img.save(path, transparency=0)
+    out = np.asarray(load_image(path))
+    assert tuple(out[1, 1]) == (0, 0, 255)
+    assert tuple(out[0, 0]) == (255, 255, 255)  # the transparent index is composited onto white
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    arr = np.array([[0, 32768], [65535, 1000]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(arr).save(path)
+    out = np.asarray(load_image(path))[..., 0]
+    assert out.tolist() == [[0, 128], [255, 4]]
+
+
+def test_animated_gif_takes_first_frame(tmp_path, chelsea):
+    frames = [chelsea.convert("P"), chelsea.rotate(180).convert("P")]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert load_image(path).size == chelsea.size
+
+
+# ---------------------------------------------------------------------------------------------- broken files
+def _truncated(tmp_path, chelsea, fmt):
+    buf = io.BytesIO()
+    chelsea.save(buf, format=fmt)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height (what a decompression bomb looks like before decoding)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("missing", "does not exist"),
+    ("empty", "empty"),
+    ("text", "not an image"),
+    ("folder", "folder"),
+    ("truncated_jpeg", "truncated"),
+    ("truncated_png", "truncated"),
+    ("bomb", "decompression bomb"),
+    ("huge_bomb", "too large|decompression bomb"),
+])
+def test_broken_images_raise_clear_errors(tmp_path, chelsea, case, pattern):
+    path = tmp_path / f"{case}.png"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("hello, not a picture")
+    elif case == "folder":
+        path.mkdir()
+    elif case == "truncated_jpeg":
+        path = _truncated(tmp_path, chelsea, "JPEG")
+    elif case == "truncated_png":
+        path = _truncated(tmp_path, chelsea, "PNG")
+    elif case == "bomb":
+        _png_header_only(path, 10_000, 10_000)  # 100 MPix: over vitkit's limit, under Pillow's hard limit
+    elif case == "huge_bomb":
+        _png_header_only(path, 40_000, 40_000)  # 1.6 GPix: Pillow refuses it itself
+    with pytest.raises(ImageError, match=pattern) as info:
+        load_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_max_pixels_is_adjustable(tmp_path, chelsea):
+    path = tmp_path / "img.png"
+    chelsea.save(path)
+    with pytest.raises(ImageError, match="max_pixels"):
+        load_image(path, max_pixels=1000)
+    assert load_image(path, max_pixels=None).size == chelsea.size
+
+
+def test_cli_reports_a_broken_image_in_one_line(tmp_path, capsys):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["predict", str(path), "--model", "vit_digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and err.startswith("vitkit predict: error:")
+
+
+# ---------------------------------------------------------------------------------------------- listing
+def test_list_images(tmp_path, chelsea):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    for name in ("a/1.JPG", "a/b/2.png", "3.webp", ".hidden/4.png"):
+        chelsea.save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    found = list_images([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["3.webp", "a/1.JPG", "a/b/2.png"]
+    assert list_images(tmp_path / "notes.txt") == [tmp_path / "notes.txt"]  # named directly: kept
+    assert ".jpg" in IMAGE_EXTENSIONS
+    with pytest.raises(DataError, match="does not exist"):
+        list_images([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No image files"):
+        list_images(tmp_path / "empty")

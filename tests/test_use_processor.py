@@ -1,0 +1,100 @@
+"""ImageProcessor pixel parity with transformers' ViTImageProcessorPil and timm's eval transform, on real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitkit import create_model, get_entry
+from vitkit.errors import ImageError, InputSizeError, UnknownModelError
+from vitkit.processor import ImageProcessor
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def pil_photos(photos) -> list[Image.Image]:
+    return [Image.fromarray(a) for a in photos.values()]
+
+
+def _hf(processor, images):
+    return torch.from_numpy(np.stack(processor(images, return_tensors="np")["pixel_values"]))
+
+
+@pytest.mark.parametrize("hf_kwargs", [
+    {},  # google/vit-*: fixed 224x224, bilinear, mean/std 0.5
+    {"size": {"height": 256, "width": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
+     "resample": 3, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},  # facebook/deit-*
+    {"size": {"shortest_edge": 233}, "crop_size": {"height": 224, "width": 200}, "do_center_crop": True},  # odd margins
+    {"size": {"height": 384, "width": 384}, "resample": 3},
+])
+def test_parity_with_transformers(transformers, pil_photos, hf_kwargs):
+    reference = transformers.ViTImageProcessorPil(**hf_kwargs)
+    ours = ImageProcessor.from_hf_config(reference.to_dict())
+    expected = _hf(reference, pil_photos)
+    got = ours(pil_photos)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("size,crop_pct,interpolation", [
+    (224, 0.875, "bicubic"), (224, 0.9, "bilinear"), (384, 1.0, "bicubic"), ((224, 320), 0.9, "bicubic"),
+    (225, 0.95, "bicubic"),  # odd sizes: torchvision's rounding of the crop offset
+])
+def test_parity_with_timm_eval_transform(timm, pil_photos, size, crop_pct, interpolation):
+    from timm.data import create_transform
+
+    hw = (size, size) if isinstance(size, int) else size
+    reference = create_transform(input_size=(3, *hw), crop_pct=crop_pct, interpolation=interpolation,
+                                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    ours = ImageProcessor(size=size, crop_pct=crop_pct, interpolation=interpolation)
+    for img in pil_photos:
+        torch.testing.assert_close(ours.preprocess_one(img), reference(img), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224", "deit_small_patch16_224", "vit_base_patch16_siglip_256",
+                                  "vit_small_patch14_dinov2"])
+def test_from_pretrained_uses_the_registry_defaults(timm, pil_photos, name):
+    from timm.data import create_transform
+
+    cfg = get_entry(name).pretrained_cfg
+    reference = create_transform(input_size=cfg.input_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+                                 mean=cfg.mean, std=cfg.std)
+    ours = ImageProcessor.from_pretrained(name)
+    assert ours.size == tuple(cfg.input_size[1:])
+    torch.testing.assert_close(ours(pil_photos[:2]), torch.stack([reference(i) for i in pil_photos[:2]]),
+                               atol=TOL, rtol=0)
+
+
+def test_inputs_paths_arrays_and_models(tmp_path, photos):
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(photos["chelsea"]).save(path)
+    processor = ImageProcessor.from_model(create_model("vit_digits"))
+    assert processor.size == (32, 32) and processor.interpolation == "bilinear"
+    from_path, from_array = processor(path), processor(photos["chelsea"])
+    assert from_path.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(from_path, from_array)
+    assert processor([path, str(path)]).shape == (2, 3, 32, 32)
+    model = create_model("vit_tiny_patch16_224", img_size=160, depth=1)
+    assert ImageProcessor.from_model(model).size == (160, 160)
+
+
+def test_bad_settings_and_inputs():
+    with pytest.raises(InputSizeError, match="crop_pct"):
+        ImageProcessor(crop_pct=1.5)
+    with pytest.raises(InputSizeError, match="resize_mode"):
+        ImageProcessor(resize_mode="stretch")
+    with pytest.raises(InputSizeError, match="interpolation"):
+        ImageProcessor(interpolation="magic")
+    with pytest.raises(InputSizeError, match="size"):
+        ImageProcessor(size=0)
+    with pytest.raises(ImageError, match="uint8"):
+        ImageProcessor()(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ImageError, match="at least one"):
+        ImageProcessor()([])
+    with pytest.raises(UnknownModelError, match="vit_base_patch16_224"):
+        ImageProcessor.from_pretrained("vit_base_patch16_224x")
+    with pytest.raises(InputSizeError, match="differ in size"):
+        ImageProcessor(do_center_crop=False)([np.zeros((20, 30, 3), np.uint8), np.zeros((30, 20, 3), np.uint8)])
