@@ -1,0 +1,99 @@
+"""`predict` end to end through the CLI on real photos: random-init and saved-and-reloaded models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import vitkit
+from vitkit import create_model
+from vitkit.cli import main
+from vitkit.errors import DataError, VitkitError
+from vitkit.labels import labels_for_model, load_labels
+from vitkit.predict import predict
+from vitkit.processor import ImageProcessor
+
+
+@pytest.fixture(scope="module")
+def photo_files(photos, tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for name in ("chelsea", "coffee", "astronaut"):
+        path = folder / f"{name}.jpg"
+        Image.fromarray(photos[name]).save(path, quality=95)
+        paths.append(str(path))
+    return paths
+
+
+def _cli_json(capsys, *args: str) -> list[dict]:
+    assert main(["predict", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_imagenet_labels_ship_with_the_package():
+    names = load_labels("imagenet-1k")
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert names[0] == "tench" and names[281] == "tabby" and names[999] == "toilet tissue"
+    assert load_labels("digits") == [str(i) for i in range(10)]
+
+
+def test_cli_random_init_model(capsys, photo_files):
+    out = _cli_json(capsys, *photo_files, "--model", "vit_tiny_patch16_224", "--top-k", "3")
+    assert [r["image"] for r in out] == photo_files
+    imagenet = load_labels("imagenet-1k")
+    for r in out:
+        preds = r["predictions"]
+        assert len(preds) == 3
+        assert all(p["label"] == imagenet[p["index"]] for p in preds)
+        probs = [p["probability"] for p in preds]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    assert main(["predict", photo_files[0], "--model", "vit_digits", "--top-k", "2"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == photo_files[0] and len(text) == 3 and "%" in text[1]
+
+
+def test_saved_and_reloaded_model_gives_the_same_answer(capsys, photo_files, tmp_path):
+    model = create_model("vit_tiny_patch16_224", depth=2, num_classes=10).eval()
+    vitkit.save_pretrained(model, tmp_path / "saved")
+    labels = tmp_path / "classes.txt"
+    labels.write_text("\n".join(f"thing {i}" for i in range(10)))
+    out = _cli_json(capsys, *photo_files, "--model", str(tmp_path / "saved"), "--labels", str(labels))
+    with torch.no_grad():
+        probs = model(ImageProcessor.from_model(model)(photo_files)).softmax(-1)
+    for r, p in zip(out, probs):
+        top = p.topk(5)
+        assert [x["index"] for x in r["predictions"]] == top.indices.tolist()
+        assert [x["label"] for x in r["predictions"]] == [f"thing {i}" for i in top.indices.tolist()]
+        torch.testing.assert_close(torch.tensor([x["probability"] for x in r["predictions"]]), top.values)
+
+
+def test_distilled_and_siglip_models(photo_files):
+    deit = create_model("deit_tiny_distilled_patch16_224", depth=2)
+    res = predict(photo_files[:2], deit, top_k=2, batch_size=1)
+    assert len(res) == 2 and res[0].top_k[0].label in load_labels("imagenet-1k")
+    deit.train()  # training mode returns (logits, logits_dist); predict evaluates anyway
+    assert predict(photo_files[0], deit, top_k=1)[0].top_k[0].index == res[0].top_k[0].index
+    siglip = create_model("vit_base_patch16_siglip_224", depth=1, embed_dim=192, num_heads=3, num_classes=1000)
+    res = predict(photo_files[0], siglip, top_k=3)
+    assert len(res[0].top_k) == 3 and res[0].top_k[0].label in load_labels("imagenet-1k")
+    tower = create_model("vit_base_patch16_siglip_224", depth=1, embed_dim=192, num_heads=3)
+    with pytest.raises(VitkitError, match="no classification head"):
+        predict(photo_files[0], tower)
+
+
+def test_label_errors(tmp_path):
+    model = create_model("vit_digits")
+    assert labels_for_model(model) == [str(i) for i in range(10)]
+    assert labels_for_model(create_model("vit_digits", num_classes=3)) == ["class_0", "class_1", "class_2"]
+    (tmp_path / "few.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match="2 labels were given but the model predicts 10"):
+        labels_for_model(model, tmp_path / "few.txt")
+    (tmp_path / "map.json").write_text(json.dumps({str(i): f"n{i}" for i in range(10)}))
+    assert labels_for_model(model, tmp_path / "map.json")[9] == "n9"
+    with pytest.raises(DataError, match="neither a built-in set"):
+        load_labels(tmp_path / "missing.txt")
+    with pytest.raises(VitkitError, match="top_k"):
+        predict([], model, top_k=0)
