@@ -1,4 +1,4 @@
-"""Resampling of absolute position embeddings to another patch grid."""
+"""Resampling of absolute position embeddings to another patch grid, and of patch kernels to another size."""
 
 from __future__ import annotations
 
@@ -45,3 +45,24 @@ def resample_posemb(
                          antialias=bool(opts["antialias"]))
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(posemb.dtype)  # (1, C, H', W') -> (1, H'*W', C)
     return torch.cat([prefix, grid], dim=1)
+
+
+def resample_patch_embed(weight: torch.Tensor, new_size: tuple[int, int], *, style: str = "timm") -> torch.Tensor:
+    """Resample a (D, C, kh, kw) patch kernel to ``new_size`` so that patches resized alike embed the same.
+
+    FlexiViT's pseudo-inverse resize (as timm's ``resample_patch_embed``): if ``R`` resizes a kh x kw
+    patch to the new size, the new kernel is ``w @ pinv(R)``, so <resize(x), w'> = <x, w>.
+    """
+    old = (int(weight.shape[-2]), int(weight.shape[-1]))
+    if old == tuple(new_size):
+        return weight
+    opts = RESAMPLE_STYLES[style]
+    dim, chans = weight.shape[:2]
+    basis = torch.eye(old[0] * old[1]).reshape(-1, 1, old[0], old[1])  # every one-hot kh x kw patch
+    resized = F.interpolate(basis, size=tuple(new_size), mode=str(opts["mode"]), align_corners=False,
+                            antialias=bool(opts["antialias"]))
+    # (kh*kw, 1, h', w') -> (h'*w', kh*kw): the resize as a matrix
+    resize = resized.squeeze(1).permute(1, 2, 0).reshape(new_size[0] * new_size[1], -1)
+    # (D, C, kh*kw) @ (kh*kw, h'*w') -> (D, C, h', w')
+    out = weight.float().reshape(dim, chans, -1) @ torch.linalg.pinv(resize)
+    return out.reshape(dim, chans, *new_size).to(weight.dtype)

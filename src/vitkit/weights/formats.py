@@ -1,0 +1,133 @@
+"""Checkpoint families and format detection.
+
+A family is data: how its files are recognised (``signatures``: regexes over tensor names, or a marker
+in the metadata/config), which prefixes it strips, its key-mapping table, the resampling numerics of
+its reference loader, and two small functions: ``hints`` (what its config files say about the
+architecture) and ``write``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import CheckpointError
+from .io import Checkpoint, tensor_info
+from .mapping import Remapped, Rule, remap
+
+if TYPE_CHECKING:
+    from ..model import VisionTransformer
+
+FORMATS = ("vitkit", "timm", "hf", "npz")
+
+
+@dataclass
+class Converted:
+    """A checkpoint under vitkit names, with what its family knows about the architecture."""
+
+    family: str
+    state: dict[str, torch.Tensor]
+    dropped: list[str] = field(default_factory=list)
+    hints: dict[str, Any] = field(default_factory=dict)  # ViTConfig fields the family's files state
+    exact: bool = False  # hints are the whole config (vitkit's own format)
+    pretrained_cfg: dict[str, Any] | None = None
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    signatures: tuple[str, ...]  # a checkpoint with a tensor name matching one of these belongs here
+    rules: tuple[Rule, ...]
+    posemb_style: str  # numerics of the reference loader's position-embedding resampling
+    prefixes: tuple[str, ...] = ()  # stripped from tensor names that start with them
+    hints: Callable[[Checkpoint, dict[str, torch.Tensor]], dict[str, Any]] = lambda ckpt, tensors: {}
+    prepare: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] = lambda tensors: tensors
+    pretrained_cfg: Callable[[Checkpoint], dict[str, Any] | None] = lambda ckpt: None  # preprocessing, if stated
+    write: Callable[[VisionTransformer, Path], Path] | None = None
+    marker: Callable[[Checkpoint], bool] = lambda ckpt: False  # a definite claim from metadata or config
+
+    def claims(self, ckpt: Checkpoint) -> bool:
+        if self.marker(ckpt):
+            return True
+        patterns = [re.compile(s) for s in self.signatures]
+        return any(p.search(k) for k in ckpt.tensors for p in patterns)
+
+    def convert(self, ckpt: Checkpoint) -> Converted:
+        """Tensors under vitkit names (lazily read, one at a time) plus the family's hints."""
+        tensors = self.prepare(strip_prefixes(ckpt.tensors, self.prefixes))
+        hints = self.hints(ckpt, tensors)
+        out: Remapped = remap(tensors, self.rules, num_heads=int(hints.get("num_heads", 1)))
+        return Converted(family=self.name, state=out.tensors, dropped=out.dropped, hints=hints,
+                         pretrained_cfg=self.pretrained_cfg(ckpt))
+
+
+class _Stripped(Mapping[str, torch.Tensor]):
+    """A view of a mapping with prefixes removed from its names (no tensor is read)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
+        self._tensors, self._names = tensors, names
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._tensors[self._names[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
+    def header(self, key: str) -> tuple[tuple[int, ...], str]:
+        return tensor_info(self._tensors, self._names[key])
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def strip_prefixes(tensors: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> Mapping[str, torch.Tensor]:
+    names = {}
+    for key in tensors:
+        new = next((key[len(p):] for p in prefixes if key.startswith(p)), key)
+        names[new] = key
+    return _Stripped(tensors, names)
+
+
+# ---------------------------------------------------------------------- registry and detection
+def families() -> dict[str, Family]:
+    from . import hf, native, npz, timm
+
+    return {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
+
+
+def get_family(name: str) -> Family:
+    table = families()
+    if name not in table:
+        raise CheckpointError(f"Unknown weight format {name!r}: expected one of {', '.join(FORMATS)}.")
+    return table[name]
+
+
+def detect_format(ckpt: Checkpoint, format: str | None = None) -> Family:
+    """The family of a checkpoint: ``format`` when given, else the one family that claims it."""
+    if format is not None:
+        return get_family(format)
+    table = families()
+    claims = [f for f in table.values() if f.claims(ckpt)]
+    if table["vitkit"] in claims:  # vitkit's marker is explicit; its names are also timm's
+        return table["vitkit"]
+    if len(claims) == 1:
+        return claims[0]
+    keys = list(ckpt.tensors)
+    seen = ", ".join(keys[:8]) + (f", ... ({len(keys)} tensors)" if len(keys) > 8 else "")
+    if not claims:
+        known = "; ".join(f"{f.name} ({f.description})" for f in table.values())
+        raise CheckpointError(f"Cannot tell the format of {ckpt.path}: its tensor names ({seen or 'none'}) match no "
+                              f"known checkpoint family. Known: {known}. If you know the format, pass format=...")
+    names = ", ".join(f.name for f in claims)
+    raise CheckpointError(f"{ckpt.path} is ambiguous: its tensor names ({seen}) match several formats ({names}). "
+                          f"Pass format= one of them to choose.")

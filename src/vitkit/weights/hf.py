@@ -1,0 +1,240 @@
+"""Hugging Face transformers checkpoints: ViT, DeiT (with teacher) and SigLIP vision towers.
+
+Folders hold ``config.json`` (the architecture: width, depth, heads, eps, activation) and
+``model.safetensors``. Names on disk are transformers' original ones (``encoder.layer.0.attention.
+attention.query``), which transformers 5 still writes; its in-memory names (``layers.0.attention.q_proj``)
+are read too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..config import ViTConfig
+from ..errors import CheckpointError
+from .formats import Family
+from .io import Checkpoint, write_json, write_safetensors
+from .mapping import Rule, fused, params, remap
+
+if TYPE_CHECKING:
+    from ..model import VisionTransformer
+
+
+# ---------------------------------------------------------------------- tables
+def vit_rules(p: str = "") -> list[Rule]:
+    """ViT and DeiT backbones as transformers saves them, under the prefix ``p`` ('vit.', 'deit.' or '')."""
+    layer = p + "encoder.layer.{}."
+    return [
+        *params(p + "embeddings.patch_embeddings.projection", "patch_embed.proj"),
+        (p + "embeddings.cls_token", "cls_token", "id"),
+        (p + "embeddings.distillation_token", "dist_token", "id"),
+        (p + "embeddings.position_embeddings", "pos_embed", "id"),
+        *params(layer + "layernorm_before", "blocks.{}.norm1"),
+        *fused(layer + "attention.attention.QKV", "blocks.{}.attn.qkv"),
+        *params(layer + "attention.output.dense", "blocks.{}.attn.proj"),
+        *params(layer + "layernorm_after", "blocks.{}.norm2"),
+        *params(layer + "intermediate.dense", "blocks.{}.mlp.fc1"),
+        *params(layer + "output.dense", "blocks.{}.mlp.fc2"),
+        *params(p + "layernorm", "norm"),
+    ]
+
+
+# transformers 5 in-memory names (a state dict saved with torch.save instead of save_pretrained)
+VIT5_RULES = [
+    *fused("layers.{}.attention.QKV", "blocks.{}.attn.qkv", ("q_proj", "k_proj", "v_proj")),
+    *params("layers.{}.attention.o_proj", "blocks.{}.attn.proj"),
+    *params("layers.{}.layernorm_before", "blocks.{}.norm1"),
+    *params("layers.{}.layernorm_after", "blocks.{}.norm2"),
+    *params("layers.{}.mlp.fc1", "blocks.{}.mlp.fc1"),
+    *params("layers.{}.mlp.fc2", "blocks.{}.mlp.fc2"),
+]
+
+_SIGLIP_LAYER = "encoder.layers.{}."
+SIGLIP_RULES: list[Rule] = [
+    *params("embeddings.patch_embedding", "patch_embed.proj"),
+    ("embeddings.position_embedding.weight", "pos_embed", "batch"),
+    *params(_SIGLIP_LAYER + "layer_norm1", "blocks.{}.norm1"),
+    *fused(_SIGLIP_LAYER + "self_attn.QKV", "blocks.{}.attn.qkv", ("q_proj", "k_proj", "v_proj")),
+    *params(_SIGLIP_LAYER + "self_attn.out_proj", "blocks.{}.attn.proj"),
+    *params(_SIGLIP_LAYER + "layer_norm2", "blocks.{}.norm2"),
+    *params(_SIGLIP_LAYER + "mlp.fc1", "blocks.{}.mlp.fc1"),
+    *params(_SIGLIP_LAYER + "mlp.fc2", "blocks.{}.mlp.fc2"),
+    *params("post_layernorm", "norm"),
+    ("head.probe", "attn_pool.latent", "id"),
+    # nn.MultiheadAttention's fused in_proj is [q; k; v]; vitkit (like timm) keeps q apart and fuses k, v
+    *params("head.attention#q", "attn_pool.q", src_names=("in_proj_weight", "in_proj_bias")),
+    *params("head.attention#k", "attn_pool.kv#k", src_names=("in_proj_weight", "in_proj_bias")),
+    *params("head.attention#v", "attn_pool.kv#v", src_names=("in_proj_weight", "in_proj_bias")),
+    *params("head.attention.out_proj", "attn_pool.proj"),
+    *params("head.layernorm", "attn_pool.norm"),
+    *params("head.mlp.fc1", "attn_pool.mlp.fc1"),
+    *params("head.mlp.fc2", "attn_pool.mlp.fc2"),
+]
+
+POOLER = params("pooler.dense", "pre_logits.fc")  # dense + tanh on the first token = vitkit's pre_logits
+
+# architecture -> (model_type, backbone rows, head rows)
+ARCHS: dict[str, tuple[str, list[Rule], list[Rule]]] = {
+    "ViTModel": ("vit", vit_rules(), POOLER),
+    "ViTForImageClassification": ("vit", vit_rules("vit."), params("classifier", "head")),
+    "DeiTModel": ("deit", vit_rules(), POOLER),
+    "DeiTForImageClassificationWithTeacher": (
+        "deit", vit_rules("deit."), [*params("cls_classifier", "head"), *params("distillation_classifier", "head_dist")]),
+    "SiglipVisionModel": ("siglip_vision_model", SIGLIP_RULES, []),
+}
+
+DROPPED = [("embeddings.mask_token", None, "id"), ("text_model.*", None, "id"),  # other towers of SiglipModel
+           ("logit_scale", None, "id"), ("logit_bias", None, "id")]
+READ_RULES = tuple(dict.fromkeys([*vit_rules(), *VIT5_RULES, *SIGLIP_RULES, *DROPPED,
+                                  *(row for _, _, heads in ARCHS.values() for row in heads)]))
+
+ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "relu": "relu",
+             "silu": "silu"}
+HF_TO_ACT = {**{v: k for k, v in ACT_TO_HF.items()}, "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh",
+             "gelu_python": "gelu", "swish": "silu"}
+HF_FIELDS = {"hidden_size": "embed_dim", "num_hidden_layers": "depth", "num_attention_heads": "num_heads",
+             "num_channels": "in_chans", "layer_norm_eps": "norm_eps", "image_size": "img_size"}
+# architectures whose outputs vitkit cannot reproduce, and why
+REFUSED = {"DeiTForImageClassification": "its classifier reads the class token only, while a distilled vitkit "
+                                         "model averages the class and distillation heads; use DeiTModel or "
+                                         "DeiTForImageClassificationWithTeacher weights"}
+RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+# ---------------------------------------------------------------------- reading
+def _vision_config(ckpt: Checkpoint) -> dict[str, Any]:
+    config = ckpt.config or {}
+    return config.get("vision_config") or config  # SiglipModel nests its image tower's config
+
+
+def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
+    arch = ((ckpt.config or {}).get("architectures") or [""])[0]
+    if arch in REFUSED:
+        raise CheckpointError(f"{ckpt.path} is a {arch}, which vitkit does not load: {REFUSED[arch]}.")
+    siglip = "embeddings.patch_embedding.weight" in tensors
+    hints: dict[str, Any] = {"norm_eps": 1e-6, "act_layer": "gelu_tanh"} if siglip else {
+        "norm_eps": 1e-12, "act_layer": "gelu"}  # the defaults of SiglipVisionConfig and ViTConfig
+    config = _vision_config(ckpt)
+    hints.update({ours: config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in config})
+    if "hidden_act" in config:
+        if config["hidden_act"] not in HF_TO_ACT:
+            raise CheckpointError(f"{ckpt.path}: hidden_act={config['hidden_act']!r} is not supported; expected one "
+                                  f"of {', '.join(HF_TO_ACT)}.")
+        hints["act_layer"] = HF_TO_ACT[config["hidden_act"]]
+    return hints
+
+
+def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
+    pp = ckpt.extra.get("preprocessor_config.json")
+    if not pp:
+        return None
+    out: dict[str, Any] = {}
+    if "image_mean" in pp and "image_std" in pp:
+        out.update(mean=pp["image_mean"], std=pp["image_std"])
+    if pp.get("resample") in RESAMPLE:
+        out["interpolation"] = RESAMPLE[pp["resample"]]
+    size, crop = pp.get("size") or {}, pp.get("crop_size") or {}
+    side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
+    if pp.get("do_center_crop") and isinstance(crop, dict) and crop.get("height") and side:
+        out["crop_pct"] = crop["height"] / side
+    elif side:
+        out["crop_pct"] = 1.0
+    return out
+
+
+# ---------------------------------------------------------------------- writing
+UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
+    (lambda c: c.reg_tokens > 0, "register tokens"),
+    (lambda c: c.no_embed_class and c.class_token, "position embeddings that skip the class token"),
+    (lambda c: c.global_pool in ("avg", "none"), "average or no pooling"),
+    (lambda c: c.global_pool == "map" and (c.class_token or c.num_classes > 0 or bool(c.representation_size)),
+     "a MAP head together with a class token, classifier or pre-logits layer"),
+    (lambda c: bool(c.representation_size) and c.num_classes > 0, "a pre-logits layer before the classifier"),
+    (lambda c: c.qk_norm or bool(c.init_values) or c.pre_norm or not c.final_norm or c.use_fc_norm,
+     "qk-norm, layer scale, a pre-norm, an fc-norm or no final norm"),
+    (lambda c: c.norm_layer != "layernorm" or c.qk_scale is not None, "RMSNorm or a custom attention scale"),
+    (lambda c: not c.proj_bias or c.patch_bias is False or (c.global_pool == "map" and not c.qkv_bias),
+     "layers without bias"),
+    (lambda c: c.patch_size[0] != c.patch_size[1] or (c.global_pool == "map" and c.img_size[0] != c.img_size[1]),
+     "non-square patches (or a non-square SigLIP input)"),
+]
+
+
+def architecture(config: ViTConfig) -> str:
+    """The transformers class that has the same outputs as a vitkit model of ``config``."""
+    if config.global_pool == "map":
+        return "SiglipVisionModel"
+    family = "DeiT" if config.distilled else "ViT"
+    if not config.num_classes:
+        return f"{family}Model"
+    return f"{family}ForImageClassification" + ("WithTeacher" if config.distilled else "")
+
+
+def hf_config_json(config: ViTConfig, arch: str) -> dict[str, Any]:
+    c = config
+    out: dict[str, Any] = {
+        "architectures": [arch], "model_type": ARCHS[arch][0], "hidden_size": c.embed_dim,
+        "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads,
+        "intermediate_size": int(c.embed_dim * c.mlp_ratio), "patch_size": c.patch_size[0],
+        "image_size": c.img_size[0] if c.img_size[0] == c.img_size[1] else list(c.img_size),
+        "num_channels": c.in_chans, "layer_norm_eps": c.norm_eps, "hidden_act": ACT_TO_HF[c.act_layer],
+        "dtype": "float32"}
+    if arch == "SiglipVisionModel":
+        out.update(vision_use_head=True, attention_dropout=0.0)
+        return out
+    out.update(qkv_bias=c.qkv_bias, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+               pooler_output_size=c.representation_size or c.embed_dim, pooler_act="tanh",
+               encoder_stride=c.patch_size[0])
+    if c.num_classes:
+        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_classes)}
+        out["label2id"] = {f"LABEL_{i}": i for i in range(c.num_classes)}
+    return out
+
+
+def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
+    pcfg = getattr(model, "pretrained_cfg", None)
+    if pcfg is None:
+        return None
+    resample = {v: k for k, v in RESAMPLE.items()}.get(pcfg.interpolation, 3)
+    return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(pcfg.mean),
+            "image_std": list(pcfg.std), "resample": resample,
+            "size": {"height": model.config.img_size[0], "width": model.config.img_size[1]}}
+
+
+def write(model: VisionTransformer, path: Path) -> Path:
+    """A transformers folder: config.json, model.safetensors (transformers' names), preprocessor_config.json."""
+    problems = [why for test, why in UNSUPPORTED if test(model.config)]
+    if problems:
+        raise CheckpointError(f"Cannot save this model for Hugging Face transformers: it has {'; '.join(problems)}, "
+                              "which transformers' ViT, DeiT and SigLIP classes lack. Save it with format='vitkit' "
+                              "or format='timm' instead.")
+    arch = architecture(model.config)
+    _, backbone, heads = ARCHS[arch]
+    out = remap(model.state_dict(), [*backbone, *heads], reverse=True, num_heads=model.config.num_heads)
+    if out.unmatched:
+        raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
+                              "Save with format='vitkit' or 'timm' instead.")
+    write_safetensors(out.tensors, path / "model.safetensors")
+    write_json(hf_config_json(model.config, arch), path / "config.json")
+    preprocessor = preprocessor_json(model)
+    if preprocessor is not None:
+        write_json(preprocessor, path / "preprocessor_config.json")
+    return path
+
+
+FAMILY = Family(
+    name="hf",
+    description="Hugging Face transformers: embeddings.patch_embeddings.projection.weight, "
+                "encoder.layer.0.attention.attention.query.weight, ... (ViT, DeiT, SigLIP)",
+    signatures=(r"(^|\.)embeddings\.patch_embeddings\.projection\.weight$",
+                r"(^|\.)embeddings\.patch_embedding\.weight$"),
+    rules=READ_RULES,
+    posemb_style="hf",
+    prefixes=("vit.", "deit.", "vision_model."),
+    hints=_hints,
+    pretrained_cfg=_pretrained_cfg,
+    write=write,
+    marker=lambda ckpt: "model_type" in (ckpt.config or {}),
+)

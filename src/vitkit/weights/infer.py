@@ -1,0 +1,137 @@
+"""The architecture of a checkpoint, read off its tensor shapes (under vitkit names)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..config import ViTConfig
+from ..errors import CheckpointError
+from ..registry import get_entry, list_models
+
+logger = logging.getLogger(__name__)
+
+# Heads of the published ViT widths (Ti, S, B, L, So400m, H, g, G, DINOv2-g); other widths: 64-dim heads
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16, 1536: 24, 1664: 16}
+# Fields tensor shapes cannot tell: a family's config files (hints) or the caller (overrides) must
+NON_INFERABLE = ("num_heads", "norm_eps", "act_layer", "qk_scale", "no_embed_class", "global_pool", "fc_norm")
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def _shape(shapes: Shapes, key: str, what: str) -> tuple[int, ...]:
+    if key not in shapes:
+        raise CheckpointError(f"The checkpoint has no {key!r}, so its {what} cannot be inferred: it is not a ViT "
+                              "checkpoint, or it names its tensors in a way vitkit does not map. List its tensors "
+                              "with `vitkit weights FILE`, or build the model by name: create_model(name, pretrained=...).")
+    return shapes[key]
+
+
+def _square_side(n: int) -> int | None:
+    side = math.isqrt(max(n, 0))
+    return side if side * side == n and side > 0 else None
+
+
+def heads_for_width(dim: int) -> int:
+    """The usual head count of a width (64-dim heads unless the width is a published one)."""
+    if dim in HEADS_BY_WIDTH:
+        return HEADS_BY_WIDTH[dim]
+    if dim % 64 == 0:
+        return dim // 64
+    raise CheckpointError(f"Cannot guess the number of attention heads of a width-{dim} model (tensor shapes do "
+                          "not store it). Pass num_heads=... to from_pretrained.")
+
+
+def _mlp_ratio(hidden: int, dim: int) -> float:
+    ratio = hidden / dim
+    return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim  # int() must give back `hidden`
+
+
+def _pooling(shapes: Shapes, class_token: bool) -> dict[str, Any]:
+    if "attn_pool.latent" in shapes:
+        return {"global_pool": "map"}
+    if "fc_norm.weight" in shapes:
+        return {"global_pool": "avg", "fc_norm": True}
+    if class_token:
+        return {"global_pool": "token"}
+    return {"global_pool": "avg", "fc_norm": False}  # norm then mean over patches (big_vision 'gap')
+
+
+def _grid(shapes: Shapes, prefix: int, hints: Mapping[str, Any]) -> tuple[bool, tuple[int, int]]:
+    """(no_embed_class, patch grid) from the position embedding's length."""
+    tokens = _shape(shapes, "pos_embed", "image size")[1]
+    if "no_embed_class" in hints:
+        no_embed = bool(hints["no_embed_class"])
+    else:  # a length that is a square grid plus the prefix tokens includes them; a square alone does not
+        no_embed = prefix > 0 and _square_side(tokens - prefix) is None and _square_side(tokens) is not None
+    side = _square_side(tokens - (0 if no_embed else prefix))
+    if side is None:
+        raise CheckpointError(f"The position embedding has {tokens} tokens ({prefix} prefix), which is not a square "
+                              "grid; the image size cannot be inferred. Pass img_size=(H, W) of the checkpoint.")
+    return no_embed, (side, side)
+
+
+def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """ViTConfig fields from tensor shapes; ``hints`` (from config files) fill what shapes cannot tell."""
+    hints = dict(hints or {})
+    dim, in_chans, ph, pw = _shape(shapes, "patch_embed.proj.weight", "width and patch size")
+    blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))}
+    hidden = _shape(shapes, "blocks.0.mlp.fc1.weight", "MLP width")[0]
+    class_token = "cls_token" in shapes
+    reg_tokens = shapes["reg_token"][1] if "reg_token" in shapes else 0
+    prefix = int(class_token) + int("dist_token" in shapes) + reg_tokens
+    no_embed_class, grid = _grid(shapes, prefix, hints)
+    fields: dict[str, Any] = dict(
+        img_size=(grid[0] * ph, grid[1] * pw), patch_size=(ph, pw), in_chans=in_chans, embed_dim=dim,
+        depth=max(blocks) + 1, mlp_ratio=_mlp_ratio(hidden, dim), class_token=class_token,
+        distilled="dist_token" in shapes, reg_tokens=reg_tokens, no_embed_class=no_embed_class,
+        num_classes=shapes["head.weight"][0] if "head.weight" in shapes else 0,
+        representation_size=shapes["pre_logits.fc.weight"][0] if "pre_logits.fc.weight" in shapes else None,
+        qkv_bias="blocks.0.attn.qkv.bias" in shapes, qk_norm="blocks.0.attn.q_norm.weight" in shapes,
+        proj_bias="blocks.0.attn.proj.bias" in shapes, patch_bias="patch_embed.proj.bias" in shapes,
+        init_values=1e-5 if "blocks.0.ls1.gamma" in shapes else None,  # the value is loaded, not used
+        pre_norm="norm_pre.weight" in shapes, final_norm="norm.weight" in shapes or "fc_norm.weight" in shapes,
+        norm_layer="layernorm" if "blocks.0.norm1.bias" in shapes else "rmsnorm",
+        **_pooling(shapes, class_token))
+    if "num_heads" not in hints:
+        fields["num_heads"] = heads_for_width(dim)
+        logger.info("num_heads not stored in the checkpoint; assuming %d (%d-dim heads)",
+                    fields["num_heads"], dim // fields["num_heads"])
+    fields.update(hints)
+    return fields
+
+
+def infer_config(state: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None = None,
+                 **overrides: Any) -> ViTConfig:
+    """The ViTConfig of a state dict under vitkit names, with ``hints`` then ``overrides`` applied."""
+    fields = infer_fields({k: tuple(v.shape) for k, v in state.items()}, hints)
+    fields.update(overrides)
+    return ViTConfig(**fields)
+
+
+def registry_hints(name: str) -> dict[str, Any]:
+    """The fields shapes cannot tell, from a registered model of that name (``{}`` if unknown)."""
+    base = name.split(".")[0]
+    if base not in list_models(base):
+        return {}
+    config = get_entry(base).build_config()
+    return {k: getattr(config, k) for k in NON_INFERABLE}
+
+
+_MATCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "num_classes",
+                 "class_token", "distilled", "reg_tokens", "global_pool", "representation_size", "no_embed_class")
+
+
+def match_registry(config: ViTConfig) -> str | None:
+    """The registered model with the same architecture as ``config`` (ignoring norm/activation details)."""
+    def key(c: ViTConfig) -> tuple[Any, ...]:
+        return (*(getattr(c, f) for f in _MATCH_FIELDS), int(c.embed_dim * c.mlp_ratio))
+
+    want = key(config)
+    return next((n for n in list_models() if key(get_entry(n).build_config()) == want), None)

@@ -1,0 +1,244 @@
+"""Loading as a pipeline: read -> detect format -> convert to vitkit names -> adapt -> strict load.
+
+The model is built on the meta device and the checkpoint's tensors are assigned to it (``assign=True``),
+so a memory-mapped file is never copied: loading holds one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ViTConfig
+from ..errors import CheckpointError
+from ..model import VisionTransformer
+from ..registry import PretrainedCfg
+from .adapt import adapt
+from .formats import Converted, Family, detect_format
+from .infer import infer_config
+from .io import read_checkpoint
+
+logger = logging.getLogger(__name__)
+Shape = tuple[int, ...]
+MAX_ROWS = 25  # rows per section of a mismatch table
+
+
+@dataclass
+class LoadReport:
+    """What happened to every tensor while loading a checkpoint into a model."""
+
+    source: str
+    format: str
+    missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+    mismatched: list[tuple[str, Shape, Shape]] = field(default_factory=list)  # (name, expected, found)
+    newly_initialized: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # in the checkpoint, deliberately not loaded
+    adapted: list[str] = field(default_factory=list)  # notes: resampled, channel-adapted, ...
+    found: dict[str, Shape] = field(default_factory=dict, repr=False)
+    expected: dict[str, Shape] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def table(self) -> str:
+        """Missing, unexpected and mis-shaped tensors as an aligned table."""
+        rows: list[tuple[str, str, str]] = []
+        sections = [("missing (in the model, not in the checkpoint)", [(k, self.expected.get(k), None)
+                                                                       for k in self.missing]),
+                    ("unexpected (in the checkpoint, not in the model)", [(k, None, self.found.get(k))
+                                                                          for k in self.unexpected]),
+                    ("mis-shaped", self.mismatched)]
+        for title, items in sections:
+            if not items:
+                continue
+            rows.append((f"{title}: {len(items)}", "expected", "found"))
+            for name, want, have in items[:MAX_ROWS]:
+                rows.append((f"  {name}", _fmt(want), _fmt(have)))
+            if len(items) > MAX_ROWS:
+                rows.append((f"  ... and {len(items) - MAX_ROWS} more", "", ""))
+        width = max((len(r[0]) for r in rows), default=0) + 2
+        return "\n".join(f"{a:<{width}}{b:<22}{c}".rstrip() for a, b, c in rows)
+
+    def summary(self) -> str:
+        parts = [f"loaded {self.source} ({self.format})"]
+        for label, items in (("adapted", self.adapted), ("dropped", self.dropped),
+                             ("newly initialized", self.newly_initialized), ("missing", self.missing),
+                             ("unexpected", self.unexpected), ("mis-shaped", [m[0] for m in self.mismatched])):
+            if items:
+                parts.append(f"{label}: {', '.join(items)}")
+        return "; ".join(parts)
+
+
+def _ordered(names: list[str], expected: dict[str, Shape]) -> list[str]:
+    """``names`` in the model's parameter order (head.weight before head.bias)."""
+    wanted = set(names)
+    return [k for k in expected if k in wanted]
+
+
+def _fmt(shape: Shape | None) -> str:
+    return "-" if shape is None else str(tuple(shape))
+
+
+# ---------------------------------------------------------------------- steps
+def compare(state: dict[str, torch.Tensor], expected: dict[str, Shape], report: LoadReport) -> None:
+    """Fill the report's missing / unexpected / mismatched lists (newly initialized keys are not missing)."""
+    report.found = {k: tuple(v.shape) for k, v in state.items()}
+    report.expected = expected
+    fresh = set(report.newly_initialized)
+    report.missing = [k for k in expected if k not in state and k not in fresh]
+    report.unexpected = sorted(k for k in state if k not in expected)
+    report.mismatched = [(k, expected[k], report.found[k]) for k in sorted(state)
+                         if k in expected and report.found[k] != tuple(expected[k])]
+
+
+def _fail(report: LoadReport, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{report.source} ({report.format} format) does not fit {what}:\n{report.table()}\n"
+        "Check that the checkpoint is for this architecture (`vitkit weights FILE` lists it; "
+        "vitkit.from_pretrained(FILE) builds the model the checkpoint describes), "
+        "or pass strict=False to load the tensors that fit and initialise the rest.")
+
+
+def _initialise(owner: nn.Module, attr: str, p: torch.Tensor, init_values: float) -> None:
+    """The model's own initialisation for one parameter (as VisionTransformer.init_weights)."""
+    if attr == "bias" or isinstance(owner, (nn.LayerNorm, nn.RMSNorm)):
+        p.fill_(1.0 if attr == "weight" else 0.0)
+    elif attr == "gamma":
+        p.fill_(init_values)
+    elif attr in ("cls_token", "dist_token", "reg_token"):
+        nn.init.normal_(p, std=1e-6)
+    elif isinstance(owner, nn.Conv2d):
+        nn.init.trunc_normal_(p, std=math.sqrt(1.0 / p[0].numel()))  # lecun-normal-like, over C*kh*kw
+    else:  # Linear weights, pos_embed, the MAP latent
+        nn.init.trunc_normal_(p, std=0.02)
+
+
+def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) -> None:
+    """Materialise parameters the checkpoint did not provide (still on the meta device) and initialise them."""
+    for name in names:
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        old = getattr(owner, attr)
+        fresh = nn.Parameter(torch.empty(old.shape, dtype=dtype), requires_grad=old.requires_grad)
+        with torch.no_grad():
+            _initialise(owner, attr, fresh, model.config.init_values or 1.0)
+        setattr(owner, attr, fresh)
+
+
+def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: list[str],
+            device: torch.device, dtype: torch.dtype) -> None:
+    state = {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in state.items()}
+    state = {k: v if v.is_contiguous() else v.contiguous() for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    _init_fresh(model, fresh, dtype)
+    still_meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if still_meta:  # a bug, not a user error: every parameter was either loaded or initialised
+        raise RuntimeError(f"parameters left uninitialised after loading: {still_meta}")
+    if device.type != "cpu":
+        model.to(device)
+
+
+def load_converted(converted: Converted, family: Family, config: ViTConfig, *, source: str, strict: bool = True,
+                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                   what: str | None = None) -> VisionTransformer:
+    """Build ``config`` on the meta device, adapt ``converted`` to it and load it (strictly, by default)."""
+    with torch.device("meta"):
+        model = VisionTransformer(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    adapted = adapt(converted.state, expected, config, style=family.posemb_style,
+                    source_grid=_source_grid(converted))
+    report = LoadReport(source=source, format=family.name, newly_initialized=_ordered(adapted.newly_initialized, expected),
+                        dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes)
+    compare(adapted.state, expected, report)
+    if not report.ok:
+        if strict:
+            raise _fail(report, what or "the model")
+        logger.warning("not strict: %s", report.summary())
+        for key in report.unexpected + [m[0] for m in report.mismatched]:
+            adapted.state.pop(key)
+        report.newly_initialized = _ordered([*report.newly_initialized, *report.missing,
+                                             *(m[0] for m in report.mismatched)], expected)
+    dtype = dtype or torch.float32
+    _assign(model, adapted.state, report.newly_initialized, torch.device(device or "cpu"), dtype)
+    if report.newly_initialized:
+        logger.warning("newly initialized: %s", ", ".join(report.newly_initialized))
+    for note in report.adapted:
+        logger.info("%s", note)
+    model.load_report = report
+    return model.eval()
+
+
+def _source_grid(converted: Converted) -> tuple[int, int] | None:
+    """The checkpoint's patch grid when its config states the image size (non-square grids need it)."""
+    img = converted.hints.get("img_size")
+    w = converted.state.get("patch_embed.proj.weight")
+    if img is None or w is None or w.ndim != 4:
+        return None
+    h, wd = (img, img) if isinstance(img, int) else tuple(img)
+    return (int(h) // int(w.shape[2]), int(wd) // int(w.shape[3]))
+
+
+# ---------------------------------------------------------------------- public entry points
+def _read(source: str | os.PathLike[str], format: str | None) -> tuple[Family, Converted]:
+    ckpt = read_checkpoint(source)
+    family = detect_format(ckpt, format)
+    return family, family.convert(ckpt)
+
+
+def _pcfg(converted: Converted, config: ViTConfig) -> PretrainedCfg:
+    base = dict(converted.pretrained_cfg or {})
+    base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
+    if converted.pretrained_cfg is None or "label_names" not in converted.pretrained_cfg:
+        base["label_names"] = None
+    return PretrainedCfg.from_dict(base)
+
+
+def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretrained_cfg: PretrainedCfg | None = None,
+                    device: str | torch.device | None = None, model_name: str | None = None,
+                    format: str | None = None, strict: bool = True, dtype: torch.dtype | None = None,
+                    ) -> VisionTransformer:
+    """A model of ``config`` (e.g. from the registry) with the weights of ``source`` loaded into it."""
+    family, converted = _read(source, format)
+    what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
+           f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
+    model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
+                           dtype=dtype, what=what)
+    model.pretrained_cfg = pretrained_cfg or _pcfg(converted, config)
+    model.model_name = model_name or converted.model_name or Path(os.fspath(source)).stem
+    return model
+
+
+def from_pretrained(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
+                    img_size: int | tuple[int, int] | None = None, strict: bool = True,
+                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                    **overrides: Any) -> VisionTransformer:
+    """Build the model a checkpoint describes and load it.
+
+    The architecture comes from the checkpoint itself: vitkit's JSON config, a Hugging Face
+    config.json, or (timm, npz) the tensor shapes. ``num_classes`` (a fresh head when it differs),
+    ``img_size`` (position embeddings resampled) and other ViTConfig fields in ``overrides`` change it;
+    ``representation_size=None`` drops a pre-logits layer. ``format`` forces the checkpoint family.
+    """
+    family, converted = _read(source, format)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    if converted.exact:
+        config = ViTConfig.from_dict(converted.hints).replace(**overrides)
+    else:
+        config = infer_config(converted.state, converted.hints, **overrides)
+    model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
+                           dtype=dtype, what="the architecture inferred from it")
+    model.pretrained_cfg = _pcfg(converted, config)
+    model.model_name = converted.model_name or Path(os.fspath(source)).stem
+    return model

@@ -1,0 +1,107 @@
+"""The inventory of a checkpoint: its tensors, format and architecture, without building a model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import ViTConfig
+from ..errors import VitkitError
+from .formats import detect_format
+from .infer import infer_config, match_registry
+from .io import read_checkpoint, tensor_info
+
+ARCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
+               "global_pool", "class_token", "distilled", "reg_tokens", "representation_size", "no_embed_class")
+
+
+@dataclass
+class Inventory:
+    path: str
+    kind: str  # file kind: safetensors, torch, npz
+    tensors: list[tuple[str, tuple[int, ...], str]]  # (name, shape, dtype)
+    format: str | None = None
+    config: ViTConfig | None = None
+    matches: str | None = None  # a registered model name with this architecture
+    problems: list[str] = field(default_factory=list)  # why the format or architecture is unknown
+
+    @property
+    def num_params(self) -> int:
+        return sum(_numel(shape) for _, shape, _ in self.tensors)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(_numel(shape) * _itemsize(dtype) for _, shape, dtype in self.tensors)
+
+    def dtypes(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, _, dtype in self.tensors:
+            counts[dtype] = counts.get(dtype, 0) + 1
+        return counts
+
+    def architecture(self) -> str:
+        if self.config is None:
+            return "unknown"
+        text = " ".join(f"{k}={_short(getattr(self.config, k))}" for k in ARCH_FIELDS)
+        return text + (f" (= {self.matches})" if self.matches else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, "format": self.format, "num_params": self.num_params,
+                "num_bytes": self.num_bytes, "dtypes": self.dtypes(), "matches": self.matches,
+                "config": self.config.to_dict() if self.config else None, "problems": self.problems,
+                "tensors": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in self.tensors]}
+
+    def format_table(self, limit: int | None = None) -> str:
+        """A readable listing: a header (format, architecture, counts), then one line per tensor."""
+        dtypes = ", ".join(f"{d}: {n}" for d, n in self.dtypes().items())
+        lines = [f"file:         {self.path} ({self.kind}, {self.num_bytes / 2**20:.1f} MiB)",
+                 f"format:       {self.format or 'unknown'}",
+                 f"architecture: {self.architecture()}",
+                 f"tensors:      {len(self.tensors)} ({dtypes}), {self.num_params:,} parameters"]
+        lines += [f"note:         {p}" for p in self.problems]
+        shown = self.tensors if limit is None else self.tensors[:limit]
+        width = max((len(n) for n, _, _ in shown), default=4) + 2
+        lines.append("")
+        lines.append(f"{'name':<{width}}{'shape':<24}dtype")
+        lines += [f"{n:<{width}}{str(s):<24}{d}" for n, s, d in shown]
+        if len(shown) < len(self.tensors):
+            lines.append(f"... and {len(self.tensors) - len(shown)} more (--all lists them)")
+        return "\n".join(lines)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _itemsize(dtype: str) -> int:
+    torch_dtype = getattr(torch, dtype, None)
+    return torch.empty((), dtype=torch_dtype).element_size() if isinstance(torch_dtype, torch.dtype) else 4
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, tuple) and len(set(value)) == 1:
+        return value[0]
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def inventory(source: str | os.PathLike[str], *, format: str | None = None) -> Inventory:
+    """Names, shapes and dtypes of every tensor in ``source``, its format and inferred architecture."""
+    ckpt = read_checkpoint(source)
+    inv = Inventory(path=os.fspath(ckpt.path), kind=ckpt.kind,
+                    tensors=[(k, *tensor_info(ckpt.tensors, k)) for k in ckpt.tensors])
+    try:
+        family = detect_format(ckpt, format)
+        inv.format = family.name
+        converted = family.convert(ckpt)
+        inv.config = (ViTConfig.from_dict(converted.hints) if converted.exact
+                      else infer_config(converted.state, converted.hints))
+        inv.matches = match_registry(inv.config)
+    except VitkitError as exc:
+        inv.problems.append(str(exc))
+    return inv

@@ -1,0 +1,83 @@
+"""timm checkpoints: vitkit's names are timm's, so the table only renames a few legacy keys.
+
+A timm folder from the Hub has ``config.json`` with ``architecture``, ``pretrained_cfg`` and sometimes
+``model_args``; those fill what tensor shapes cannot tell (heads, activation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .formats import Family
+from .infer import NON_INFERABLE, registry_hints
+from .io import Checkpoint, write_json, write_safetensors
+
+if TYPE_CHECKING:
+    from ..model import VisionTransformer
+
+RULES = (
+    ("blocks.{}.gamma_1", "blocks.{}.ls1.gamma", "id"),  # DeiT-III / CaiT-style layer scale, old naming
+    ("blocks.{}.gamma_2", "blocks.{}.ls2.gamma", "id"),
+    ("mask_token", None, "id"),  # masked-image-modelling token, unused for inference
+)
+
+# ViTConfig fields with the same name and meaning in timm's VisionTransformer(**kwargs)
+TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
+             "mlp_ratio", "qkv_bias", "qk_norm", "proj_bias", "init_values", "class_token", "no_embed_class",
+             "reg_tokens", "pre_norm", "final_norm", "fc_norm")
+PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes")
+
+
+def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
+    config = ckpt.config or {}
+    hints = registry_hints(str(config.get("architecture", "")))
+    model_args = config.get("model_args") or {}
+    hints.update({k: v for k, v in model_args.items() if k in NON_INFERABLE})
+    return hints
+
+
+def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
+    pcfg = (ckpt.config or {}).get("pretrained_cfg")
+    if not isinstance(pcfg, dict):
+        return None
+    out = {k: pcfg[k] for k in PCFG_KEYS if k in pcfg}
+    if "architecture" in (ckpt.config or {}):
+        out["timm_name"] = ckpt.config["architecture"]  # type: ignore[index]
+    return out
+
+
+def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
+    """A timm Hub-style config.json: architecture, class count, preprocessing and model kwargs."""
+    c = model.config
+    args = {k: getattr(c, k) for k in TIMM_ARGS}
+    args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
+    pcfg = getattr(model, "pretrained_cfg", None)
+    return {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
+            "num_features": c.num_features, "model_args": args,
+            "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
+
+
+def write(model: VisionTransformer, path: Path) -> Path:
+    """A timm state dict as safetensors: ``path`` itself if it ends in .safetensors, else a Hub-style folder."""
+    state: dict[str, torch.Tensor] = model.state_dict()
+    if path.suffix == ".safetensors":
+        return write_safetensors(state, path)
+    write_safetensors(state, path / "model.safetensors")
+    write_json(timm_config_json(model), path / "config.json")
+    return path
+
+
+FAMILY = Family(
+    name="timm",
+    description="timm state dicts: patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...",
+    signatures=(r"(^|\.)patch_embed\.proj\.weight$",),
+    rules=RULES,
+    posemb_style="timm",
+    prefixes=("module.", "_orig_mod."),
+    hints=_hints,
+    pretrained_cfg=_pretrained_cfg,
+    write=write,
+)
