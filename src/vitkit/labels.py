@@ -89,6 +89,6 @@ def labels_for_model(model: torch.nn.Module, labels: str | os.PathLike | list[st
         names = load_labels(builtin)
         if len(names) == num_classes:
             return names
-        logger.warning("label set %s has %d names but the model has %d classes; using class indices",
+        logger.info("label set %s has %d names but the model has %d classes; using class indices",
                        builtin, len(names), num_classes)
     return [f"class_{i}" for i in range(num_classes)]

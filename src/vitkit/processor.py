@@ -142,20 +142,17 @@ class ImageProcessor:
 
     @classmethod
     def from_pretrained(cls, name_or_source: str | os.PathLike, **overrides: Any) -> ImageProcessor:
-        """From a registry name, a Hugging Face folder (its preprocessor_config.json) or a saved vitkit model."""
-        from .registry import get_entry, list_models
+        """From a registry name, a Hugging Face folder (its preprocessor_config.json), or any source
+        ``vitkit.registry.load_model`` reads (a saved vitkit model, a checkpoint, an ``hf-hub:`` id)."""
+        from .registry import get_entry, list_models, load_model
 
         source = str(name_or_source)
         if source in list_models():
             return cls.from_pretrained_cfg(get_entry(source).pretrained_cfg, **overrides)
-        path = Path(source)
-        hf_file = path / "preprocessor_config.json"
+        hf_file = Path(source) / "preprocessor_config.json"
         if hf_file.is_file() and not overrides:
             return cls.from_hf_config(json.loads(hf_file.read_text()))
-        if path.exists():
-            return cls.from_model(_load_for_config(path), **overrides)
-        get_entry(source)  # raises UnknownModelError with suggestions
-        raise AssertionError("unreachable")
+        return cls.from_model(load_model(source), **overrides)
 
     # ------------------------------------------------------------------ processing
     def _resized(self, img: Image.Image) -> Image.Image:
@@ -215,13 +212,3 @@ def _as_pil(image: ImageInput, mode: str) -> Image.Image:
         return Image.fromarray(image)
     raise ImageError(f"Cannot read an image from a {type(image).__name__}: expected a file path, a PIL image "
                      f"or a uint8 numpy array.")
-
-
-def _load_for_config(path: Path) -> torch.nn.Module:
-    """A saved model, built on the meta device where possible, only to read its preprocessing."""
-    try:
-        from . import from_pretrained  # provided by the weights subsystem
-    except ImportError:
-        raise VitkitError(f"Cannot read preprocessing from {str(path)!r}: loading saved models needs "
-                          f"vitkit.from_pretrained, which this installation lacks.") from None
-    return from_pretrained(path)

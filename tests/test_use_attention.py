@@ -1,0 +1,86 @@
+"""Attention maps: PNGs with the image's aspect, also for fused-attention models; the maps' arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitkit import create_model
+from vitkit.attention import attention_rollout, last_layer_attention, overlay, save_attention_map
+from vitkit.cli import main
+from vitkit.errors import VitkitError
+
+
+@pytest.fixture(scope="module")
+def rocket_file(photos, tmp_path_factory):
+    path = tmp_path_factory.mktemp("att") / "rocket.jpg"
+    Image.fromarray(photos["rocket"]).save(path)  # 640 x 427, landscape
+    return path
+
+
+def _aspect(size: tuple[int, int]) -> float:
+    return size[0] / size[1]
+
+
+@pytest.mark.parametrize("method", ["rollout", "last"])
+def test_cli_writes_png_with_the_image_aspect(rocket_file, tmp_path, capsys, method):
+    out = tmp_path / f"{method}.png"
+    assert main(["attention", str(rocket_file), "--model", "vit_digits", "--out", str(out), "--method", method]) == 0
+    assert str(out) in capsys.readouterr().out
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == Image.open(rocket_file).size
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("deit_tiny_distilled_patch16_224", {}),
+    ("vit_base_patch16_siglip_224", {"embed_dim": 192, "num_heads": 3}),  # no class token: MAP head
+    ("vit_small_patch14_reg4_dinov2", {"img_size": 224}),  # register tokens
+])
+def test_other_families_and_panels(photos, tmp_path, name, kwargs):
+    model = create_model(name, depth=2, **kwargs)
+    img = Image.fromarray(photos["astronaut"]).resize((300, 180))
+    out = save_attention_map(img, tmp_path / "map.png", model=model, discard_ratio=0.2)
+    assert _aspect(Image.open(out).size) == pytest.approx(300 / 180)
+    panels = save_attention_map(img, tmp_path / "panels.png", model=model, panels=True)
+    assert Image.open(panels).width > 2.5 * Image.open(panels).height
+
+
+def _explicit_attention(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Softmax(q k^T / sqrt(d)) written out from the block's weights: (B, heads, N, N)."""
+    attn = block.attn
+    B, N, C = x.shape
+    qkv = attn.qkv(block.norm1(x)).reshape(B, N, 3, attn.num_heads, C // attn.num_heads).permute(2, 0, 3, 1, 4)
+    return (qkv[0] @ qkv[1].transpose(-2, -1) * attn.scale).softmax(-1)
+
+
+def test_rollout_and_last_layer_arithmetic():
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_patch16_224", depth=3, img_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens, maps = model.embed(x), []
+        for block in model.blocks:
+            maps.append(_explicit_attention(block, tokens))
+            tokens = block(tokens)  # the fused path
+    n = maps[0].shape[-1]
+    joint = torch.eye(n).expand(2, n, n)
+    for a in maps:
+        a = a.mean(1) + torch.eye(n)
+        joint = (a / a.sum(-1, keepdim=True)) @ joint
+    torch.testing.assert_close(attention_rollout(model, x), joint[:, 0, 1:].reshape(2, 4, 4))
+    torch.testing.assert_close(last_layer_attention(model, x), maps[-1].mean(1)[:, 0, 1:].reshape(2, 4, 4))
+    with pytest.raises(VitkitError, match="discard_ratio"):
+        attention_rollout(model, x, discard_ratio=1.0)
+
+
+def test_overlay_and_errors(photos, tmp_path, rocket_file):
+    img = Image.fromarray(photos["coffee"])
+    blended = overlay(img, np.eye(4), alpha=0.0)
+    np.testing.assert_array_equal(np.asarray(blended), np.asarray(img))  # alpha 0: the image itself
+    assert overlay(img, np.eye(4), alpha=1.0).size == img.size
+    with pytest.raises(VitkitError, match=".png"):
+        save_attention_map(rocket_file, tmp_path / "map.jpg", model="vit_digits")
+    with pytest.raises(VitkitError, match="method"):
+        save_attention_map(rocket_file, tmp_path / "map.png", model="vit_digits", method="gradcam")
