@@ -98,3 +98,11 @@ def test_bad_settings_and_inputs():
         ImageProcessor.from_pretrained("vit_base_patch16_224x")
     with pytest.raises(InputSizeError, match="differ in size"):
         ImageProcessor(do_center_crop=False)([np.zeros((20, 30, 3), np.uint8), np.zeros((30, 20, 3), np.uint8)])
+
+
+def test_from_pretrained_reads_a_hugging_face_folder(transformers, pil_photos, tmp_path):
+    reference = transformers.ViTImageProcessorPil(size={"height": 160, "width": 160}, resample=3)
+    reference.save_pretrained(tmp_path)
+    ours = ImageProcessor.from_pretrained(tmp_path)
+    assert ours.size == (160, 160) and ours.resize_mode == "fixed" and ours.interpolation == "bicubic"
+    torch.testing.assert_close(ours(pil_photos[:2]), _hf(reference, pil_photos[:2]), atol=TOL, rtol=0)
