@@ -97,3 +97,12 @@ def test_label_errors(tmp_path):
         load_labels(tmp_path / "missing.txt")
     with pytest.raises(VitkitError, match="top_k"):
         predict([], model, top_k=0)
+
+
+def test_weights_option_loads_into_a_registry_model(capsys, photo_files, tmp_path):
+    model = create_model("vit_digits").eval()
+    vitkit.save_pretrained(model, tmp_path / "digits")
+    out = _cli_json(capsys, photo_files[0], "--model", "vit_digits", "--weights", str(tmp_path / "digits"))
+    expected = predict(photo_files[0], model)[0]
+    assert [p["index"] for p in out[0]["predictions"]] == [p.index for p in expected.top_k]
+    assert out[0]["predictions"][0]["label"] == expected.top_k[0].label
