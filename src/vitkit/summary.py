@@ -20,6 +20,7 @@ from torch import nn
 
 from .layers import Attention, AttentionPoolHead
 from .predict import ModelSpec, resolve_model
+from .registry import create_model, list_models
 
 Shape = list[int | str]
 
@@ -135,10 +136,10 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
     """
     if isinstance(model, nn.Module):
         net = copy.deepcopy(model).to("meta")
-    elif weights is None and img_size is not None:
-        net = resolve_model(model, device="meta", img_size=img_size)
-    else:
-        net = resolve_model(model, weights=weights, device="meta" if weights is None else None).to("meta")
+    elif weights is None and str(model) in list_models():  # build without memory or initialisation
+        net = create_model(str(model), img_size=img_size, device="meta")
+    else:  # loads the weights (for their architecture), then drops them
+        net = resolve_model(model, weights=weights, img_size=img_size).to("meta")
     net.eval()
     config = net.config
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size or config.img_size)
