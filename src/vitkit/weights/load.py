@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .io import read_checkpoint
 logger = logging.getLogger(__name__)
 Shape = tuple[int, ...]
 MAX_ROWS = 25  # rows per section of a mismatch table
+_BLOCK_INDEX = re.compile(r"(?<=blocks\.)\d+(?=\.)")
 
 
 @dataclass
@@ -61,10 +63,11 @@ class LoadReport:
             if not items:
                 continue
             rows.append((f"{title}: {len(items)}", "expected", "found"))
-            for name, want, have in items[:MAX_ROWS]:
+            grouped = _grouped(items)
+            for name, want, have in grouped[:MAX_ROWS]:
                 rows.append((f"  {name}", _fmt(want), _fmt(have)))
-            if len(items) > MAX_ROWS:
-                rows.append((f"  ... and {len(items) - MAX_ROWS} more", "", ""))
+            if len(grouped) > MAX_ROWS:
+                rows.append((f"  ... and {len(grouped) - MAX_ROWS} more", "", ""))
         width = max((len(r[0]) for r in rows), default=0) + 2
         return "\n".join(f"{a:<{width}}{b:<22}{c}".rstrip() for a, b, c in rows)
 
@@ -76,6 +79,26 @@ class LoadReport:
             if items:
                 parts.append(f"{label}: {', '.join(items)}")
         return "; ".join(parts)
+
+
+def _span(indices: list[int]) -> str:
+    idx = sorted(set(indices))
+    if len(idx) == 1:
+        return str(idx[0])
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return f"{{{idx[0]}-{idx[-1]}}}"
+    return "{" + ",".join(map(str, idx)) + "}"
+
+
+def _grouped(items: list[tuple[str, Shape | None, Shape | None]]) -> list[tuple[str, Shape | None, Shape | None]]:
+    """Rows that differ only in their block index, as one row: ``blocks.{0-11}.norm1.weight``."""
+    groups: dict[tuple[str, Shape | None, Shape | None], list[int]] = {}
+    for name, want, have in items:
+        m = _BLOCK_INDEX.search(name)
+        key = (_BLOCK_INDEX.sub("{}", name, count=1) if m else name, want, have)
+        groups.setdefault(key, []).append(int(m.group()) if m else -1)
+    return [(pattern.replace("{}", _span(idx), 1) if idx[0] >= 0 else pattern, want, have)
+            for (pattern, want, have), idx in groups.items()]
 
 
 def _ordered(names: list[str], expected: dict[str, Shape]) -> list[str]:
@@ -96,8 +119,8 @@ def compare(state: dict[str, torch.Tensor], expected: dict[str, Shape], report: 
     fresh = set(report.newly_initialized)
     report.missing = [k for k in expected if k not in state and k not in fresh]
     report.unexpected = sorted(k for k in state if k not in expected)
-    report.mismatched = [(k, expected[k], report.found[k]) for k in sorted(state)
-                         if k in expected and report.found[k] != tuple(expected[k])]
+    report.mismatched = [(k, expected[k], report.found[k]) for k in expected
+                         if k in state and report.found[k] != tuple(expected[k])]
 
 
 def _fail(report: LoadReport, what: str) -> CheckpointError:

@@ -142,11 +142,11 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 def _parts_by_base(patterns: Iterable[str]) -> dict[str, list[str]]:
-    parts: dict[str, list[str]] = defaultdict(list)
+    parts: dict[str, set[str]] = defaultdict(set)
     for pattern in patterns:
         base, part = _split(pattern)
         if part:
-            parts[base].append(part)
+            parts[base].add(part)
     return {base: sorted(ps, key=PART_ORDER.index) for base, ps in parts.items()}
 
 
@@ -196,8 +196,10 @@ def remap(tensors: Mapping[str, torch.Tensor], rules: Sequence[Rule], *, reverse
                 result.tensors[name] = value
     for name, parts in pending.items():
         if len(parts) != next(iter(parts.values()))[2]:
-            # an incomplete fused tensor is not built: its pieces are reported as unmatched
-            result.unmatched.extend(sorted({key for _, key, _ in parts.values()}))
+            # an incomplete fused tensor is not built: its pieces stay, unmatched, under their own names
+            for key in sorted({key for _, key, _ in parts.values()}):
+                result.tensors[key] = tensors[key]
+                result.unmatched.append(key)
             continue
         result.tensors[name] = torch.cat([parts[p][0] for p in PART_ORDER if p in parts], dim=0)
     return result

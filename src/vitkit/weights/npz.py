@@ -126,8 +126,9 @@ def _hints(ckpt: Checkpoint, tensors: Mapping[str, torch.Tensor]) -> dict[str, A
     if query is None:
         raise CheckpointError(f"{ckpt.path} has an embedding/kernel but no Transformer/encoderblock_0/"
                               "MultiHeadDotProductAttention_*/query/kernel: not a ViT checkpoint vitkit knows.")
+    # whether position embeddings cover the class token (original) or not (big_vision) is read off their
+    # length by infer_config, since timm-converted files mix the two
     return {"num_heads": tensor_info(tensors, query)[0][1],  # (D, heads, head_dim)
-            "no_embed_class": "pos_embedding" in tensors,  # big_vision adds it before the class token is joined
             "norm_eps": 1e-6, "act_layer": "gelu"}
 
 

@@ -1,0 +1,131 @@
+"""Google .npz checkpoints (original vision_transformer and big_vision layouts): parity with timm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_weights_refs import TOL, google_arrays, images, max_diff, timm_from_npz, timm_vit, write_google_npz
+
+import vitkit
+from vitkit.errors import CheckpointError
+
+
+@pytest.mark.parametrize("layout, prefix", [
+    (dict(), ""), (dict(big_vision=True), "params/"), (dict(scanned=True), ""), (dict(), "opt/target/"),
+], ids=["original", "big_vision-params", "scanned", "opt-target"])
+def test_npz_layouts_match_timm(timm, tmp_path, layout, prefix):
+    ref = timm_vit(timm)
+    path = write_google_npz(ref, tmp_path / "ViT-T.npz", prefix=prefix, **layout)
+    model = vitkit.from_pretrained(path)
+    assert model.load_report.format == "npz" and model.load_report.ok
+    x = images()
+    assert max_diff(model(x), ref(x)) <= TOL
+    assert max_diff(model.forward_features(x), ref.forward_features(x)) <= TOL
+
+
+def test_big_vision_siglip_map_head_with_text_tower(timm, tmp_path):
+    ref = timm_vit(timm, class_token=False, global_pool="map", num_classes=0)
+    arrays = {f"params/img/{k}": v for k, v in google_arrays(ref, big_vision=True).items()}
+    arrays.update({"params/txt/Encoder_0/encoder_norm/scale": np.ones(4, np.float32),
+                   "params/t": np.ones(1, np.float32), "params/b": np.zeros(1, np.float32)})
+    np.savez(tmp_path / "siglip.npz", **arrays)
+    model = vitkit.from_pretrained(tmp_path / "siglip.npz")
+    assert model.config.global_pool == "map" and not model.config.class_token
+    assert "txt/Encoder_0/encoder_norm/scale" in model.load_report.dropped
+    x = images()
+    assert max_diff(model(x), ref(x)) <= TOL
+
+
+def test_big_vision_gap_pooling(timm, tmp_path):
+    ref = timm_vit(timm, class_token=False, global_pool="avg", fc_norm=False)
+    model = vitkit.from_pretrained(write_google_npz(ref, tmp_path / "gap.npz", big_vision=True))
+    assert model.config.global_pool == "avg" and model.config.fc_norm is False
+    x = images()
+    assert max_diff(model(x), ref(x)) <= TOL
+
+
+def test_big_vision_class_token_posemb_skips_it(timm, tmp_path):
+    """big_vision adds position embeddings before joining the class token: vitkit's no_embed_class."""
+    ref = timm_vit(timm, no_embed_class=True)
+    model = vitkit.from_pretrained(write_google_npz(ref, tmp_path / "tok.npz", big_vision=True))
+    assert model.config.no_embed_class
+    x = images()
+    assert max_diff(model(x), ref(x)) <= TOL
+
+
+def test_resampled_posemb_matches_timm_npz_loader(timm, tmp_path):
+    """384->224 style: a 6x6 grid loaded at 4x4 with timm's npz numerics (bilinear, no antialias)."""
+    ref = timm_vit(timm, img_size=48)
+    path = write_google_npz(ref, tmp_path / "w48.npz")
+    model = vitkit.from_pretrained(path, img_size=32)
+    timm_model = timm_from_npz(timm, path, img_size=32)
+    assert model.pos_embed.shape == timm_model.pos_embed.shape == (1, 17, 128)
+    assert any("bilinear" in note for note in model.load_report.adapted)
+    x = images()
+    assert max_diff(model(x), timm_model(x)) <= TOL
+
+
+def test_in_chans_and_patch_size_adapted_like_timm(timm, tmp_path):
+    ref = timm_vit(timm)
+    path = write_google_npz(ref, tmp_path / "w.npz")
+    model = vitkit.from_pretrained(path, in_chans=1, patch_size=4)
+    timm_model = timm_from_npz(timm, path, in_chans=1, patch_size=4)
+    x = images(chans=1)
+    assert max_diff(model(x), timm_model(x)) <= TOL
+
+
+def test_pre_logits_kept_or_dropped(timm, tmp_path):
+    ref = timm_vit(timm)
+    arrays = google_arrays(ref)
+    gen = np.random.default_rng(0)
+    arrays["pre_logits/kernel"] = gen.normal(size=(128, 96)).astype(np.float32) * 0.1
+    arrays["pre_logits/bias"] = gen.normal(size=(96,)).astype(np.float32) * 0.1
+    arrays["head/kernel"] = gen.normal(size=(96, 5)).astype(np.float32) * 0.1
+    np.savez(tmp_path / "in21k.npz", **arrays)
+
+    model = vitkit.from_pretrained(tmp_path / "in21k.npz")
+    assert model.config.representation_size == 96
+    x = images()
+    want = torch.tanh(ref.forward_head(ref.forward_features(x), pre_logits=True) @ torch.from_numpy(
+        arrays["pre_logits/kernel"]) + torch.from_numpy(arrays["pre_logits/bias"]))
+    assert max_diff(model.forward_head(model.forward_features(x), pre_logits=True), want) <= TOL
+
+    dropped = vitkit.from_pretrained(tmp_path / "in21k.npz", representation_size=None, num_classes=7)
+    assert dropped.config.representation_size is None
+    assert {"pre_logits.fc.weight", "pre_logits.fc.bias"} <= set(dropped.load_report.dropped)
+    assert dropped.load_report.newly_initialized == ["head.weight", "head.bias"]
+
+
+def test_create_model_with_npz(timm, tmp_path):
+    vitkit.register(vitkit.ModelEntry(name="test_weights_npz_tiny", config=dict(
+        img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2, num_classes=5),
+        pretrained_cfg=vitkit.PretrainedCfg(input_size=(3, 32, 32), num_classes=5)))
+    ref = timm_vit(timm)
+    model = vitkit.create_model("test_weights_npz_tiny", pretrained=write_google_npz(ref, tmp_path / "w.npz"))
+    assert model.model_name == "test_weights_npz_tiny"
+    x = images()
+    assert max_diff(model(x), ref(x)) <= TOL
+
+
+# ---------------------------------------------------------------------- writing npz
+@pytest.mark.parametrize("kwargs", [dict(), dict(class_token=False, global_pool="map", num_classes=0),
+                                    dict(no_embed_class=True)], ids=["vit", "map", "no_embed_class"])
+def test_npz_writer_round_trips_through_timm(timm, tmp_path, kwargs):
+    ref = timm_vit(timm, **kwargs)
+    model = vitkit.VisionTransformer(vitkit.ViTConfig(**{**dict(img_size=32, patch_size=8, embed_dim=128, depth=2,
+                                                                 num_heads=2, num_classes=5), **kwargs}))
+    model.load_state_dict(ref.state_dict())
+    path = vitkit.save_pretrained(model, tmp_path / "out.npz", format="npz")
+    timm_model = timm_from_npz(timm, path, **kwargs)
+    x = images()
+    assert max_diff(timm_model(x), ref(x)) <= TOL
+    again = vitkit.from_pretrained(path)
+    assert max_diff(again(x), ref(x)) <= TOL
+
+
+def test_npz_writer_refuses_what_npz_cannot_hold(tmp_path):
+    model = vitkit.VisionTransformer(vitkit.ViTConfig(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=1,
+                                                      distilled=True))
+    with pytest.raises(CheckpointError, match="dist_token"):
+        vitkit.save_pretrained(model, tmp_path / "deit.npz", format="npz")
