@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .attention import attention_rollout, last_layer_attention, save_attention_map
 from .config import ViTConfig
+from .data.images import list_images, load_image
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -12,8 +14,13 @@ from .errors import (
     UnknownModelError,
     VitkitError,
 )
+from .features import extract_features, load_features, merge_features
+from .labels import load_labels
 from .model import VisionTransformer
+from .predict import predict
+from .processor import ImageProcessor
 from .registry import ModelEntry, PretrainedCfg, create_model, get_entry, list_models, register
+from .summary import summarize
 from .weights.load import from_pretrained
 from .weights.save import save_pretrained
 
@@ -23,4 +30,6 @@ __all__ = [
     "CheckpointError", "ConfigError", "DataError", "ImageError", "InputSizeError", "ModelEntry",
     "PretrainedCfg", "UnknownModelError", "ViTConfig", "VisionTransformer", "VitkitError", "__version__",
     "create_model", "from_pretrained", "get_entry", "list_models", "register", "save_pretrained",
+    "ImageProcessor", "attention_rollout", "extract_features", "last_layer_attention", "list_images",
+    "load_features", "load_image", "load_labels", "merge_features", "predict", "save_attention_map", "summarize",
 ]
