@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_weights_refs import TOL, google_arrays, images, max_diff, timm_from_npz, timm_vit, write_google_npz
 
 import vitkit
+from test_weights_refs import TOL, google_arrays, images, max_diff, timm_from_npz, timm_vit, write_google_npz
 from vitkit.errors import CheckpointError
 
 

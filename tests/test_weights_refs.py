@@ -32,7 +32,7 @@ def timm_vit(timm, seed: int = 0, **kwargs) -> torch.nn.Module:
     """A tiny random timm VisionTransformer (kwargs override TINY)."""
     from timm.models.vision_transformer import VisionTransformer
 
-    return randomize(VisionTransformer(**{**TINY, **kwargs}), seed)
+    return randomize(VisionTransformer(**{**TINY, "weight_init": "skip", **kwargs}), seed)
 
 
 def timm_from_file(timm, path: Path, **kwargs) -> torch.nn.Module:

@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_weights_refs import TINY, TOL, images, max_diff, timm_from_file, timm_vit
 
 import vitkit
+from test_weights_refs import TINY, TOL, images, max_diff, timm_from_file, timm_vit
 from vitkit.errors import CheckpointError
 
 VARIANTS = {
@@ -49,6 +49,7 @@ def test_timm_variants_rebuild_and_match(timm, tmp_path, variant):
 
 def test_deit_distilled(timm, tmp_path):
     from timm.models.deit import VisionTransformerDistilled
+
     from test_weights_refs import randomize
 
     ref = randomize(VisionTransformerDistilled(**TINY))

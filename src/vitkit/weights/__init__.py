@@ -22,18 +22,23 @@ _EXPORTS = {
     "Checkpoint": "io", "read_checkpoint": "io",
     "LoadReport": "load", "from_pretrained": "load", "load_converted": "load", "load_pretrained": "load",
     "resample_patch_embed": "posemb", "resample_posemb": "posemb",
-    "save_pretrained": "save",
+    "save_pretrained": "save", "convert": "save", "Conversion": "save", "max_output_difference": "save",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FORMATS", "Checkpoint", "Conversion", "Converted", "Family", "Inventory", "LoadReport", "convert",
+    "detect_format", "families", "from_pretrained", "get_family", "infer_config", "inventory", "load_converted",
+    "load_pretrained", "match_registry", "max_output_difference", "read_checkpoint", "resample_patch_embed",
+    "resample_posemb", "save_pretrained",
+]
 
 if TYPE_CHECKING:
     from .formats import FORMATS, Converted, Family, detect_format, families, get_family
     from .infer import infer_config, match_registry
-    from .summary import Inventory, inventory
     from .io import Checkpoint, read_checkpoint
     from .load import LoadReport, from_pretrained, load_converted, load_pretrained
     from .posemb import resample_patch_embed, resample_posemb
-    from .save import save_pretrained
+    from .save import Conversion, convert, max_output_difference, save_pretrained
+    from .summary import Inventory, inventory
 
 
 def __getattr__(name: str) -> Any:

@@ -8,8 +8,9 @@ are read too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..config import ViTConfig
 from ..errors import CheckpointError
@@ -79,8 +80,8 @@ ARCHS: dict[str, tuple[str, list[Rule], list[Rule]]] = {
     "ViTModel": ("vit", vit_rules(), POOLER),
     "ViTForImageClassification": ("vit", vit_rules("vit."), params("classifier", "head")),
     "DeiTModel": ("deit", vit_rules(), POOLER),
-    "DeiTForImageClassificationWithTeacher": (
-        "deit", vit_rules("deit."), [*params("cls_classifier", "head"), *params("distillation_classifier", "head_dist")]),
+    "DeiTForImageClassificationWithTeacher": ("deit", vit_rules("deit."), [
+        *params("cls_classifier", "head"), *params("distillation_classifier", "head_dist")]),
     "SiglipVisionModel": ("siglip_vision_model", SIGLIP_RULES, []),
 }
 

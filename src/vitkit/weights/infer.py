@@ -16,8 +16,8 @@ from ..registry import get_entry, list_models
 
 logger = logging.getLogger(__name__)
 
-# Heads of the published ViT widths (Ti, S, B, L, So400m, H, g, G, DINOv2-g); other widths: 64-dim heads
-HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16, 1536: 24, 1664: 16}
+# Heads of published widths beyond the registry's (g, DINOv2-g, G); other unknown widths: 64-dim heads
+HEADS_BY_WIDTH = {1408: 16, 1536: 24, 1664: 16}
 # Fields tensor shapes cannot tell: a family's config files (hints) or the caller (overrides) must
 NON_INFERABLE = ("num_heads", "norm_eps", "act_layer", "qk_scale", "no_embed_class", "global_pool", "fc_norm")
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
@@ -29,7 +29,8 @@ def _shape(shapes: Shapes, key: str, what: str) -> tuple[int, ...]:
     if key not in shapes:
         raise CheckpointError(f"The checkpoint has no {key!r}, so its {what} cannot be inferred: it is not a ViT "
                               "checkpoint, or it names its tensors in a way vitkit does not map. List its tensors "
-                              "with `vitkit weights FILE`, or build the model by name: create_model(name, pretrained=...).")
+                              "with `vitkit weights FILE`, or build the model by name: "
+                              "create_model(name, pretrained=...).")
     return shapes[key]
 
 
@@ -39,9 +40,10 @@ def _square_side(n: int) -> int | None:
 
 
 def heads_for_width(dim: int) -> int:
-    """The usual head count of a width (64-dim heads unless the width is a published one)."""
-    if dim in HEADS_BY_WIDTH:
-        return HEADS_BY_WIDTH[dim]
+    """The usual head count of a width: a registered model's, a published one's, else 64-dim heads."""
+    known = {**HEADS_BY_WIDTH, **{c.embed_dim: c.num_heads for c in map(_config_of, list_models())}}
+    if dim in known:
+        return known[dim]
     if dim % 64 == 0:
         return dim // 64
     raise CheckpointError(f"Cannot guess the number of attention heads of a width-{dim} model (tensor shapes do "
@@ -113,6 +115,10 @@ def infer_config(state: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | N
     fields = infer_fields({k: tuple(v.shape) for k, v in state.items()}, hints)
     fields.update(overrides)
     return ViTConfig(**fields)
+
+
+def _config_of(name: str) -> ViTConfig:
+    return get_entry(name).build_config()
 
 
 def registry_hints(name: str) -> dict[str, Any]:

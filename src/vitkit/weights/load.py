@@ -179,7 +179,8 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     adapted = adapt(converted.state, expected, config, style=family.posemb_style,
                     source_grid=_source_grid(converted))
-    report = LoadReport(source=source, format=family.name, newly_initialized=_ordered(adapted.newly_initialized, expected),
+    report = LoadReport(source=source, format=family.name,
+                        newly_initialized=_ordered(adapted.newly_initialized, expected),
                         dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes)
     compare(adapted.state, expected, report)
     if not report.ok:
@@ -211,6 +212,19 @@ def _source_grid(converted: Converted) -> tuple[int, int] | None:
 
 
 # ---------------------------------------------------------------------- public entry points
+NUMERICS = ("norm_eps", "act_layer")  # not in the tensors, but part of what the reference model computes
+
+
+def _with_stated_numerics(config: ViTConfig, converted: Converted) -> ViTConfig:
+    """``config`` with the norm eps and activation the checkpoint's family states (e.g. HF ViT's 1e-12),
+    so a registry architecture loaded from it computes what the reference model does."""
+    stated = {k: converted.hints[k] for k in NUMERICS
+              if k in converted.hints and converted.hints[k] != getattr(config, k)}
+    if stated:
+        logger.info("using the checkpoint's %s", ", ".join(f"{k}={v!r}" for k, v in stated.items()))
+    return config.replace(**stated) if stated else config
+
+
 def _read(source: str | os.PathLike[str], format: str | None) -> tuple[Family, Converted]:
     ckpt = read_checkpoint(source)
     family = detect_format(ckpt, format)
@@ -231,6 +245,7 @@ def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretra
                     ) -> VisionTransformer:
     """A model of ``config`` (e.g. from the registry) with the weights of ``source`` loaded into it."""
     family, converted = _read(source, format)
+    config = _with_stated_numerics(config, converted)
     what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from ..errors import CheckpointError
 from ..model import VisionTransformer
 from .formats import FORMATS, get_family
+from .infer import NON_INFERABLE
 
 logger = logging.getLogger(__name__)
 
@@ -34,3 +39,38 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
     out = writer(model, Path(path).expanduser())
     logger.info("saved %s weights to %s", format, out)
     return out
+
+
+@torch.no_grad()
+def max_output_difference(a: VisionTransformer, b: VisionTransformer, *, batch: int = 2, seed: int = 0) -> float:
+    """The largest absolute difference between two models' features and outputs on one random batch."""
+    c = a.config
+    x = torch.randn(batch, c.in_chans, *c.img_size, generator=torch.Generator().manual_seed(seed))
+    a, b = a.eval(), b.eval()
+    diffs = [(a.forward_features(x) - b.forward_features(x)).abs().max(), (a(x) - b(x)).abs().max()]
+    return float(max(diffs))
+
+
+@dataclass
+class Conversion:
+    source: str
+    path: Path
+    format: str
+    max_diff: float | None = None  # with verify: source vs written, same input
+
+
+def convert(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, to: str, format: str | None = None,
+            verify: bool = False, **overrides: Any) -> Conversion:
+    """Load ``source`` (any format), write it to ``dest`` as ``to``; with ``verify``, reload the written
+    checkpoint and measure the largest output difference on a random batch."""
+    from .load import from_pretrained
+
+    model = from_pretrained(source, format=format, **overrides)
+    out = save_pretrained(model, dest, format=to)
+    result = Conversion(source=os.fspath(source), path=out, format=to)
+    if verify:
+        # what the written format cannot store (heads, eps, activation) is carried over from the source
+        carried = {k: getattr(model.config, k) for k in NON_INFERABLE}
+        again = from_pretrained(out, format=to, **carried)
+        result.max_diff = max_output_difference(model, again)
+    return result

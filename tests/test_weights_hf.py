@@ -1,0 +1,152 @@
+"""Hugging Face transformers checkpoints (ViT, DeiT with teacher, SigLIP): parity both ways."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vitkit
+from test_weights_refs import TOL, images, max_diff, randomize
+from vitkit.errors import CheckpointError
+
+SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, image_size=32,
+             patch_size=8)
+
+
+def _hf(transformers, cls_name: str, config_name: str, **kwargs):
+    config = getattr(transformers, config_name)(**{**SMALL, **kwargs})
+    return randomize(getattr(transformers, cls_name)(config))
+
+
+def _save(model, path):
+    model.save_pretrained(path)
+    return path
+
+
+@torch.no_grad()
+def _outputs(model, x, **kwargs):
+    return model(pixel_values=x, **kwargs)
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+def test_vit_model(transformers, tmp_path, pooler):
+    ref = randomize(transformers.ViTModel(transformers.ViTConfig(**SMALL), add_pooling_layer=pooler))
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "vit"))
+    assert model.config.norm_eps == 1e-12 and model.config.num_classes == 0
+    assert model.config.representation_size == (128 if pooler else None)
+    x = images()
+    out = _outputs(ref, x)
+    assert max_diff(model.forward_features(x), out.last_hidden_state) <= TOL
+    if pooler:
+        assert max_diff(model(x), out.pooler_output) <= TOL
+
+
+def test_vit_for_image_classification(transformers, tmp_path):
+    ref = _hf(transformers, "ViTForImageClassification", "ViTConfig", num_labels=7)
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "vitc"))
+    x = images()
+    assert max_diff(model(x), _outputs(ref, x).logits) <= TOL
+
+
+def test_deit_with_teacher(transformers, tmp_path):
+    ref = _hf(transformers, "DeiTForImageClassificationWithTeacher", "DeiTConfig", num_labels=7)
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "deit"))
+    assert model.config.distilled
+    x = images()
+    assert max_diff(model(x), _outputs(ref, x).logits) <= TOL
+
+
+def test_deit_model_features(transformers, tmp_path):
+    ref = _hf(transformers, "DeiTModel", "DeiTConfig")
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "deitm"))
+    x = images()
+    assert max_diff(model.forward_features(x), _outputs(ref, x).last_hidden_state) <= TOL
+
+
+def test_siglip_vision_model(transformers, tmp_path):
+    ref = _hf(transformers, "SiglipVisionModel", "SiglipVisionConfig")
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "siglip"))
+    assert model.config.act_layer == "gelu_tanh" and model.config.global_pool == "map"
+    x = images()
+    out = _outputs(ref, x)
+    assert max_diff(model.forward_features(x), out.last_hidden_state) <= TOL
+    assert max_diff(model(x), out.pooler_output) <= TOL
+
+
+def test_full_siglip_model_loads_its_image_tower(transformers, tmp_path):
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=99)
+    config = transformers.SiglipConfig(text_config=text, vision_config=SMALL)
+    ref = randomize(transformers.SiglipModel(config))
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "siglip_full"))
+    assert any(k.startswith("text_model.") for k in model.load_report.dropped)
+    x = images()
+    assert max_diff(model(x), _outputs(ref.vision_model, x).pooler_output) <= TOL
+
+
+@pytest.mark.parametrize("cls_name, config_name", [("ViTModel", "ViTConfig"),
+                                                   ("SiglipVisionModel", "SiglipVisionConfig")])
+def test_resampled_posemb_matches_interpolate_pos_encoding(transformers, tmp_path, cls_name, config_name):
+    ref = _hf(transformers, cls_name, config_name)
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "m"), img_size=48)
+    assert any("bicubic" in n and "antialias" not in n for n in model.load_report.adapted)
+    x = images(size=48)
+    want = _outputs(ref, x, interpolate_pos_encoding=True).last_hidden_state
+    assert max_diff(model.forward_features(x), want) <= TOL
+
+
+def test_preprocessing_read_from_preprocessor_config(transformers, tmp_path):
+    folder = _save(_hf(transformers, "ViTModel", "ViTConfig"), tmp_path / "vit")
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "resample": 2,
+         "size": {"height": 32, "width": 32}}))
+    model = vitkit.from_pretrained(folder)
+    assert model.pretrained_cfg.mean == (0.1, 0.2, 0.3) and model.pretrained_cfg.interpolation == "bilinear"
+
+
+def test_hub_id_without_network_is_a_clear_error():
+    with pytest.raises(CheckpointError, match="huggingface-cli download"):
+        vitkit.from_pretrained("hf-hub:vitkit-tests/no-such-model-anywhere")
+
+
+def test_deit_without_teacher_is_refused(transformers, tmp_path):
+    folder = _save(_hf(transformers, "DeiTForImageClassification", "DeiTConfig", num_labels=3), tmp_path / "d")
+    with pytest.raises(CheckpointError, match="DeiTForImageClassification"):
+        vitkit.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------- writing for transformers
+WRITE_CASES = {
+    "ViTForImageClassification": dict(num_classes=7),
+    "ViTModel": dict(num_classes=0, representation_size=128),
+    "DeiTForImageClassificationWithTeacher": dict(num_classes=7, distilled=True),
+    "SiglipVisionModel": dict(num_classes=0, class_token=False, global_pool="map", act_layer="gelu_tanh"),
+}
+
+
+@pytest.mark.parametrize("arch", list(WRITE_CASES))
+def test_hf_writer_round_trips_through_transformers(transformers, tmp_path, arch):
+    config = vitkit.ViTConfig(img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=4, norm_eps=1e-12,
+                              **WRITE_CASES[arch])
+    model = randomize(vitkit.VisionTransformer(config))
+    folder = vitkit.save_pretrained(model, tmp_path / arch, format="hf")
+    ref = getattr(transformers, arch).from_pretrained(folder).eval()
+    x = images()
+    out = _outputs(ref, x)
+    if arch == "ViTModel":
+        assert max_diff(model(x), out.pooler_output) <= TOL
+        assert max_diff(model.forward_features(x), out.last_hidden_state) <= TOL
+    elif arch == "SiglipVisionModel":
+        assert max_diff(model(x), out.pooler_output) <= TOL
+    else:
+        assert max_diff(model(x), out.logits) <= TOL
+    auto = (transformers.AutoModelForImageClassification if config.num_classes else transformers.AutoModel)
+    assert type(auto.from_pretrained(folder)).__name__ == arch
+
+
+def test_hf_writer_refuses_what_transformers_cannot_run(tmp_path):
+    model = vitkit.VisionTransformer(vitkit.ViTConfig(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=1,
+                                                      reg_tokens=4, global_pool="avg"))
+    with pytest.raises(CheckpointError, match="register tokens; average or no pooling"):
+        vitkit.save_pretrained(model, tmp_path / "x", format="hf")
