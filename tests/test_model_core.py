@@ -245,3 +245,18 @@ def test_reset_classifier_pooling_switch():
     assert model.config.global_pool == "avg" and model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
     with pytest.raises(ConfigError, match="global_pool='map'"):
         model.reset_classifier(4, global_pool="map")
+
+
+def test_label_names_follow_the_head():
+    assert vitkit.create_model("vit_tiny_patch16_224", device="meta").pretrained_cfg.label_names == "imagenet-1k"
+    assert vitkit.create_model("vit_tiny_patch16_224", num_classes=10, device="meta").pretrained_cfg.label_names is None
+
+
+def test_siglip_preprocessing_squashes_without_crop():
+    from vitkit import ImageProcessor
+
+    siglip = vitkit.create_model("vit_base_patch16_siglip_224", device="meta")
+    assert siglip.pretrained_cfg.crop_mode == "squash"
+    assert ImageProcessor.from_model(siglip).resize_mode == "fixed"
+    tiny = vitkit.create_model("vit_tiny_patch16_224", device="meta")
+    assert ImageProcessor.from_model(tiny).resize_mode == "shorter"

@@ -93,9 +93,11 @@ class ImageProcessor:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained_cfg(cls, cfg: PretrainedCfg, **overrides: Any) -> ImageProcessor:
-        """The evaluation preprocessing of a ``PretrainedCfg`` (timm's rule: shorter side, centre crop)."""
+        """The evaluation preprocessing of a ``PretrainedCfg``: timm's rule (shorter side to size / crop_pct,
+        centre crop) or, for ``crop_mode='squash'`` (SigLIP), a resize of the whole image to the input size."""
         settings = dict(size=tuple(cfg.input_size[1:]), crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                        mean=cfg.mean, std=cfg.std, mode="L" if cfg.input_size[0] == 1 else "RGB")
+                        mean=cfg.mean, std=cfg.std, mode="L" if cfg.input_size[0] == 1 else "RGB",
+                        resize_mode="fixed" if cfg.crop_mode == "squash" else "shorter")
         return cls(**{**settings, **overrides})
 
     @classmethod

@@ -27,6 +27,7 @@ class PretrainedCfg:
     mean: tuple[float, ...] = HALF
     std: tuple[float, ...] = HALF
     crop_pct: float = 0.9
+    crop_mode: str = "center"  # 'center': shorter side to size / crop_pct, centre crop; 'squash': resize to size
     interpolation: str = "bicubic"
     num_classes: int = 1000
     label_names: str | None = "imagenet-1k"
@@ -35,7 +36,7 @@ class PretrainedCfg:
 
     def to_dict(self) -> dict[str, Any]:
         return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
-                "crop_pct": self.crop_pct, "interpolation": self.interpolation,
+                "crop_pct": self.crop_pct, "crop_mode": self.crop_mode, "interpolation": self.interpolation,
                 "num_classes": self.num_classes, "label_names": self.label_names,
                 "hf_hub_id": self.hf_hub_id, "timm_name": self.timm_name}
 
@@ -128,6 +129,7 @@ def _populate() -> None:
             register(ModelEntry(
                 name=name,
                 config=dict(embed_dim=dim, depth=depth, num_heads=heads, distilled=distilled),
+                # DeiT's evaluation: resize to 256, centre crop 224 (crop_pct 0.875), as its HF processor does
                 pretrained_cfg=PretrainedCfg(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875,
                                              hf_hub_id=f"facebook/{name.replace('_', '-')}", timm_name=name),
                 num_params=n, description=f"DeiT-{size[0].upper()}{' distilled' if distilled else ''}",
@@ -138,14 +140,16 @@ def _populate() -> None:
             name=name,
             config=dict(img_size=img, class_token=False, global_pool="map", act_layer="gelu_tanh",
                         num_classes=0),
-            pretrained_cfg=PretrainedCfg(input_size=(3, img, img), crop_pct=1.0, num_classes=0, label_names=None,
-                                         hf_hub_id=f"google/siglip-base-patch16-{img}", timm_name=name),
+            # SigLIP's own preprocessing resizes the whole image to the input size (no crop)
+            pretrained_cfg=PretrainedCfg(input_size=(3, img, img), crop_pct=1.0, crop_mode="squash", num_classes=0,
+                                         label_names=None, hf_hub_id=f"google/siglip-base-patch16-{img}",
+                                         timm_name=name),
             num_params=count, description="SigLIP ViT-B/16 image tower (attention-pool head)", tags=("siglip",)))
     register(ModelEntry(
         name="vit_so400m_patch14_siglip_224",
         config=dict(patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362, class_token=False,
                     global_pool="map", act_layer="gelu_tanh", num_classes=0),
-        pretrained_cfg=PretrainedCfg(crop_pct=1.0, num_classes=0, label_names=None,
+        pretrained_cfg=PretrainedCfg(crop_pct=1.0, crop_mode="squash", num_classes=0, label_names=None,
                                      hf_hub_id="google/siglip-so400m-patch14-224",
                                      timm_name="vit_so400m_patch14_siglip_224"),
         num_params=427_680_704, description="SigLIP So400m/14 image tower", tags=("siglip",)))
@@ -215,8 +219,10 @@ def create_model(
         overrides["img_size"] = img_size
     config = entry.build_config(**overrides)
     pcfg = entry.pretrained_cfg
+    # the label set only describes the head it was published with
+    labels = pcfg.label_names if config.num_classes == pcfg.num_classes else None
     pcfg = PretrainedCfg.from_dict({**pcfg.to_dict(), "input_size": (config.in_chans, *config.img_size),
-                                    "num_classes": config.num_classes})
+                                    "num_classes": config.num_classes, "label_names": labels})
     if pretrained is not None:
         from .weights import load_pretrained
 
