@@ -150,3 +150,24 @@ def test_hf_writer_refuses_what_transformers_cannot_run(tmp_path):
                                                       reg_tokens=4, global_pool="avg"))
     with pytest.raises(CheckpointError, match="register tokens; average or no pooling"):
         vitkit.save_pretrained(model, tmp_path / "x", format="hf")
+
+
+def test_create_model_takes_the_checkpoints_norm_eps(transformers, tmp_path):
+    """A registry architecture loaded from HF weights computes what the HF model does (eps 1e-12)."""
+    vitkit.register(vitkit.ModelEntry(name="test_weights_hf_tiny", config=dict(
+        img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, num_classes=7),
+        pretrained_cfg=vitkit.PretrainedCfg(input_size=(3, 32, 32), num_classes=7)))
+    ref = _hf(transformers, "ViTForImageClassification", "ViTConfig", num_labels=7)
+    model = vitkit.create_model("test_weights_hf_tiny", pretrained=_save(ref, tmp_path / "vitc"))
+    assert model.config.norm_eps == 1e-12
+    x = images()
+    assert max_diff(model(x), _outputs(ref, x).logits) <= TOL
+
+
+def test_sharded_checkpoint(transformers, tmp_path):
+    ref = _hf(transformers, "ViTModel", "ViTConfig")
+    ref.save_pretrained(tmp_path / "sharded", max_shard_size="300KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    model = vitkit.from_pretrained(tmp_path / "sharded")
+    x = images()
+    assert max_diff(model.forward_features(x), _outputs(ref, x).last_hidden_state) <= TOL

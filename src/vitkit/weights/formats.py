@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import CheckpointError
-from .io import Checkpoint, tensor_info
+from .io import Checkpoint, TensorView, tensor_info
 from .mapping import Remapped, Rule, remap
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class Family:
                          pretrained_cfg=self.pretrained_cfg(ckpt))
 
 
-class _Stripped(Mapping[str, torch.Tensor]):
+class _Stripped(TensorView):
     """A view of a mapping with prefixes removed from its names (no tensor is read)."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
@@ -77,17 +77,8 @@ class _Stripped(Mapping[str, torch.Tensor]):
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._tensors[self._names[key]]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._names
-
     def header(self, key: str) -> tuple[tuple[int, ...], str]:
         return tensor_info(self._tensors, self._names[key])
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
 
 
 def strip_prefixes(tensors: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> Mapping[str, torch.Tensor]:

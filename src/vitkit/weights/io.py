@@ -52,7 +52,27 @@ class Checkpoint:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # other JSON files (preprocessor_config.json)
 
 
-class NpzTensors(Mapping[str, torch.Tensor]):
+class TensorView(Mapping[str, torch.Tensor]):
+    """A read-on-access mapping of tensors whose names (``_names``: name -> where to find it) are known
+    up front; subclasses define ``__getitem__`` and ``header``."""
+
+    _names: dict[str, Any]
+
+    def header(self, key: str) -> tuple[tuple[int, ...], str]:
+        t = self[key]
+        return tuple(t.shape), str(t.dtype).removeprefix("torch.")
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class NpzTensors(TensorView):
     """The arrays of an .npz file as tensors, read one at a time on access (never pickled)."""
 
     def __init__(self, path: Path) -> None:
@@ -61,10 +81,10 @@ class NpzTensors(Mapping[str, torch.Tensor]):
             self._npz = np.load(path, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise _unreadable(path, "npz", exc) from None
-        self._keys = list(self._npz.files)
+        self._names = dict.fromkeys(self._npz.files)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
+        if key not in self._names:
             raise KeyError(key)
         try:
             array = self._npz[key]
@@ -91,21 +111,11 @@ class NpzTensors(Mapping[str, torch.Tensor]):
             raise _unreadable(self.path, "npz", exc) from None
         return tuple(shape), str(dtype)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
 
 def tensor_info(tensors: Mapping[str, torch.Tensor], key: str) -> tuple[tuple[int, ...], str]:
     """(shape, dtype name) of one tensor, without reading an .npz array's data."""
-    header = getattr(tensors, "header", None)
-    if header is not None:
-        return header(key)
+    if isinstance(tensors, TensorView):
+        return tensors.header(key)
     t = tensors[key]
     return tuple(t.shape), str(t.dtype).removeprefix("torch.")
 

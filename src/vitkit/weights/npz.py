@@ -10,7 +10,7 @@ patches only), and big_vision may stack all blocks in one ``encoderblock`` with 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from .formats import Family
-from .io import Checkpoint, tensor_info, write_npz
+from .io import Checkpoint, TensorView, tensor_info, write_npz
 from .mapping import Rule, params, remap
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ DROPPED: list[Rule] = [("txt/*", None, "id"), ("t", None, "id"), ("b", None, "id
 READ_RULES = tuple(dict.fromkeys([*ORIGINAL, *BIG_VISION, *DROPPED]))
 
 
-class Unscanned(Mapping[str, torch.Tensor]):
+class Unscanned(TensorView):
     """Scanned blocks (``Transformer/encoderblock/X`` with a leading layer axis) as ``encoderblock_{i}/X``."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -106,15 +106,6 @@ class Unscanned(Mapping[str, torch.Tensor]):
         source, index = self._names[key]
         return self._tensors[source] if index is None else self._stacked(source)[index]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
 
 def _prepare(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
     return Unscanned(tensors) if any(_SCANNED.match(k) for k in tensors) else tensors
@@ -126,10 +117,10 @@ def _hints(ckpt: Checkpoint, tensors: Mapping[str, torch.Tensor]) -> dict[str, A
     if query is None:
         raise CheckpointError(f"{ckpt.path} has an embedding/kernel but no Transformer/encoderblock_0/"
                               "MultiHeadDotProductAttention_*/query/kernel: not a ViT checkpoint vitkit knows.")
-    # whether position embeddings cover the class token (original) or not (big_vision) is read off their
-    # length by infer_config, since timm-converted files mix the two
-    return {"num_heads": tensor_info(tensors, query)[0][1],  # (D, heads, head_dim)
-            "norm_eps": 1e-6, "act_layer": "gelu"}
+    # Whether position embeddings cover the class token (original) or not (big_vision) is read off their
+    # length by infer_config, since timm-converted files mix the two. The activation is not stated (the
+    # ViTConfig default, exact GELU, is what timm runs these files with).
+    return {"num_heads": tensor_info(tensors, query)[0][1]}  # (D, heads, head_dim)
 
 
 def write(model: VisionTransformer, path: Path) -> Path:
