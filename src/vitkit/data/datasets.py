@@ -1,0 +1,213 @@
+"""Labelled images for training and evaluation: an image folder, or the bundled digits.
+
+A folder is either split already (``train/<class>/...`` and ``val/<class>/...``) or one set of class
+folders that a seeded, class-stratified fraction splits. With no folder, the 1,797 scikit-learn digits
+are used, held in memory. Unreadable files are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError, ImageError
+from .digits import DIGITS_CLASSES, load_digits_images
+from .images import is_image_file, load_image
+
+logger = logging.getLogger(__name__)
+
+VAL_DIR_NAMES = ("val", "valid", "validation")
+DIGITS_SOURCE = "digits"
+
+
+@dataclass
+class LabelledImages:
+    """Images (in memory, or files read on demand) with integer labels."""
+
+    items: list[Image.Image | Path]
+    labels: list[int]
+    mode: str = "RGB"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> Image.Image | None:
+        """The image at ``index`` in ``mode``, or None (logged) when its file cannot be read."""
+        item = self.items[index]
+        if isinstance(item, Image.Image):
+            return item if item.mode == self.mode else item.convert(self.mode)
+        try:
+            return load_image(item, mode=self.mode)
+        except ImageError as exc:
+            logger.warning("skipping an unreadable image: %s", exc)
+            return None
+
+    def subset(self, indices: Sequence[int]) -> LabelledImages:
+        return LabelledImages([self.items[i] for i in indices], [self.labels[i] for i in indices], self.mode)
+
+
+@dataclass
+class DataSplits:
+    """The training and validation images of one data source, their class names, and what was skipped."""
+
+    train: LabelledImages
+    val: LabelledImages
+    classes: list[str]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "classes": len(self.classes), "train_images": len(self.train),
+                "val_images": len(self.val), "skipped_files": len(self.skipped)}
+
+
+def find_classes(folder: Path) -> list[str]:
+    """The class names of ``folder``: its visible subfolders, sorted."""
+    if not folder.is_dir():
+        raise DataError(f"Data folder {str(folder)!r} does not exist or is not a folder. Expected "
+                        f"<folder>/<class>/<image> (or train/ and val/ inside); check the path.")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"Data folder {str(folder)!r} has no class subfolders. Put each class's images in "
+                        f"{folder}/<class_name>/ (at least one image per class).")
+    return classes
+
+
+def _readable(path: Path) -> bool:
+    """A cheap header check: Pillow can identify the file (full decoding happens when it is used)."""
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018 - identification is the check
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def scan_folder(folder: Path, classes: Sequence[str]) -> tuple[list[Path], list[int], list[str]]:
+    """(paths, labels, skipped files) of ``folder/<class>/**`` for the given class order."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for label, name in enumerate(classes):
+        class_dir = folder / name
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+            if class_dir.is_dir() else []
+        good = [p for p in files if is_image_file(p) and _readable(p)]
+        kept = set(good)
+        skipped += [os.fspath(p) for p in files if p not in kept]
+        if not good:
+            raise DataError(f"Class folder {str(class_dir)!r} holds no readable image. Add images to it "
+                            f"or remove the folder (every class needs at least one image).")
+        paths += good
+        labels += [label] * len(good)
+    if skipped:
+        logger.warning("skipped %d unreadable or non-image files in %s (first: %s)", len(skipped), folder,
+                       skipped[0])
+    return paths, labels, skipped
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) indices: a seeded ``fraction`` of each class held out (at least one when it has two)."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"Validation fraction {fraction} is not allowed: expected a value between 0 and 1 "
+                        f"(e.g. 0.2), or a folder with train/ and val/ inside.")
+    gen = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    train: list[int] = []
+    val: list[int] = []
+    for label in sorted(by_class):
+        idx = by_class[label]
+        order = [idx[j] for j in torch.randperm(len(idx), generator=gen).tolist()]
+        n_val = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) > 1 else 0
+        val += order[:n_val]
+        train += order[n_val:]
+    return sorted(train), sorted(val)
+
+
+def _val_dir(folder: Path) -> Path | None:
+    return next((folder / n for n in VAL_DIR_NAMES if (folder / n).is_dir()), None)
+
+
+def load_folder(folder: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0,
+                mode: str = "RGB") -> DataSplits:
+    """The splits of an image folder: ``train/`` + ``val/`` if present, else a seeded stratified split."""
+    root = Path(folder).expanduser()
+    val_dir = _val_dir(root)
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    classes = find_classes(train_dir)
+    if val_dir is not None and train_dir != root:
+        extra = sorted(set(find_classes(val_dir)) - set(classes))
+        if extra:
+            raise DataError(f"Validation folder {str(val_dir)!r} has classes that train/ lacks: {', '.join(extra)}. "
+                            f"Give both the same class folders.")
+        paths, labels, skipped = scan_folder(train_dir, classes)
+        present = [c for c in classes if (val_dir / c).is_dir()]
+        vpaths, vlabels, vskipped = scan_folder(val_dir, present)
+        vlabels = [classes.index(present[i]) for i in vlabels]
+        return DataSplits(LabelledImages(list(paths), labels, mode), LabelledImages(list(vpaths), vlabels, mode),
+                          classes, os.fspath(root), skipped + vskipped)
+    paths, labels, skipped = scan_folder(train_dir, classes)
+    everything = LabelledImages(list(paths), labels, mode)
+    train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    return DataSplits(everything.subset(train_idx), everything.subset(val_idx), classes, os.fspath(root), skipped)
+
+
+def load_digits(*, size: int = 32, val_fraction: float = 0.2, seed: int = 0, mode: str = "RGB") -> DataSplits:
+    """The bundled digits (1,797 images of ``size`` x ``size``), with a seeded stratified held-out split."""
+    images, labels = load_digits_images(size)
+    everything = LabelledImages(list(images), labels, mode)
+    train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    return DataSplits(everything.subset(train_idx), everything.subset(val_idx), list(DIGITS_CLASSES),
+                      DIGITS_SOURCE)
+
+
+def load_splits(data: str | os.PathLike | None, *, val_fraction: float = 0.2, seed: int = 0,
+                image_size: int = 32, mode: str = "RGB") -> DataSplits:
+    """An image folder's splits, or the bundled digits (at ``image_size``) when ``data`` is None or 'digits'."""
+    if data is None or os.fspath(data) == DIGITS_SOURCE:
+        return load_digits(size=image_size, val_fraction=val_fraction, seed=seed, mode=mode)
+    return load_folder(data, val_fraction=val_fraction, seed=seed, mode=mode)
+
+
+Transform = Callable[[Image.Image, int, int], torch.Tensor]
+
+
+class TransformedImages(torch.utils.data.Dataset):
+    """A map-style dataset over ``LabelledImages``: ``dataset[(epoch, index)] -> (tensor, label)``.
+
+    The key carries the epoch so ``transform(img, epoch, index)`` can seed its randomness per image
+    and epoch, independently of workers and processes. An unreadable image yields None, which
+    ``collate_skipping`` drops and counts.
+    """
+
+    def __init__(self, images: LabelledImages, transform: Transform) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int] | None:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        img = self.images.load(index)
+        if img is None:
+            return None
+        return self.transform(img, epoch, index), self.images.labels[index]
+
+
+def collate_skipping(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Stack the readable samples: (images (B, C, H, W), labels (B,), number skipped)."""
+    good = [b for b in batch if b is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), skipped

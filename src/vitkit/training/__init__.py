@@ -1,0 +1,14 @@
+"""Fine-tuning: ``train`` a ViT on an image folder or the bundled digits (one CPU to many GPUs), ``evaluate`` it.
+
+Modules: ``config`` (TrainConfig and presets), ``optim`` (freezing, AdamW groups, layer decay, warmup +
+cosine), ``distributed`` (process group, sharded batches), ``checkpoint`` (atomic training state, exports),
+``metrics`` (accuracy, metrics files, plots, report), ``loop`` (the Trainer) and ``api``.
+"""
+
+from __future__ import annotations
+
+from .api import TrainResult, evaluate, train
+from .config import TrainConfig, parse_freeze
+from .loop import NonFiniteLossError
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "evaluate", "parse_freeze", "train"]

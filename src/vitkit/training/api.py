@@ -1,0 +1,128 @@
+"""The public entry points: ``train`` (one process or torchrun's many) and ``evaluate``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.datasets import load_splits
+from ..errors import VitkitError
+from ..registry import load_model
+from .checkpoint import STATE_FILE
+from .config import TrainConfig
+from .distributed import Dist, ShardBatchSampler, pick_device
+from .loop import Trainer, evaluate_loader
+from .metrics import METRICS_CSV, METRICS_JSONL, plot_confusion, plot_curves, write_report
+from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its report (also in ``OUT/report.json``) and whether it ran to the end."""
+
+    out: Path
+    report: dict[str, Any]
+    completed: bool
+
+    @property
+    def best_val_top1(self) -> float:
+        return self.report["best_val_top1"]
+
+    @property
+    def final_val_top1(self) -> float:
+        return self.report["final_val_top1"]
+
+
+def train(config: TrainConfig | None = None, *, on_start: Callable[[dict[str, Any]], None] | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, **settings: Any) -> TrainResult:
+    """Fine-tune a model on an image folder (or the bundled digits) and write everything to ``out``.
+
+    ``config`` or keyword ``settings`` (TrainConfig fields). Under ``torchrun`` every process calls this;
+    they train one model with DDP and only rank 0 writes. ``on_start(summary)`` and ``on_epoch(row)``
+    are called on rank 0 (the CLI prints them). Writes to ``out``: ``checkpoint.pt`` (the training state),
+    ``best/`` and ``last/`` (vitkit format), ``metrics.jsonl``/``.csv``, PNG plots and ``report.json``.
+    """
+    cfg = (config if config is not None else TrainConfig.from_dict(settings)).resolved()
+    dist = Dist.from_env(cfg.device)
+    try:
+        trainer = Trainer(cfg, dist, on_epoch=on_epoch)
+        resumed = trainer.resume(cfg.resume) if cfg.resume else False
+        summary = {**trainer.summary(), "resumed": resumed, "start_epoch": trainer.progress.epoch}
+        if dist.is_main:
+            logger.info("training %s", summary)
+            if on_start is not None:
+                on_start(summary)
+        samples = trainer.export_samples()
+        start = time.perf_counter()
+        completed = True
+        while trainer.progress.epoch < cfg.epochs:
+            if not trainer.train_epoch():
+                completed = False
+                break
+            trainer.end_epoch()
+        report = _finish(trainer, samples, time.perf_counter() - start, completed) if dist.is_main else {}
+        dist.barrier()
+        return TrainResult(out=trainer.out, report=report, completed=completed)
+    finally:
+        dist.close()
+
+
+def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bool) -> dict[str, Any]:
+    """Plots and ``report.json`` (rank 0)."""
+    out, p = trainer.out, trainer.progress
+    rows = p.history
+    plots: dict[str, str] = {}
+    if trainer.cfg.plots and rows:
+        plots = {k: str(v) for k, v in plot_curves(rows, out).items()}
+        if trainer.last_confusion is not None:
+            plots["confusion"] = str(plot_confusion(trainer.last_confusion, trainer.splits.classes, out))
+    last = rows[-1] if rows else {}
+    report = {
+        "completed": completed, "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
+        "final_val_loss": last.get("val_loss"), "best_val_top1": p.best_top1 if rows else None,
+        "best_epoch": p.best_epoch if rows else None, "epochs": len(rows), "steps": p.step,
+        "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 3), "wall_time_s": round(seconds, 3),
+        "checkpoints": {"best": str(out / "best"), "last": str(out / "last"), "state": str(out / STATE_FILE)},
+        "metrics": {"jsonl": str(out / METRICS_JSONL), "csv": str(out / METRICS_CSV)}, "plots": plots,
+        "samples": [str(s) for s in samples], "classes": list(trainer.splits.classes),
+        "skipped_files": trainer.splits.skipped, "skipped_images": sum(r["skipped_images"] for r in rows),
+        "summary": trainer.summary(), "config": trainer.cfg.to_dict(),
+    }
+    write_report(report, out)
+    return report
+
+
+def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: str | None = None,
+             val_fraction: float = 0.2, seed: int = 0, batch_size: int = 128, split: str = "val",
+             workers: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """Accuracy of ``model`` (a name, saved folder or checkpoint, or a model) on a data split.
+
+    The split is the one ``train`` used with the same ``data``, ``val_fraction`` and ``seed`` (the
+    bundled digits' held-out 20% when ``data`` is None). Returns val_loss, val_top1, val_top5,
+    val_images, skipped_images, the confusion matrix (a list of rows) and the class names.
+    """
+    if split not in ("val", "train"):
+        raise VitkitError(f"split={split!r} is not known: expected 'val' (held out) or 'train'.")
+    splits = load_splits(data, val_fraction=val_fraction, seed=seed)
+    if isinstance(model, str):
+        model = build_model(model, num_classes=len(splits.classes), weights=weights) if weights else \
+            load_model(model)
+    check_model_classes(model, splits.classes)
+    dev = Dist(device=pick_device(device, 0))
+    model.to(dev.device)
+    images = splits.val if split == "val" else splits.train
+    sampler = ShardBatchSampler(len(images), batch_size=batch_size)
+    n_workers = workers if workers is not None else default_workers(images, 1)
+    loader = make_loader(images, EvalTransform(model), sampler, n_workers)
+    metrics, confusion, skipped = evaluate_loader(model, loader, len(splits.classes), dev.device)
+    return {**metrics, "skipped_images": skipped + len(splits.skipped), "confusion": confusion.tolist(),
+            "classes": list(splits.classes), "split": split, "data": splits.source}
+

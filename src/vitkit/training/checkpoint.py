@@ -1,0 +1,123 @@
+"""Never lose work: atomic training-state checkpoints, RNG capture, and model exports in vitkit's format.
+
+The training state (``checkpoint.pt``) holds plain tensors, dicts, lists, strings and numbers only,
+so it loads with ``torch.load(weights_only=True)``: nothing is unpickled but data. It is written to a
+temporary file in the same folder, flushed to disk, then renamed over the old one, so a kill at any
+moment leaves either the old or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "checkpoint.pt"
+STATE_VERSION = 1
+
+
+def atomic_write(path: Path, write: Any) -> Path:
+    """Call ``write(tmp_path)``, fsync, then rename the temporary file onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions a plain open would
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_state(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a training state atomically."""
+    return atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training state without unpickling any object (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Training checkpoint {str(path)!r} does not exist. Pass the {STATE_FILE} a run "
+                              f"wrote (in its --out folder), or drop --resume to start afresh.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"Training checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}). It is corrupt or not a vitkit "
+                              f"training checkpoint; resume from another one or start afresh.") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "model" not in state:
+        raise CheckpointError(f"{str(path)!r} is not a vitkit training checkpoint (version {STATE_VERSION}); "
+                              f"resume from a {STATE_FILE} written by `vitkit train`.")
+    return state
+
+
+def check_compatible(state: dict[str, Any], model_config: dict[str, Any], classes: list[str], path: str) -> None:
+    """Fail clearly when a checkpoint was written for another architecture or class list."""
+    saved = state.get("model_config", {})
+    diff = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
+    if diff:
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {model_config.get(k)!r}" for k in diff[:4])
+        raise CheckpointError(f"Checkpoint {path!r} was written for another architecture ({details}). Resume with "
+                              f"the same --model and settings, or use another --out folder.")
+    if list(state.get("classes", [])) != list(classes):
+        raise CheckpointError(f"Checkpoint {path!r} was trained on classes {state.get('classes')} but the data has "
+                              f"{classes}. Resume on the same data, or use another --out folder.")
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random state a run draws from, as plain tensors and lists."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_model(model: torch.nn.Module, path: Path) -> Path:
+    """Save ``model`` in vitkit's format as a folder, replacing an older export only once the new one is complete."""
+    from ..weights import save_pretrained
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    old = path.with_name(f".{path.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    save_pretrained(model, tmp, format="vitkit")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path

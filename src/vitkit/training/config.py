@@ -1,0 +1,139 @@
+"""TrainConfig: every setting of a fine-tuning run, validated, with data-dependent defaults as data."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
+
+# Settings left as None take these values: the digits preset trains a small ViT from scratch on
+# 8x8 digits (no flips: a mirrored digit is another symbol; mild crops: the digit fills the frame),
+# the folder preset fine-tunes a model on photos.
+DIGITS_DEFAULTS: dict[str, Any] = dict(
+    model="vit_digits", epochs=40, batch_size=32, lr=2e-3, warmup_epochs=2.0, aug="none", hflip=0.0,
+    crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.25), layer_decay=1.0, out="runs/digits", export_samples=2)
+FOLDER_DEFAULTS: dict[str, Any] = dict(
+    model="vit_digits", epochs=10, batch_size=64, lr=5e-4, warmup_epochs=1.0, aug="trivial", hflip=0.5,
+    crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), layer_decay=None, out="runs/train", export_samples=0)
+
+
+@dataclass
+class TrainConfig:
+    """A fine-tuning run. ``None`` fields take the preset of the data (digits or an image folder).
+
+    ``batch_size`` is the global batch of one optimizer step, across processes and accumulation steps,
+    so a run gives the same updates on one device or many.
+    """
+
+    data: str | None = None
+    out: str | None = None
+    model: str | None = None
+    weights: str | None = None
+    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    val_fraction: float = 0.2
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_batch_size: int = 128
+    accum_steps: int = 1
+    lr: float | None = None
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    warmup_epochs: float | None = None
+    layer_decay: float | None = None
+    label_smoothing: float = 0.1
+    clip_grad: float | None = 1.0
+    freeze: str = "none"
+    precision: str = "fp32"
+    aug: str | None = None
+    magnitude: int = 9
+    hflip: float | None = None
+    crop_scale: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    workers: int | None = None
+    device: str | None = None
+    resume: str | None = None
+    save_every_steps: int = 0
+    export_samples: int | None = None
+    grad_checkpointing: bool = False
+    plots: bool = True
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every preset field filled in, validated."""
+        preset = DIGITS_DEFAULTS if self.data in (None, "digits") else FOLDER_DEFAULTS
+        changes = {k: v for k, v in preset.items() if getattr(self, k) is None and v is not None}
+        if self.layer_decay is None and "layer_decay" not in changes:
+            changes["layer_decay"] = 0.75 if self.weights else 1.0  # fine-tuning pretrained weights: LLRD
+        out = dataclasses.replace(self, **changes)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first setting that is not allowed."""
+        positive = dict(epochs=self.epochs, batch_size=self.batch_size, accum_steps=self.accum_steps,
+                        eval_batch_size=self.eval_batch_size)
+        for name, value in positive.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                _fail(name, value, "a positive integer")
+        if self.lr is not None and not self.lr > 0:
+            _fail("lr", self.lr, "a learning rate > 0")
+        if self.batch_size is not None and self.batch_size % self.accum_steps:
+            _fail("batch_size", self.batch_size, f"a multiple of accum_steps={self.accum_steps}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            _fail("layer_decay", self.layer_decay, "a factor in (0, 1] (1: no layer-wise decay)")
+        if not 0 <= self.label_smoothing < 1:
+            _fail("label_smoothing", self.label_smoothing, "a value in [0, 1)")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            _fail("clip_grad", self.clip_grad, "None or a norm > 0")
+        if self.precision not in PRECISIONS:
+            _fail("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        if self.save_every_steps < 0:
+            _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
+        parse_freeze(self.freeze)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("crop_scale", "crop_ratio"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hints = [f"{u} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, known, n=1)) else u
+                     for u in unknown]
+            raise ConfigError(f"Unknown training setting(s): {', '.join(hints)}.")
+        data = dict(data)
+        for key in ("crop_scale", "crop_ratio"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _fail(name: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"Training setting {name}={value!r} is not allowed: expected {expected}.")
+
+
+def parse_freeze(spec: str) -> int | None:
+    """'none' -> None (train all), 'backbone' -> 0 blocks, 'blocks:N' -> the last N blocks train."""
+    match = FREEZE_RE.match(str(spec).strip())
+    if not match:
+        raise ConfigError(f"--freeze {spec!r} is not understood: expected 'none' (train everything), 'backbone' "
+                          f"(train only the head: linear probing) or 'blocks:N' (the last N blocks and the head).")
+    if match.group(1) == "none":
+        return None
+    return 0 if match.group(1) == "backbone" else int(match.group(2))

@@ -1,0 +1,143 @@
+"""Building what a run needs: the model (head sized to the data), transforms, loaders, determinism."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import ViTConfig
+from ..data.augment import SeededTransform, TrainTransform
+from ..data.datasets import DIGITS_SOURCE, DataSplits, LabelledImages, TransformedImages, collate_skipping
+from ..errors import ConfigError, DataError
+from ..registry import PretrainedCfg
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed every global generator; in deterministic mode also ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _model_from_json(path: Path, num_classes: int, weights: str | None, overrides: dict[str, Any]) -> torch.nn.Module:
+    """A model from a JSON file of ViTConfig fields (optionally with weights loaded into it)."""
+    from ..model import VisionTransformer
+
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Model config {str(path)!r} cannot be read as JSON ({exc}). Expected a JSON object "
+                          f"of ViTConfig fields, e.g. {{\"embed_dim\": 192, \"depth\": 12, ...}}.") from None
+    if not isinstance(fields, dict):
+        raise ConfigError(f"Model config {str(path)!r} holds a JSON {type(fields).__name__}; expected an object "
+                          f"of ViTConfig fields.")
+    config = ViTConfig.from_dict(fields.get("config", fields)).replace(num_classes=num_classes, **overrides)
+    pcfg = PretrainedCfg(input_size=(config.in_chans, *config.img_size), num_classes=num_classes, label_names=None)
+    if weights is not None:
+        from ..weights import load_pretrained
+
+        return load_pretrained(weights, config=config, pretrained_cfg=pcfg, model_name=path.stem)
+    model = VisionTransformer(config)
+    model.pretrained_cfg, model.model_name = pcfg, path.stem
+    return model
+
+
+def build_model(spec: str, *, num_classes: int, weights: str | None = None,
+                overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A model from a registry name (with ``weights`` from any supported checkpoint), a saved model
+    folder or checkpoint, or a JSON file of ViTConfig fields; its head sized to ``num_classes``."""
+    from ..registry import load_model
+
+    overrides = dict(overrides or {})
+    if spec.endswith(".json") and Path(spec).is_file():
+        model = _model_from_json(Path(spec), num_classes, weights, overrides)
+    else:
+        model = load_model(spec, weights=weights, num_classes=num_classes, **overrides)
+    if model.num_classes != num_classes:
+        model.reset_classifier(num_classes)
+    return model
+
+
+def label_model(model: torch.nn.Module, splits: DataSplits) -> None:
+    """Record the data's class names in the model's pretrained_cfg, so exports predict with names."""
+    names: str | list[str] = "digits" if splits.source == DIGITS_SOURCE else list(splits.classes)
+    pcfg = model.pretrained_cfg
+    model.pretrained_cfg = PretrainedCfg.from_dict({**pcfg.to_dict(), "num_classes": len(splits.classes),
+                                                    "label_names": names})
+
+
+def check_model_classes(model: torch.nn.Module, classes: list[str]) -> None:
+    """Fail clearly when a model's head or class names do not fit the data it is evaluated on."""
+    if model.num_classes != len(classes):
+        raise DataError(f"The model predicts {model.num_classes} classes but the data has {len(classes)} "
+                        f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}). Evaluate it on the data "
+                        f"it was trained on.")
+    names = getattr(model.pretrained_cfg, "label_names", None)
+    if isinstance(names, (list, tuple)) and list(names) != list(classes):
+        raise DataError(f"The model was trained on classes {list(names)[:5]}... but the data folders are "
+                        f"{classes[:5]}...; evaluate it on the data it was trained on.")
+
+
+def train_transform(model: torch.nn.Module, cfg: Any) -> SeededTransform:
+    """The run's training augmentation at the model's input size and normalisation."""
+    pcfg = model.pretrained_cfg
+    tt = TrainTransform(size=tuple(model.config.img_size), mean=tuple(pcfg.mean), std=tuple(pcfg.std),
+                        interpolation=pcfg.interpolation, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio),
+                        hflip=cfg.hflip, policy=cfg.aug, magnitude=cfg.magnitude)
+    return SeededTransform(tt, cfg.seed)
+
+
+class EvalTransform:
+    """``transform(img, epoch, index)`` applying the model's evaluation preprocessing (no randomness)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from ..processor import ImageProcessor
+
+        self.processor = ImageProcessor.from_model(model)
+
+    def __call__(self, img: Image.Image, epoch: int, index: int) -> torch.Tensor:
+        return self.processor.preprocess_one(img)
+
+
+def default_workers(images: LabelledImages, world_size: int) -> int:
+    """0 for images in memory (no decoding to overlap), else a share of the cores left beside training."""
+    if images.items and isinstance(images.items[0], Image.Image):
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // world_size - 1))
+
+
+def make_loader(images: LabelledImages, transform: Any, batch_sampler: Any, workers: int,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(TransformedImages(images, transform), batch_sampler=batch_sampler,
+                                       collate_fn=collate_skipping, num_workers=workers, pin_memory=pin_memory)
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """The autocast context of ``precision`` ('fp32': disabled)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def sample_indices(labels: list[int], per_class: int) -> list[int]:
+    """The first ``per_class`` indices of each class, in order."""
+    counts: dict[int, int] = {}
+    picked = []
+    for i, label in enumerate(labels):
+        if counts.get(label, 0) < per_class:
+            counts[label] = counts.get(label, 0) + 1
+            picked.append(i)
+    return picked
