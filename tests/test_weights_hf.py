@@ -106,7 +106,7 @@ def test_preprocessing_read_from_preprocessor_config(transformers, tmp_path):
 
 
 def test_hub_id_without_network_is_a_clear_error():
-    with pytest.raises(CheckpointError, match="huggingface-cli download"):
+    with pytest.raises(CheckpointError, match="hf download vitkit-tests/no-such-model-anywhere"):
         vitkit.from_pretrained("hf-hub:vitkit-tests/no-such-model-anywhere")
 
 

@@ -161,7 +161,8 @@ def download_from_hub(repo: str) -> Path:
         raise CheckpointError(
             f"Could not get {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
             f"Without network access, download it on a machine that has it: "
-            f"`huggingface-cli download {repo_id} config.json model.safetensors --local-dir {repo_id.split('/')[-1]}`, "
+            f"`hf download {repo_id} config.json model.safetensors --local-dir {repo_id.split('/')[-1]}` "
+            "(`huggingface-cli download` with older huggingface_hub), "
             f"copy that folder here and pass its path as the weight source instead of '{HUB_PREFIX}{repo}'.") from None
     return folder
 
