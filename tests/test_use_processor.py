@@ -60,8 +60,8 @@ def test_from_pretrained_uses_the_registry_defaults(timm, pil_photos, name):
     from timm.data import create_transform
 
     cfg = get_entry(name).pretrained_cfg
-    reference = create_transform(input_size=cfg.input_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-                                 mean=cfg.mean, std=cfg.std)
+    reference = create_transform(input_size=cfg.input_size, crop_pct=cfg.crop_pct, crop_mode=cfg.crop_mode,
+                                 interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
     ours = ImageProcessor.from_pretrained(name)
     assert ours.size == tuple(cfg.input_size[1:])
     torch.testing.assert_close(ours(pil_photos[:2]), torch.stack([reference(i) for i in pil_photos[:2]]),
