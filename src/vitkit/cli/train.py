@@ -44,7 +44,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     settings = {k: getattr(args, k) for k in PASSTHROUGH}
     if args.linear_probe:
         if args.freeze not in ("none", "backbone"):
-            raise ConfigError(f"--linear-probe trains only the head; it cannot be combined with --freeze {args.freeze}.")
+            raise ConfigError(f"--linear-probe trains only the head; drop --freeze {args.freeze} or --linear-probe.")
         settings["freeze"] = "backbone"
     settings.update(data=args.data, model_overrides=_overrides(args.set), plots=not args.no_plots,
                     clip_grad=None if args.clip_grad == 0 else args.clip_grad,
@@ -56,8 +56,9 @@ def _print_start(s: dict[str, Any]) -> None:
     share = 100.0 * s["trainable_params"] / max(s["params"], 1)
     print(f"model {s['model']}: {s['params']:,} parameters, {s['trainable_params']:,} trainable ({share:.1f}%, "
           f"freeze={s['freeze']})")
+    skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
-          f"{s['classes']} classes" + (f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""))
+          f"{s['classes']} classes{skipped}")
     where = f"{s['world_size']} processes" if s["world_size"] > 1 else s["device"]
     resumed = f", resuming at epoch {s['start_epoch'] + 1}" if s["resumed"] else ""
     print(f"{s['epochs']} epochs x {s['steps_per_epoch']} steps of batch {s['batch_size']} on {where}{resumed} "
