@@ -46,6 +46,14 @@ def atomic_write(path: Path, write: Any) -> Path:
     return path
 
 
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files a killed run left half-written in ``folder`` (they never replaced anything)."""
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_state(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a training state atomically."""
     return atomic_write(Path(path), lambda tmp: torch.save(state, tmp))

@@ -172,6 +172,8 @@ class Trainer:
     def resume(self, path: str) -> bool:
         """Load a training state; 'auto' reads ``OUT/checkpoint.pt`` and starts afresh when there is none."""
         target = self.state_path if path == "auto" else Path(path)
+        if self.dist.is_main:
+            ckpt.remove_stale_temps(self.out)
         if path == "auto" and not target.is_file():
             logger.info("no checkpoint in %s: starting afresh", self.out)
             return False
