@@ -6,23 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
+from test_train_common import TINY_ARGS, one_thread  # noqa: F401 (fixture)
 from vitkit.cli import main
 from vitkit.data.digits import load_digits_images
 
-TINY_ARGS = ["--set", "patch_size=8", "--set", "embed_dim=64", "--set", "depth=2", "--set", "num_heads=2",
-             "--batch-size", "16", "--lr", "3e-3", "--warmup-epochs", "0.5", "--crop-scale", "0.8", "1.0",
-             "--hflip", "0"]
+FOLDER_ARGS = [*TINY_ARGS, "--batch-size", "16", "--crop-scale", "0.8", "1.0", "--hflip", "0"]
 CLASSES = ("three", "seven", "zero")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +33,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def run(folder: Path, tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Path, str]:  # noqa: F811
     out = tmp_path_factory.mktemp("out")
     import contextlib
     import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["train", str(folder), *TINY_ARGS, "--epochs", "6", "--out", str(out), "--export-samples", "1",
+        code = main(["train", str(folder), *FOLDER_ARGS, "--epochs", "6", "--out", str(out), "--export-samples", "1",
                      "--aug", "randaugment", "--magnitude", "5", "--mixup", "0.2", "--no-plots"])
     assert code == 0
     return out, buf.getvalue()
@@ -84,7 +75,7 @@ def test_predict_reads_the_exported_samples_with_class_names(run: tuple[Path, st
 
 
 def test_linear_probe_trains_only_the_head(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
-    assert main(["train", str(folder), *TINY_ARGS, "--epochs", "1", "--linear-probe", "--out", str(tmp_path),
+    assert main(["train", str(folder), *FOLDER_ARGS, "--epochs", "1", "--linear-probe", "--out", str(tmp_path),
                  "--no-plots"]) == 0
     assert "195 trainable" in capsys.readouterr().out  # head: 64 x 3 weights + 3 biases
 

@@ -14,23 +14,13 @@ import pytest
 import torch
 
 import vitkit
+from test_train_common import STEPS_PER_EPOCH, TINY, TINY_ARGS, one_thread, weights  # noqa: F401 (fixture)
 from vitkit.training import train
 from vitkit.training.checkpoint import load_state
 
-TINY_ARGS = ["--set", "patch_size=8", "--set", "embed_dim=64", "--set", "depth=2", "--set", "num_heads=2",
-             "--batch-size", "32", "--lr", "3e-3", "--warmup-epochs", "0.5", "--no-plots", "--export-samples", "0",
-             "--deterministic"]
-TINY = dict(model_overrides=dict(patch_size=8, embed_dim=64, depth=2, num_heads=2), batch_size=32, lr=3e-3,
-            warmup_epochs=0.5, plots=False, export_samples=0, deterministic=True)
-STEPS_PER_EPOCH = 1438 // 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+DETERMINISTIC_ARGS = [*TINY_ARGS, "--no-plots", "--export-samples", "0", "--deterministic"]
+DETERMINISTIC = dict(TINY, deterministic=True)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict[str, str]:
@@ -38,24 +28,20 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return vitkit.from_pretrained(folder).state_dict()
-
-
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path: Path):
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vitkit",
-           "train", *TINY_ARGS, "--epochs", "1", "--out", str(ddp_out)]
+           "train", *DETERMINISTIC_ARGS, "--epochs", "1", "--out", str(ddp_out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("epoch   1") == 1  # only rank 0 prints
-    single = train(**TINY, epochs=1, out=str(single_out))
+    single = train(**DETERMINISTIC, epochs=1, out=str(single_out))
     ddp = json.loads((ddp_out / "report.json").read_text())
     assert ddp["summary"]["world_size"] == 2 and single.report["summary"]["world_size"] == 1
     assert ddp["steps"] == single.report["steps"] == STEPS_PER_EPOCH
     # The same samples per step; only the order of float sums differs (gradients averaged over ranks),
     # which 44 AdamW steps amplify to ~2e-4 at most: allow 2e-3.
-    a, b = _weights(ddp_out / "last"), _weights(single_out / "last")
+    a, b = weights(ddp_out / "last"), weights(single_out / "last")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-3, rtol=1e-3, msg=k)
     d_row = json.loads((ddp_out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -69,7 +55,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path:
 
 def test_a_killed_run_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(tmp_path: Path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    cmd = [sys.executable, "-m", "vitkit", "train", *TINY_ARGS, "--epochs", "2", "--save-every-steps", "5",
+    cmd = [sys.executable, "-m", "vitkit", "train", *DETERMINISTIC_ARGS, "--epochs", "2", "--save-every-steps", "5",
            "--out", str(killed)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     state_file = killed / "checkpoint.pt"
@@ -84,9 +70,9 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_like_an_uninterrupted_on
         proc.wait()
     stopped_at = load_state(state_file)["progress"]["step"]
     assert 10 <= stopped_at < 2 * STEPS_PER_EPOCH, "the run should have been killed part-way"
-    resumed = train(**TINY, epochs=2, out=str(killed), resume="auto")
+    resumed = train(**DETERMINISTIC, epochs=2, out=str(killed), resume="auto")
     assert resumed.completed and resumed.report["steps"] == 2 * STEPS_PER_EPOCH
-    train(**TINY, epochs=2, out=str(clean))
-    a, b = _weights(killed / "last"), _weights(clean / "last")
+    train(**DETERMINISTIC, epochs=2, out=str(clean))
+    a, b = weights(killed / "last"), weights(clean / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(killed.glob(".*.tmp")), "no temporary file may be left behind"

@@ -9,30 +9,16 @@ import pytest
 import torch
 
 import vitkit
+from test_train_common import STEPS_PER_EPOCH, TINY, one_thread, weights  # noqa: F401 (fixture)
 from vitkit.errors import CheckpointError
 from vitkit.training import NonFiniteLossError, evaluate, train
 from vitkit.training.checkpoint import load_state
 
-TINY = dict(model_overrides=dict(patch_size=8, embed_dim=64, depth=2, num_heads=2), batch_size=32,
-            eval_batch_size=256, plots=False, export_samples=0, lr=3e-3, warmup_epochs=0.5)
-STEPS_PER_EPOCH = 1438 // 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not collapse when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return vitkit.from_pretrained(folder).state_dict()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:  # noqa: F811
     """Three deterministic epochs, run through without interruption (with plots and samples)."""
     out = tmp_path_factory.mktemp("run")
     train(**{**TINY, "plots": True, "export_samples": 1}, epochs=3, deterministic=True, out=str(out))
@@ -65,7 +51,7 @@ def test_eval_of_the_last_checkpoint_equals_the_last_epoch(finished: Path):
     assert sum(map(sum, result["confusion"])) == result["val_images"] == 359
 
 
-def test_resume_after_an_interruption_ends_with_the_same_weights(finished: Path, tmp_path: Path):
+def test_resume_after_an_interruption_ends_with_the_sameweights(finished: Path, tmp_path: Path):
     stop = STEPS_PER_EPOCH + 7  # in the middle of the second epoch
     partial = train(**TINY, epochs=3, deterministic=True, out=str(tmp_path), max_steps=stop)
     assert not partial.completed
@@ -73,7 +59,7 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(finished: Path,
     assert (state["progress"]["epoch"], state["progress"]["batch"], state["progress"]["step"]) == (1, 7, stop)
     resumed = train(**TINY, epochs=3, deterministic=True, out=str(tmp_path), resume="auto")
     assert resumed.completed and resumed.report["steps"] == 3 * STEPS_PER_EPOCH
-    a, b = _weights(finished / "last"), _weights(tmp_path / "last")
+    a, b = weights(finished / "last"), weights(tmp_path / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
     first = json.loads((finished / "report.json").read_text())
     assert resumed.final_val_top1 == first["final_val_top1"]
