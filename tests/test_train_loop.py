@@ -13,6 +13,7 @@ from test_train_common import STEPS_PER_EPOCH, TINY, one_thread, weights  # noqa
 from vitkit.errors import CheckpointError
 from vitkit.training import NonFiniteLossError, evaluate, train
 from vitkit.training.checkpoint import load_state
+from vitkit.training.setup import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,3 +98,31 @@ def test_freezing_trains_only_what_it_says(tmp_path: Path, freeze: str, trained:
     expected = {n: t for n, t in state["model"].items() if any(n.startswith(p) for p in trained)}
     assert result.report["summary"]["trainable_params"] == sum(t.numel() for t in expected.values())
     assert sum(len(g["params"]) for g in state["optimizer"]["param_groups"]) == len(expected)
+
+
+def test_gradient_accumulation_gives_the_same_updates(tmp_path: Path):
+    for accum in (1, 4):
+        train(**TINY, epochs=1, out=str(tmp_path / str(accum)), accum_steps=accum, max_steps=4, deterministic=True)
+    a = load_state(tmp_path / "1" / "checkpoint.pt")["model"]
+    b = load_state(tmp_path / "4" / "checkpoint.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_bf16_autocast_trains(tmp_path: Path):
+    result = train(**TINY, epochs=1, out=str(tmp_path), precision="bf16", max_steps=3)
+    assert not result.completed and result.report["steps"] == 3
+    assert all(torch.isfinite(t).all() for t in load_state(tmp_path / "checkpoint.pt")["model"].values())
+
+
+def test_models_from_weights_saved_folders_and_config_files(finished: Path, tmp_path: Path):
+    saved = vitkit.from_pretrained(finished / "best").state_dict()
+    from_weights = build_model("vit_digits", num_classes=3, weights=str(finished / "best"),
+                               overrides=TINY["model_overrides"])
+    for model in (from_weights, build_model(str(finished / "best"), num_classes=3)):
+        assert model.num_classes == 3 and model.head.weight.shape == (3, 64)
+        assert torch.equal(model.state_dict()["blocks.1.mlp.fc2.weight"], saved["blocks.1.mlp.fc2.weight"])
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}))
+    model = build_model(str(config), num_classes=4)
+    assert model.num_classes == 4 and len(model.blocks) == 1

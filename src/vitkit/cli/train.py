@@ -16,7 +16,7 @@ DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ 
 PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size", "eval_batch_size", "accum_steps",
                "lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing", "freeze",
                "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
-               "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps")
+               "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps")
 
 
 def _pct(x: float | None) -> str:
@@ -157,6 +157,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=0)
     a("--deterministic", action="store_true", help="deterministic kernels (a resumed run equals an uninterrupted one)")
     a("--workers", type=int, help="data loading processes (default: 0 for in-memory data)")
+    a("--threads", type=int, help="CPU threads for torch (default: one per core; 1 is faster on a busy machine)")
     a("--device", help="cpu, cuda or cuda:N (default: this rank's GPU if there is one)")
     a("--resume", nargs="?", const="auto", help="continue from OUT/checkpoint.pt (or the given checkpoint)")
     a("--save-every-steps", type=int, default=0, help="also checkpoint every N steps (default: each epoch)")

@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     workers: int | None = None
+    threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     device: str | None = None
     resume: str | None = None
     save_every_steps: int = 0
@@ -82,7 +83,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that is not allowed."""
         positive = dict(epochs=self.epochs, batch_size=self.batch_size, accum_steps=self.accum_steps,
-                        eval_batch_size=self.eval_batch_size)
+                        eval_batch_size=self.eval_batch_size, threads=self.threads)
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
                 _fail(name, value, "a positive integer")

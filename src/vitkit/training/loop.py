@@ -99,6 +99,8 @@ class Trainer:
         self.cfg, self.dist, self.on_epoch = cfg, dist, on_epoch
         self.out = Path(cfg.out)
         self.device = dist.device
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, cfg.deterministic)
         self.splits: DataSplits = load_splits(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
         if dist.is_main:
