@@ -75,13 +75,15 @@ def test_folder_split_by_fraction_and_unreadable_files_skipped(tmp_path: Path):
     splits = load_folder(tmp_path, val_fraction=0.4, seed=0)
     assert len(splits.skipped) == 2  # junk.png and notes.txt fail the header check
     assert len(splits.train) + len(splits.val) == 11
-    skipped_total = 0
-    for part in (splits.train, splits.val):
-        data = TransformedImages(part, lambda img, epoch, index: torch.zeros(3, 4, 4))
-        x, y, skipped = collate_skipping([data[i] for i in range(len(data))])
-        assert x.shape == (len(data) - skipped, 3, 4, 4) and y.shape == (len(data) - skipped,)
-        skipped_total += skipped
-    assert skipped_total == 1  # the truncated PNG fails when decoded, and is counted, not fatal
+    for replace in (False, True):
+        skipped_total = 0
+        for part in (splits.train, splits.val):
+            data = TransformedImages(part, lambda img, epoch, index: torch.zeros(3, 4, 4), replace_unreadable=replace)
+            x, y, skipped = collate_skipping([data[i] for i in range(len(data))])
+            kept = len(data) if replace else len(data) - skipped  # training keeps batches full with a stand-in
+            assert x.shape == (kept, 3, 4, 4) and y.shape == (kept,)
+            skipped_total += skipped
+        assert skipped_total == 1  # the truncated PNG fails when decoded, and is counted, not fatal
 
 @pytest.mark.parametrize("layout, match", [
     ("missing", "does not exist"),

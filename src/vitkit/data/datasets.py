@@ -186,28 +186,34 @@ class TransformedImages(torch.utils.data.Dataset):
 
     The key carries the epoch so ``transform(img, epoch, index)`` can seed its randomness per image
     and epoch, independently of workers and processes. An unreadable image yields None, which
-    ``collate_skipping`` drops and counts.
+    ``collate_skipping`` drops and counts; with ``replace_unreadable`` (training) the next readable
+    image stands in instead, so batches keep their size (processes in DDP must step together), and
+    the sample carries a skip count of 1.
     """
 
-    def __init__(self, images: LabelledImages, transform: Transform) -> None:
+    def __init__(self, images: LabelledImages, transform: Transform, *, replace_unreadable: bool = False) -> None:
         self.images = images
         self.transform = transform
+        self.replace_unreadable = replace_unreadable
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int, int] | None:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        img = self.images.load(index)
-        if img is None:
-            return None
-        return self.transform(img, epoch, index), self.images.labels[index]
+        tries = min(len(self.images), 16) if self.replace_unreadable else 1
+        for offset in range(tries):
+            i = (index + offset) % len(self.images)
+            img = self.images.load(i)
+            if img is not None:
+                return self.transform(img, epoch, i), self.images.labels[i], int(offset > 0)
+        return None
 
 
-def collate_skipping(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Stack the readable samples: (images (B, C, H, W), labels (B,), number skipped)."""
+def collate_skipping(batch: list[tuple[torch.Tensor, int, int] | None]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Stack the readable samples: (images (B, C, H, W), labels (B,), number of unreadable images met)."""
     good = [b for b in batch if b is not None]
-    skipped = len(batch) - len(good)
+    skipped = len(batch) - len(good) + sum(b[2] for b in good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
     return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), skipped

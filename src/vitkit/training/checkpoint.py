@@ -121,6 +121,8 @@ def export_model(model: torch.nn.Module, path: Path) -> Path:
 
     tmp = path.with_name(f".{path.name}.tmp")
     old = path.with_name(f".{path.name}.old")
+    if old.exists() and not path.exists():  # a kill between the two renames below: the old export is the good one
+        old.rename(path)
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     save_pretrained(model, tmp, format="vitkit")

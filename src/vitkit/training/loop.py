@@ -235,7 +235,8 @@ class Trainer:
         sampler = GlobalBatchSampler(len(self.splits.train), global_batch=self.batch_size, rank=self.dist.rank,
                                      world_size=self.dist.world_size, seed=self.cfg.seed, epoch=p.epoch,
                                      start_batch=p.batch)
-        return make_loader(self.splits.train, self.train_tf, sampler, self.workers, self.device.type == "cuda")
+        return make_loader(self.splits.train, self.train_tf, sampler, self.workers,
+                           pin_memory=self.device.type == "cuda", training=True)
 
     def train_epoch(self) -> bool:
         """Train the rest of the current epoch; False when ``max_steps`` stopped it early."""
@@ -268,7 +269,8 @@ class Trainer:
         p = self.progress
         sampler = ShardBatchSampler(len(self.splits.val), batch_size=self.cfg.eval_batch_size, rank=self.dist.rank,
                                     world_size=self.dist.world_size)
-        loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers, self.device.type == "cuda")
+        loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
+                             pin_memory=self.device.type == "cuda")
         metrics, self.last_confusion, val_skipped = evaluate_loader(self.model, loader, len(self.splits.classes),
                                                                     self.device, self.dist)
         sums = self.dist.all_reduce_sum(torch.tensor(p.sums[:3], dtype=torch.float64, device=self.device)).tolist()

@@ -120,10 +120,12 @@ def default_workers(images: LabelledImages, world_size: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // world_size - 1))
 
 
-def make_loader(images: LabelledImages, transform: Any, batch_sampler: Any, workers: int,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(TransformedImages(images, transform), batch_sampler=batch_sampler,
-                                       collate_fn=collate_skipping, num_workers=workers, pin_memory=pin_memory)
+def make_loader(images: LabelledImages, transform: Any, batch_sampler: Any, workers: int, *,
+                pin_memory: bool = False, training: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of (images, labels, unreadable count); in training an unreadable image is replaced, not dropped."""
+    data = TransformedImages(images, transform, replace_unreadable=training)
+    return torch.utils.data.DataLoader(data, batch_sampler=batch_sampler, collate_fn=collate_skipping,
+                                       num_workers=workers, pin_memory=pin_memory)
 
 
 def autocast(device: torch.device, precision: str) -> Any:
