@@ -27,6 +27,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path
 
 
 def test_a_run_writes_metrics_checkpoints_plots_samples_and_report(finished: Path):
+    assert not torch.are_deterministic_algorithms_enabled()  # the run's settings do not outlive it
     report = json.loads((finished / "report.json").read_text())
     assert report["completed"] and report["epochs"] == 3 and report["steps"] == 3 * STEPS_PER_EPOCH
     assert 0.3 < report["final_val_top1"] <= 1.0 and report["best_val_top1"] >= report["final_val_top1"]

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .distributed import Dist, ShardBatchSampler, pick_device
 from .loop import Trainer, evaluate_loader
 from .metrics import METRICS_CSV, METRICS_JSONL, plot_confusion, plot_curves, write_report
-from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader
+from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader, run_settings
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ def train(config: TrainConfig | None = None, *, on_start: Callable[[dict[str, An
     ``best/`` and ``last/`` (vitkit format), ``metrics.jsonl``/``.csv``, PNG plots and ``report.json``.
     """
     cfg = (config if config is not None else TrainConfig.from_dict(settings)).resolved()
+    with run_settings(deterministic=cfg.deterministic, threads=cfg.threads):
+        return _train(cfg, on_start, on_epoch)
+
+
+def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
+           on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     dist = Dist.from_env(cfg.device)
     try:
         trainer = Trainer(cfg, dist, on_epoch=on_epoch)

@@ -99,9 +99,7 @@ class Trainer:
         self.cfg, self.dist, self.on_epoch = cfg, dist, on_epoch
         self.out = Path(cfg.out)
         self.device = dist.device
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        seed_everything(cfg.seed, cfg.deterministic)
+        seed_everything(cfg.seed)
         self.splits: DataSplits = load_splits(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())

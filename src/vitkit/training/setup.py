@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,29 @@ from ..registry import PretrainedCfg
 logger = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed every global generator; in deterministic mode also ask torch for deterministic kernels."""
+def seed_everything(seed: int) -> None:
+    """Seed every global generator a run draws from."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def run_settings(*, deterministic: bool, threads: int | None) -> Iterator[None]:
+    """Deterministic kernels and a thread count for the length of a run; the caller's settings come back after."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(), torch.backends.cudnn.benchmark)
+    try:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        if threads:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.set_num_threads(before[1])
+        torch.backends.cudnn.benchmark = before[2]
 
 
 def _model_from_json(path: Path, num_classes: int, weights: str | None, overrides: dict[str, Any]) -> torch.nn.Module:
