@@ -99,8 +99,6 @@ def test_user_errors_are_one_line_with_exit_code_2(argv: list[str], message: str
     assert message in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.xfail(reason="vitkit.labels.labels_for_model does not yet read a list of class names from "
-                          "pretrained_cfg.label_names (train stores the folder's classes there)", strict=False)
 def test_predict_names_the_folder_classes(run: tuple[Path, str], capsys: pytest.CaptureFixture):
     out, _ = run
     assert main(["predict", str(out / "samples" / "zero_0.png"), "--model", str(out / "best"), "--json"]) == 0

@@ -16,7 +16,7 @@ from vitkit.errors import DataError, VitkitError
 from vitkit.features import extract_features, load_features, merge_features
 from vitkit.processor import ImageProcessor
 
-MODEL = "vit_digits"  # 32x32 input, 4 blocks, average pooling: fast on CPU
+MODEL = "vit_digits"  # 32x32 input, 8x8 patches, average pooling: fast on CPU
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_saved_model_features_match_the_model(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("pool,layers,shape", [
-    ("cls", None, (6, 96)), ("avg", [-1, 0], (6, 2, 96)), ("tokens", [1], (6, 1, 65, 96)),
+    ("cls", None, (6, 96)), ("avg", [-1, 0], (6, 2, 96)), ("tokens", [1], (6, 1, 17, 96)),
 ])
 def test_pools_and_layers(folder, tmp_path, pool, layers, shape):
     model = create_model(MODEL).eval()

@@ -14,13 +14,15 @@ from .errors import (
     UnknownModelError,
     VitkitError,
 )
+from .export import export_onnx
 from .features import extract_features, load_features, merge_features
 from .labels import load_labels
 from .model import VisionTransformer
 from .predict import predict
 from .processor import ImageProcessor
-from .registry import ModelEntry, PretrainedCfg, create_model, get_entry, list_models, register
+from .registry import ModelEntry, PretrainedCfg, create_model, get_entry, list_models, load_model, register
 from .summary import summarize
+from .training import TrainConfig, TrainResult, evaluate, train
 from .weights.load import from_pretrained
 from .weights.save import save_pretrained
 
@@ -32,4 +34,5 @@ __all__ = [
     "create_model", "from_pretrained", "get_entry", "list_models", "register", "save_pretrained",
     "ImageProcessor", "attention_rollout", "extract_features", "last_layer_attention", "list_images",
     "load_features", "load_image", "load_labels", "merge_features", "predict", "save_attention_map", "summarize",
+    "TrainConfig", "TrainResult", "evaluate", "export_onnx", "load_model", "train",
 ]

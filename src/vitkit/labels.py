@@ -83,6 +83,12 @@ def labels_for_model(model: torch.nn.Module, labels: str | os.PathLike | list[st
         return names
     cfg = getattr(model, "pretrained_cfg", None)
     builtin = getattr(cfg, "label_names", None)
+    if isinstance(builtin, (list, tuple)):  # class names stored with the model (e.g. a folder's classes)
+        if len(builtin) == num_classes:
+            return [str(n) for n in builtin]
+        logger.info("the model stores %d class names but has %d classes; using class indices",
+                    len(builtin), num_classes)
+        builtin = None
     if builtin is None and num_classes == 1000:
         builtin = "imagenet-1k"
     if builtin in BUILTIN_LABELS:

@@ -30,19 +30,22 @@ class PretrainedCfg:
     crop_mode: str = "center"  # 'center': shorter side to size / crop_pct, centre crop; 'squash': resize to size
     interpolation: str = "bicubic"
     num_classes: int = 1000
-    label_names: str | None = "imagenet-1k"
+    label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
     hf_hub_id: str | None = None
     timm_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
                 "crop_pct": self.crop_pct, "crop_mode": self.crop_mode, "interpolation": self.interpolation,
-                "num_classes": self.num_classes, "label_names": self.label_names,
+                "num_classes": self.num_classes,
+                "label_names": list(self.label_names) if isinstance(self.label_names, tuple) else self.label_names,
                 "hf_hub_id": self.hf_hub_id, "timm_name": self.timm_name}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
         data = dict(data)
+        if isinstance(data.get("label_names"), list):
+            data["label_names"] = tuple(data["label_names"])  # hashable, as the dataclass is frozen
         for key in ("input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])
