@@ -15,6 +15,17 @@ NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 
 
+def reject_unknown_fields(cls: type, names: Any, what: str) -> None:
+    """Raise a ConfigError naming each of ``names`` that is not a field of dataclass ``cls``, with the
+    closest field as a hint."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        hints = [f"{u} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, known, n=1)) else u
+                 for u in unknown]
+        raise ConfigError(f"Unknown {what}: {', '.join(hints)}. Known: {', '.join(sorted(known))}.")
+
+
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -153,11 +164,7 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"Unknown ViTConfig field(s): {', '.join(unknown)}. "
-                              f"Known fields: {', '.join(sorted(known))}.")
+        reject_unknown_fields(cls, data, "ViTConfig field(s)")
         return cls(**data)
 
     def to_json(self) -> str:
@@ -165,10 +172,5 @@ class ViTConfig:
 
     def replace(self, **changes: Any) -> ViTConfig:
         """A copy with some fields changed (validated again)."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            suggestions = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
-            hints = ", ".join(f"{u}" + (f" (did you mean {s[0]!r}?)" if s else "") for u, s in suggestions.items())
-            raise ConfigError(f"Unknown ViTConfig field(s): {hints}.")
+        reject_unknown_fields(type(self), changes, "ViTConfig field(s)")
         return dataclasses.replace(self, **changes)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import reject_unknown_fields
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -113,12 +113,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            hints = [f"{u} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, known, n=1)) else u
-                     for u in unknown]
-            raise ConfigError(f"Unknown training setting(s): {', '.join(hints)}.")
+        reject_unknown_fields(cls, data, "training setting(s)")
         data = dict(data)
         for key in ("crop_scale", "crop_ratio"):
             if data.get(key) is not None:
