@@ -26,15 +26,20 @@ import vitkit  # noqa: E402
 from _refs import import_timm, import_transformers  # noqa: E402
 
 
-def median_time(fn: Callable[[], object], warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_times(runners: dict[str, Callable[[], object]], warmup: int, iters: int) -> dict[str, float]:
+    """Median seconds per call of each runner, timed round-robin in a rotating order so that drift of
+    the machine (frequency, other processes) falls on every runtime alike."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    labels = list(runners)
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    for i in range(iters):
+        for label in labels[i % len(labels):] + labels[: i % len(labels)]:
+            start = time.perf_counter()
+            runners[label]()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def build_runners(name: str, x: torch.Tensor, compile_: bool, tmp: Path) -> dict[str, Callable[[], torch.Tensor]]:
@@ -84,11 +89,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         runners = build_runners(args.model, x, args.compile, Path(tmp))
         want = runners["vitkit"]()
-        for label, fn in runners.items():
-            diff = float((fn() - want).abs().max())
-            seconds = median_time(fn, args.warmup, args.iters)
+        diffs = {label: float((fn() - want).abs().max()) for label, fn in runners.items()}
+        for label, seconds in median_times(runners, args.warmup, args.iters).items():
             results.append({"runtime": label, "ms_per_batch": seconds * 1e3, "images_per_s": args.batch_size / seconds,
-                            "max_abs_diff_vs_vitkit": diff})
+                            "max_abs_diff_vs_vitkit": diffs[label]})
     base = results[0]["ms_per_batch"]
     print(f"{args.model}, batch {args.batch_size}, {args.threads} threads, fp32, CPU; torch {torch.__version__}")
     print(f"{'runtime':16s} {'ms/batch':>10s} {'img/s':>8s} {'vs vitkit':>10s} {'max|diff|':>10s}")
