@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import VitkitError
+from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,18 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
     shape = (batch_size, cfg.in_chans, *cfg.img_size)
     was_training = model.training
     model.eval()
-    tmp = Path(tempfile.mkstemp(dir=path.parent if path.parent.exists() else None, suffix=".onnx.tmp")[1])
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer notes about shape checks that are constant for one size
             # The TorchScript exporter: the export-based one needs onnxscript, which vitkit does not require.
             torch.onnx.export(model, (torch.randn(shape),), str(tmp), dynamo=False, opset_version=opset,
                               input_names=["pixel_values"], output_names=["logits"],
                               dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         name = getattr(model, "model_name", "the model")
         raise VitkitError(f"ONNX export of {name} to {path} failed: {exc}") from exc
     finally:

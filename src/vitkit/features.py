@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .data.images import list_images
 from .errors import DataError, ImageError, VitkitError
+from .fileio import atomic_write
 from .predict import ModelSpec, default_device, resolve_model
 from .processor import ImageProcessor
 
@@ -98,18 +99,8 @@ def compute_features(model: torch.nn.Module, x: torch.Tensor, *, pool: str = "de
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
 
 
 def _parts_dir(out: Path) -> Path:
@@ -186,7 +177,7 @@ def _save_chunk(path: Path, rows: list[int], loaded: list[torch.Tensor | str], f
               "failed_index": np.asarray([r for r, _ in failed], dtype=np.int64),
               "failed_error": np.asarray([e for _, e in failed], dtype=np.str_)}
 
-    _atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
+    atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -338,7 +329,7 @@ def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
     meta.update(shape=list(array.shape), dtype=str(array.dtype), files=kept,
                 skipped=[{"file": f, "error": e} for f, e in skipped_list])
     _write_json(meta_path, meta)
-    _atomic_write(list_path, lambda tmp: tmp.write_text("".join(f + "\n" for f in kept)))
+    atomic_write(list_path, lambda tmp: tmp.write_text("".join(f + "\n" for f in kept)))
     shutil.rmtree(parts, ignore_errors=True)
     if skipped_list:
         logger.warning("%d unreadable image(s) skipped, listed in %s", len(skipped_list), meta_path)
@@ -348,12 +339,12 @@ def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
 
 def _write_array(out: Path, array: np.ndarray, settings: dict[str, Any]) -> None:
     if out.suffix.lower() == ".npy":
-        _atomic_write(out, lambda tmp: _save_npy(tmp, array))
+        atomic_write(out, lambda tmp: _save_npy(tmp, array))
         return
     from safetensors.numpy import save_file
 
     metadata = {"model": settings["model"], "pool": settings["pool"], "layers": json.dumps(settings["layers"])}
-    _atomic_write(out, lambda tmp: save_file({"features": np.ascontiguousarray(array)}, str(tmp), metadata=metadata))
+    atomic_write(out, lambda tmp: save_file({"features": np.ascontiguousarray(array)}, str(tmp), metadata=metadata))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -28,7 +28,9 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, config: ViTConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
-        config = (config or ViTConfig()).replace(**kwargs) if kwargs else (config or ViTConfig())
+        config = config or ViTConfig()
+        if kwargs:
+            config = config.replace(**kwargs)
         self.config = config
         c = config
         norm_layer = get_norm_layer(c.norm_layer, c.norm_eps)
@@ -78,6 +80,12 @@ class VisionTransformer(nn.Module):
     def _new_head(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
+    def _fresh_head(self, num_classes: int) -> nn.Module:
+        """A newly initialised head on the model's device and dtype."""
+        head = self._new_head(num_classes).to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
+        head.apply(trunc_normal_init)
+        return head
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """timm's default initialisation (truncated normal, std .02; tiny normal for special tokens)."""
@@ -110,14 +118,11 @@ class VisionTransformer(nn.Module):
                                   f"{global_pool!r}: build the model with global_pool={global_pool!r} instead.")
             self.config = self.config.replace(global_pool=global_pool)
             self.global_pool = global_pool
-        ref = self.pos_embed
         self.config = self.config.replace(num_classes=num_classes)
         self.num_classes = num_classes
-        self.head = self._new_head(num_classes).to(device=ref.device, dtype=ref.dtype)
-        self.head.apply(trunc_normal_init)
+        self.head = self._fresh_head(num_classes)
         if self.head_dist is not None:
-            self.head_dist = self._new_head(num_classes).to(device=ref.device, dtype=ref.dtype)
-            self.head_dist.apply(trunc_normal_init)
+            self.head_dist = self._fresh_head(num_classes)
 
     # ------------------------------------------------------------------ embedding
     def grid_for(self, height: int, width: int) -> tuple[int, int]:

@@ -109,7 +109,7 @@ class ImageProcessor:
                               f"build it with vitkit.create_model or give ImageProcessor explicit settings.")
         config = getattr(model, "config", None)
         if config is not None and tuple(cfg.input_size[1:]) != tuple(config.img_size):
-            cfg = PretrainedCfg.from_dict({**cfg.to_dict(), "input_size": (config.in_chans, *config.img_size)})
+            cfg = cfg.replace(input_size=(config.in_chans, *config.img_size))
         return cls.from_pretrained_cfg(cfg, **overrides)
 
     @classmethod

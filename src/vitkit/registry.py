@@ -41,6 +41,10 @@ class PretrainedCfg:
                 "label_names": list(self.label_names) if isinstance(self.label_names, tuple) else self.label_names,
                 "hf_hub_id": self.hf_hub_id, "timm_name": self.timm_name}
 
+    def replace(self, **changes: Any) -> PretrainedCfg:
+        """A copy with some fields changed (lists normalised to tuples, as ``from_dict`` does)."""
+        return PretrainedCfg.from_dict({**self.to_dict(), **changes})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
         data = dict(data)
@@ -226,8 +230,8 @@ def create_model(
     pcfg = entry.pretrained_cfg
     # the label set only describes the head it was published with
     labels = pcfg.label_names if config.num_classes == pcfg.num_classes else None
-    pcfg = PretrainedCfg.from_dict({**pcfg.to_dict(), "input_size": (config.in_chans, *config.img_size),
-                                    "num_classes": config.num_classes, "label_names": labels})
+    pcfg = pcfg.replace(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes,
+                        label_names=labels)
     if pretrained is not None:
         from .weights import load_pretrained
 

@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +19,12 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "checkpoint.pt"
 STATE_VERSION = 1
-
-
-def atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions a plain open would
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temporary files a killed run left half-written in ``folder`` (they never replaced anything)."""
-    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike) -> Path:

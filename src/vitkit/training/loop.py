@@ -20,6 +20,7 @@ from ..data.augment import MixupCutmix
 from ..data.datasets import DataSplits, load_splits
 from ..data.digits import export_samples
 from ..errors import VitkitError
+from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
@@ -173,7 +174,7 @@ class Trainer:
         """Load a training state; 'auto' reads ``OUT/checkpoint.pt`` and starts afresh when there is none."""
         target = self.state_path if path == "auto" else Path(path)
         if self.dist.is_main:
-            ckpt.remove_stale_temps(self.out)
+            remove_stale_temps(self.out)
         if path == "auto" and not target.is_file():
             logger.info("no checkpoint in %s: starting afresh", self.out)
             return False

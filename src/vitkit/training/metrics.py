@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write
+from ..fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 

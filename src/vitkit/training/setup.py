@@ -91,9 +91,7 @@ def build_model(spec: str, *, num_classes: int, weights: str | None = None,
 def label_model(model: torch.nn.Module, splits: DataSplits) -> None:
     """Record the data's class names in the model's pretrained_cfg, so exports predict with names."""
     names: str | list[str] = "digits" if splits.source == DIGITS_SOURCE else list(splits.classes)
-    pcfg = model.pretrained_cfg
-    model.pretrained_cfg = PretrainedCfg.from_dict({**pcfg.to_dict(), "num_classes": len(splits.classes),
-                                                    "label_names": names})
+    model.pretrained_cfg = model.pretrained_cfg.replace(num_classes=len(splits.classes), label_names=names)
 
 
 def check_model_classes(model: torch.nn.Module, classes: list[str]) -> None:

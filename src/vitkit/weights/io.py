@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -312,20 +312,6 @@ def _read_dir(folder: Path) -> Checkpoint:
 
 
 # ---------------------------------------------------------------------- writing
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temporary file in the same folder, so an interrupted write leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def cpu_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detached, contiguous CPU copies (views where possible) ready to be written."""
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -335,7 +321,7 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata:
     from safetensors.torch import save_file
 
     state = cpu_state(tensors)
-    return _atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})}))
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})}))
 
 
 def write_npz(tensors: Mapping[str, torch.Tensor], path: Path) -> Path:
@@ -349,9 +335,9 @@ def write_npz(tensors: Mapping[str, torch.Tensor], path: Path) -> Path:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
