@@ -58,6 +58,7 @@ def train(config: TrainConfig | None = None, *, on_start: Callable[[dict[str, An
 def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
            on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     dist = Dist.from_env(cfg.device)
+    trainer: Trainer | None = None
     try:
         trainer = Trainer(cfg, dist, on_epoch=on_epoch)
         resumed = trainer.resume(cfg.resume) if cfg.resume else False
@@ -78,6 +79,8 @@ def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
         dist.barrier()
         return TrainResult(out=trainer.out, report=report, completed=completed)
     finally:
+        if trainer is not None:
+            trainer.close()  # before the group goes: see Trainer.close
         dist.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import time
@@ -111,7 +112,7 @@ class Trainer:
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None) if dist.world_size > 1 else None)
+                                            else None) if dist.initialized else None)
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -145,6 +146,16 @@ class Trainer:
         logger.warning("batch size %d is larger than the training split (%d images); using %d",
                        self.cfg.batch_size, n, lowered)
         return lowered
+
+    def close(self) -> None:
+        """Free the DDP wrapper; call before the process group is destroyed.
+
+        The wrapper's reducer holds a reference to the group. Freed after ``destroy_process_group`` it is the
+        last one, and ``~ProcessGroupGloo`` then joins gloo's worker threads while holding the GIL, which a
+        worker still releasing a finished collective's tensors waits for: a deadlock at exit, seen under load.
+        """
+        self.ddp = None
+        gc.collect()  # DDP sits in reference cycles: free its reducer now, not at some later collection
 
     @property
     def net(self) -> torch.nn.Module:
