@@ -21,6 +21,14 @@ def test_export_onnx_matches_pytorch_with_dynamic_batch(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+
+def test_export_leaves_a_training_model_in_training_mode(tmp_path):
+    model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32).train()
+    for verify in (False, True):
+        export_onnx(model, tmp_path / f"m{verify}.onnx", verify=verify)
+        assert model.training, f"export with verify={verify} switched the model to eval mode"
+
+
 def test_export_cli(tmp_path, capsys):
     assert main(["export", "vit_tiny_patch16_224", "--img-size", "32", "--out", str(tmp_path / "t.onnx"),
                  "--no-verify"]) == 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,17 @@ class ExportResult:
     max_abs_diff: float | None  # ONNX Runtime vs PyTorch on a random batch; None if not verified
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode inside the block, back in the mode it had after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 1, opset: int = 18,
                 verify: bool = True) -> ExportResult:
     """Write ``model`` (eval mode, fp32) to an ONNX file with a dynamic batch axis.
@@ -35,8 +48,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
     path = Path(path)
     cfg = model.config
     shape = (batch_size, cfg.in_chans, *cfg.img_size)
-    was_training = model.training
-    model.eval()
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
@@ -47,12 +58,11 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
                               dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
 
     try:
-        atomic_write(path, write)
+        with eval_mode(model):
+            atomic_write(path, write)
     except Exception as exc:
         name = getattr(model, "model_name", "the model")
         raise VitkitError(f"ONNX export of {name} to {path} failed: {exc}") from exc
-    finally:
-        model.train(was_training)
     diff = verify_onnx(model, path, batch_size=batch_size + 1) if verify else None
     return ExportResult(path=path, input_shape=shape, max_abs_diff=diff)
 
@@ -73,8 +83,8 @@ def verify_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
     """Max abs difference between ONNX Runtime and PyTorch outputs on a random batch."""
     cfg = model.config
     x = torch.randn(batch_size, cfg.in_chans, *cfg.img_size)
-    with torch.no_grad():
-        want = model.eval()(x)
+    with torch.no_grad(), eval_mode(model):
+        want = model(x)
     got = onnx_session(path).run(None, {"pixel_values": x.numpy()})[0]
     diff = float((torch.from_numpy(got) - want).abs().max())
     log.info("ONNX Runtime vs PyTorch on %s: max abs diff %.3g", tuple(x.shape), diff)
