@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..data.augment import POLICIES
 from ..errors import ConfigError
+from ..training import TrainConfig, evaluate, train
+from ..training.config import PRECISIONS
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -37,10 +40,8 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the command line describes."""
-    from ..training import TrainConfig
-
     settings = {k: getattr(args, k) for k in PASSTHROUGH}
     if args.linear_probe:
         if args.freeze not in ("none", "backbone"):
@@ -73,8 +74,6 @@ def _print_epoch(r: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..training import train
-
     result = train(config_from_args(args), on_start=_print_start, on_epoch=_print_epoch)
     r = result.report
     if not r:  # a rank other than 0
@@ -101,8 +100,6 @@ def _run_settings(run: str) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..training import evaluate
-
     settings = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed}
     model = args.model
     if args.run:
@@ -127,40 +124,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
     a("data", nargs="?", help=DATA_HELP)
     a("--out", help="output folder (default: runs/digits for the digits, runs/train otherwise)")
     a("--model", help="registry name, saved model folder or checkpoint, or a JSON file of ViTConfig fields "
                       "(default: vit_digits)")
     a("--weights", help="pretrained weights for a registry --model (any supported checkpoint)")
     a("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a ViTConfig field (repeatable)")
-    a("--freeze", default="none", help="none | backbone (linear probing) | blocks:N (last N blocks + head)")
+    a("--freeze", default=d.freeze, help="none | backbone (linear probing) | blocks:N (last N blocks + head)")
     a("--linear-probe", action="store_true", help="train only the head (same as --freeze backbone)")
     a("--epochs", type=int)
     a("--batch-size", type=int, help="global batch per optimizer step, over processes and accumulation")
-    a("--accum-steps", type=int, default=1, help="gradient accumulation steps per optimizer step")
-    a("--eval-batch-size", type=int, default=128)
+    a("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation steps per optimizer step")
+    a("--eval-batch-size", type=int, default=d.eval_batch_size)
     a("--lr", type=float, help="peak learning rate (after warmup)")
-    a("--min-lr", type=float, default=1e-6, help="learning rate at the end of the cosine")
+    a("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine")
     a("--warmup-epochs", type=float)
-    a("--weight-decay", type=float, default=0.05, help="AdamW decay (never on norms, biases, embeddings, tokens)")
+    a("--weight-decay", type=float, default=d.weight_decay,
+      help="AdamW decay (never on norms, biases, embeddings, tokens)")
     a("--layer-decay", type=float, help="layer-wise lr decay (1: off; default 0.75 with --weights, else 1)")
-    a("--label-smoothing", type=float, default=0.1)
-    a("--clip-grad", type=float, default=1.0, help="gradient norm clip (0: off)")
-    a("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
-    a("--aug", choices=("none", "trivial", "randaugment"), help="augmentation policy after crop and flip")
-    a("--magnitude", type=int, default=9, help="RandAugment magnitude 0..30")
+    a("--label-smoothing", type=float, default=d.label_smoothing)
+    a("--clip-grad", type=float, default=d.clip_grad, help="gradient norm clip (0: off)")
+    a("--precision", choices=PRECISIONS, default=d.precision, help="autocast precision")
+    a("--aug", choices=POLICIES, help="augmentation policy after crop and flip")
+    a("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude 0..30")
     a("--hflip", type=float, help="horizontal flip probability")
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random resized crop area range")
-    a("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    a("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    a("--val-fraction", type=float, default=0.2, help="held-out fraction when the folder has no val/")
-    a("--seed", type=int, default=0)
+    a("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
+    a("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
+    a("--val-fraction", type=float, default=d.val_fraction, help="held-out fraction when the folder has no val/")
+    a("--seed", type=int, default=d.seed)
     a("--deterministic", action="store_true", help="deterministic kernels (a resumed run equals an uninterrupted one)")
     a("--workers", type=int, help="data loading processes (default: 0 for in-memory data)")
     a("--threads", type=int, help="CPU threads for torch (default: one per core; 1 is faster on a busy machine)")
     a("--device", help="cpu, cuda or cuda:N (default: this rank's GPU if there is one)")
     a("--resume", nargs="?", const="auto", help="continue from OUT/checkpoint.pt (or the given checkpoint)")
-    a("--save-every-steps", type=int, default=0, help="also checkpoint every N steps (default: each epoch)")
+    a("--save-every-steps", type=int, default=d.save_every_steps,
+      help="also checkpoint every N steps (default: each epoch)")
     a("--export-samples", type=int, help="held-out images per class to write to OUT/samples (digits: 2)")
     a("--grad-checkpointing", action="store_true", help="recompute activations: less memory, more compute")
     a("--max-steps", type=int, help="stop after N optimizer steps (the schedule still spans all epochs)")

@@ -125,13 +125,13 @@ def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: 
         model = build_model(model, num_classes=len(splits.classes), weights=weights) if weights else \
             load_model(model)
     check_model_classes(model, splits.classes)
-    dev = Dist(device=pick_device(device, 0))
-    model.to(dev.device)
+    dev = pick_device(device)
+    model.to(dev)
     images = splits.val if split == "val" else splits.train
     sampler = ShardBatchSampler(len(images), batch_size=batch_size)
     n_workers = workers if workers is not None else default_workers(images, 1)
     loader = make_loader(images, EvalTransform(model), sampler, n_workers)
-    metrics, confusion, skipped = evaluate_loader(model, loader, len(splits.classes), dev.device)
+    metrics, confusion, skipped = evaluate_loader(model, loader, len(splits.classes), dev)
     return {**metrics, "skipped_images": skipped + len(splits.skipped), "confusion": confusion.tolist(),
             "classes": list(splits.classes), "split": split, "data": splits.source}
 

@@ -65,6 +65,8 @@ class Dist:
 
     def any_true(self, flag: bool) -> bool:
         """True when ``flag`` is True on any rank (so all ranks stop together)."""
+        if not self.initialized:
+            return flag
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         return bool(self.all_reduce_sum(t).item() > 0)
 

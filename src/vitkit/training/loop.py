@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
-from .metrics import EvalCounts, MetricsLog
+from .metrics import EvalCounts, write_metrics
 from .optim import WarmupCosine, apply_freeze, build_optimizer
 from .setup import (
     EvalTransform,
@@ -59,16 +59,14 @@ class Progress:
     best_epoch: int = -1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "sums": list(self.sums),
-                "history": [dict(r) for r in self.history], "best_top1": self.best_top1, "best_epoch": self.best_epoch}
+        return asdict(self)  # copies the lists and rows
 
 
-def loss_and_logits(out: Any, target: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss and logits; a distilled model's two heads both learn the labels (there is no teacher)."""
+def training_loss(out: Any, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean loss; a distilled model's two heads both learn the labels (there is no teacher)."""
     outs = out if isinstance(out, tuple) else (out,)
     smoothing = 0.0 if target.ndim == 2 else label_smoothing  # soft targets (mixup) carry their smoothing
-    loss = sum(F.cross_entropy(o.float(), target, label_smoothing=smoothing) for o in outs) / len(outs)
-    return loss, sum(o.float() for o in outs) / len(outs)
+    return sum(F.cross_entropy(o.float(), target, label_smoothing=smoothing) for o in outs) / len(outs)
 
 
 @torch.no_grad()
@@ -111,8 +109,6 @@ class Trainer:
         self.trainable, self.total = apply_freeze(self.model, cfg.freeze)
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
-        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None) if dist.initialized else None)
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -126,8 +122,10 @@ class Trainer:
         self.train_tf, self.eval_tf = train_transform(self.model, cfg), EvalTransform(self.model)
         self.progress = Progress()
         self.state_path = self.out / ckpt.STATE_FILE
-        self.log = MetricsLog(self.out)
         self.last_confusion: torch.Tensor | None = None
+        # last: if a step above raises, no reducer is left to outlive the process group (see close)
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None) if dist.initialized else None)
 
     # ------------------------------------------------------------------ set-up helpers
     def _global_batch(self) -> int:
@@ -197,11 +195,9 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         p = state["progress"]
-        self.progress = Progress(epoch=p["epoch"], batch=p["batch"], step=p["step"], sums=list(p["sums"]),
-                                 history=list(p["history"]), best_top1=p["best_top1"], best_epoch=p["best_epoch"])
-        self.log = MetricsLog(self.out, self.progress.history)
+        self.progress = Progress(**{**p, "sums": list(p["sums"]), "history": list(p["history"])})
         if self.dist.is_main:
-            self.log.write()
+            write_metrics(self.out, self.progress.history)
         logger.info("resumed from %s at epoch %d, batch %d (step %d)", target, p["epoch"], p["batch"], p["step"])
         return True
 
@@ -209,15 +205,17 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One optimizer step over this rank's share of a global batch (split into accumulation steps)."""
         cfg, step = self.cfg, self.progress.step
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + self.dist.rank)
+        # mixing's own stream, seeded per step (only mixing draws from it)
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + self.dist.rank) \
+            if self.mix.enabled else None
         pieces = list(zip(x.chunk(cfg.accum_steps), y.chunk(cfg.accum_steps)))
         total = 0.0
         for i, (mx, my) in enumerate(pieces):
             mx, my = mx.to(self.device, non_blocking=True), my.to(self.device, non_blocking=True)
-            mx, target = self.mix(mx, my, gen) if self.mix.enabled else (mx, my)
+            mx, target = self.mix(mx, my, gen) if gen is not None else (mx, my)
             sync = self.ddp is None or i == len(pieces) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.precision):
-                loss, _ = loss_and_logits(self.net(mx), target, cfg.label_smoothing)
+                loss = training_loss(self.net(mx), target, cfg.label_smoothing)
             value = float(loss.detach())
             if self.dist.any_true(not math.isfinite(value)):
                 self._diverged(value)
@@ -263,7 +261,9 @@ class Trainer:
             p.sums = [p.sums[0] + loss_sum, p.sums[1] + len(y), p.sums[2] + skipped, p.sums[3]]
             bar.set_postfix(loss=f"{loss_sum / max(len(y), 1):.3f}", lr=f"{lr:.2e}")
             stop = cfg.max_steps is not None and p.step >= cfg.max_steps
-            if stop or (cfg.save_every_steps and p.step % cfg.save_every_steps == 0):
+            # a periodic save on the epoch's last step is left to end_epoch, which saves anyway
+            periodic = cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and p.batch < self.steps_per_epoch
+            if stop or periodic:
                 p.sums[3] += time.perf_counter() - start
                 start = time.perf_counter()
                 self.save()
@@ -294,7 +294,7 @@ class Trainer:
             p.best_top1, p.best_epoch = metrics["val_top1"], p.epoch + 1
         p.epoch, p.batch, p.sums = p.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
         if self.dist.is_main:
-            self.log.append(row)
+            write_metrics(self.out, p.history)
             if improved:
                 ckpt.export_model(self.model, self.out / "best")
             ckpt.export_model(self.model, self.out / "last")

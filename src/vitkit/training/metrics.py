@@ -45,31 +45,21 @@ class EvalCounts:
         return {"val_loss": loss / n, "val_top1": top1 / n, "val_top5": top5 / n, "val_images": int(count)}
 
 
-class MetricsLog:
+def write_metrics(out: Path, rows: Sequence[dict[str, Any]]) -> None:
     """One row per epoch in ``metrics.jsonl`` and ``metrics.csv`` (rewritten whole, so a resume stays tidy)."""
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write(out / METRICS_JSONL, lambda tmp: tmp.write_text(lines))
+    if not rows:
+        return
+    fields = list(rows[0])
 
-    def __init__(self, out: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
-        self.out = out
-        self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(dict(row))
-        self.write()
-
-    def write(self) -> None:
-        lines = "".join(json.dumps(r) + "\n" for r in self.rows)
-        atomic_write(self.out / METRICS_JSONL, lambda tmp: tmp.write_text(lines))
-        if not self.rows:
-            return
-        fields = list(self.rows[0])
-
-        def write_csv(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(self.rows)
-
-        atomic_write(self.out / METRICS_CSV, write_csv)
+    atomic_write(out / METRICS_CSV, write_csv)
 
 
 def _figure(width: float = 6.0, height: float = 4.0) -> Any:
@@ -110,10 +100,11 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -
         ax.set_xticks(range(n), list(classes), rotation=90 if n > 10 else 0)
         ax.set_yticks(range(n), list(classes))
         top = int(confusion.max()) if confusion.numel() else 0
-        for (i, j), v in ((ij, int(confusion[ij])) for ij in ((i, j) for i in range(n) for j in range(n))):
-            if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                        color="white" if v > top / 2 else "black")
+        for i, row in enumerate(confusion.tolist()):
+            for j, v in enumerate(row):
+                if v:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                            color="white" if v > top / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()

@@ -81,12 +81,11 @@ def param_groups(model: nn.Module, *, weight_decay: float, layer_decay: float = 
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, layer_decay: float,
-                    fused: bool | None = None) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float, layer_decay: float) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay=weight_decay, layer_decay=layer_decay)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
 @dataclass

@@ -80,12 +80,8 @@ def build_model(spec: str, *, num_classes: int, weights: str | None = None,
 
     overrides = dict(overrides or {})
     if spec.endswith(".json") and Path(spec).is_file():
-        model = _model_from_json(Path(spec), num_classes, weights, overrides)
-    else:
-        model = load_model(spec, weights=weights, num_classes=num_classes, **overrides)
-    if model.num_classes != num_classes:
-        model.reset_classifier(num_classes)
-    return model
+        return _model_from_json(Path(spec), num_classes, weights, overrides)
+    return load_model(spec, weights=weights, num_classes=num_classes, **overrides)
 
 
 def label_model(model: torch.nn.Module, splits: DataSplits) -> None:
