@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ViTConfig
+from ..data.transforms import PIL_CODES
 from ..errors import CheckpointError
 from .formats import Family
 from .io import Checkpoint, write_json, write_safetensors
@@ -100,7 +101,9 @@ HF_FIELDS = {"hidden_size": "embed_dim", "num_hidden_layers": "depth", "num_atte
 REFUSED = {"DeiTForImageClassification": "its classifier reads the class token only, while a distilled vitkit "
                                          "model averages the class and distillation heads; use DeiTModel or "
                                          "DeiTForImageClassificationWithTeacher weights"}
-RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+# Pillow's integer resample codes (as preprocessor configs store them) of the filters written and read
+RESAMPLE = {code: name for code, name in PIL_CODES.items() if name in ("nearest", "bilinear", "bicubic")}
+RESAMPLE_CODES = {name: code for code, name in RESAMPLE.items()}
 
 
 # ---------------------------------------------------------------------- reading
@@ -197,7 +200,7 @@ def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
     pcfg = getattr(model, "pretrained_cfg", None)
     if pcfg is None:
         return None
-    resample = {v: k for k, v in RESAMPLE.items()}.get(pcfg.interpolation, 3)
+    resample = RESAMPLE_CODES.get(pcfg.interpolation, RESAMPLE_CODES["bicubic"])
     return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
             "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(pcfg.mean),
             "image_std": list(pcfg.std), "resample": resample,

@@ -6,13 +6,16 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import ViTConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UnknownModelError
 from ..registry import get_entry, list_models
+
+if TYPE_CHECKING:
+    from .formats import Converted
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +23,9 @@ logger = logging.getLogger(__name__)
 HEADS_BY_WIDTH = {1408: 16, 1536: 24, 1664: 16}
 # Fields tensor shapes cannot tell: a family's config files (hints) or the caller (overrides) must
 NON_INFERABLE = ("num_heads", "norm_eps", "act_layer", "qk_scale", "no_embed_class", "global_pool", "fc_norm")
+# The fields that make an architecture, in the order an inventory lists them
+ARCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
+               "global_pool", "class_token", "distilled", "reg_tokens", "representation_size", "no_embed_class")
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -117,21 +123,30 @@ def infer_config(state: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | N
     return ViTConfig(**fields)
 
 
+def config_from(converted: Converted, **overrides: Any) -> ViTConfig:
+    """The ViTConfig of a converted checkpoint: the one it states (vitkit's format), else one inferred from its
+    tensor shapes and hints; ``overrides`` applied."""
+    if converted.exact:
+        config = ViTConfig.from_dict(converted.hints)
+        return config.replace(**overrides) if overrides else config
+    return infer_config(converted.state, converted.hints, **overrides)
+
+
 def _config_of(name: str) -> ViTConfig:
     return get_entry(name).build_config()
 
 
 def registry_hints(name: str) -> dict[str, Any]:
     """The fields shapes cannot tell, from a registered model of that name (``{}`` if unknown)."""
-    base = name.split(".")[0]
-    if base not in list_models(base):
+    try:
+        config = _config_of(name.split(".")[0])
+    except UnknownModelError:
         return {}
-    config = get_entry(base).build_config()
     return {k: getattr(config, k) for k in NON_INFERABLE}
 
 
-_MATCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "num_classes",
-                 "class_token", "distilled", "reg_tokens", "global_pool", "representation_size", "no_embed_class")
+# mlp_ratio is compared as the hidden width it gives, so ratios rounded differently still match
+_MATCH_FIELDS = tuple(f for f in ARCH_FIELDS if f != "mlp_ratio")
 
 
 def match_registry(config: ViTConfig) -> str | None:
@@ -140,4 +155,4 @@ def match_registry(config: ViTConfig) -> str | None:
         return (*(getattr(c, f) for f in _MATCH_FIELDS), int(c.embed_dim * c.mlp_ratio))
 
     want = key(config)
-    return next((n for n in list_models() if key(get_entry(n).build_config()) == want), None)
+    return next((n for n in list_models() if key(_config_of(n)) == want), None)

@@ -15,6 +15,7 @@ import pickle
 import struct
 import zipfile
 import zlib
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +59,9 @@ class TensorView(Mapping[str, torch.Tensor]):
 
     _names: dict[str, Any]
 
+    @abstractmethod
     def header(self, key: str) -> tuple[tuple[int, ...], str]:
-        t = self[key]
-        return tuple(t.shape), str(t.dtype).removeprefix("torch.")
+        """(shape, dtype name) of one tensor, without reading its data where the source allows."""
 
     def __contains__(self, key: object) -> bool:
         return key in self._names
@@ -221,10 +222,8 @@ def _read_safetensors(path: Path) -> Checkpoint:
 def _read_torch(path: Path) -> Checkpoint:
     try:
         obj = _torch_load(path, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise _unreadable(path, "torch", exc) from None
-        obj = _torch_load(path, mmap=False)  # the legacy (non-zip) format cannot be memory-mapped
+    except RuntimeError:  # _torch_load lets through only mmap's refusal: the legacy (non-zip) format
+        obj = _torch_load(path, mmap=False)
     return Checkpoint(path=path, kind="torch", tensors=_state_dict_of(obj, path), files=[path])
 
 

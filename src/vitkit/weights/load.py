@@ -23,7 +23,7 @@ from ..model import VisionTransformer
 from ..registry import PretrainedCfg
 from .adapt import adapt
 from .formats import Converted, Family, detect_format
-from .infer import infer_config
+from .infer import config_from
 from .io import read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -159,8 +159,7 @@ def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) 
 
 def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: list[str],
             device: torch.device, dtype: torch.dtype) -> None:
-    state = {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in state.items()}
-    state = {k: v if v.is_contiguous() else v.contiguous() for k, v in state.items()}
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
     _init_fresh(model, fresh, dtype)
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
@@ -234,8 +233,7 @@ def _read(source: str | os.PathLike[str], format: str | None) -> tuple[Family, C
 def _pcfg(converted: Converted, config: ViTConfig) -> PretrainedCfg:
     base = dict(converted.pretrained_cfg or {})
     base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
-    if converted.pretrained_cfg is None or "label_names" not in converted.pretrained_cfg:
-        base["label_names"] = None
+    base.setdefault("label_names", None)
     return PretrainedCfg.from_dict(base)
 
 
@@ -271,10 +269,7 @@ def from_pretrained(source: str | os.PathLike[str], *, format: str | None = None
         overrides["num_classes"] = num_classes
     if img_size is not None:
         overrides["img_size"] = img_size
-    if converted.exact:
-        config = ViTConfig.from_dict(converted.hints).replace(**overrides)
-    else:
-        config = infer_config(converted.state, converted.hints, **overrides)
+    config = config_from(converted, **overrides)
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
                            dtype=dtype, what="the architecture inferred from it")
     model.pretrained_cfg = _pcfg(converted, config)

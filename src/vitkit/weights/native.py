@@ -72,6 +72,6 @@ FAMILY = _NativeFamily(
     signatures=(),
     rules=RULES,
     posemb_style="timm",
-    marker=lambda ckpt: _description(ckpt) is not None,
+    marker=lambda ckpt: (ckpt.config or {}).get("format") == FORMAT or METADATA_KEY in ckpt.metadata,
     write=write,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +13,8 @@ import torch
 from ..config import ViTConfig
 from ..errors import VitkitError
 from .formats import detect_format
-from .infer import infer_config, match_registry
-from .io import read_checkpoint, tensor_info
-
-ARCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
-               "global_pool", "class_token", "distilled", "reg_tokens", "representation_size", "no_embed_class")
+from .infer import ARCH_FIELDS, config_from, match_registry
+from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
 
 
 @dataclass
@@ -30,11 +29,11 @@ class Inventory:
 
     @property
     def num_params(self) -> int:
-        return sum(_numel(shape) for _, shape, _ in self.tensors)
+        return sum(math.prod(shape) for _, shape, _ in self.tensors)
 
     @property
     def num_bytes(self) -> int:
-        return sum(_numel(shape) * _itemsize(dtype) for _, shape, dtype in self.tensors)
+        return sum(math.prod(shape) * _itemsize(dtype) for _, shape, dtype in self.tensors)
 
     def dtypes(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -72,16 +71,28 @@ class Inventory:
         return "\n".join(lines)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+def _torch_dtype(name: str) -> torch.dtype | None:
+    dtype = getattr(torch, name, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
 
 
 def _itemsize(dtype: str) -> int:
-    torch_dtype = getattr(torch, dtype, None)
-    return torch.empty((), dtype=torch_dtype).element_size() if isinstance(torch_dtype, torch.dtype) else 4
+    torch_dtype = _torch_dtype(dtype)
+    return torch_dtype.itemsize if torch_dtype is not None else 4
+
+
+def _shapes_only(ckpt: Checkpoint, tensors: list[tuple[str, tuple[int, ...], str]]) -> Checkpoint:
+    """``ckpt`` with meta tensors of the same names, shapes and dtypes, so converting it reads no data; ``ckpt``
+    itself where a lazy view checks each tensor as it is read (an .npz) or a dtype has no torch equivalent."""
+    if isinstance(ckpt.tensors, TensorView):
+        return ckpt
+    meta = {}
+    for name, shape, dtype in tensors:
+        torch_dtype = _torch_dtype(dtype)
+        if torch_dtype is None:
+            return ckpt
+        meta[name] = torch.empty(shape, dtype=torch_dtype, device="meta")
+    return dataclasses.replace(ckpt, tensors=meta)
 
 
 def _short(value: Any) -> Any:
@@ -98,9 +109,7 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None) -> I
     try:
         family = detect_format(ckpt, format)
         inv.format = family.name
-        converted = family.convert(ckpt)
-        inv.config = (ViTConfig.from_dict(converted.hints) if converted.exact
-                      else infer_config(converted.state, converted.hints))
+        inv.config = config_from(family.convert(_shapes_only(ckpt, inv.tensors)))
         inv.matches = match_registry(inv.config)
     except VitkitError as exc:
         inv.problems.append(str(exc))
