@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +16,30 @@ NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the choice closest to ``word``, or ``''`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def did_you_mean_any(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.5) -> str:
+    """`` Did you mean: a, b?`` naming up to ``n`` choices close to ``word``, or ``''`` when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def nearest_multiple(value: int, step: int) -> int:
+    """The positive multiple of ``step`` nearest to ``value`` (for "e.g. resize to ..." hints)."""
+    return max(1, round(value / step)) * step
+
+
 def reject_unknown_fields(cls: type, names: Any, what: str) -> None:
     """Raise a ConfigError naming each of ``names`` that is not a field of dataclass ``cls``, with the
     closest field as a hint."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(names) - known)
     if unknown:
-        hints = [f"{u} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, known, n=1)) else u
-                 for u in unknown]
+        hints = [f"{u}{did_you_mean(u, known)}" for u in unknown]
         raise ConfigError(f"Unknown {what}: {', '.join(hints)}. Known: {', '.join(sorted(known))}.")
 
 
@@ -84,9 +101,7 @@ class ViTConfig:
     def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
         value = getattr(self, name)
         if value not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self._fail(name, value, f"one of {', '.join(allowed)}{hint}")
+            self._fail(name, value, f"one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
 
     def _validate(self) -> None:
         for name in ("in_chans", "embed_dim", "depth", "num_heads"):
@@ -103,7 +118,7 @@ class ViTConfig:
             if img < patch or img % patch:
                 self._fail("img_size", self.img_size,
                            f"a multiple of patch_size {self.patch_size[i]} on each side "
-                           f"(e.g. {max(1, round(img / patch)) * patch})")
+                           f"(e.g. {nearest_multiple(img, patch)})")
         if self.embed_dim % self.num_heads:
             self._fail("num_heads", self.num_heads, f"a divisor of embed_dim={self.embed_dim}")
         if not self.mlp_ratio > 0:

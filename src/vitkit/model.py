@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import ViTConfig
+from .config import ViTConfig, nearest_multiple
 from .errors import ConfigError, InputSizeError
 from .layers import AttentionPoolHead, Block, PatchEmbed, get_act_layer, get_norm_layer, trunc_normal_init
 from .weights.posemb import resample_posemb
@@ -35,11 +35,6 @@ class VisionTransformer(nn.Module):
         c = config
         norm_layer = get_norm_layer(c.norm_layer, c.norm_eps)
         act_layer = get_act_layer(c.act_layer)
-        self.embed_dim = c.embed_dim
-        self.num_classes = c.num_classes
-        self.global_pool = c.global_pool
-        self.num_prefix_tokens = c.num_prefix_tokens
-        self.num_features = c.num_features
         self.grad_checkpointing = False
 
         patch_bias = (not c.pre_norm) if c.patch_bias is None else c.patch_bias
@@ -75,6 +70,29 @@ class VisionTransformer(nn.Module):
         self.head = self._new_head(c.num_classes)
         self.head_dist = self._new_head(c.num_classes) if c.distilled else None
         self.init_weights()
+
+    # ------------------------------------------------------------------ config values (read-only)
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def global_pool(self) -> str:
+        return self.config.global_pool
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class, distillation and register tokens before the patch tokens."""
+        return self.config.num_prefix_tokens
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled feature the head reads."""
+        return self.config.num_features
 
     # ------------------------------------------------------------------ set-up
     def _new_head(self, num_classes: int) -> nn.Module:
@@ -112,14 +130,13 @@ class VisionTransformer(nn.Module):
         ``global_pool`` may switch between 'token', 'avg' and 'none'; a MAP head is part of the
         architecture and cannot be added or removed here.
         """
+        changes: dict[str, Any] = {"num_classes": num_classes}
         if global_pool is not None and global_pool != self.global_pool:
             if "map" in (global_pool, self.global_pool) or self.head_dist is not None:
                 raise ConfigError(f"reset_classifier cannot switch pooling from {self.global_pool!r} to "
                                   f"{global_pool!r}: build the model with global_pool={global_pool!r} instead.")
-            self.config = self.config.replace(global_pool=global_pool)
-            self.global_pool = global_pool
-        self.config = self.config.replace(num_classes=num_classes)
-        self.num_classes = num_classes
+            changes["global_pool"] = global_pool
+        self.config = self.config.replace(**changes)
         self.head = self._fresh_head(num_classes)
         if self.head_dist is not None:
             self.head_dist = self._fresh_head(num_classes)
@@ -131,8 +148,8 @@ class VisionTransformer(nn.Module):
         if height % ph or width % pw or height < ph or width < pw:
             raise InputSizeError(
                 f"Input size {height}x{width} is not a multiple of the patch size {ph}x{pw}. "
-                f"Resize or crop the image to a multiple, e.g. {max(1, round(height / ph)) * ph}x"
-                f"{max(1, round(width / pw)) * pw} (the model was configured for "
+                f"Resize or crop the image to a multiple, e.g. {nearest_multiple(height, ph)}x"
+                f"{nearest_multiple(width, pw)} (the model was configured for "
                 f"{self.config.img_size[0]}x{self.config.img_size[1]}).")
         return height // ph, width // pw
 
@@ -160,11 +177,14 @@ class VisionTransformer(nn.Module):
             x = torch.cat(prefix + [x], dim=1) + pos_embed
         return self.pos_drop(x)
 
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Images to the first block's input tokens (B, prefix + N, D), with the patch grid (h, w)."""
+        grid = self._check_input(x)
+        return self.norm_pre(self._pos_embed(self.patch_embed(x), grid)), grid
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images to the token sequence the first block reads: (B, C, H, W) -> (B, prefix + N, D)."""
-        grid = self._check_input(x)
-        x = self._pos_embed(self.patch_embed(x), grid)
-        return self.norm_pre(x)
+        return self._embed(x)[0]
 
     # ------------------------------------------------------------------ forward passes
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -242,9 +262,8 @@ class VisionTransformer(nn.Module):
         if output_fmt not in OUTPUT_FORMATS:
             raise InputSizeError(f"output_fmt={output_fmt!r} is not supported: use one of {OUTPUT_FORMATS}.")
         take = self._resolve_indices(indices)
-        grid = self._check_input(x)
+        x, grid = self._embed(x)
         B = x.shape[0]
-        x = self.norm_pre(self._pos_embed(self.patch_embed(x), grid))
         last = max(take) if (stop_early or intermediates_only) else len(self.blocks) - 1
         intermediates = []
         for i, block in enumerate(self.blocks[: last + 1]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .config import ViTConfig
+from .config import ViTConfig, did_you_mean_any
 from .errors import ConfigError, UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,11 +35,8 @@ class PretrainedCfg:
     timm_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
-                "crop_pct": self.crop_pct, "crop_mode": self.crop_mode, "interpolation": self.interpolation,
-                "num_classes": self.num_classes,
-                "label_names": list(self.label_names) if isinstance(self.label_names, tuple) else self.label_names,
-                "hf_hub_id": self.hf_hub_id, "timm_name": self.timm_name}
+        """The fields in declaration order, tuples as lists (JSON-ready)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def replace(self, **changes: Any) -> PretrainedCfg:
         """A copy with some fields changed (lists normalised to tuples, as ``from_dict`` does)."""
@@ -67,7 +64,7 @@ class ModelEntry:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     def build_config(self, **overrides: Any) -> ViTConfig:
-        return ViTConfig(**self.config).replace(**overrides) if overrides else ViTConfig(**self.config)
+        return ViTConfig.from_dict({**self.config, **overrides})
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -197,10 +194,9 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownModelError(
-            f"Unknown model {name!r}.{hint} See vitkit.list_models() or `vitkit models` for all names.") from None
+            f"Unknown model {name!r}.{did_you_mean_any(name, _REGISTRY)} "
+            "See vitkit.list_models() or `vitkit models` for all names.") from None
 
 
 def create_model(
@@ -243,7 +239,6 @@ def create_model(
     return model
 
 
-
 def load_model(
     spec: str,
     *,
@@ -255,18 +250,16 @@ def load_model(
 ) -> torch.nn.Module:
     """A model from what a user typed: a registry name (with optional ``weights``), or a saved model
     folder, a checkpoint file or an ``hf-hub:`` id (the architecture is read from the source)."""
-    if spec in _REGISTRY:
+    if spec in _REGISTRY or not (Path(spec).exists() or spec.startswith("hf-hub:")):
+        # a registry name; an unknown one raises UnknownModelError (with the closest names) in create_model
         return create_model(spec, pretrained=weights, num_classes=num_classes, img_size=img_size, device=device,
                             **overrides)
-    if Path(spec).exists() or spec.startswith("hf-hub:"):
-        if weights is not None:
-            raise ConfigError(f"{spec!r} is a weight source itself; pass either a registry name with weights "
-                              f"or a source alone, not both (weights={weights!r}).")
-        from .weights import from_pretrained
+    if weights is not None:
+        raise ConfigError(f"{spec!r} is a weight source itself; pass either a registry name with weights "
+                          f"or a source alone, not both (weights={weights!r}).")
+    from .weights import from_pretrained
 
-        return from_pretrained(spec, num_classes=num_classes, img_size=img_size, device=device, **overrides)
-    get_entry(spec)  # raises UnknownModelError with the closest names
-    raise AssertionError("unreachable")
+    return from_pretrained(spec, num_classes=num_classes, img_size=img_size, device=device, **overrides)
 
 
 _populate()

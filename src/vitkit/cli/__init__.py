@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ..errors import VitkitError
 
-# Modules that add subcommands (in help order). A module that is missing is skipped.
+# Modules that add subcommands (in help order).
 COMMAND_MODULES = ("models", "weights", "use", "train", "export")
 
 
@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 

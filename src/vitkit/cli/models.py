@@ -11,8 +11,9 @@ from ..registry import get_entry, list_models
 def cmd_models(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if args.json:
-        print(json.dumps([{"name": n, **get_entry(n).pretrained_cfg.to_dict(),
-                           "num_params": get_entry(n).num_params} for n in names], indent=2))
+        entries = {n: get_entry(n) for n in names}
+        print(json.dumps([{"name": n, **e.pretrained_cfg.to_dict(), "num_params": e.num_params}
+                          for n, e in entries.items()], indent=2))
         return 0
     for n in names:
         entry = get_entry(n)
