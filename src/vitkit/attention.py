@@ -39,17 +39,16 @@ def _to_grid(model: torch.nn.Module, scores: torch.Tensor, x: torch.Tensor) -> t
     return scores.reshape(scores.shape[0], h, w)  # (B, h*w) -> (B, h, w)
 
 
-@torch.inference_mode()
-def attention_rollout(model: torch.nn.Module, x: torch.Tensor, *, discard_ratio: float = 0.0) -> torch.Tensor:
-    """Attention rollout over all blocks for images (B, C, H, W): a (B, h, w) map over the patch grid.
-
-    ``discard_ratio`` zeroes that fraction of the weakest attention weights per layer (not the
-    prefix-token column), which sharpens the map.
-    """
+def _check_discard_ratio(discard_ratio: float) -> None:
     if not 0.0 <= discard_ratio < 1.0:
         raise VitkitError(f"discard_ratio={discard_ratio} is not allowed: expected a fraction in [0, 1).")
+
+
+def _rollout_from(model: torch.nn.Module, maps: list[torch.Tensor], x: torch.Tensor,
+                  discard_ratio: float = 0.0) -> torch.Tensor:
+    """Rollout of the blocks' attention ``maps`` (each (B, heads, N, N)) for images ``x``: (B, h, w)."""
     joint = None
-    for attn in model.eval().forward_attention(x):
+    for attn in maps:
         a = attn.float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
         if discard_ratio > 0:
             flat = a.reshape(a.shape[0], -1)  # (B, N, N) -> (B, N*N)
@@ -63,18 +62,18 @@ def attention_rollout(model: torch.nn.Module, x: torch.Tensor, *, discard_ratio:
     return _to_grid(model, _patch_scores(model, joint), x)
 
 
-@torch.inference_mode()
-def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The pooled query's attention over patches in the last layer, heads averaged: (B, h, w).
+def _map_pooled(model: torch.nn.Module) -> bool:
+    """True when the pooled query is an attention-pool (MAP) head's: no class token, an ``attn_pool``."""
+    return not model.config.class_token and getattr(model, "attn_pool", None) is not None
 
-    With a class token: its row in the last block. With an attention-pool (MAP) head: the learned
-    query's weights. Otherwise (average pooling): the mean attention each patch receives.
-    """
-    model.eval()
-    pool = getattr(model, "attn_pool", None)
-    if model.config.class_token or pool is None:
-        last = model.forward_attention(x)[-1].float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
+
+def _last_from(model: torch.nn.Module, maps: list[torch.Tensor] | None, x: torch.Tensor) -> torch.Tensor:
+    """Last-layer attention of the pooled query for images ``x``: (B, h, w). Reads the blocks' ``maps``
+    (from ``forward_attention``) unless the model has a MAP head, whose query is run on ``x`` instead."""
+    if not _map_pooled(model):
+        last = maps[-1].float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
         return _to_grid(model, _patch_scores(model, last), x)
+    pool = model.attn_pool
     tokens = model.forward_features(x)[:, model.num_prefix_tokens:]  # (B, N, C)
     B, N, C = tokens.shape
     q = pool.q(pool.latent.expand(B, -1, -1)).reshape(B, 1, pool.num_heads, pool.head_dim).transpose(1, 2)
@@ -84,14 +83,54 @@ def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     return _to_grid(model, weights.float().mean(dim=1)[:, 0], x)
 
 
+@torch.inference_mode()
+def attention_rollout(model: torch.nn.Module, x: torch.Tensor, *, discard_ratio: float = 0.0) -> torch.Tensor:
+    """Attention rollout over all blocks for images (B, C, H, W): a (B, h, w) map over the patch grid.
+
+    ``discard_ratio`` zeroes that fraction of the weakest attention weights per layer (not the
+    prefix-token column), which sharpens the map.
+    """
+    _check_discard_ratio(discard_ratio)
+    return _rollout_from(model, model.eval().forward_attention(x), x, discard_ratio)
+
+
+@torch.inference_mode()
+def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled query's attention over patches in the last layer, heads averaged: (B, h, w).
+
+    With a class token: its row in the last block. With an attention-pool (MAP) head: the learned
+    query's weights. Otherwise (average pooling): the mean attention each patch receives.
+    """
+    model.eval()
+    return _last_from(model, None if _map_pooled(model) else model.forward_attention(x), x)
+
+
+@torch.inference_mode()
+def _heatmaps(net: torch.nn.Module, img: Image.Image, methods: tuple[str, ...],
+              discard_ratio: float) -> dict[str, np.ndarray]:
+    """Unscaled (h, w) maps of ``img`` for each of ``methods``, from one preprocessing and at most one
+    ``forward_attention`` pass. The whole image is resized to the model's input (no crop)."""
+    processor = ImageProcessor.from_model(net, resize_mode="fixed", crop_pct=1.0, do_center_crop=False)
+    x = processor(img).to(next(net.parameters()).device)  # (1, C, H, W)
+    if "rollout" in methods:
+        _check_discard_ratio(discard_ratio)
+    maps = net.forward_attention(x) if "rollout" in methods or not _map_pooled(net) else None
+    return {m: (_rollout_from(net, maps, x, discard_ratio) if m == "rollout" else _last_from(net, maps, x))[0]
+            .cpu().numpy() for m in methods}
+
+
+def _min_max(heat: np.ndarray) -> np.ndarray:
+    """``heat`` scaled to [0, 1] (zeros when it is constant)."""
+    return (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+
+
 # ---------------------------------------------------------------------------------------------- drawing
 def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, alpha: float = 0.5,
             cmap: str = "jet") -> Image.Image:
     """Blend a (h, w) map, scaled to [0, 1] and stretched to the image's size, over the image (RGB)."""
     import matplotlib
 
-    heat = torch.as_tensor(heatmap, dtype=torch.float32).cpu().numpy()
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    heat = _min_max(torch.as_tensor(heatmap, dtype=torch.float32).cpu().numpy())
     heat_img = Image.fromarray(heat.astype(np.float32), mode="F").resize(image.size, Image.Resampling.BILINEAR)
     colored = matplotlib.colormaps[cmap](np.clip(np.asarray(heat_img), 0, 1))[..., :3]  # (H, W, 3) in [0, 1]
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
@@ -117,6 +156,11 @@ def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path) -> 
     fig.savefig(out, format="png", dpi=100)
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise VitkitError(f"method={method!r} is not supported: expected one of {', '.join(METHODS)}.")
+
+
 def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, weights: Any = None,
                   method: str = "rollout", discard_ratio: float = 0.0,
                   device: str | torch.device | None = None) -> tuple[Image.Image, np.ndarray]:
@@ -124,18 +168,10 @@ def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, w
 
     The whole image is resized to the model's input (no crop), so the map covers all of it.
     """
-    if method not in METHODS:
-        raise VitkitError(f"method={method!r} is not supported: expected one of {', '.join(METHODS)}.")
+    _check_method(method)
     net = resolve_model(model, weights=weights, device=device).eval()
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
-    processor = ImageProcessor.from_model(net, resize_mode="fixed", crop_pct=1.0, do_center_crop=False)
-    x = processor(img).to(next(net.parameters()).device)  # (1, C, H, W)
-    if method == "rollout":
-        heat = attention_rollout(net, x, discard_ratio=discard_ratio)[0]
-    else:
-        heat = last_layer_attention(net, x)[0]
-    heat = heat.cpu().numpy()
-    return img, (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    return img, _min_max(_heatmaps(net, img, (method,), discard_ratio)[method])
 
 
 def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.PathLike, *, model: ModelSpec,
@@ -148,13 +184,13 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     if out.suffix.lower() != ".png":
         raise VitkitError(f"--out {str(out)!r} must be a .png file.")
     net = resolve_model(model, weights=weights, device=device).eval()
-    image = load_image(image) if not isinstance(image, Image.Image) else image
-    overlays = {}
-    for m in METHODS if panels else (method,):
-        img, heat = attention_map(image, net, method=m, discard_ratio=discard_ratio)
-        shown = img.copy()
-        shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
-        overlays[m] = overlay(shown, heat, alpha=alpha)
+    img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
+    if not panels:
+        _check_method(method)
+    heats = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
+    shown = img.copy()
+    shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
+    overlays = {m: overlay(shown, heat, alpha=alpha) for m, heat in heats.items()}  # overlay scales each map
     out.parent.mkdir(parents=True, exist_ok=True)
     if panels:
         _panels(shown, {"attention rollout" if k == "rollout" else "last-layer attention": v

@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from .data.images import list_images
 from .errors import DataError, ImageError, VitkitError
 from .fileio import atomic_write
-from .predict import ModelSpec, default_device, resolve_model
+from .predict import ModelSpec, resolve_model
 from .processor import ImageProcessor
+from .training.distributed import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -263,20 +264,24 @@ def _rank_device(device: str | torch.device | None) -> torch.device:
     """The given device, else this process's GPU under torchrun (LOCAL_RANK), else the default."""
     if device is not None:
         return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    return default_device()
+    return pick_device(None, int(os.environ.get("LOCAL_RANK", 0)))
 
 
 # ---------------------------------------------------------------------------------------------- merging
-def _complete(parts: Path, world_size: int) -> bool:
-    return all((_rank_dir(parts, r, world_size) / "done.json").exists() for r in range(world_size))
+def _settings(parts: Path) -> dict[str, Any]:
+    """The run's settings from the parts folder's manifest."""
+    return json.loads((parts / "manifest.json").read_text())["settings"]
+
+
+def _missing_ranks(parts: Path, world_size: int) -> list[int]:
+    """The ranks that have not written their done.json yet."""
+    return [r for r in range(world_size) if not (_rank_dir(parts, r, world_size) / "done.json").exists()]
 
 
 def _merge_if_complete(out: Path, *, lock: bool) -> FeaturesResult | None:
     parts = _parts_dir(out)
-    settings = json.loads((parts / "manifest.json").read_text())["settings"]
-    if not _complete(parts, settings["world_size"]):
+    settings = _settings(parts)
+    if _missing_ranks(parts, settings["world_size"]):
         return None
     if lock:
         try:  # only one process merges; the others leave it to that one
@@ -293,9 +298,8 @@ def merge_features(out: str | os.PathLike) -> FeaturesResult:
     if not (parts / "manifest.json").exists():
         raise DataError(f"No parts to merge: {str(parts)!r} does not exist. Run `vitkit features` with the same "
                         f"--out on every rank first.")
-    settings = json.loads((parts / "manifest.json").read_text())["settings"]
-    missing = [r for r in range(settings["world_size"])
-               if not (_rank_dir(parts, r, settings["world_size"]) / "done.json").exists()]
+    settings = _settings(parts)
+    missing = _missing_ranks(parts, settings["world_size"])
     if missing:
         raise DataError(f"Cannot merge {str(out)!r} yet: rank(s) {', '.join(map(str, missing))} of "
                         f"{settings['world_size']} have not finished. Rerun them (they resume), then merge.")

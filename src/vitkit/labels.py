@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .data.digits import DIGITS_CLASSES
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def load_labels(name_or_path: str | os.PathLike) -> list[str]:
     if key == "imagenet-1k":
         return list(_imagenet1k())
     if key == "digits":
-        return [str(i) for i in range(10)]
+        return list(DIGITS_CLASSES)
     path = Path(key)
     if not path.is_file():
         raise DataError(f"Labels {key!r} are neither a built-in set ({', '.join(BUILTIN_LABELS)}) nor a file. "

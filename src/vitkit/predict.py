@@ -59,13 +59,6 @@ def _describe(image: ImageInput, i: int) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>"
 
 
-def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    if isinstance(out, (tuple, list)):  # a distilled model in training mode: average its two heads
-        out = (out[0] + out[1]) / 2
-    return out
-
-
 @torch.inference_mode()
 def predict(
     images: ImageInput | Sequence[ImageInput],
@@ -102,7 +95,8 @@ def predict(
     for start in tqdm(starts, desc="predict", unit="batch", disable=len(starts) < 2):
         batch = images[start:start + batch_size]
         x = processor(batch).to(device)  # (B, C, H, W)
-        probs = _logits(net, x).float().softmax(dim=-1)  # (B, num_classes)
+        # eval mode: a distilled model returns the mean of its two heads' logits
+        probs = net(x).float().softmax(dim=-1)  # (B, num_classes)
         values, indices = probs.topk(k, dim=-1)  # (B, k)
         for j, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
             top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]

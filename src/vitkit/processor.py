@@ -32,7 +32,7 @@ from .data.transforms import (
     to_tensor,
 )
 from .errors import ImageError, InputSizeError, VitkitError
-from .registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
+from .registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, get_entry, list_models, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,6 @@ class ImageProcessor:
     def from_pretrained(cls, name_or_source: str | os.PathLike, **overrides: Any) -> ImageProcessor:
         """From a registry name, a Hugging Face folder (its preprocessor_config.json), or any source
         ``vitkit.registry.load_model`` reads (a saved vitkit model, a checkpoint, an ``hf-hub:`` id)."""
-        from .registry import get_entry, list_models, load_model
-
         source = str(name_or_source)
         if source in list_models():
             return cls.from_pretrained_cfg(get_entry(source).pretrained_cfg, **overrides)

@@ -121,9 +121,10 @@ def _inside(name: str, prefix: str) -> bool:
     return not prefix or name == prefix or name.startswith(prefix + ".")
 
 
-def _param_counts(model: nn.Module, prefix: str) -> tuple[int, int]:
-    params = [(n, p) for n, p in model.named_parameters() if _inside(n, prefix)]
-    return sum(p.numel() for _, p in params), sum(p.numel() for _, p in params if p.requires_grad)
+def _param_counts(named_params: Sequence[tuple[str, nn.Parameter]], prefix: str) -> tuple[int, int]:
+    """(total, trainable) parameter counts of the module ``prefix`` from the model's named parameters."""
+    params = [p for n, p in named_params if _inside(n, prefix)]
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -148,8 +149,9 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
     shapes, own_macs = _trace(net, x)
     show = (lambda s: s) if batch_size else (lambda s: ["B", *s[1:]])
     modules = []
+    named_params = list(net.named_parameters())
     for name, module in net.named_modules():
-        total, trainable = _param_counts(net, name)
+        total, trainable = _param_counts(named_params, name)
         macs = sum(m for n, m in own_macs.items() if _inside(n, name))
         depth = name.count(".") + 1 if name else 0
         modules.append(ModuleInfo(name=name or "(model)", type=type(module).__name__, depth=depth,

@@ -25,9 +25,13 @@ FILL = (128, 128, 128)
 _BILINEAR = Image.Resampling.BILINEAR
 
 
+def _fill(img: Image.Image) -> int | tuple[int, int, int]:
+    """The grey that uncovered pixels get, in ``img``'s mode."""
+    return FILL[0] if img.mode == "L" else FILL
+
+
 def _affine(img: Image.Image, coeffs: tuple[float, ...]) -> Image.Image:
-    fill = FILL[0] if img.mode == "L" else FILL
-    return img.transform(img.size, Image.Transform.AFFINE, coeffs, resample=_BILINEAR, fillcolor=fill)
+    return img.transform(img.size, Image.Transform.AFFINE, coeffs, resample=_BILINEAR, fillcolor=_fill(img))
 
 
 def _enhance(kind: type) -> Callable[[Image.Image, float], Image.Image]:
@@ -37,8 +41,7 @@ def _enhance(kind: type) -> Callable[[Image.Image, float], Image.Image]:
 # name -> (op(img, magnitude), largest magnitude, signed); the ranges of RandAugment (Cubuk et al. 2020).
 # Geometric ops come first: ``geometric_only`` keeps just those (for data such as digits).
 OPS: dict[str, tuple[Callable[[Image.Image, float], Image.Image], float, bool]] = {
-    "rotate": (lambda img, m: img.rotate(m, resample=_BILINEAR, fillcolor=FILL[0] if img.mode == "L" else FILL),
-               30.0, True),
+    "rotate": (lambda img, m: img.rotate(m, resample=_BILINEAR, fillcolor=_fill(img)), 30.0, True),
     "shear_x": (lambda img, m: _affine(img, (1.0, m, 0.0, 0.0, 1.0, 0.0)), 0.3, True),
     "shear_y": (lambda img, m: _affine(img, (1.0, 0.0, 0.0, m, 1.0, 0.0)), 0.3, True),
     "translate_x": (lambda img, m: _affine(img, (1.0, 0.0, m * img.width, 0.0, 1.0, 0.0)), 0.45, True),

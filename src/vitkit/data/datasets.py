@@ -33,24 +33,23 @@ class LabelledImages:
 
     items: list[Image.Image | Path]
     labels: list[int]
-    mode: str = "RGB"
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, index: int) -> Image.Image | None:
-        """The image at ``index`` in ``mode``, or None (logged) when its file cannot be read."""
+        """The image at ``index`` (RGB), or None (logged) when its file cannot be read."""
         item = self.items[index]
         if isinstance(item, Image.Image):
-            return item if item.mode == self.mode else item.convert(self.mode)
+            return item  # in memory: the bundled digits, already RGB
         try:
-            return load_image(item, mode=self.mode)
+            return load_image(item)
         except ImageError as exc:
             logger.warning("skipping an unreadable image: %s", exc)
             return None
 
     def subset(self, indices: Sequence[int]) -> LabelledImages:
-        return LabelledImages([self.items[i] for i in indices], [self.labels[i] for i in indices], self.mode)
+        return LabelledImages([self.items[i] for i in indices], [self.labels[i] for i in indices])
 
 
 @dataclass
@@ -137,8 +136,7 @@ def _val_dir(folder: Path) -> Path | None:
     return next((folder / n for n in VAL_DIR_NAMES if (folder / n).is_dir()), None)
 
 
-def load_folder(folder: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0,
-                mode: str = "RGB") -> DataSplits:
+def load_folder(folder: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     """The splits of an image folder: ``train/`` + ``val/`` if present, else a seeded stratified split."""
     root = Path(folder).expanduser()
     val_dir = _val_dir(root)
@@ -153,29 +151,28 @@ def load_folder(folder: str | os.PathLike, *, val_fraction: float = 0.2, seed: i
         present = [c for c in classes if (val_dir / c).is_dir()]
         vpaths, vlabels, vskipped = scan_folder(val_dir, present)
         vlabels = [classes.index(present[i]) for i in vlabels]
-        return DataSplits(LabelledImages(list(paths), labels, mode), LabelledImages(list(vpaths), vlabels, mode),
+        return DataSplits(LabelledImages(list(paths), labels), LabelledImages(list(vpaths), vlabels),
                           classes, os.fspath(root), skipped + vskipped)
     paths, labels, skipped = scan_folder(train_dir, classes)
-    everything = LabelledImages(list(paths), labels, mode)
+    everything = LabelledImages(list(paths), labels)
     train_idx, val_idx = stratified_split(labels, val_fraction, seed)
     return DataSplits(everything.subset(train_idx), everything.subset(val_idx), classes, os.fspath(root), skipped)
 
 
-def load_digits(*, size: int = 32, val_fraction: float = 0.2, seed: int = 0, mode: str = "RGB") -> DataSplits:
+def load_digits(*, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     """The bundled digits (1,797 images of ``size`` x ``size``), with a seeded stratified held-out split."""
     images, labels = load_digits_images(size)
-    everything = LabelledImages(list(images), labels, mode)
+    everything = LabelledImages(list(images), labels)
     train_idx, val_idx = stratified_split(labels, val_fraction, seed)
     return DataSplits(everything.subset(train_idx), everything.subset(val_idx), list(DIGITS_CLASSES),
                       DIGITS_SOURCE)
 
 
-def load_splits(data: str | os.PathLike | None, *, val_fraction: float = 0.2, seed: int = 0,
-                image_size: int = 32, mode: str = "RGB") -> DataSplits:
-    """An image folder's splits, or the bundled digits (at ``image_size``) when ``data`` is None or 'digits'."""
+def load_splits(data: str | os.PathLike | None, *, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+    """An image folder's splits, or the bundled digits when ``data`` is None or 'digits'."""
     if data is None or os.fspath(data) == DIGITS_SOURCE:
-        return load_digits(size=image_size, val_fraction=val_fraction, seed=seed, mode=mode)
-    return load_folder(data, val_fraction=val_fraction, seed=seed, mode=mode)
+        return load_digits(val_fraction=val_fraction, seed=seed)
+    return load_folder(data, val_fraction=val_fraction, seed=seed)
 
 
 Transform = Callable[[Image.Image, int, int], torch.Tensor]

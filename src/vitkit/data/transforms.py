@@ -128,19 +128,22 @@ def to_tensor(img: Image.Image, rescale_factor: float | None = 1 / 255) -> torch
     return (t.double() * rescale_factor).float()
 
 
+def _per_channel(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    """One value per channel as a (C, 1, 1) tensor in x's dtype and device, to broadcast over x."""
+    return torch.tensor(values, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # (C,) -> (C, 1, 1)
+
+
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(x - mean) / std per channel, in x's dtype; x is (C, H, W) or (B, C, H, W)."""
     channels = x.shape[-3]
     if len(mean) != channels or len(std) != channels:
         raise InputSizeError(f"mean/std have {len(mean)}/{len(std)} values but the image has {channels} channels; "
                              f"give one value per channel.")
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # (C,) -> (C, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    m, s = _per_channel(mean, x), _per_channel(std, x)
     return (x - m) / s
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Undo ``normalize``: x * std + mean."""
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # (C,) -> (C, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    m, s = _per_channel(mean, x), _per_channel(std, x)
     return x * s + m
