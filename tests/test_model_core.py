@@ -247,6 +247,15 @@ def test_reset_classifier_pooling_switch():
         model.reset_classifier(4, global_pool="map")
 
 
+def test_reset_classifier_pooling_switch_keeps_a_config_that_rebuilds_the_model():
+    model = VisionTransformer(ViTConfig(**SMALL))  # token pooling: final norm, no fc_norm
+    model.reset_classifier(4, global_pool="avg")
+    rebuilt = VisionTransformer(model.config)
+    rebuilt.load_state_dict(model.state_dict())  # strict: the same modules, the same shapes
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x), atol=0, rtol=0)
+
+
 def test_label_names_follow_the_head():
     assert vitkit.create_model("vit_tiny_patch16_224", device="meta").pretrained_cfg.label_names == "imagenet-1k"
     assert vitkit.create_model("vit_tiny_patch16_224", num_classes=10, device="meta").pretrained_cfg.label_names is None

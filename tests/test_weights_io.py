@@ -14,7 +14,7 @@ import vitkit
 from test_weights_refs import TOL, images, max_diff, randomize
 from vitkit.cli import main
 from vitkit.errors import CheckpointError
-from vitkit.weights import get_family, inventory, load_converted, read_checkpoint
+from vitkit.weights import get_family, inventory, load_converted, load_pretrained, read_checkpoint
 from vitkit.weights.mapping import remap
 from vitkit.weights.npz import ORIGINAL
 
@@ -116,6 +116,17 @@ def test_ambiguous_names_are_an_error_and_format_wins(model, tmp_path):
         vitkit.from_pretrained(tmp_path / "both.safetensors")
     loaded = vitkit.from_pretrained(tmp_path / "both.safetensors", format="timm", strict=False)
     assert loaded.load_report.unexpected == ["embeddings.patch_embeddings.projection.weight"]
+
+
+def test_a_missing_map_latent_is_initialised_as_the_model_does(tmp_path):
+    config = vitkit.ViTConfig(img_size=32, patch_size=8, embed_dim=256, depth=1, num_heads=4, num_classes=3,
+                              global_pool="map", class_token=False)
+    state = {k: v for k, v in vitkit.VisionTransformer(config).state_dict().items() if k != "attn_pool.latent"}
+    save_file(state, tmp_path / "no_latent.safetensors")
+    loaded = load_pretrained(tmp_path / "no_latent.safetensors", config=config, format="timm", strict=False)
+    assert loaded.load_report.missing == ["attn_pool.latent"]
+    std = loaded.attn_pool.latent.detach().std().item()  # 256 values drawn with std 256 ** -0.5 = 0.0625 (init_weights)
+    assert 0.045 < std < 0.08, std
 
 
 def test_unknown_format_name(timm_file):

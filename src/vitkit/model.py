@@ -136,6 +136,8 @@ class VisionTransformer(nn.Module):
                 raise ConfigError(f"reset_classifier cannot switch pooling from {self.global_pool!r} to "
                                   f"{global_pool!r}: build the model with global_pool={global_pool!r} instead.")
             changes["global_pool"] = global_pool
+            if self.config.fc_norm is None:  # keep the norm layers built for the old pooling (as timm does)
+                changes["fc_norm"] = self.config.use_fc_norm
         self.config = self.config.replace(**changes)
         self.head = self._fresh_head(num_classes)
         if self.head_dist is not None:

@@ -141,7 +141,9 @@ def _initialise(owner: nn.Module, attr: str, p: torch.Tensor, init_values: float
         nn.init.normal_(p, std=1e-6)
     elif isinstance(owner, nn.Conv2d):
         nn.init.trunc_normal_(p, std=math.sqrt(1.0 / p[0].numel()))  # lecun-normal-like, over C*kh*kw
-    else:  # Linear weights, pos_embed, the MAP latent
+    elif attr == "latent":  # the MAP head's query
+        nn.init.trunc_normal_(p, std=p.shape[-1] ** -0.5)
+    else:  # Linear weights, pos_embed
         nn.init.trunc_normal_(p, std=0.02)
 
 
