@@ -17,6 +17,11 @@ from .weights.posemb import resample_posemb
 OUTPUT_FORMATS = ("NCHW", "NLC")
 
 
+def _config_value(name: str, doc: str) -> property:
+    """A read-only attribute that reads ``config.<name>`` (so it can never drift from the config)."""
+    return property(lambda self: getattr(self.config, name), doc=doc)
+
+
 class VisionTransformer(nn.Module):
     """Vision Transformer (Dosovitskiy et al. 2020), with DeiT, SigLIP-MAP and register-token variants.
 
@@ -72,27 +77,11 @@ class VisionTransformer(nn.Module):
         self.init_weights()
 
     # ------------------------------------------------------------------ config values (read-only)
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
-    def global_pool(self) -> str:
-        return self.config.global_pool
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        """Class, distillation and register tokens before the patch tokens."""
-        return self.config.num_prefix_tokens
-
-    @property
-    def num_features(self) -> int:
-        """Width of the pooled feature the head reads."""
-        return self.config.num_features
+    embed_dim = _config_value("embed_dim", "Token width.")
+    num_classes = _config_value("num_classes", "Classes of the head (0: no head).")
+    global_pool = _config_value("global_pool", "Pooling before the head: token, avg, map or none.")
+    num_prefix_tokens = _config_value("num_prefix_tokens", "Class, distillation and register tokens.")
+    num_features = _config_value("num_features", "Width of the pooled feature the head reads.")
 
     # ------------------------------------------------------------------ set-up
     def _new_head(self, num_classes: int) -> nn.Module:
