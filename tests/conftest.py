@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import vitkit.registry
 from _refs import import_timm, import_transformers
 
 
@@ -35,3 +36,13 @@ def photos() -> dict[str, np.ndarray]:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    """Models a test registers are gone after it, so no test's outcome depends on which ran before it
+    (config inference and `vitkit weights` consult the registry)."""
+    saved = dict(vitkit.registry._REGISTRY)
+    yield
+    vitkit.registry._REGISTRY.clear()
+    vitkit.registry._REGISTRY.update(saved)

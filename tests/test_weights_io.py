@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import vitkit
 from test_weights_refs import TOL, images, max_diff, randomize
 from vitkit.cli import main
-from vitkit.errors import CheckpointError
+from vitkit.errors import CheckpointError, ConfigError
 from vitkit.weights import get_family, inventory, load_converted, load_pretrained, read_checkpoint
 from vitkit.weights.mapping import remap
 from vitkit.weights.npz import ORIGINAL
@@ -130,7 +130,7 @@ def test_a_missing_map_latent_is_initialised_as_the_model_does(tmp_path):
 
 
 def test_unknown_format_name(timm_file):
-    with pytest.raises(CheckpointError, match="expected one of vitkit, timm, hf, npz"):
+    with pytest.raises(ConfigError, match="expected one of vitkit, timm, hf, npz"):
         vitkit.from_pretrained(timm_file, format="onnx")
 
 
@@ -184,7 +184,8 @@ def test_inventory_names_a_registered_architecture(tmp_path):
     with torch.device("meta"):
         entry = vitkit.create_model("vit_digits")
     save_file({k: torch.zeros(v.shape) for k, v in entry.state_dict().items()}, tmp_path / "d.safetensors")
-    assert inventory(tmp_path / "d.safetensors").matches == "vit_digits"
+    assert inventory(tmp_path / "d.safetensors", known=vitkit.registry.known_configs()).matches == "vit_digits"
+    assert inventory(tmp_path / "d.safetensors").matches is None  # the weights floor knows no registry by itself
 
 
 def test_cli_weights(model, timm_file, capsys):

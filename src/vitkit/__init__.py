@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .attention import attention_rollout, last_layer_attention, save_attention_map
-from .config import ViTConfig
+from .config import PretrainedCfg, ViTConfig
 from .data.images import list_images, load_image
 from .errors import (
     CheckpointError,
@@ -20,13 +20,12 @@ from .labels import load_labels
 from .model import VisionTransformer
 from .predict import predict
 from .processor import ImageProcessor
-from .registry import ModelEntry, PretrainedCfg, create_model, get_entry, list_models, load_model, register
+from .registry import ModelEntry, create_model, get_entry, list_models, register
+from .runtime import from_pretrained, load_model
 from .summary import summarize
 from .training import TrainConfig, TrainResult, evaluate, train
-from .weights.load import from_pretrained
-from .weights.save import save_pretrained
-
-__version__ = "0.1.0"
+from .version import __version__
+from .weights import save_pretrained
 
 __all__ = [
     "CheckpointError", "ConfigError", "DataError", "ImageError", "InputSizeError", "ModelEntry",

@@ -18,8 +18,8 @@ from PIL import Image
 
 from .data.images import load_image
 from .errors import VitkitError
-from .predict import ModelSpec, resolve_model
 from .processor import ImageProcessor
+from .runtime import ModelSpec, inference, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +169,10 @@ def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, w
     The whole image is resized to the model's input (no crop), so the map covers all of it.
     """
     _check_method(method)
-    net = resolve_model(model, weights=weights, device=device).eval()
+    net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
-    return img, _min_max(_heatmaps(net, img, (method,), discard_ratio)[method])
+    with inference(net, device):
+        return img, _min_max(_heatmaps(net, img, (method,), discard_ratio)[method])
 
 
 def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.PathLike, *, model: ModelSpec,
@@ -183,11 +184,12 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise VitkitError(f"--out {str(out)!r} must be a .png file.")
-    net = resolve_model(model, weights=weights, device=device).eval()
-    img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     if not panels:
         _check_method(method)
-    heats = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
+    net = resolve_model(model, weights=weights, device=device)
+    img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
+    with inference(net, device):
+        heats = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
     shown = img.copy()
     shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
     overlays = {m: overlay(shown, heat, alpha=alpha) for m, heat in heats.items()}  # overlay scales each map

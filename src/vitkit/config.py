@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -87,7 +87,6 @@ class ViTConfig:
     patch_bias: bool | None = None
     fc_norm: bool | None = None
     final_norm: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.img_size = _pair(self.img_size)
@@ -179,6 +178,9 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        data = dict(data)
+        if data.get("extra") == {}:  # written (always empty) by vitkit 0.1.0 configs; never read
+            del data["extra"]
         reject_unknown_fields(cls, data, "ViTConfig field(s)")
         return cls(**data)
 
@@ -189,3 +191,43 @@ class ViTConfig:
         """A copy with some fields changed (validated again)."""
         reject_unknown_fields(type(self), changes, "ViTConfig field(s)")
         return dataclasses.replace(self, **changes)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """How the pretrained weights of a model expect their images, and where they come from."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = HALF
+    std: tuple[float, ...] = HALF
+    crop_pct: float = 0.9
+    crop_mode: str = "center"  # 'center': shorter side to size / crop_pct, centre crop; 'squash': resize to size
+    interpolation: str = "bicubic"
+    num_classes: int = 1000
+    label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
+    hf_hub_id: str | None = None
+    timm_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields in declaration order, tuples as lists (JSON-ready)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> PretrainedCfg:
+        """A copy with some fields changed (lists normalised to tuples, as ``from_dict`` does)."""
+        return PretrainedCfg.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
+        data = dict(data)
+        if isinstance(data.get("label_names"), list):
+            data["label_names"] = tuple(data["label_names"])  # hashable, as the dataclass is frozen
+        for key in ("input_size", "mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 
 from .errors import VitkitError
 from .fileio import atomic_write
+from .runtime import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +22,6 @@ class ExportResult:
     path: Path
     input_shape: tuple[int, ...]
     max_abs_diff: float | None  # ONNX Runtime vs PyTorch on a random batch; None if not verified
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model`` in eval mode inside the block, back in the mode it had after it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 1, opset: int = 18,

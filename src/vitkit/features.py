@@ -32,9 +32,8 @@ from tqdm.auto import tqdm
 from .data.images import list_images
 from .errors import DataError, ImageError, VitkitError
 from .fileio import atomic_write
-from .predict import ModelSpec, resolve_model
 from .processor import ImageProcessor
-from .training.distributed import pick_device
+from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +239,15 @@ def extract_features(
     files = [str(p) for p in list_images(inputs)]
     if out.exists() and not overwrite:
         raise DataError(f"{str(out)!r} already exists. Choose another --out, delete it, or pass --overwrite.")
-    net = resolve_model(model, weights=weights, device=_rank_device(device)).eval()
+    net = resolve_model(model, weights=weights, device=_rank_device(device))
+    with inference(net, device):
+        return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,
+                        batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers)
+
+
+def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelSpec, weights: Any, pool: str,
+             layers: Sequence[int] | None, batch_size: int, rank: int, world_size: int,
+             num_workers: int) -> FeaturesResult:
     check_pool(net, pool)
     processor = ImageProcessor.from_model(net)
     layers = [int(i) for i in layers] if layers else None
@@ -251,7 +258,7 @@ def extract_features(
     chunk_size = _prepare_manifest(parts, settings, batch_size)
     computed, reused = _run_rank(net, processor, files, _rank_dir(parts, rank, world_size),
                                  mine=list(range(rank, len(files), world_size)), chunk_size=chunk_size, pool=pool,
-                                 layers=layers, device=next(net.parameters()).device, num_workers=num_workers)
+                                 layers=layers, device=model_device(net), num_workers=num_workers)
     result = _merge_if_complete(out, lock=True)
     if result is None:
         logger.info("rank %d of %d done; the last rank to finish merges the parts", rank, world_size)
@@ -261,10 +268,8 @@ def extract_features(
 
 
 def _rank_device(device: str | torch.device | None) -> torch.device:
-    """The given device, else this process's GPU under torchrun (LOCAL_RANK), else the default."""
-    if device is not None:
-        return torch.device(device)
-    return pick_device(None, int(os.environ.get("LOCAL_RANK", 0)))
+    """The given device (checked), else this process's GPU under torchrun (LOCAL_RANK), else the default."""
+    return pick_device(device, int(os.environ.get("LOCAL_RANK", 0)))
 
 
 # ---------------------------------------------------------------------------------------------- merging

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import ViTConfig, nearest_multiple
 from .errors import ConfigError, InputSizeError
 from .layers import AttentionPoolHead, Block, PatchEmbed, get_act_layer, get_norm_layer, trunc_normal_init
-from .weights.posemb import resample_posemb
+from .posemb import resample_posemb
 
 OUTPUT_FORMATS = ("NCHW", "NLC")
 

@@ -11,15 +11,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .errors import VitkitError
+from .errors import ConfigError
 from .labels import labels_for_model
 from .processor import ImageInput, ImageProcessor
-from .registry import load_model
+from .runtime import ModelSpec, inference, model_device, resolve_model
 
 logger = logging.getLogger(__name__)
-
-ModelSpec = str | os.PathLike | torch.nn.Module
-
 
 @dataclass
 class Prediction:
@@ -41,20 +38,6 @@ class ImagePredictions:
         return {"image": self.source, "predictions": [asdict(p) for p in self.top_k]}
 
 
-def resolve_model(model: ModelSpec, *, weights: Any = None, device: str | torch.device | None = None,
-                  **overrides: Any) -> torch.nn.Module:
-    """A model object as given, or built from a registry name (with ``weights``) or a saved model path."""
-    if isinstance(model, torch.nn.Module):
-        if weights is not None:
-            raise VitkitError("weights= is for a model name; load the weights into the model object yourself.")
-        return model.to(device) if device is not None else model
-    return load_model(str(model), weights=weights, device=device, **overrides)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _describe(image: ImageInput, i: int) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>"
 
@@ -74,19 +57,29 @@ def predict(
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
     ``model``: a registry name (with optional ``weights`` source), a saved model folder or checkpoint,
-    or a model object. ``labels``: class names (a built-in set, a file or a list); by default the model's.
+    or a model object (run where it is unless ``device`` is given, and handed back in the mode and on the
+    device it had). ``labels``: class names (a built-in set, a file or a list); by default the model's.
     """
     if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
         images = [images]
-    device = torch.device(device) if device is not None else default_device()
-    net = resolve_model(model, weights=weights, device=device).eval()
+    if top_k < 1:
+        raise ConfigError(f"top_k={top_k} is not allowed: expected a positive number of classes to show.")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive number of images.")
+    net = resolve_model(model, weights=weights, device=device)
+    with inference(net, device):
+        return _predict(images, net, top_k=top_k, labels=labels, processor=processor, batch_size=batch_size)
+
+
+def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int,
+             labels: str | os.PathLike | list[str] | None, processor: ImageProcessor | None,
+             batch_size: int) -> list[ImagePredictions]:
+    device = model_device(net)
     num_classes = int(getattr(net, "num_classes", 0))
     if num_classes < 1:
-        raise VitkitError(f"Model {getattr(net, 'model_name', type(net).__name__)!r} has no classification head "
+        raise ConfigError(f"Model {getattr(net, 'model_name', type(net).__name__)!r} has no classification head "
                           f"(num_classes=0), so there is nothing to predict. Use `vitkit features` for its "
                           f"embeddings, or load weights that include a classifier.")
-    if top_k < 1:
-        raise VitkitError(f"top_k={top_k} is not allowed: expected a positive number of classes to show.")
     names = labels_for_model(net, labels)
     processor = processor or ImageProcessor.from_model(net)
     k = min(top_k, num_classes)

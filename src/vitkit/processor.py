@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
 from .data.images import load_image, to_mode
 from .data.transforms import (
     PIL_CODES,
@@ -32,7 +33,7 @@ from .data.transforms import (
     to_tensor,
 )
 from .errors import ImageError, InputSizeError, VitkitError
-from .registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, get_entry, list_models, load_model
+from .runtime import pretrained_cfg_of
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +146,13 @@ class ImageProcessor:
     @classmethod
     def from_pretrained(cls, name_or_source: str | os.PathLike, **overrides: Any) -> ImageProcessor:
         """From a registry name, a Hugging Face folder (its preprocessor_config.json), or any source
-        ``vitkit.registry.load_model`` reads (a saved vitkit model, a checkpoint, an ``hf-hub:`` id)."""
+        ``vitkit.load_model`` reads (a saved vitkit model, a checkpoint, an ``hf-hub:`` id); the weights are
+        not loaded, only the checkpoint's headers and config files are read."""
         source = str(name_or_source)
-        if source in list_models():
-            return cls.from_pretrained_cfg(get_entry(source).pretrained_cfg, **overrides)
         hf_file = Path(source) / "preprocessor_config.json"
         if hf_file.is_file() and not overrides:
             return cls.from_hf_config(json.loads(hf_file.read_text()))
-        return cls.from_model(load_model(source), **overrides)
+        return cls.from_pretrained_cfg(pretrained_cfg_of(source), **overrides)
 
     # ------------------------------------------------------------------ processing
     def _resized(self, img: Image.Image) -> Image.Image:

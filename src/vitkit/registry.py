@@ -3,55 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import ViTConfig, did_you_mean_any
-from .errors import ConfigError, UnknownModelError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class PretrainedCfg:
-    """How the pretrained weights of a model expect their images, and where they come from."""
-
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = HALF
-    std: tuple[float, ...] = HALF
-    crop_pct: float = 0.9
-    crop_mode: str = "center"  # 'center': shorter side to size / crop_pct, centre crop; 'squash': resize to size
-    interpolation: str = "bicubic"
-    num_classes: int = 1000
-    label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
-    hf_hub_id: str | None = None
-    timm_name: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields in declaration order, tuples as lists (JSON-ready)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> PretrainedCfg:
-        """A copy with some fields changed (lists normalised to tuples, as ``from_dict`` does)."""
-        return PretrainedCfg.from_dict({**self.to_dict(), **changes})
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
-        data = dict(data)
-        if isinstance(data.get("label_names"), list):
-            data["label_names"] = tuple(data["label_names"])  # hashable, as the dataclass is frozen
-        for key in ("input_size", "mean", "std"):
-            if key in data:
-                data[key] = tuple(data[key])
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig, did_you_mean_any
+from .errors import UnknownModelError
+from .model import VisionTransformer
+from .weights import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -215,8 +176,6 @@ def create_model(
     override the registry's architecture, as do other ``ViTConfig`` fields in ``overrides``.
     ``device='meta'`` builds without allocating memory.
     """
-    from .model import VisionTransformer
-
     entry = get_entry(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
@@ -229,8 +188,6 @@ def create_model(
     pcfg = pcfg.replace(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes,
                         label_names=labels)
     if pretrained is not None:
-        from .weights import load_pretrained
-
         return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device, model_name=name)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = VisionTransformer(config)
@@ -239,27 +196,14 @@ def create_model(
     return model
 
 
-def load_model(
-    spec: str,
-    *,
-    weights: Any = None,
-    num_classes: int | None = None,
-    img_size: int | tuple[int, int] | None = None,
-    device: str | torch.device | None = None,
-    **overrides: Any,
-) -> torch.nn.Module:
-    """A model from what a user typed: a registry name (with optional ``weights``), or a saved model
-    folder, a checkpoint file or an ``hf-hub:`` id (the architecture is read from the source)."""
-    if spec in _REGISTRY or not (Path(spec).exists() or spec.startswith("hf-hub:")):
-        # a registry name; an unknown one raises UnknownModelError (with the closest names) in create_model
-        return create_model(spec, pretrained=weights, num_classes=num_classes, img_size=img_size, device=device,
-                            **overrides)
-    if weights is not None:
-        raise ConfigError(f"{spec!r} is a weight source itself; pass either a registry name with weights "
-                          f"or a source alone, not both (weights={weights!r}).")
-    from .weights import from_pretrained
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
 
-    return from_pretrained(spec, num_classes=num_classes, img_size=img_size, device=device, **overrides)
+
+def known_configs() -> dict[str, ViTConfig]:
+    """Every registered architecture by name: what the weights floor may know of the registry (it is passed
+    down as an argument, since weights sit below the registry)."""
+    return {name: entry.build_config() for name, entry in _REGISTRY.items()}
 
 
 _populate()

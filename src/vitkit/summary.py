@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .layers import Attention, AttentionPoolHead
-from .predict import ModelSpec, resolve_model
-from .registry import create_model, list_models
+from .registry import create_model, is_registered
+from .runtime import ModelSpec, resolve_model
 
 Shape = list[int | str]
 
@@ -128,6 +128,17 @@ def _param_counts(named_params: Sequence[tuple[str, nn.Parameter]], prefix: str)
 
 
 # ---------------------------------------------------------------------------------------------- building
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s structure on the meta device: no weight is copied (the caller's model and its
+    memory are untouched; parameters keep their ``requires_grad``)."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
 def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None, batch_size: int | None = None,
               weights: Any = None) -> ModelSummary:
     """Structure, output shapes, parameters and MACs of ``model`` (a registry name, saved model or object).
@@ -136,8 +147,8 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
     batch as 'B' unless ``batch_size`` is given; MACs are per image unless ``batch_size`` is given.
     """
     if isinstance(model, nn.Module):
-        net = copy.deepcopy(model).to("meta")
-    elif weights is None and str(model) in list_models():  # build without memory or initialisation
+        net = meta_copy(model)
+    elif weights is None and is_registered(str(model)):  # build without memory or initialisation
         net = create_model(str(model), img_size=img_size, device="meta")
     else:  # loads the weights (for their architecture), then drops them
         net = resolve_model(model, weights=weights, img_size=img_size).to("meta")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..export import export_onnx
-from ..registry import load_model
+from ..runtime import load_model
 
 
 def cmd_export(args: argparse.Namespace) -> int:

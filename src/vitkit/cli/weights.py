@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..weights.formats import FORMATS
+from ..weights.families import FORMATS
 
 VERIFY_TOLERANCE = 1e-4  # fp32 round trips agree to ~1e-6; more means a broken conversion
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from ..weights.summary import inventory
+    from ..registry import known_configs
+    from ..weights import inventory
 
-    inv = inventory(args.file, format=args.format)
+    inv = inventory(args.file, format=args.format, known=known_configs())
     if args.json:
         print(json.dumps(inv.to_dict(), indent=2))
     else:
@@ -22,11 +23,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..weights.save import convert
+    from ..registry import known_configs
+    from ..weights import convert
 
     overrides = {k: v for k, v in (("num_classes", args.num_classes), ("img_size", args.img_size)) if v is not None}
     result = convert(args.src, args.dst, to=args.to, format=args.format, verify=args.verify,
-                     strict=not args.not_strict, **overrides)
+                     strict=not args.not_strict, known=known_configs(), **overrides)
     print(f"wrote {result.path} ({result.format})")
     if result.max_diff is None:
         return 0

@@ -13,7 +13,7 @@ import torch
 
 from ..data.datasets import load_splits
 from ..errors import VitkitError
-from ..registry import load_model
+from ..runtime import load_model
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
 from .distributed import Dist, ShardBatchSampler, pick_device

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import atomic_write
+from ..weights import save_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def export_model(model: torch.nn.Module, path: Path) -> Path:
     """Save ``model`` in vitkit's format as a folder, replacing an older export only once the new one is complete."""
-    from ..weights import save_pretrained
-
     tmp = path.with_name(f".{path.name}.tmp")
     old = path.with_name(f".{path.name}.old")
     if old.exists() and not path.exists():  # a kill between the two renames below: the old export is the good one

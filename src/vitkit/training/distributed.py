@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..runtime import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,6 @@ class Dist:
         if self.initialized and dist.is_initialized():
             dist.destroy_process_group()
             self.initialized = False
-
-
-def pick_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """``device`` as asked ('auto'/None: this rank's GPU if there is one, else the CPU), checked."""
-    if device is None or device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r} asks for a GPU but torch sees none; use --device cpu.")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
 
 
 class GlobalBatchSampler:

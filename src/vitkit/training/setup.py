@@ -15,11 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import ViTConfig
+from ..config import PretrainedCfg, ViTConfig
 from ..data.augment import SeededTransform, TrainTransform
 from ..data.datasets import DIGITS_SOURCE, DataSplits, LabelledImages, TransformedImages, collate_skipping
 from ..errors import ConfigError, DataError
-from ..registry import PretrainedCfg
+from ..model import VisionTransformer
+from ..processor import ImageProcessor
+from ..runtime import load_model
+from ..weights import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ def run_settings(*, deterministic: bool, threads: int | None) -> Iterator[None]:
 
 def _model_from_json(path: Path, num_classes: int, weights: str | None, overrides: dict[str, Any]) -> torch.nn.Module:
     """A model from a JSON file of ViTConfig fields (optionally with weights loaded into it)."""
-    from ..model import VisionTransformer
-
     try:
         fields = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -64,8 +65,6 @@ def _model_from_json(path: Path, num_classes: int, weights: str | None, override
     config = ViTConfig.from_dict(fields.get("config", fields)).replace(num_classes=num_classes, **overrides)
     pcfg = PretrainedCfg(input_size=(config.in_chans, *config.img_size), num_classes=num_classes, label_names=None)
     if weights is not None:
-        from ..weights import load_pretrained
-
         return load_pretrained(weights, config=config, pretrained_cfg=pcfg, model_name=path.stem)
     model = VisionTransformer(config)
     model.pretrained_cfg, model.model_name = pcfg, path.stem
@@ -76,8 +75,6 @@ def build_model(spec: str, *, num_classes: int, weights: str | None = None,
                 overrides: dict[str, Any] | None = None) -> torch.nn.Module:
     """A model from a registry name (with ``weights`` from any supported checkpoint), a saved model
     folder or checkpoint, or a JSON file of ViTConfig fields; its head sized to ``num_classes``."""
-    from ..registry import load_model
-
     overrides = dict(overrides or {})
     if spec.endswith(".json") and Path(spec).is_file():
         return _model_from_json(Path(spec), num_classes, weights, overrides)
@@ -115,8 +112,6 @@ class EvalTransform:
     """``transform(img, epoch, index)`` applying the model's evaluation preprocessing (no randomness)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        from ..processor import ImageProcessor
-
         self.processor = ImageProcessor.from_model(model)
 
     def __call__(self, img: Image.Image, epoch: int, index: int) -> torch.Tensor:

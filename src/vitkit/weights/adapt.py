@@ -14,7 +14,7 @@ import torch
 
 from ..config import ViTConfig
 from ..errors import CheckpointError
-from .posemb import RESAMPLE_STYLES, resample_patch_embed, resample_posemb
+from ..posemb import RESAMPLE_STYLES, resample_patch_embed, resample_posemb
 
 HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
 PRE_LOGITS_KEYS = ("pre_logits.fc.weight", "pre_logits.fc.bias")

@@ -1,4 +1,4 @@
-"""Checkpoint families and format detection.
+"""What a checkpoint family is (``Family``) and what converting one gives (``Converted``).
 
 A family is data: how its files are recognised (``signatures``: regexes over tensor names, or a marker
 in the metadata/config), which prefixes it strips, its key-mapping table, the resampling numerics of
@@ -16,15 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import CheckpointError
 from .io import Checkpoint, TensorView, tensor_info
 from .mapping import Remapped, Rule, remap
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer
-
-FORMATS = ("vitkit", "timm", "hf", "npz")
-
 
 @dataclass
 class Converted:
@@ -37,6 +33,7 @@ class Converted:
     exact: bool = False  # hints are the whole config (vitkit's own format)
     pretrained_cfg: dict[str, Any] | None = None
     model_name: str | None = None
+    architecture: str | None = None  # a model name the files state (timm's "architecture"), for known_hints
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,7 @@ class Family:
     hints: Callable[[Checkpoint, dict[str, torch.Tensor]], dict[str, Any]] = lambda ckpt, tensors: {}
     prepare: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] = lambda tensors: tensors
     pretrained_cfg: Callable[[Checkpoint], dict[str, Any] | None] = lambda ckpt: None  # preprocessing, if stated
+    architecture: Callable[[Checkpoint], str | None] = lambda ckpt: None  # a model name the files state
     write: Callable[[VisionTransformer, Path], Path] | None = None
     marker: Callable[[Checkpoint], bool] = lambda ckpt: False  # a definite claim from metadata or config
 
@@ -65,7 +63,7 @@ class Family:
         hints = self.hints(ckpt, tensors)
         out: Remapped = remap(tensors, self.rules, num_heads=int(hints.get("num_heads", 1)))
         return Converted(family=self.name, state=out.tensors, dropped=out.dropped, hints=hints,
-                         pretrained_cfg=self.pretrained_cfg(ckpt))
+                         pretrained_cfg=self.pretrained_cfg(ckpt), architecture=self.architecture(ckpt))
 
 
 class _Stripped(TensorView):
@@ -87,38 +85,3 @@ def strip_prefixes(tensors: Mapping[str, torch.Tensor], prefixes: tuple[str, ...
         new = next((key[len(p):] for p in prefixes if key.startswith(p)), key)
         names[new] = key
     return _Stripped(tensors, names)
-
-
-# ---------------------------------------------------------------------- registry and detection
-def families() -> dict[str, Family]:
-    from . import hf, native, npz, timm
-
-    return {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
-
-
-def get_family(name: str) -> Family:
-    table = families()
-    if name not in table:
-        raise CheckpointError(f"Unknown weight format {name!r}: expected one of {', '.join(FORMATS)}.")
-    return table[name]
-
-
-def detect_format(ckpt: Checkpoint, format: str | None = None) -> Family:
-    """The family of a checkpoint: ``format`` when given, else the one family that claims it."""
-    if format is not None:
-        return get_family(format)
-    table = families()
-    claims = [f for f in table.values() if f.claims(ckpt)]
-    if table["vitkit"] in claims:  # vitkit's marker is explicit; its names are also timm's
-        return table["vitkit"]
-    if len(claims) == 1:
-        return claims[0]
-    keys = list(ckpt.tensors)
-    seen = ", ".join(keys[:8]) + (f", ... ({len(keys)} tensors)" if len(keys) > 8 else "")
-    if not claims:
-        known = "; ".join(f"{f.name} ({f.description})" for f in table.values())
-        raise CheckpointError(f"Cannot tell the format of {ckpt.path}: its tensor names ({seen or 'none'}) match no "
-                              f"known checkpoint family. Known: {known}. If you know the format, pass format=...")
-    names = ", ".join(f.name for f in claims)
-    raise CheckpointError(f"{ckpt.path} is ambiguous: its tensor names ({seen}) match several formats ({names}). "
-                          f"Pass format= one of them to choose.")

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import ViTConfig
-from ..errors import CheckpointError, UnknownModelError
-from ..registry import get_entry, list_models
+from ..errors import CheckpointError
 
 if TYPE_CHECKING:
     from .formats import Converted
@@ -29,6 +28,8 @@ ARCH_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 Shapes = Mapping[str, tuple[int, ...]]
+#: Known architectures by name (the registry's, passed down by the floors above: weights never import it)
+Known = Mapping[str, ViTConfig]
 
 
 def _shape(shapes: Shapes, key: str, what: str) -> tuple[int, ...]:
@@ -45,11 +46,11 @@ def _square_side(n: int) -> int | None:
     return side if side * side == n and side > 0 else None
 
 
-def heads_for_width(dim: int) -> int:
-    """The usual head count of a width: a registered model's, a published one's, else 64-dim heads."""
-    known = {**HEADS_BY_WIDTH, **{c.embed_dim: c.num_heads for c in map(_config_of, list_models())}}
-    if dim in known:
-        return known[dim]
+def heads_for_width(dim: int, known: Known | None = None) -> int:
+    """The usual head count of a width: a known model's, a published one's, else 64-dim heads."""
+    widths = {**HEADS_BY_WIDTH, **{c.embed_dim: c.num_heads for c in (known or {}).values()}}
+    if dim in widths:
+        return widths[dim]
     if dim % 64 == 0:
         return dim // 64
     raise CheckpointError(f"Cannot guess the number of attention heads of a width-{dim} model (tensor shapes do "
@@ -85,8 +86,9 @@ def _grid(shapes: Shapes, prefix: int, hints: Mapping[str, Any]) -> tuple[bool, 
     return no_embed, (side, side)
 
 
-def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """ViTConfig fields from tensor shapes; ``hints`` (from config files) fill what shapes cannot tell."""
+def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: Known | None = None) -> dict[str, Any]:
+    """ViTConfig fields from tensor shapes; ``hints`` (from config files) fill what shapes cannot tell, and
+    ``known`` architectures give the usual head count of a width."""
     hints = dict(hints or {})
     dim, in_chans, ph, pw = _shape(shapes, "patch_embed.proj.weight", "width and patch size")
     blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))}
@@ -108,7 +110,7 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None) -> dict
         norm_layer="layernorm" if "blocks.0.norm1.bias" in shapes else "rmsnorm",
         **_pooling(shapes, class_token))
     if "num_heads" not in hints:
-        fields["num_heads"] = heads_for_width(dim)
+        fields["num_heads"] = heads_for_width(dim, known)
         logger.info("num_heads not stored in the checkpoint; assuming %d (%d-dim heads)",
                     fields["num_heads"], dim // fields["num_heads"])
     fields.update(hints)
@@ -116,43 +118,39 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None) -> dict
 
 
 def infer_config(state: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None = None,
-                 **overrides: Any) -> ViTConfig:
+                 known: Known | None = None, **overrides: Any) -> ViTConfig:
     """The ViTConfig of a state dict under vitkit names, with ``hints`` then ``overrides`` applied."""
-    fields = infer_fields({k: tuple(v.shape) for k, v in state.items()}, hints)
+    fields = infer_fields({k: tuple(v.shape) for k, v in state.items()}, hints, known)
     fields.update(overrides)
     return ViTConfig(**fields)
 
 
-def config_from(converted: Converted, **overrides: Any) -> ViTConfig:
+def config_from(converted: Converted, known: Known | None = None, **overrides: Any) -> ViTConfig:
     """The ViTConfig of a converted checkpoint: the one it states (vitkit's format), else one inferred from its
-    tensor shapes and hints; ``overrides`` applied."""
+    tensor shapes and hints (a known architecture it names fills what its files do not state); ``overrides``
+    applied."""
     if converted.exact:
         config = ViTConfig.from_dict(converted.hints)
         return config.replace(**overrides) if overrides else config
-    return infer_config(converted.state, converted.hints, **overrides)
+    hints = {**known_hints(converted.architecture, known), **converted.hints}
+    return infer_config(converted.state, hints, known, **overrides)
 
 
-def _config_of(name: str) -> ViTConfig:
-    return get_entry(name).build_config()
-
-
-def registry_hints(name: str) -> dict[str, Any]:
-    """The fields shapes cannot tell, from a registered model of that name (``{}`` if unknown)."""
-    try:
-        config = _config_of(name.split(".")[0])
-    except UnknownModelError:
-        return {}
-    return {k: getattr(config, k) for k in NON_INFERABLE}
+def known_hints(name: str | None, known: Known | None) -> dict[str, Any]:
+    """The fields shapes cannot tell, from a known model of that name (a timm tag after '.' ignored;
+    ``{}`` if unknown)."""
+    config = (known or {}).get(str(name or "").split(".")[0])
+    return {} if config is None else {k: getattr(config, k) for k in NON_INFERABLE}
 
 
 # mlp_ratio is compared as the hidden width it gives, so ratios rounded differently still match
 _MATCH_FIELDS = tuple(f for f in ARCH_FIELDS if f != "mlp_ratio")
 
 
-def match_registry(config: ViTConfig) -> str | None:
-    """The registered model with the same architecture as ``config`` (ignoring norm/activation details)."""
+def match_known(config: ViTConfig, known: Known | None) -> str | None:
+    """The known model with the same architecture as ``config`` (ignoring norm/activation details)."""
     def key(c: ViTConfig) -> tuple[Any, ...]:
         return (*(getattr(c, f) for f in _MATCH_FIELDS), int(c.embed_dim * c.mlp_ratio))
 
     want = key(config)
-    return next((n for n in list_models() if key(_config_of(n)) == want), None)
+    return next((n for n, c in sorted((known or {}).items()) if key(c) == want), None)

@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ViTConfig
+from ..config import PretrainedCfg, ViTConfig
 from ..errors import CheckpointError
 from ..model import VisionTransformer
-from ..registry import PretrainedCfg
 from .adapt import adapt
-from .formats import Converted, Family, detect_format
-from .infer import config_from
+from .families import detect_format
+from .formats import Converted, Family
+from .infer import Known, config_from
 from .io import read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,8 @@ def _read(source: str | os.PathLike[str], format: str | None) -> tuple[Family, C
     return family, family.convert(ckpt)
 
 
-def _pcfg(converted: Converted, config: ViTConfig) -> PretrainedCfg:
+def pretrained_cfg_for(converted: Converted, config: ViTConfig) -> PretrainedCfg:
+    """The preprocessing a converted checkpoint states, at the input size of ``config``."""
     base = dict(converted.pretrained_cfg or {})
     base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
     base.setdefault("label_names", None)
@@ -250,30 +251,32 @@ def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretra
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
                            dtype=dtype, what=what)
-    model.pretrained_cfg = pretrained_cfg or _pcfg(converted, config)
+    model.pretrained_cfg = pretrained_cfg or pretrained_cfg_for(converted, config)
     model.model_name = model_name or converted.model_name or Path(os.fspath(source)).stem
     return model
 
 
-def from_pretrained(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
+def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
                     img_size: int | tuple[int, int] | None = None, strict: bool = True,
                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                    **overrides: Any) -> VisionTransformer:
+                    known: Known | None = None, **overrides: Any) -> VisionTransformer:
     """Build the model a checkpoint describes and load it.
 
     The architecture comes from the checkpoint itself: vitkit's JSON config, a Hugging Face
     config.json, or (timm, npz) the tensor shapes. ``num_classes`` (a fresh head when it differs),
     ``img_size`` (position embeddings resampled) and other ViTConfig fields in ``overrides`` change it;
     ``representation_size=None`` drops a pre-logits layer. ``format`` forces the checkpoint family.
+    ``known`` architectures by name (the registry's, from ``vitkit.from_pretrained``) fill what a file does
+    not state (the head count of a width, a timm folder's named architecture).
     """
     family, converted = _read(source, format)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if img_size is not None:
         overrides["img_size"] = img_size
-    config = config_from(converted, **overrides)
+    config = config_from(converted, known, **overrides)
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
                            dtype=dtype, what="the architecture inferred from it")
-    model.pretrained_cfg = _pcfg(converted, config)
+    model.pretrained_cfg = pretrained_cfg_for(converted, config)
     model.model_name = converted.model_name or Path(os.fspath(source)).stem
     return model

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
+from ..version import __version__
 from .formats import Converted, Family
 from .io import Checkpoint, write_json, write_safetensors
 from .mapping import remap
@@ -25,8 +26,6 @@ METADATA_KEY = "vitkit"
 
 def describe(model: VisionTransformer) -> dict[str, Any]:
     """The JSON that lets ``from_pretrained`` rebuild ``model``."""
-    from .. import __version__
-
     pcfg = getattr(model, "pretrained_cfg", None)
     return {"format": FORMAT, "vitkit_version": __version__, "model_name": getattr(model, "model_name", None),
             "config": model.config.to_dict(), "pretrained_cfg": pcfg.to_dict() if pcfg is not None else None}

@@ -12,8 +12,9 @@ import torch
 
 from ..errors import CheckpointError
 from ..model import VisionTransformer
-from .formats import FORMATS, get_family
-from .infer import NON_INFERABLE
+from .families import FORMATS, get_family
+from .infer import NON_INFERABLE, Known
+from .load import from_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,15 @@ class Conversion:
 
 
 def convert(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, to: str, format: str | None = None,
-            verify: bool = False, **overrides: Any) -> Conversion:
+            verify: bool = False, known: Known | None = None, **overrides: Any) -> Conversion:
     """Load ``source`` (any format), write it to ``dest`` as ``to``; with ``verify``, reload the written
     checkpoint and measure the largest output difference on a random batch."""
-    from .load import from_pretrained
-
-    model = from_pretrained(source, format=format, **overrides)
+    model = from_checkpoint(source, format=format, known=known, **overrides)
     out = save_pretrained(model, dest, format=to)
     result = Conversion(source=os.fspath(source), path=out, format=to)
     if verify:
         # what the written format cannot store (heads, eps, activation) is carried over from the source
         carried = {k: getattr(model.config, k) for k in NON_INFERABLE}
-        again = from_pretrained(out, format=to, **carried)
+        again = from_checkpoint(out, format=to, known=known, **carried)
         result.max_diff = max_output_difference(model, again)
     return result

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .formats import Family
-from .infer import NON_INFERABLE, registry_hints
+from .infer import NON_INFERABLE
 from .io import Checkpoint, write_json, write_safetensors
 
 if TYPE_CHECKING:
@@ -32,11 +32,14 @@ PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "num_clas
 
 
 def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
-    config = ckpt.config or {}
-    hints = registry_hints(str(config.get("architecture", "")))
-    model_args = config.get("model_args") or {}
-    hints.update({k: v for k, v in model_args.items() if k in NON_INFERABLE})
-    return hints
+    """What the folder's config.json states beyond the shapes (a known ``architecture`` fills the rest)."""
+    model_args = (ckpt.config or {}).get("model_args") or {}
+    return {k: v for k, v in model_args.items() if k in NON_INFERABLE}
+
+
+def _architecture(ckpt: Checkpoint) -> str | None:
+    name = (ckpt.config or {}).get("architecture")
+    return name if isinstance(name, str) else None
 
 
 def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
@@ -79,5 +82,6 @@ FAMILY = Family(
     prefixes=("module.", "_orig_mod."),
     hints=_hints,
     pretrained_cfg=_pretrained_cfg,
+    architecture=_architecture,
     write=write,
 )

@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 
-from ..config import ViTConfig
+from ..config import PretrainedCfg, ViTConfig
 from ..errors import VitkitError
-from .formats import detect_format
-from .infer import ARCH_FIELDS, config_from, match_registry
+from .families import detect_format
+from .infer import ARCH_FIELDS, Known, config_from, match_known
 from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
+from .load import pretrained_cfg_for
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Inventory:
     format: str | None = None
     config: ViTConfig | None = None
     matches: str | None = None  # a registered model name with this architecture
+    pretrained_cfg: PretrainedCfg | None = None  # the preprocessing the checkpoint states (read off its files)
     problems: list[str] = field(default_factory=list)  # why the format or architecture is unknown
 
     @property
@@ -101,16 +103,19 @@ def _short(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
-def inventory(source: str | os.PathLike[str], *, format: str | None = None) -> Inventory:
-    """Names, shapes and dtypes of every tensor in ``source``, its format and inferred architecture."""
+def inventory(source: str | os.PathLike[str], *, format: str | None = None, known: Known | None = None) -> Inventory:
+    """Names, shapes and dtypes of every tensor in ``source``, its format and inferred architecture (matched
+    against the ``known`` architectures, e.g. the registry's)."""
     ckpt = read_checkpoint(source)
     inv = Inventory(path=os.fspath(ckpt.path), kind=ckpt.kind,
                     tensors=[(k, *tensor_info(ckpt.tensors, k)) for k in ckpt.tensors])
     try:
         family = detect_format(ckpt, format)
         inv.format = family.name
-        inv.config = config_from(family.convert(_shapes_only(ckpt, inv.tensors)))
-        inv.matches = match_registry(inv.config)
+        converted = family.convert(_shapes_only(ckpt, inv.tensors))
+        inv.config = config_from(converted, known)
+        inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config)
+        inv.matches = match_known(inv.config, known)
     except VitkitError as exc:
         inv.problems.append(str(exc))
     return inv

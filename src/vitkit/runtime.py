@@ -1,0 +1,149 @@
+"""One runtime for every use: a model from any source, the device to run on, and a caller's model borrowed
+for inference and handed back exactly as it was (mode and device).
+
+This floor sits above ``registry`` and ``weights`` and below the uses (predict, features, attention,
+summary, export, training) and the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import PretrainedCfg
+from .errors import CheckpointError, ConfigError
+from .model import VisionTransformer
+from .registry import create_model, get_entry, is_registered, known_configs
+from .weights import from_checkpoint, inventory
+
+#: what a use accepts as a model: a registry name, a saved model folder / checkpoint / ``hf-hub:`` id, or a module
+ModelSpec = str | os.PathLike | torch.nn.Module
+DEVICE_HINT = "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+
+
+def _is_name(spec: str) -> bool:
+    """A registry name (or what can only be meant as one), rather than a weight source."""
+    return is_registered(spec) or not (Path(spec).exists() or spec.startswith("hf-hub:"))
+
+
+def from_pretrained(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
+                    img_size: int | tuple[int, int] | None = None, strict: bool = True,
+                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                    **overrides: Any) -> VisionTransformer:
+    """Build the model a checkpoint describes and load it (see ``vitkit.weights.from_checkpoint``), knowing
+    every registered architecture (head counts, named timm architectures)."""
+    return from_checkpoint(source, format=format, num_classes=num_classes, img_size=img_size, strict=strict,
+                           device=device, dtype=dtype, known=known_configs(), **overrides)
+
+
+def load_model(
+    spec: str | os.PathLike[str],
+    *,
+    weights: Any = None,
+    num_classes: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> torch.nn.Module:
+    """A model from what a user typed: a registry name (with optional ``weights``), or a saved model
+    folder, a checkpoint file or an ``hf-hub:`` id (the architecture is read from the source)."""
+    spec = os.fspath(spec)
+    if _is_name(spec):  # an unknown name raises UnknownModelError (with the closest names) in create_model
+        return create_model(spec, pretrained=weights, num_classes=num_classes, img_size=img_size, device=device,
+                            **overrides)
+    if weights is not None:
+        raise ConfigError(f"{spec!r} is a weight source itself; pass either a registry name with weights "
+                          f"or a source alone, not both (weights={weights!r}).")
+    return from_pretrained(spec, num_classes=num_classes, img_size=img_size, device=device, **overrides)
+
+
+def pretrained_cfg_of(spec: str | os.PathLike[str]) -> PretrainedCfg:
+    """The preprocessing of a registry name or a weight source, read off the checkpoint's headers and
+    config files (no weights are loaded)."""
+    spec = os.fspath(spec)
+    if _is_name(spec):  # an unknown name raises UnknownModelError with the closest names
+        return get_entry(spec).pretrained_cfg
+    inv = inventory(spec, known=known_configs())
+    if inv.pretrained_cfg is None:
+        raise CheckpointError(f"Cannot read the preprocessing of {spec!r}: {'; '.join(inv.problems)}")
+    return inv.pretrained_cfg
+
+
+def pick_device(device: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
+    """``device`` as asked, checked ('auto'/None: this rank's GPU if there is one, else the CPU).
+
+    Every command resolves its ``--device`` here, so 'cuda' on a machine without a GPU, 'mps' without
+    Apple's backend or a misspelt name end in one ConfigError line, never in a traceback from torch.
+    """
+    if device is None or device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a device name: {DEVICE_HINT}.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={str(device)!r} asks for a GPU but torch sees none (CPU build or no driver); "
+                              "use 'cpu'.")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device={str(device)!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1}).")
+        return dev if dev.index is not None else torch.device(f"cuda:{local_rank}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={str(device)!r} asks for Apple's MPS backend, which is not available here; "
+                          "use 'cpu'.")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={str(device)!r} is not supported: {DEVICE_HINT}.")
+    return dev
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for a module with neither)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def resolve_model(model: ModelSpec, *, weights: Any = None, device: str | torch.device | None = None,
+                  **overrides: Any) -> torch.nn.Module:
+    """A model object as given (untouched), or built from a registry name (with ``weights``) or a saved model
+    path on ``device``. Borrow a given object with ``inference(model, device)`` to run it."""
+    if isinstance(model, torch.nn.Module):
+        if weights is not None:
+            raise ConfigError("weights= is for a model name; load the weights into the model object yourself.")
+        return model
+    return load_model(model, weights=weights, device=pick_device(device), **overrides)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode inside the block, back in the mode it had after it (every submodule's own flag)."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+@contextlib.contextmanager
+def inference(model: torch.nn.Module, device: str | torch.device | None = None) -> Iterator[torch.nn.Module]:
+    """Borrow ``model`` for inference: eval mode, on ``device`` when one is asked for (default: where it is),
+    and handed back afterwards in the mode and on the device it had, whatever happens inside."""
+    home = model_device(model)
+    target = home if device is None else pick_device(device)
+    moved = target != home
+    with eval_mode(model):
+        if moved:
+            model.to(target)
+        try:
+            yield model
+        finally:
+            if moved:
+                model.to(home)

@@ -1,0 +1,42 @@
+"""The known checkpoint families, and detection of the family a checkpoint belongs to."""
+
+from __future__ import annotations
+
+from ..errors import CheckpointError, ConfigError
+from . import hf, native, npz, timm
+from .formats import Family
+from .io import Checkpoint
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
+FORMATS = tuple(FAMILIES)  # ("vitkit", "timm", "hf", "npz")
+
+
+def families() -> dict[str, Family]:
+    return dict(FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigError(f"Unknown weight format {name!r}: expected one of {', '.join(FORMATS)}.")
+    return FAMILIES[name]
+
+
+def detect_format(ckpt: Checkpoint, format: str | None = None) -> Family:
+    """The family of a checkpoint: ``format`` when given, else the one family that claims it."""
+    if format is not None:
+        return get_family(format)
+    table = FAMILIES
+    claims = [f for f in table.values() if f.claims(ckpt)]
+    if table["vitkit"] in claims:  # vitkit's marker is explicit; its names are also timm's
+        return table["vitkit"]
+    if len(claims) == 1:
+        return claims[0]
+    keys = list(ckpt.tensors)
+    seen = ", ".join(keys[:8]) + (f", ... ({len(keys)} tensors)" if len(keys) > 8 else "")
+    if not claims:
+        known = "; ".join(f"{f.name} ({f.description})" for f in table.values())
+        raise CheckpointError(f"Cannot tell the format of {ckpt.path}: its tensor names ({seen or 'none'}) match no "
+                              f"known checkpoint family. Known: {known}. If you know the format, pass format=...")
+    names = ", ".join(f.name for f in claims)
+    raise CheckpointError(f"{ckpt.path} is ambiguous: its tensor names ({seen}) match several formats ({names}). "
+                          f"Pass format= one of them to choose.")

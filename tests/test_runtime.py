@@ -1,0 +1,95 @@
+"""One runtime for every use: device resolution, and every entry point hands a caller's model back as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vitkit
+from vitkit.errors import ConfigError
+from vitkit.runtime import eval_mode, inference, pick_device
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:1", "gpu", "bogus", "mps", "meta", 3.5])
+def test_pick_device_refuses_what_this_machine_cannot_run_in_one_line(name):
+    if str(name).startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # CI and the dev machines have none; the test targets them
+    with pytest.raises(ConfigError, match="device=") as err:
+        pick_device(name)
+    assert "\n" not in str(err.value)
+
+
+def test_pick_device_auto_and_cpu():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None) == pick_device("auto")
+    assert pick_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _mixed_mode_model() -> torch.nn.Module:
+    """A training-mode model with one submodule in eval mode (as a user freezing a block's dropout has)."""
+    model = vitkit.create_model("vit_digits", depth=2)
+    model.train()
+    model.blocks[0].eval()
+    model.head.weight.requires_grad_(False)
+    return model
+
+
+def _snapshot(model: torch.nn.Module) -> dict:
+    return {"modes": {n: m.training for n, m in model.named_modules()},
+            "params": {n: (p.data_ptr(), p.device, p.requires_grad, p.detach().clone())
+                       for n, p in model.named_parameters()}}
+
+
+def _assert_unchanged(model: torch.nn.Module, before: dict) -> None:
+    after = _snapshot(model)
+    assert after["modes"] == before["modes"], "the entry point changed a module's train/eval mode"
+    for name, (ptr, device, grad, value) in before["params"].items():
+        now = after["params"][name]
+        assert (now[0], now[1], now[2]) == (ptr, device, grad), f"{name} was replaced, moved or re-flagged"
+        assert torch.equal(now[3], value), f"{name} changed value"
+
+
+@pytest.fixture
+def digit_png(tmp_path):
+    path = tmp_path / "d.png"
+    Image.fromarray((np.random.rand(32, 32, 3) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+ENTRY_POINTS = {
+    "predict": lambda m, img, tmp: vitkit.predict([img], m, top_k=2),
+    "extract_features": lambda m, img, tmp: vitkit.extract_features([img], tmp / "f.npy", model=m, num_workers=1),
+    "attention_map": lambda m, img, tmp: vitkit.attention.attention_map(img, m, method="last"),
+    "save_attention_map": lambda m, img, tmp: vitkit.save_attention_map(img, tmp / "a.png", model=m, panels=True),
+    "summarize": lambda m, img, tmp: vitkit.summarize(m),
+    "export_onnx": lambda m, img, tmp: vitkit.export_onnx(m, tmp / "m.onnx"),
+    "ImageProcessor.from_model": lambda m, img, tmp: vitkit.ImageProcessor.from_model(m)([img]),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_entry_points_leave_the_callers_model_as_they_found_it(entry, digit_png, tmp_path):
+    model = _mixed_mode_model()
+    before = _snapshot(model)
+    ENTRY_POINTS[entry](model, digit_png, tmp_path)
+    _assert_unchanged(model, before)
+
+
+def test_the_model_is_handed_back_even_when_the_use_fails(tmp_path):
+    model = _mixed_mode_model()
+    before = _snapshot(model)
+    with pytest.raises(vitkit.ImageError):
+        vitkit.predict([tmp_path / "missing.png"], model)
+    _assert_unchanged(model, before)
+
+
+def test_inference_borrows_in_eval_mode_and_restores_every_submodule():
+    model = _mixed_mode_model()
+    with inference(model) as net:
+        assert not any(m.training for m in net.modules())
+    assert model.training and not model.blocks[0].training and model.blocks[1].training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training and not model.blocks[0].training
