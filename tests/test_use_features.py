@@ -12,7 +12,7 @@ from PIL import Image
 import vitkit
 from vitkit import create_model
 from vitkit.cli import main
-from vitkit.errors import DataError, VitkitError
+from vitkit.errors import ConfigError, DataError, VitkitError
 from vitkit.features import extract_features, load_features, merge_features
 from vitkit.processor import ImageProcessor
 
@@ -62,13 +62,14 @@ def test_saved_model_features_match_the_model(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("pool,layers,shape", [
-    ("cls", None, (6, 96)), ("avg", [-1, 0], (6, 2, 96)), ("tokens", [1], (6, 1, 17, 96)),
+    ("token", None, (6, 96)), ("avg", [-1, 0], (6, 2, 96)), ("none", [1], (6, 1, 17, 96)),
+    ("cls", None, (6, 96)), ("tokens", [1], (6, 1, 17, 96)),  # vitkit 0.1's names, still accepted
 ])
 def test_pools_and_layers(folder, tmp_path, pool, layers, shape):
     model = create_model(MODEL).eval()
     result = extract_features([folder], tmp_path / "f.npy", model=model, pool=pool, layers=layers, batch_size=4)
     assert result.shape == shape and len(result.skipped) == 1
-    if pool == "cls":
+    if pool in ("token", "cls"):
         with torch.no_grad():
             x = ImageProcessor.from_model(model)(result.files)
             np.testing.assert_allclose(load_features(result.path)[0], model.forward_features(x)[:, 0].numpy(),
@@ -77,8 +78,10 @@ def test_pools_and_layers(folder, tmp_path, pool, layers, shape):
 
 def test_bad_arguments(folder, tmp_path):
     model = create_model(MODEL)
-    with pytest.raises(VitkitError, match="attention-pool"):
+    with pytest.raises(ConfigError, match="attention-pool"):
         extract_features(folder, tmp_path / "f.npy", model=model, pool="map")
+    with pytest.raises(ConfigError, match="expected one of default, token, avg, map, none"):
+        extract_features(folder, tmp_path / "f.npy", model=model, pool="mean")
     with pytest.raises(VitkitError, match=".npy or .safetensors"):
         extract_features(folder, tmp_path / "f.csv", model=model)
     with pytest.raises(DataError, match="does not exist"):

@@ -19,7 +19,7 @@ from PIL import Image
 from .data.images import load_image
 from .errors import VitkitError
 from .processor import ImageProcessor
-from .runtime import ModelSpec, inference, resolve_model
+from .runtime import ModelSpec, eval_mode, inference, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,8 @@ def _last_from(model: torch.nn.Module, maps: list[torch.Tensor] | None, x: torch
     if not _map_pooled(model):
         last = maps[-1].float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
         return _to_grid(model, _patch_scores(model, last), x)
-    pool = model.attn_pool
     tokens = model.forward_features(x)[:, model.num_prefix_tokens:]  # (B, N, C)
-    B, N, C = tokens.shape
-    q = pool.q(pool.latent.expand(B, -1, -1)).reshape(B, 1, pool.num_heads, pool.head_dim).transpose(1, 2)
-    # (B, N, 2C) -> (2, B, heads, N, head_dim)
-    k = pool.kv(tokens).reshape(B, N, 2, pool.num_heads, pool.head_dim).permute(2, 0, 3, 1, 4)[0]
-    weights = ((q * pool.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, 1, N)
+    _, weights = model.attn_pool(tokens, return_attn=True)  # (B, heads, 1, N)
     return _to_grid(model, weights.float().mean(dim=1)[:, 0], x)
 
 
@@ -91,7 +86,8 @@ def attention_rollout(model: torch.nn.Module, x: torch.Tensor, *, discard_ratio:
     prefix-token column), which sharpens the map.
     """
     _check_discard_ratio(discard_ratio)
-    return _rollout_from(model, model.eval().forward_attention(x), x, discard_ratio)
+    with eval_mode(model):
+        return _rollout_from(model, model.forward_attention(x), x, discard_ratio)
 
 
 @torch.inference_mode()
@@ -101,8 +97,8 @@ def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     With a class token: its row in the last block. With an attention-pool (MAP) head: the learned
     query's weights. Otherwise (average pooling): the mean attention each patch receives.
     """
-    model.eval()
-    return _last_from(model, None if _map_pooled(model) else model.forward_attention(x), x)
+    with eval_mode(model):
+        return _last_from(model, None if _map_pooled(model) else model.forward_attention(x), x)
 
 
 @torch.inference_mode()

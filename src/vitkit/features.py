@@ -30,15 +30,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import list_images
-from .errors import DataError, ImageError, VitkitError
+from .errors import ConfigError, DataError, ImageError, VitkitError
 from .fileio import atomic_write
 from .processor import ImageProcessor
 from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
-POOLS = ("default", "cls", "avg", "map", "tokens")
-FORMATS = (".npy", ".safetensors")
+# The model's own pooling vocabulary (ViTConfig.global_pool), plus 'default': what its classifier reads
+POOLS = ("default", "token", "avg", "map", "none")
+# Names of vitkit 0.1's features command, still accepted (and stored under the names above)
+POOL_ALIASES = {"cls": "token", "tokens": "none"}
+OUTPUT_SUFFIXES = (".npy", ".safetensors")
 
 
 @dataclass
@@ -55,33 +58,28 @@ class FeaturesResult:
 
 # ---------------------------------------------------------------------------------------------- pooling
 def pool_tokens(model: torch.nn.Module, tokens: torch.Tensor, pool: str) -> torch.Tensor:
-    """Tokens (B, prefix + N, D) to features: (B, D), or (B, prefix + N, D) for 'tokens'.
+    """Tokens (B, prefix + N, D) to features: (B, D), or (B, prefix + N, D) for 'none'.
 
-    'default' is what the model's classifier reads (``forward_head(pre_logits=True)``); 'cls' the
-    class token, 'avg' the mean patch token, 'map' the model's attention-pool head.
+    'default' is what the model's classifier reads (``forward_head(pre_logits=True)``); the others are
+    ``model.pool``'s modes: 'token' the class token, 'avg' the mean patch token, 'map' the attention-pool head.
     """
-    prefix = model.num_prefix_tokens
     if pool == "default":
         return model.forward_head(tokens, pre_logits=True)
-    if pool == "cls":
-        return tokens[:, 0]
-    if pool == "avg":
-        return tokens[:, prefix:].mean(dim=1)
-    if pool == "map":
-        return model.attn_pool(tokens[:, prefix:])
-    return tokens
+    return model.pool(tokens, pool)
 
 
-def check_pool(model: torch.nn.Module, pool: str) -> None:
-    """Raise a clear error for a pooling the model cannot do."""
+def check_pool(model: torch.nn.Module, pool: str) -> str:
+    """``pool`` under its canonical name (old aliases mapped), or a clear error for one the model cannot do."""
+    pool = POOL_ALIASES.get(pool, pool)
     if pool not in POOLS:
-        raise VitkitError(f"pool={pool!r} is not supported: expected one of {', '.join(POOLS)}.")
+        raise ConfigError(f"pool={pool!r} is not supported: expected one of {', '.join(POOLS)}.")
     name = getattr(model, "model_name", type(model).__name__)
-    if pool == "cls" and not model.config.class_token:
-        raise VitkitError(f"Model {name!r} has no class token, so pool='cls' is not available; "
+    if pool == "token" and not model.config.class_token:
+        raise ConfigError(f"Model {name!r} has no class token, so pool='token' is not available; "
                           f"use 'avg', 'map' or 'default'.")
     if pool == "map" and getattr(model, "attn_pool", None) is None:
-        raise VitkitError(f"Model {name!r} has no attention-pool (MAP) head; use 'cls', 'avg' or 'default'.")
+        raise ConfigError(f"Model {name!r} has no attention-pool (MAP) head; use 'token', 'avg' or 'default'.")
+    return pool
 
 
 @torch.inference_mode()
@@ -89,6 +87,7 @@ def compute_features(model: torch.nn.Module, x: torch.Tensor, *, pool: str = "de
                      layers: Sequence[int] | None = None) -> torch.Tensor:
     """Features of a batch (B, C, H, W): (B, ...) from the last block, or (B, len(layers), ...) from
     the given blocks (each with the final norm applied, as ``forward_intermediates(norm=True)``)."""
+    pool = check_pool(model, pool)
     if not layers:
         return pool_tokens(model, model.forward_features(x), pool)
     outs = model.forward_intermediates(x, list(layers), norm=True, output_fmt="NLC", return_prefix_tokens=True,
@@ -231,7 +230,7 @@ def extract_features(
     torchrun's RANK/WORLD_SIZE) each process computes its share; the last to finish merges the parts.
     """
     out = Path(out)
-    if out.suffix.lower() not in FORMATS:
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise VitkitError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
     if batch_size < 1:
         raise VitkitError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
@@ -248,7 +247,7 @@ def extract_features(
 def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelSpec, weights: Any, pool: str,
              layers: Sequence[int] | None, batch_size: int, rank: int, world_size: int,
              num_workers: int) -> FeaturesResult:
-    check_pool(net, pool)
+    pool = check_pool(net, pool)
     processor = ImageProcessor.from_model(net)
     layers = [int(i) for i in layers] if layers else None
     name = getattr(net, "model_name", type(net).__name__) if isinstance(model, torch.nn.Module) else str(model)

@@ -170,27 +170,53 @@ class AttentionPoolHead(nn.Module):
         self.norm = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_attn: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pool tokens (B, N, C) to (B, C); with ``return_attn`` also the query's weights (B, heads, 1, N),
+        computed explicitly (the fused kernel does not expose them)."""
         B, N, C = x.shape
         # (1, 1, C) -> (B, heads, 1, head_dim)
         q = self.q(self.latent.expand(B, -1, -1)).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)
         # (B, N, 2C) -> (2, B, heads, N, head_dim)
         k, v = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if return_attn:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, 1, N)
+            x = attn @ v
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         x = self.proj(x.transpose(1, 2).reshape(B, 1, C))  # (B, heads, 1, head_dim) -> (B, 1, C)
         x = x + self.mlp(self.norm(x))
-        return x[:, 0]
+        return (x[:, 0], attn) if return_attn else x[:, 0]
 
 
-def trunc_normal_init(module: nn.Module) -> None:
-    """timm's default ViT init: truncated normal (std .02) for linears, zeros for biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
-        # lecun-normal-like init of the patch projection, as in the JAX reference
-        fan_in = module.in_channels * math.prod(module.kernel_size)
-        nn.init.trunc_normal_(module.weight, std=math.sqrt(1.0 / fan_in))
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+PREFIX_TOKENS = ("cls_token", "dist_token", "reg_token")
+
+
+@torch.no_grad()
+def init_parameter(owner: nn.Module, attr: str, p: torch.Tensor, *, init_values: float | None = None) -> None:
+    """vitkit's initialisation of one parameter ``owner.<attr>`` (timm's ViT defaults), in place.
+
+    The single definition used by ``VisionTransformer.init_weights``, fresh heads, and the loader's
+    initialisation of what a checkpoint lacks, so those can never drift apart.
+    """
+    if isinstance(owner, (nn.LayerNorm, nn.RMSNorm)):
+        p.fill_(1.0 if attr == "weight" else 0.0)
+    elif attr == "bias":
+        p.zero_()
+    elif attr == "gamma":  # LayerScale
+        p.fill_(1.0 if init_values is None else init_values)
+    elif attr in PREFIX_TOKENS:
+        nn.init.normal_(p, std=1e-6)
+    elif isinstance(owner, nn.Conv2d):
+        # lecun-normal-like init of the patch projection (over C*kh*kw), as in the JAX reference
+        nn.init.trunc_normal_(p, std=math.sqrt(1.0 / p[0].numel()))
+    elif attr == "latent":  # the MAP head's query
+        nn.init.trunc_normal_(p, std=p.shape[-1] ** -0.5)
+    else:  # Linear weights, pos_embed
+        nn.init.trunc_normal_(p, std=0.02)
+
+
+def init_module(module: nn.Module, *, init_values: float | None = None) -> None:
+    """Initialise every parameter of ``module`` (e.g. a fresh head) with ``init_parameter``."""
+    for owner in module.modules():
+        for attr, p in owner.named_parameters(recurse=False):
+            init_parameter(owner, attr, p, init_values=init_values)

@@ -11,7 +11,16 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig, nearest_multiple
 from .errors import ConfigError, InputSizeError
-from .layers import AttentionPoolHead, Block, PatchEmbed, get_act_layer, get_norm_layer, trunc_normal_init
+from .layers import (
+    PREFIX_TOKENS,
+    AttentionPoolHead,
+    Block,
+    PatchEmbed,
+    get_act_layer,
+    get_norm_layer,
+    init_module,
+    init_parameter,
+)
 from .posemb import resample_posemb
 
 OUTPUT_FORMATS = ("NCHW", "NLC")
@@ -90,19 +99,23 @@ class VisionTransformer(nn.Module):
     def _fresh_head(self, num_classes: int) -> nn.Module:
         """A newly initialised head on the model's device and dtype."""
         head = self._new_head(num_classes).to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
-        head.apply(trunc_normal_init)
+        init_module(head)
         return head
 
-    @torch.no_grad()
     def init_weights(self) -> None:
         """timm's default initialisation (truncated normal, std .02; tiny normal for special tokens)."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for token in (self.cls_token, self.dist_token, self.reg_token):
-            if token is not None:
-                nn.init.normal_(token, std=1e-6)
-        self.apply(trunc_normal_init)
-        if self.attn_pool is not None:
-            nn.init.trunc_normal_(self.attn_pool.latent, std=self.embed_dim ** -0.5)
+        names = [n for n, _ in self.named_parameters()]
+        # position and prefix tokens first and the MAP query last: the order the random draws always had
+        first = [n for n in ("pos_embed", *PREFIX_TOKENS) if n in names]
+        last = [n for n in names if n == "attn_pool.latent"]
+        self.init_parameters(first + [n for n in names if n not in first and n not in last] + last)
+
+    def init_parameters(self, names: list[str]) -> None:
+        """Initialise the named parameters as ``init_weights`` does (``layers.init_parameter``), in this order."""
+        for name in names:
+            owner_name, _, attr = name.rpartition(".")
+            owner = self.get_submodule(owner_name)
+            init_parameter(owner, attr, getattr(owner, attr), init_values=self.config.init_values)
 
     def no_weight_decay(self) -> set[str]:
         """Parameters that take no weight decay besides norms and biases."""
@@ -190,13 +203,15 @@ class VisionTransformer(nn.Module):
             x = self._run_block(block, x)
         return self.norm(x)
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, prefix + N, D) -> (B, D) by the configured pooling ('none' keeps all tokens)."""
-        if self.attn_pool is not None:
+    def pool(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """(B, prefix + N, D) -> (B, D) by ``mode`` (default: the configured ``global_pool``): 'token' the
+        class token, 'avg' the mean patch token, 'map' the attention-pool head; 'none' keeps all tokens."""
+        mode = self.global_pool if mode is None else mode
+        if mode == "map":
             return self.attn_pool(x[:, self.num_prefix_tokens:])
-        if self.global_pool == "token":
+        if mode == "token":
             return x[:, 0]
-        if self.global_pool == "avg":
+        if mode == "avg":
             return x[:, self.num_prefix_tokens:].mean(dim=1)
         return x
 

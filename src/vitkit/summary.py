@@ -22,7 +22,7 @@ from .layers import Attention, AttentionPoolHead
 from .registry import create_model, is_registered
 from .runtime import ModelSpec, resolve_model
 
-Shape = list[int | str]
+DisplayShape = list[int | str]
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ModuleInfo:
     name: str
     type: str
     depth: int
-    output_shape: Shape | None
+    output_shape: DisplayShape | None
     params: int
     trainable: int
     macs: int
@@ -41,9 +41,9 @@ class ModuleInfo:
 @dataclass
 class ModelSummary:
     model_name: str
-    input_shape: Shape
+    input_shape: DisplayShape
     modules: list[ModuleInfo]
-    path: list[tuple[str, Shape]]
+    path: list[tuple[str, DisplayShape]]
     stages: list[tuple[str, int, int]]  # (stage, params, MACs)
     total_params: int
     trainable_params: int
@@ -244,7 +244,7 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
-def _shape(shape: Shape | None) -> str:
+def _shape(shape: DisplayShape | None) -> str:
     return "(" + ", ".join(map(str, shape)) + ")" if shape is not None else "-"
 
 

@@ -8,7 +8,7 @@ import sys
 
 from ..attention import METHODS, save_attention_map
 from ..errors import VitkitError
-from ..features import POOLS, extract_features, merge_features
+from ..features import POOL_ALIASES, POOLS, extract_features, merge_features
 from ..predict import format_predictions, predict
 from ..summary import summarize
 
@@ -93,8 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--weights", help="weights to load into a registry model")
-    p.add_argument("--pool", choices=POOLS, default="default",
-                   help="default: what the classifier reads; cls, avg, map, or tokens (all tokens)")
+    p.add_argument("--pool", choices=(*POOLS, *POOL_ALIASES), default="default",
+                   help="default: what the classifier reads; token (class token), avg (mean patch token), "
+                        "map (attention-pool head) or none (all tokens), as the model's global_pool")
     p.add_argument("--layers", type=int, nargs="+", help="block indices to take (negative from the end)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch and per saved chunk (default 32)")
     p.add_argument("--workers", type=int, default=4, help="threads that read images (default 4)")

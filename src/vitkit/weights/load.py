@@ -7,7 +7,6 @@ so a memory-mapped file is never copied: loading holds one copy of the weights.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -131,32 +130,15 @@ def _fail(report: LoadReport, what: str) -> CheckpointError:
         "or pass strict=False to load the tensors that fit and initialise the rest.")
 
 
-def _initialise(owner: nn.Module, attr: str, p: torch.Tensor, init_values: float) -> None:
-    """The model's own initialisation for one parameter (as VisionTransformer.init_weights)."""
-    if attr == "bias" or isinstance(owner, (nn.LayerNorm, nn.RMSNorm)):
-        p.fill_(1.0 if attr == "weight" else 0.0)
-    elif attr == "gamma":
-        p.fill_(init_values)
-    elif attr in ("cls_token", "dist_token", "reg_token"):
-        nn.init.normal_(p, std=1e-6)
-    elif isinstance(owner, nn.Conv2d):
-        nn.init.trunc_normal_(p, std=math.sqrt(1.0 / p[0].numel()))  # lecun-normal-like, over C*kh*kw
-    elif attr == "latent":  # the MAP head's query
-        nn.init.trunc_normal_(p, std=p.shape[-1] ** -0.5)
-    else:  # Linear weights, pos_embed
-        nn.init.trunc_normal_(p, std=0.02)
-
-
 def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) -> None:
-    """Materialise parameters the checkpoint did not provide (still on the meta device) and initialise them."""
+    """Materialise parameters the checkpoint did not provide (still on the meta device) and initialise them
+    with the model's own initialisation (``VisionTransformer.init_parameters``)."""
     for name in names:
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         old = getattr(owner, attr)
-        fresh = nn.Parameter(torch.empty(old.shape, dtype=dtype), requires_grad=old.requires_grad)
-        with torch.no_grad():
-            _initialise(owner, attr, fresh, model.config.init_values or 1.0)
-        setattr(owner, attr, fresh)
+        setattr(owner, attr, nn.Parameter(torch.empty(old.shape, dtype=dtype), requires_grad=old.requires_grad))
+    model.init_parameters(names)
 
 
 def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: list[str],
