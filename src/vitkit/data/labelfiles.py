@@ -164,7 +164,7 @@ def _read_rows(path: Path) -> tuple[bool | None, list[Row]]:
     return _jsonl_rows(path, text) if jsonl else _csv_rows(path, text)
 
 
-def _sorted_classes(names: set[str]) -> list[str]:
+def sort_class_names(names: set[str]) -> list[str]:
     """Sorted names; numerically when all are integers (so '10' follows '9')."""
     if names and all(re.fullmatch(r"-?\d+", n) for n in names):
         return sorted(names, key=int)
@@ -203,7 +203,7 @@ def read_label_file(path: str | os.PathLike, *, classes: Sequence[str] | None = 
         raise _fail(file, None, f"none of its {len(rows)} images exist (first missing: "
                     f"{skipped[0] if skipped else 'the file lists none'})",
                     "Paths are relative to the label file's folder; check them")
-    names = list(classes) if classes is not None else _sorted_classes({n for (_, _, ns), _ in found for n in ns})
+    names = list(classes) if classes is not None else sort_class_names({n for (_, _, ns), _ in found for n in ns})
     index = {n: i for i, n in enumerate(names)}
     for (line, _, ns), _ in found:
         unknown = [n for n in ns if n not in index]
