@@ -26,10 +26,17 @@ from vitkit.lora import (
 TOL = 1e-5
 NAME = "test_lora_tiny"
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
-vitkit.register(vitkit.ModelEntry(name=NAME, config=TINY,
-                                  pretrained_cfg=vitkit.PretrainedCfg(input_size=(3, 32, 32), num_classes=5,
-                                                                      label_names=None)))
 ALL = ("qkv", "proj", "fc1", "fc2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """A tiny registry entry for this module only (registered at import, it would join other modules'
+    parametrisations over list_models())."""
+    vitkit.register(vitkit.ModelEntry(name=NAME, config=TINY, pretrained_cfg=vitkit.PretrainedCfg(
+        input_size=(3, 32, 32), num_classes=5, label_names=None)))
+    yield
+    vitkit.registry._REGISTRY.pop(NAME)  # no public unregister
 
 
 def _images(n: int = 3) -> torch.Tensor:

@@ -15,10 +15,17 @@ from vitkit.errors import VitkitError
 from vitkit.predict import format_predictions, predict
 
 NAME = "test_multilabel_tiny"
-vitkit.register(vitkit.ModelEntry(
-    name=NAME, config=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=4),
-    pretrained_cfg=vitkit.PretrainedCfg(input_size=(3, 32, 32), num_classes=4, label_names=None)))
 BIAS = torch.tensor([2.0, -2.0, 0.5, -0.1])  # sigmoid: 0.881, 0.119, 0.622, 0.475, whatever the image
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """A tiny registry entry for this module only (see test_lora.py)."""
+    vitkit.register(vitkit.ModelEntry(
+        name=NAME, config=dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=4),
+        pretrained_cfg=vitkit.PretrainedCfg(input_size=(3, 32, 32), num_classes=4, label_names=None)))
+    yield
+    vitkit.registry._REGISTRY.pop(NAME)  # no public unregister
 
 
 def _model(multi_label: bool = True) -> vitkit.VisionTransformer:
