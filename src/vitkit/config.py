@@ -210,6 +210,7 @@ class PretrainedCfg:
     interpolation: str = "bicubic"
     num_classes: int = 1000
     label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
+    multi_label: bool = False  # independent sigmoid scores per class (predict thresholds them), not a softmax
     hf_hub_id: str | None = None
     timm_name: str | None = None
 

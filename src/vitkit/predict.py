@@ -29,13 +29,19 @@ class Prediction:
 
 @dataclass
 class ImagePredictions:
-    """The top-k classes of one image, most probable first."""
+    """The top-k classes of one image, most probable first; for a multi-label model also every class
+    whose sigmoid score is above the threshold (``labels``, highest first; None for a softmax model)."""
 
     source: str
     top_k: list[Prediction] = field(default_factory=list)
+    labels: list[Prediction] | None = None
+    threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.source, "predictions": [asdict(p) for p in self.top_k]}
+        out: dict[str, Any] = {"image": self.source, "predictions": [asdict(p) for p in self.top_k]}
+        if self.labels is not None:
+            out.update(labels=[asdict(p) for p in self.labels], threshold=self.threshold)
+        return out
 
 
 def _describe(image: ImageInput, i: int) -> str:
@@ -49,6 +55,7 @@ def predict(
     *,
     weights: Any = None,
     top_k: int = 5,
+    threshold: float = 0.5,
     labels: str | os.PathLike | list[str] | None = None,
     processor: ImageProcessor | None = None,
     batch_size: int = 32,
@@ -56,6 +63,8 @@ def predict(
 ) -> list[ImagePredictions]:
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
+    A multi-label model (``pretrained_cfg.multi_label``) scores each class with a sigmoid instead, and
+    each result also lists every class scoring above ``threshold``.
     ``model``: a registry name (with optional ``weights`` source), a saved model folder or checkpoint,
     or a model object (run where it is unless ``device`` is given, and handed back in the mode and on the
     device it had). ``labels``: class names (a built-in set, a file or a list); by default the model's.
@@ -68,10 +77,11 @@ def predict(
         raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive number of images.")
     net = resolve_model(model, weights=weights, device=device)
     with inference(net, device):
-        return _predict(images, net, top_k=top_k, labels=labels, processor=processor, batch_size=batch_size)
+        return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels, processor=processor,
+                        batch_size=batch_size)
 
 
-def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int,
+def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, threshold: float,
              labels: str | os.PathLike | list[str] | None, processor: ImageProcessor | None,
              batch_size: int) -> list[ImagePredictions]:
     device = model_device(net)
@@ -80,6 +90,9 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int,
         raise ConfigError(f"Model {getattr(net, 'model_name', type(net).__name__)!r} has no classification head "
                           f"(num_classes=0), so there is nothing to predict. Use `vitkit features` for its "
                           f"embeddings, or load weights that include a classifier.")
+    multi_label = bool(getattr(getattr(net, "pretrained_cfg", None), "multi_label", False))
+    if multi_label and not 0.0 <= threshold < 1.0:
+        raise ConfigError(f"threshold={threshold} is not allowed: expected a sigmoid score in [0, 1), e.g. 0.5.")
     names = labels_for_model(net, labels)
     processor = processor or ImageProcessor.from_model(net)
     k = min(top_k, num_classes)
@@ -89,12 +102,23 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int,
         batch = images[start:start + batch_size]
         x = processor(batch).to(device)  # (B, C, H, W)
         # eval mode: a distilled model returns the mean of its two heads' logits
-        probs = net(x).float().softmax(dim=-1)  # (B, num_classes)
+        logits = net(x).float()
+        probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
         values, indices = probs.topk(k, dim=-1)  # (B, k)
         for j, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
             top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
-            results.append(ImagePredictions(source=_describe(batch[j], start + j), top_k=top))
+            result = ImagePredictions(source=_describe(batch[j], start + j), top_k=top)
+            if multi_label:
+                result.labels, result.threshold = _above(probs[j], threshold, names), threshold
+            results.append(result)
     return results
+
+
+def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list[Prediction]:
+    """The classes of one image's sigmoid scores (num_classes,) above ``threshold``, highest first."""
+    picked = (scores > threshold).nonzero().flatten().tolist()
+    return sorted((Prediction(index=i, label=names[i], probability=float(scores[i])) for i in picked),
+                  key=lambda p: -p.probability)
 
 
 def format_predictions(results: list[ImagePredictions]) -> str:
@@ -102,5 +126,8 @@ def format_predictions(results: list[ImagePredictions]) -> str:
     lines = []
     for r in results:
         lines.append(r.source)
+        if r.labels is not None:
+            found = ", ".join(f"{p.label} ({p.probability:.2%})" for p in r.labels) or "none"
+            lines.append(f"  labels above {r.threshold:g}: {found}")
         lines.extend(f"  {p.probability:7.2%}  {p.label} ({p.index})" for p in r.top_k)
     return "\n".join(lines)

@@ -28,8 +28,8 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, labels=args.labels,
-                      batch_size=args.batch_size, device=args.device)
+    results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, threshold=args.threshold,
+                      labels=args.labels, batch_size=args.batch_size, device=args.device)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -81,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _add_model(p)
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="multi-label models: list the classes whose sigmoid score is above this (default 0.5)")
     p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -104,6 +104,7 @@ REFUSED = {"DeiTForImageClassification": "its classifier reads the class token o
 # Pillow's integer resample codes (as preprocessor configs store them) of the filters written and read
 RESAMPLE = {code: name for code, name in PIL_CODES.items() if name in ("nearest", "bilinear", "bicubic")}
 RESAMPLE_CODES = {name: code for code, name in RESAMPLE.items()}
+MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a sigmoid (multi-label) classifier
 
 
 # ---------------------------------------------------------------------- reading
@@ -131,9 +132,10 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
 
 def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
     pp = ckpt.extra.get("preprocessor_config.json")
+    multi_label = (ckpt.config or {}).get("problem_type") == MULTI_LABEL
     if not pp:
-        return None
-    out: dict[str, Any] = {}
+        return {"multi_label": True} if multi_label else None
+    out: dict[str, Any] = {"multi_label": True} if multi_label else {}
     if "image_mean" in pp and "image_std" in pp:
         out.update(mean=pp["image_mean"], std=pp["image_std"])
     if pp.get("resample") in RESAMPLE:
@@ -221,7 +223,10 @@ def write(model: VisionTransformer, path: Path) -> Path:
         raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
                               "Save with format='vitkit' or 'timm' instead.")
     write_safetensors(out.tensors, path / "model.safetensors")
-    write_json(hf_config_json(model.config, arch), path / "config.json")
+    config = hf_config_json(model.config, arch)
+    if getattr(getattr(model, "pretrained_cfg", None), "multi_label", False):
+        config["problem_type"] = MULTI_LABEL
+    write_json(config, path / "config.json")
     preprocessor = preprocessor_json(model)
     if preprocessor is not None:
         write_json(preprocessor, path / "preprocessor_config.json")

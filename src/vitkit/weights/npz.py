@@ -5,6 +5,7 @@ second norm _2, MLP _3; big_vision: _0, _1, _0), in where the position embedding
 ``Transformer/posembed_input/pos_embedding``, covering the class token; big_vision: ``pos_embedding``,
 patches only), and big_vision may stack all blocks in one ``encoderblock`` with a leading layer axis
 ("scanned"). Kernels are (in, out); attention kernels keep heads apart: (D, heads, head_dim).
+An .npz holds arrays only: preprocessing, class names and whether a head is multi-label are not kept.
 """
 
 from __future__ import annotations

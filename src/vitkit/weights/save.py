@@ -27,7 +27,8 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
     - ``'timm'``: a timm state dict as .safetensors (a file, or a folder with timm's config.json);
     - ``'hf'``: a transformers folder (ViTModel, ViTForImageClassification, DeiT..WithTeacher or
       SiglipVisionModel, as the architecture requires);
-    - ``'npz'``: Google's .npz naming, as timm's and big_vision's loaders read it.
+    - ``'npz'``: Google's .npz naming, as timm's and big_vision's loaders read it (weights only: no
+      preprocessing, class names or multi-label flag).
 
     Returns the path written. A model the format cannot express fails with a CheckpointError that says why.
     """

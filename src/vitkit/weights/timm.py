@@ -29,6 +29,9 @@ TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool",
              "mlp_ratio", "qkv_bias", "qk_norm", "proj_bias", "init_values", "class_token", "no_embed_class",
              "reg_tokens", "pre_norm", "final_norm", "fc_norm")
 PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes")
+# vitkit's multi-label flag rides at the top level of config.json: timm ignores unknown top-level keys, but
+# builds its PretrainedCfg(**pretrained_cfg) and fails on an unknown key inside pretrained_cfg
+MULTI_LABEL_KEY = "multi_label"
 
 
 def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
@@ -47,6 +50,8 @@ def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
     if not isinstance(pcfg, dict):
         return None
     out = {k: pcfg[k] for k in PCFG_KEYS if k in pcfg}
+    if (ckpt.config or {}).get(MULTI_LABEL_KEY) is True:
+        out["multi_label"] = True
     if "architecture" in (ckpt.config or {}):
         out["timm_name"] = ckpt.config["architecture"]  # type: ignore[index]
     return out
@@ -58,9 +63,12 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
     args = {k: getattr(c, k) for k in TIMM_ARGS}
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
     pcfg = getattr(model, "pretrained_cfg", None)
-    return {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
-            "num_features": c.num_features, "model_args": args,
-            "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
+    out = {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
+           "num_features": c.num_features, "model_args": args,
+           "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
+    if getattr(pcfg, "multi_label", False):
+        out[MULTI_LABEL_KEY] = True
+    return out
 
 
 def write(model: VisionTransformer, path: Path) -> Path:

@@ -1,0 +1,228 @@
+"""Hugging Face ``datasets`` saved on disk (``save_to_disk``), read with ``datasets.load_from_disk``.
+
+The Arrow files are memory-mapped and rows are read on demand: images are decoded one at a time when
+the training loop asks for them, never copied. The image column is the one of ``Image`` type (or
+named), the label column the one of ``ClassLabel`` type, ``Sequence``/``List`` of ``ClassLabel``
+(multi-label), or named ``label``/``labels``; ClassLabel names become the class names, other label
+values are sorted. A ``DatasetDict`` gives its ``train`` split and, when present, its validation split
+(``validation``, ``val`` or ``valid``); otherwise a seeded fraction is held out.
+
+``datasets`` is optional: ``pip install datasets``.
+
+Intended ``vitkit train`` flags: ``--hf-dataset DIR`` (instead of a folder), ``--image-column NAME``,
+``--label-column NAME``, ``--hf-split NAME`` (default: train), and ``--val-fraction`` when there is no
+validation split. The loop calls ``load_hf_splits(...)`` -> ``DataSplits`` and, when
+``is_multi_label(splits)`` (``vitkit.data.labelfiles``), ``collate_multilabel``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, stratified_split
+from .images import to_mode
+from .labelfiles import MultiLabelImages, sort_class_names
+
+logger = logging.getLogger(__name__)
+
+LABEL_NAMES = ("label", "labels")
+TRAIN_SPLIT = "train"
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("Reading a Hugging Face dataset needs the 'datasets' package: pip install datasets") from None
+    return datasets
+
+
+def _decode(value: Any) -> Image.Image:
+    """An RGB image from what the image column holds: a decoded PIL image, a path, or {'bytes', 'path'}."""
+    import io
+
+    if isinstance(value, Image.Image):
+        return to_mode(value, "RGB")
+    if isinstance(value, dict) and value.get("bytes"):
+        return to_mode(Image.open(io.BytesIO(value["bytes"])), "RGB")
+    if isinstance(value, dict) and value.get("path"):
+        value = value["path"]
+    if isinstance(value, str):
+        from .images import load_image
+
+        return load_image(value)
+    raise ValueError(f"not an image: {type(value).__name__}")
+
+
+class HFImages(LabelledImages):
+    """``LabelledImages`` over rows of a ``datasets.Dataset``: ``items`` are row numbers, images are read
+    and decoded by ``load`` only (the Arrow data stays memory-mapped)."""
+
+    def __init__(self, dataset: Any, image_column: str, rows: list[int], labels: list[Any]) -> None:
+        super().__init__(list(rows), labels)
+        self.dataset = dataset.select_columns([image_column])  # reading a row decodes no other column
+        self.image_column = image_column
+
+    def load(self, index: int) -> Image.Image | None:
+        row = int(self.items[index])  # type: ignore[arg-type]
+        try:
+            return _decode(self.dataset[row][self.image_column])
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is a skipped image, as for files
+            logger.warning("skipping an unreadable image (row %d of %s): %s", row, self.image_column, exc)
+            return None
+
+    def subset(self, indices: Sequence[int]) -> HFImages:
+        out = type(self).__new__(type(self))  # keeps MultiLabelHFImages multi-label
+        LabelledImages.__init__(out, [self.items[i] for i in indices], [self.labels[i] for i in indices])
+        out.dataset, out.image_column = self.dataset, self.image_column
+        return out
+
+
+class MultiLabelHFImages(HFImages, MultiLabelImages):
+    """``HFImages`` with multi-hot float targets (K,)."""
+
+
+@dataclass
+class HFSource:
+    """One split of a saved dataset: its images and labels, the class names, and the columns used."""
+
+    images: HFImages
+    classes: list[str]
+    multi_label: bool
+    source: str
+    image_column: str
+    label_column: str
+    skipped: list[str] = field(default_factory=list)  # rows without a label
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "images": len(self.images), "classes": len(self.classes),
+                "kind": "multi-label" if self.multi_label else "single-label", "image_column": self.image_column,
+                "label_column": self.label_column, "skipped": len(self.skipped)}
+
+
+def _column(features: dict[str, Any], name: str | None, kind: str, fits: Any, where: str) -> str:
+    """The named column (checked), or the one column that ``fits``, or a clear error listing the columns."""
+    if name is not None:
+        if name not in features:
+            raise DataError(f"{where} has no column {name!r}; its columns: {', '.join(features)}. "
+                            f"Pass --{kind}-column with one of them.")
+        return name
+    found = [c for c, f in features.items() if fits(c, f)]
+    if len(found) != 1:
+        what = "none" if not found else f"several ({', '.join(found)})"
+        raise DataError(f"{where}: cannot tell its {kind} column ({what} found among {', '.join(features)}). "
+                        f"Name it with {kind}_column= (--{kind}-column).")
+    return found[0]
+
+
+def _class_label(feature: Any, ds: Any) -> tuple[Any, bool]:
+    """(the ClassLabel feature or None, multi-label?) of a label column's feature type."""
+    inner = getattr(feature, "feature", None)  # Sequence(...) / List(...)
+    if inner is not None:
+        return (inner if isinstance(inner, ds.ClassLabel) else None), True
+    return (feature if isinstance(feature, ds.ClassLabel) else None), False
+
+
+def _encode(values: list[Any], multi: bool, classes: Sequence[str] | None, where: str) -> tuple[list[str], list[Any]]:
+    """(class names, values as class indices) of a label column that is not a ClassLabel: the names are
+    ``classes`` when given (another split's), else the sorted values found."""
+    seen = {str(v) for value in values if value is not None for v in (value if multi else [value])}
+    names = list(classes) if classes is not None else sort_class_names(seen)
+    unknown = sorted(seen - set(names))
+    if unknown:
+        raise DataError(f"{where}: label {unknown[0]!r} is not one of the classes ({', '.join(names[:8])}). "
+                        f"Give every split the same label values.")
+    index = {n: i for i, n in enumerate(names)}
+    return names, [None if v is None else ([index[str(x)] for x in v] if multi else index[str(v)]) for v in values]
+
+
+def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tuple[list[int], list[Any]]:
+    """(kept row numbers, labels: ints, or multi-hot float tensors) from class indices per row."""
+    rows = [i for i, v in enumerate(values) if v is not None and (multi or v >= 0)]  # -1: ClassLabel's "no label"
+    if not rows:
+        raise DataError(f"{where}: no row has a label. Name the label column with --label-column.")
+    if not multi:
+        return rows, [int(values[i]) for i in rows]
+    targets = []
+    for i in rows:
+        t = torch.zeros(len(names))
+        t[[int(x) for x in values[i]]] = 1.0
+        targets.append(t)
+    return rows, targets
+
+
+def _source(dataset: Any, where: str, image_column: str | None, label_column: str | None,
+            classes: Sequence[str] | None = None) -> HFSource:
+    ds = _datasets()
+    features = dict(dataset.features)
+    image_col = _column(features, image_column, "image", lambda c, f: isinstance(f, ds.Image), where)
+    label_col = _column(features, label_column, "label",
+                        lambda c, f: _class_label(f, ds)[0] is not None or c in LABEL_NAMES, where)
+    class_label, multi = _class_label(features[label_col], ds)
+    values = list(dataset[label_col])  # reads the label column only
+    if class_label is not None:
+        names = list(class_label.names)
+    else:
+        names, values = _encode(values, multi, classes, where)
+    rows, labels = _targets(values, multi, names, where)
+    skipped = [f"row {i}: no label" for i in sorted(set(range(len(dataset))) - set(rows))]
+    cls = MultiLabelHFImages if multi else HFImages
+    return HFSource(cls(dataset, image_col, rows, labels), names, multi, where, image_col, label_col, skipped)
+
+
+def _load(path: str | os.PathLike) -> Any:
+    ds = _datasets()
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"Hugging Face dataset folder {str(folder)!r} does not exist. Give the folder that "
+                        f"datasets' save_to_disk wrote.")
+    try:
+        return ds.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{str(folder)!r} is not a dataset saved with save_to_disk ({exc}).") from None
+
+
+def read_hf_dataset(path: str | os.PathLike, *, split: str | None = None, image_column: str | None = None,
+                    label_column: str | None = None, classes: Sequence[str] | None = None) -> HFSource:
+    """One split of a saved dataset (``split``: a DatasetDict's split, default 'train'; ignored for a Dataset).
+    ``classes`` orders plain (non-ClassLabel) label values; ClassLabel names are used as they are."""
+    data = _load(path)
+    where = os.fspath(path)
+    if hasattr(data, "keys"):  # a DatasetDict
+        split = split or TRAIN_SPLIT
+        if split not in data:
+            raise DataError(f"{where} has no split {split!r}; its splits: {', '.join(data)}. Choose one.")
+        data, where = data[split], f"{where}[{split}]"
+    return _source(data, where, image_column, label_column, classes)
+
+
+def load_hf_splits(path: str | os.PathLike, *, split: str | None = None, val_split: str | None = None,
+                   image_column: str | None = None, label_column: str | None = None, val_fraction: float = 0.2,
+                   seed: int = 0) -> DataSplits:
+    """Training and validation splits of a saved dataset: the DatasetDict's validation split when it has one
+    (or ``val_split``), else a seeded ``val_fraction`` of the training rows (stratified when single-label)."""
+    data = _load(path)
+    if val_split is None and hasattr(data, "keys"):
+        val_split = next((n for n in VAL_DIR_NAMES if n in data), None)
+    train = read_hf_dataset(path, split=split, image_column=image_column, label_column=label_column)
+    logger.info("hf dataset: %s", train.describe())
+    if val_split is not None:
+        val = read_hf_dataset(path, split=val_split, image_column=train.image_column, label_column=train.label_column,
+                              classes=train.classes)
+        if val.classes != train.classes:
+            raise DataError(f"{val.source} has classes {val.classes[:5]}... but {train.source} has "
+                            f"{train.classes[:5]}...; give both splits the same ClassLabel names.")
+        return DataSplits(train.images, val.images, train.classes, train.source, train.skipped + val.skipped)
+    groups = [0] * len(train.images) if train.multi_label else train.images.labels
+    train_idx, val_idx = stratified_split(groups, val_fraction, seed)
+    return DataSplits(train.images.subset(train_idx), train.images.subset(val_idx), train.classes, train.source,
+                      train.skipped)

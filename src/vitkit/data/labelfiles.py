@@ -1,0 +1,240 @@
+"""Labelled images listed in a label file (CSV or JSONL), single-label or multi-label.
+
+CSV: a header with ``path`` and either ``label`` (one class per image) or ``labels`` (any number,
+separated by ``;`` or ``|``, possibly none). JSONL: one object per line, ``{"path": ..., "label": ...}``
+or ``{"path": ..., "labels": [...]}``. Relative paths are resolved against the label file's folder
+(absolute paths are kept, so images may live anywhere). Files that do not exist are skipped and
+counted; unreadable images are skipped later, when loaded, as for image folders.
+
+Single-label files give ``LabelledImages`` (integer labels), exactly as ``datasets.load_folder``
+does; multi-label files give ``MultiLabelImages``, whose labels are multi-hot float tensors (K,), which
+``collate_multilabel`` stacks to (B, K). The class list is sorted (numerically when every name is an
+integer) unless given.
+
+Intended ``vitkit train`` flags: ``--labels FILE`` (instead of a folder; ``--val-labels FILE`` for a
+separate validation list, else ``--val-fraction`` splits it), ``--multi-label`` (forces multi-label for
+a ``label`` column), ``--classes FILE`` (a fixed class order). The loop calls
+``load_label_splits(...)`` -> ``DataSplits`` and, when ``is_multi_label(splits)``, uses
+``collate_multilabel`` and a multi-label loss from ``vitkit.multilabel``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+from .datasets import DataSplits, LabelledImages, stratified_split
+
+logger = logging.getLogger(__name__)
+
+LABEL_SEPARATORS = re.compile(r"[;|]")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+Row = tuple[int, str, list[str]]  # (line number, path as written, class names)
+
+
+@dataclass
+class MultiLabelImages(LabelledImages):
+    """Images with multi-hot float targets (K,) instead of integer labels."""
+
+    labels: list[torch.Tensor]  # type: ignore[assignment]
+
+    def subset(self, indices: Sequence[int]) -> MultiLabelImages:
+        return MultiLabelImages([self.items[i] for i in indices], [self.labels[i] for i in indices])
+
+
+def is_multi_label(splits: DataSplits) -> bool:
+    """Whether a data source's targets are multi-hot (use a multi-label loss and ``collate_multilabel``)."""
+    return isinstance(splits.train, MultiLabelImages)
+
+
+def collate_multilabel(batch: list[tuple[torch.Tensor, torch.Tensor, int] | None],
+                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``collate_skipping`` for multi-hot targets: (images (B, C, H, W), targets (B, K), unreadable count)."""
+    good = [b for b in batch if b is not None]
+    skipped = len(batch) - len(good) + sum(b[2] for b in good)
+    if not good:
+        return torch.empty(0), torch.empty(0), skipped
+    return torch.stack([b[0] for b in good]), torch.stack([b[1] for b in good]).float(), skipped
+
+
+@dataclass
+class LabelFile:
+    """What a label file held: the images found, the classes, and what was skipped (with why)."""
+
+    images: LabelledImages
+    classes: list[str]
+    multi_label: bool
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        labels = self.images.labels
+        per_image = (sum(float(t.sum()) for t in labels) / len(labels)) if self.multi_label and labels else 1.0
+        return {"source": self.source, "images": len(self.images), "classes": len(self.classes),
+                "kind": "multi-label" if self.multi_label else "single-label",
+                "labels_per_image": round(per_image, 3), "skipped": len(self.skipped)}
+
+
+def _fail(path: Path, line: int | None, what: str, fix: str) -> DataError:
+    where = f"{str(path)!r}" + (f", line {line}" if line is not None else "")
+    return DataError(f"Label file {where}: {what}. {fix}")
+
+
+def _names(value: Any, multi: bool, path: Path, line: int) -> list[str]:
+    """Class names of one entry: a string (split on ; or |, so a single label holding one is refused as
+    ambiguous), a number, or a JSON list."""
+    if isinstance(value, list):
+        if not multi:
+            raise _fail(path, line, "'label' holds a list", "Use the key 'labels' for several classes per image")
+        items = value
+    elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        items = LABEL_SEPARATORS.split(value) if isinstance(value, str) else [value]
+    else:
+        raise _fail(path, line, f"the label {value!r} is not a class name", "Give names as text (or integers)")
+    names = [str(v).strip() for v in items if str(v).strip()]
+    if not multi and len(names) != 1:
+        raise _fail(path, line, f"expected exactly one label, found {value!r}",
+                    "Give one class name per image (or a 'labels' column for multi-label data)")
+    return names
+
+
+def _csv_rows(path: Path, text: str) -> tuple[bool, list[Row]]:
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    label_cols = [c for c in ("label", "labels") if c in header]
+    if "path" not in header or len(label_cols) != 1:
+        raise _fail(path, 1, f"the header is {','.join(header) or '(empty)'}",
+                    "Start the CSV with the header 'path,label' (one class per image) or 'path,labels' (classes "
+                    "separated by ';' or '|')")
+    col = label_cols[0]
+    multi = col == "labels"
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank line
+        image = (row.get("path") or "").strip()
+        if not image:
+            raise _fail(path, line, "the path is empty", "Give every row an image path")
+        rows.append((line, image, _names(row.get(col) or "", multi, path, line)))
+    return multi, rows
+
+
+def _jsonl_rows(path: Path, text: str) -> tuple[bool | None, list[Row]]:
+    kinds: set[bool] = set()
+    rows = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise _fail(path, line, f"not valid JSON ({exc.msg})", "Write one JSON object per line") from None
+        keys = [k for k in ("label", "labels") if isinstance(obj, dict) and k in obj]
+        if not isinstance(obj, dict) or not isinstance(obj.get("path"), str) or len(keys) != 1:
+            raise _fail(path, line, f"expected {{\"path\": ..., \"label\": ...}} or {{\"path\": ..., \"labels\": "
+                        f"[...]}}, found {raw.strip()[:80]}", "Fix or remove the line")
+        multi = keys[0] == "labels"
+        kinds.add(multi)
+        rows.append((line, obj["path"], _names(obj[keys[0]], multi, path, line)))
+    if len(kinds) > 1:
+        raise _fail(path, None, "some lines use 'label' and others 'labels'", "Use one key throughout the file")
+    return (kinds.pop() if kinds else None), rows
+
+
+def _read_rows(path: Path) -> tuple[bool | None, list[Row]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise _fail(path, None, "no such file", "Check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, None, f"cannot be read ({exc})", "Give a UTF-8 CSV or JSONL file") from None
+    jsonl = path.suffix.lower() in JSONL_SUFFIXES or (path.suffix.lower() != ".csv" and text.lstrip().startswith("{"))
+    return _jsonl_rows(path, text) if jsonl else _csv_rows(path, text)
+
+
+def sort_class_names(names: set[str]) -> list[str]:
+    """Sorted names; numerically when all are integers (so '10' follows '9')."""
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _resolve(rows: list[Row], folder: Path) -> Iterator[tuple[Row, Path]]:
+    for row in rows:
+        p = Path(row[1]).expanduser()
+        yield row, (p if p.is_absolute() else folder / p)
+
+
+def read_label_file(path: str | os.PathLike, *, classes: Sequence[str] | None = None,
+                    multi_label: bool | None = None) -> LabelFile:
+    """The images a label file lists, with their labels.
+
+    ``classes`` fixes the class order (a label outside it is an error); by default the sorted names
+    found. ``multi_label``: None decides from the file (``labels`` -> multi-label); True reads a
+    ``label`` column as one-element label sets; False refuses entries with other than one label.
+    """
+    file = Path(path).expanduser()
+    multi, rows = _read_rows(file)
+    multi = bool(multi) if multi_label is None else multi_label
+    if multi_label is False and any(len(names) != 1 for _, _, names in rows):
+        bad = next(line for line, _, names in rows if len(names) != 1)
+        raise _fail(file, bad, "expected exactly one label (multi_label=False)", "Give one class per image")
+    found, skipped = [], []
+    for row, image in _resolve(rows, file.parent):
+        if image.is_file():
+            found.append((row, image))
+        else:
+            skipped.append(f"{image} (line {row[0]}): no such file")
+    if skipped:
+        logger.warning("%s: skipped %d missing image files (first: %s)", file, len(skipped), skipped[0])
+    if not found:
+        raise _fail(file, None, f"none of its {len(rows)} images exist (first missing: "
+                    f"{skipped[0] if skipped else 'the file lists none'})",
+                    "Paths are relative to the label file's folder; check them")
+    names = list(classes) if classes is not None else sort_class_names({n for (_, _, ns), _ in found for n in ns})
+    index = {n: i for i, n in enumerate(names)}
+    for (line, _, ns), _ in found:
+        unknown = [n for n in ns if n not in index]
+        if unknown:
+            raise _fail(file, line, f"label {unknown[0]!r} is not one of the classes ({', '.join(names[:8])}"
+                        f"{', ...' if len(names) > 8 else ''})", "Fix the label or the class list")
+    items = [image for _, image in found]
+    if multi:
+        targets = []
+        for (_, _, ns), _ in found:
+            t = torch.zeros(len(names))
+            t[[index[n] for n in ns]] = 1.0
+            targets.append(t)
+        images: LabelledImages = MultiLabelImages(items, targets)
+    else:
+        images = LabelledImages(items, [index[ns[0]] for (_, _, ns), _ in found])
+    return LabelFile(images, names, multi, os.fspath(file), skipped)
+
+
+def load_label_splits(train: str | os.PathLike, val: str | os.PathLike | None = None, *, val_fraction: float = 0.2,
+                      seed: int = 0, classes: Sequence[str] | None = None,
+                      multi_label: bool | None = None) -> DataSplits:
+    """Training and validation splits from label files: ``val`` when given (same classes as ``train``),
+    else a seeded ``val_fraction`` of ``train`` (stratified by class for single-label data)."""
+    data = read_label_file(train, classes=classes, multi_label=multi_label)
+    logger.info("label file: %s", data.describe())
+    if val is not None:
+        held = read_label_file(val, classes=data.classes, multi_label=data.multi_label)
+        return DataSplits(data.images, held.images, data.classes, data.source, data.skipped + held.skipped)
+    # multi-label sets have no single class to stratify by: one group, a seeded random fraction
+    groups = [0] * len(data.images) if data.multi_label else data.images.labels
+    train_idx, val_idx = stratified_split(groups, val_fraction, seed)
+    return DataSplits(data.images.subset(train_idx), data.images.subset(val_idx), data.classes, data.source,
+                      data.skipped)
