@@ -66,11 +66,6 @@ def test_registry_entry_builds_on_meta_with_published_param_count(name):
     assert model.pretrained_cfg.input_size == (model.config.in_chans, *model.config.img_size)
 
 
-def test_published_counts_of_the_classics():
-    assert vitkit.get_entry("vit_base_patch16_224").num_params == 86_567_656
-    assert vitkit.get_entry("vit_large_patch16_224").num_params == 304_326_632
-
-
 def test_registry_counts_equal_timm_models(timm):
     for name in vitkit.list_models():
         entry = vitkit.get_entry(name)
