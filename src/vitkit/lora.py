@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ViTConfig
+from .config import ViTConfig, reject_unknown_fields
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write
 from .model import VisionTransformer
@@ -59,7 +59,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_FORMAT = "vitkit-lora"
 # ViTConfig fields that do not change the base weights' shapes or values (training-only or the head)
-_NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate", "extra")
+_NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate")
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,7 @@ class LoRAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoRAConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"Unknown LoRAConfig field(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+        reject_unknown_fields(cls, data, "LoRAConfig field(s)")
         return cls(**data)
 
 
