@@ -225,15 +225,20 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
     return result
 
 
-def quantize_onnx(src: Path, dst: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantization of ``src`` into ``dst``: int8 weights per output channel,
+def quantize_onnx(src: Path, dst: Path, *, per_channel: bool = True) -> None:
+    """ONNX Runtime's dynamic int8 quantization of ``src`` into ``dst``: int8 weights (per output channel),
     uint8 activations quantized per batch at run time, integer MatMuls (MatMulInteger / DynamicQuantizeMatMul)."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise VitkitError("int8 ONNX needs onnxruntime: pip install 'vitkit[onnx]'") from exc
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+    root = logging.getLogger()
+    hint = lambda record: "pre-processing before quantization" not in record.getMessage()  # noqa: E731
+    root.addFilter(hint)  # the quantizer logs this advice to the root logger on every call; the graph needs none
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+    finally:
+        root.removeFilter(hint)
 
 
 def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
