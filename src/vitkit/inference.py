@@ -109,6 +109,17 @@ def _check_device(device: str, precision: str, backend: str) -> None:
         raise ConfigError("precision='fp16' is for CUDA; on a CPU use 'fp32', 'int8' or (with native bf16) 'bf16'.")
 
 
+def plan_for(device: torch.device | str, precision: str = "fp32", backend: str = "auto") -> Plan:
+    """``choose_path`` for ``device`` on this machine (its CPU capability, GPU and installed runtimes)."""
+    device = torch.device(device)
+    cpu = CpuCapability.detect()
+    plan = choose_path(device.type, precision, backend, cpu=cpu, has_onnxruntime=onnxruntime_available(),
+                       cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if plan.precision == "bf16" and device.type == "cpu" and not cpu.native_bf16:
+        log.warning("bf16 on a CPU without native bf16 (%s) is emulated and far slower than fp32", cpu.describe())
+    return plan
+
+
 class InferenceRunner:
     """A model prepared for inference: ``runner(x)`` maps (B, 3, H, W) float images to the model's output."""
 
@@ -160,12 +171,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     (see ``choose_path``). The choice is in ``repr(runner)`` and the log. The caller's model is not changed.
     """
     device = next(model.parameters()).device
-    plan = choose_path(device.type, precision, backend, cpu=CpuCapability.detect() if device.type == "cpu" else None,
-                       has_onnxruntime=onnxruntime_available(),
-                       cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if plan.precision == "bf16" and device.type == "cpu" and not CpuCapability.detect().native_bf16:
-        log.warning("bf16 on a CPU without native bf16 (%s) is emulated and far slower than fp32",
-                    CpuCapability.detect().describe())
+    plan = plan_for(device, precision, backend)
     name = getattr(model, "model_name", None) or type(model).__name__
     module = None
     if plan.backend == "onnxruntime":
@@ -179,4 +185,4 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "CpuCapability", "InferenceRunner", "Plan", "choose_path",
-           "optimize_for_inference"]
+           "optimize_for_inference", "plan_for"]

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import VitkitError
+from .inference import optimize_for_inference
 from .labels import labels_for_model
 from .processor import ImageInput, ImageProcessor
 from .registry import load_model
@@ -70,11 +71,14 @@ def predict(
     processor: ImageProcessor | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
+    backend: str = "eager",
 ) -> list[ImagePredictions]:
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
     ``model``: a registry name (with optional ``weights`` source), a saved model folder or checkpoint,
     or a model object. ``labels``: class names (a built-in set, a file or a list); by default the model's.
+    ``precision``/``backend``: the inference path (see ``optimize_for_inference``; 'auto' picks the fastest).
     """
     if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
         images = [images]
@@ -90,13 +94,15 @@ def predict(
     names = labels_for_model(net, labels)
     processor = processor or ImageProcessor.from_model(net)
     k = min(top_k, num_classes)
+    # the model as it is for the default path; else an optimized copy (the caller's model is not changed)
+    run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(net, precision, backend)
     results: list[ImagePredictions] = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="predict", unit="batch", disable=len(starts) < 2):
         batch = images[start:start + batch_size]
         x = processor(batch).to(device)  # (B, C, H, W)
         # eval mode: a distilled model returns the mean of its two heads' logits
-        probs = net(x).float().softmax(dim=-1)  # (B, num_classes)
+        probs = run(x).float().softmax(dim=-1)  # (B, num_classes)
         values, indices = probs.topk(k, dim=-1)  # (B, k)
         for j, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
             top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
