@@ -31,7 +31,7 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tenso
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
     return step
 
 
