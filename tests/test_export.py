@@ -1,25 +1,73 @@
-"""ONNX export: the file runs in ONNX Runtime with a dynamic batch and matches PyTorch."""
+"""Export: ONNX and torch.export files take any batch and input size and match eager fp32 PyTorch."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import pytest
 import torch
 
 import vitkit
 from vitkit.cli import main
-from vitkit.export import export_onnx, onnx_session
+from vitkit.errors import ConfigError, VitkitError
+from vitkit.export import example_input, export_model, export_onnx, export_program, export_torch, onnx_session
 
 
-def test_export_onnx_matches_pytorch_with_dynamic_batch(tmp_path):
-    model = vitkit.create_model("deit_tiny_distilled_patch16_224", depth=2, img_size=64).eval()
-    result = export_onnx(model, tmp_path / "m.onnx")
-    assert result.path.exists() and result.max_abs_diff is not None and result.max_abs_diff < 1e-4
-    x = torch.randn(5, 3, 64, 64)
-    got = onnx_session(result.path).run(None, {"pixel_values": x.numpy()})[0]
+@pytest.fixture(scope="module")
+def tiny224():
+    """A one-block ViT-Ti at 224 (the issue's sizes: exported at 224, run at 160x224 and 384x384)."""
+    torch.manual_seed(0)
+    return vitkit.create_model("vit_tiny_patch16_224", depth=1).eval()
+
+
+def _eager(model, x):
     with torch.no_grad():
-        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)
+        return model(x)
+
+
+def test_onnx_has_dynamic_batch_height_width(tiny224, tmp_path):
+    result = export_onnx(tiny224, tmp_path / "m.onnx")
+    assert set(result.checks) == {(224, 224), (160, 224), (384, 384)}
+    assert result.max_abs_diff <= 1e-4, result.checks
+    session = onnx_session(result.path)
+    for shape in [(3, 3, 160, 224), (1, 3, 384, 384), (2, 3, 224, 224)]:
+        x = torch.randn(shape)
+        got = session.run(None, {"pixel_values": x.numpy()})[0]
+        np.testing.assert_allclose(got, _eager(tiny224, x).numpy(), atol=1e-4, rtol=0)
+    dims = [d.dim_param or d.dim_value for d in onnx.load(result.path).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
     assert not list(tmp_path.glob("*.tmp"))
 
+
+def test_onnx_int8_uses_integer_matmuls_and_stays_close(tiny224, tmp_path):
+    result = export_onnx(tiny224, tmp_path / "q.onnx", precision="int8", verify=False)
+    ops = {n.op_type for n in onnx.load(result.path).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}, ops
+    assert "DynamicQuantizeLinear" in ops
+    x = torch.randn(2, 3, 160, 224)
+    got = torch.from_numpy(onnx_session(result.path).run(None, {"pixel_values": x.numpy()})[0])
+    want = _eager(tiny224, x)
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) >= 0.99
+
+
+def test_torch_export_program_has_dynamic_sizes(tiny224, tmp_path):
+    result = export_torch(tiny224, tmp_path / "m.pt2")
+    assert result.format == "torch-export" and result.max_abs_diff <= 1e-4, result.checks
+    loaded = torch.export.load(str(result.path)).module()
+    for shape in [(3, 3, 160, 224), (1, 3, 224, 224)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(loaded(x), _eager(tiny224, x), atol=1e-4, rtol=0)
+
+
+def test_torch_export_bf16_has_bf16_weights(tiny224):
+    program = export_program(tiny224, precision="bf16")
+    dtypes = {t.dtype for t in program.state_dict.values() if t.is_floating_point()}
+    assert dtypes == {torch.bfloat16}
+    x = torch.randn(1, 3, 160, 224)
+    got = program.module()(x)
+    assert got.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(got.flatten(), _eager(tiny224, x).flatten(), dim=0) >= 0.999
+    assert tiny224.pos_embed.dtype == torch.float32  # the caller's model is untouched
 
 
 def test_export_leaves_a_training_model_in_training_mode(tmp_path):
@@ -29,9 +77,48 @@ def test_export_leaves_a_training_model_in_training_mode(tmp_path):
         assert model.training, f"export with verify={verify} switched the model to eval mode"
 
 
+def test_example_input_follows_the_model_device_and_dtype():
+    """Issue 8: the export input was built on the CPU in fp32, so a GPU (or bf16) model failed to export."""
+    model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32)
+    assert example_input(model.to(torch.bfloat16), 2).dtype == torch.bfloat16
+    meta = example_input(model.to("meta"), 2)  # stands in for a CUDA model here: same code path, no GPU needed
+    assert meta.device.type == "meta" and meta.shape == (2, 3, 32, 32)
+
+
+def test_a_bf16_model_exports_and_keeps_its_dtype(tmp_path):
+    model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32).to(torch.bfloat16)
+    result = export_onnx(model, tmp_path / "m.onnx")
+    assert result.max_abs_diff <= 1e-4
+    assert model.pos_embed.dtype == torch.bfloat16
+
+
+class _BuggyViT(vitkit.VisionTransformer):
+    def forward(self, x):
+        raise RuntimeError("a bug inside forward")
+
+
+def test_export_bugs_propagate_user_errors_are_vitkit_errors(tmp_path):
+    """Issue 8: every exception became a VitkitError, hiding bugs; only user-caused ones are wrapped."""
+    buggy = _BuggyViT(vitkit.get_entry("vit_tiny_patch16_224").build_config().replace(depth=1, img_size=32))
+    with pytest.raises(RuntimeError, match="a bug inside forward") as info:
+        export_onnx(buggy, tmp_path / "b.onnx")
+    assert not isinstance(info.value, VitkitError)
+    model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VitkitError, match="Cannot write"):
+        export_onnx(model, tmp_path / "file" / "m.onnx", verify=False)  # the parent is a file
+    with pytest.raises(ConfigError, match="onnx precision"):
+        export_model(model, tmp_path / "m.onnx", precision="bf16")
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 def test_export_cli(tmp_path, capsys):
-    assert main(["export", "vit_tiny_patch16_224", "--img-size", "32", "--out", str(tmp_path / "t.onnx"),
-                 "--no-verify"]) == 0
+    assert main(["export", "vit_tiny_patch16_224", "--img-size", "32", "--out", str(tmp_path / "t.onnx")]) == 0
+    assert "48x48: max abs diff" in capsys.readouterr().out
     assert (tmp_path / "t.onnx").stat().st_size > 1000
+    assert main(["export", "vit_tiny_patch16_224", "--img-size", "32", "--out", str(tmp_path / "t.pt2"),
+                 "--precision", "bf16", "--no-verify"]) == 0
+    assert "torch-export, bf16" in capsys.readouterr().out
     assert main(["export", "vit_tiny_patch_16", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "Did you mean" in capsys.readouterr().err
+    assert main(["export", "vit_tiny_patch16_224", "--out", str(tmp_path / "x.onnx"), "--precision", "bf16"]) == 2

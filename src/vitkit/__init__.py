@@ -16,6 +16,7 @@ from .errors import (
 )
 from .export import export_onnx
 from .features import extract_features, load_features, merge_features
+from .inference import optimize_for_inference
 from .labels import load_labels
 from .model import VisionTransformer
 from .predict import predict
@@ -34,4 +35,5 @@ __all__ = [
     "ImageProcessor", "attention_rollout", "extract_features", "last_layer_attention", "list_images",
     "load_features", "load_image", "load_labels", "merge_features", "predict", "save_attention_map", "summarize",
     "TrainConfig", "TrainResult", "evaluate", "export_onnx", "load_model", "train",
+    "optimize_for_inference",
 ]

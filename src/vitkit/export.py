@@ -1,79 +1,301 @@
-"""Export a model to ONNX and check it against PyTorch with ONNX Runtime."""
+"""Export a model to ONNX (dynamic batch, height and width) or a torch.export ExportedProgram, and check it.
+
+Both paths take any batch size and any input size that is a multiple of the patch size: the position
+embeddings are resampled inside the exported graph. ``precision`` picks fp32, bf16 (bf16 weights and
+activations) or int8 (integer matrix multiplies: ONNX Runtime's dynamic quantizer for ONNX).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
+import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .errors import VitkitError
+from . import model as model_module
+from .errors import ConfigError, VitkitError
 from .fileio import atomic_write
-from .runtime import eval_mode
+from .posemb import RESAMPLE_STYLES
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+FORMATS = ("onnx", "torch-export")
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: what each format can hold (ONNX Runtime's CPU provider has no bf16 matrix multiply; torch.export
+#: cannot serialise torch's dynamically quantized Linear)
+FORMAT_PRECISIONS = {"onnx": ("fp32", "int8"), "torch-export": ("fp32", "bf16")}
 
 
 @dataclass
 class ExportResult:
     path: Path
     input_shape: tuple[int, ...]
-    max_abs_diff: float | None  # ONNX Runtime vs PyTorch on a random batch; None if not verified
+    max_abs_diff: float | None  # largest over ``checks``; None if not verified
+    format: str = "onnx"
+    precision: str = "fp32"
+    #: (height, width) -> max abs diff of the exported file against eager fp32 PyTorch at that size
+    checks: dict[tuple[int, int], float] = field(default_factory=dict)
 
 
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 1, opset: int = 18,
-                verify: bool = True) -> ExportResult:
-    """Write ``model`` (eval mode, fp32) to an ONNX file with a dynamic batch axis.
+def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "precision") -> str:
+    """``precision`` if it is one of ``allowed``, else a ConfigError that lists them."""
+    if precision not in allowed:
+        raise ConfigError(f"{what}={precision!r} is not supported: use one of {', '.join(allowed)}.")
+    return precision
 
-    The input is named ``pixel_values`` with the model's configured image size; the output ``logits``
-    (or pooled features for a headless model). With ``verify`` the file is run with ONNX Runtime on a
-    batch of ``batch_size + 1`` images (to exercise the dynamic axis) and the max difference returned.
-    The file is written to a temporary name and renamed, so a failed export leaves nothing behind.
-    """
-    path = Path(path)
+
+def example_input(model: nn.Module, batch_size: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A random batch for ``model`` on its device and in its dtype (a GPU or bf16 model gets a matching input)."""
+    param = next(model.parameters())
     cfg = model.config
-    shape = (batch_size, cfg.in_chans, *cfg.img_size)
+    return torch.randn(batch_size, cfg.in_chans, *(size or cfg.img_size), device=param.device, dtype=param.dtype)
 
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer notes about shape checks that are constant for one size
-            # The TorchScript exporter: the export-based one needs onnxscript, which vitkit does not require.
-            torch.onnx.export(model, (torch.randn(shape),), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["pixel_values"], output_names=["logits"],
-                              dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
 
+# ---------------------------------------------------------------------------------------------- precision
+class CastIO(nn.Module):
+    """Runs ``module`` (bf16 weights and activations) on a float input cast to ``dtype``; returns float32."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+        self.config = getattr(module, "config", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.dtype)).float()
+
+
+def convert_precision(model: nn.Module, precision: str) -> nn.Module:
+    """An eval-mode copy of ``model`` in ``precision``; the caller's model is left as it is.
+
+    fp32: a float32 copy. bf16: every weight and activation in bfloat16 (the matmul kernels accumulate in
+    fp32), input cast in, output cast back to float32; fp16 alike (for CUDA). int8: torch's dynamic
+    quantization of every ``nn.Linear`` (int8 weights per output channel, activations per batch; integer GEMMs).
+    """
+    check_precision(precision, (*PRECISIONS, "fp16"))
+    dup = copy.deepcopy(model).eval()
+    if precision == "fp32":
+        return dup.float()
+    if precision in HALF:
+        return CastIO(dup.to(HALF[precision]), HALF[precision]).eval()
+    if dup.pos_embed.device.type != "cpu":
+        raise ConfigError(f"precision='int8' runs on the CPU only (torch's quantized Linear); the model is on "
+                          f"{dup.pos_embed.device}. Move it to the CPU or use precision='bf16'.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice; the eager API still works
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(dup.float(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+# ---------------------------------------------------------------------------------------------- tracing
+def _resample_always(posemb: torch.Tensor, new_grid: tuple[int, int], *, num_prefix_tokens: int,
+                     old_grid: tuple[int, int] | None = None, style: str = "timm") -> torch.Tensor:
+    """``resample_posemb`` without its early return at the native grid (where the resize is an identity).
+
+    A tracer freezes that Python branch: exported at 224 the graph would skip the resize and fail at
+    160x224. Here the resize is always recorded, with the output size taken from the input's shape.
+    """
+    opts = RESAMPLE_STYLES[style]
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
+    dim = grid.shape[-1]
+    # (1, H*W, C) -> (1, C, H, W)
+    grid = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_grid, mode=str(opts["mode"]), align_corners=False,
+                         antialias=bool(opts["antialias"]))
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(posemb.dtype)  # (1, C, H', W') -> (1, H'*W', C)
+    return torch.cat([prefix, grid], dim=1)
+
+
+@contextlib.contextmanager
+def dynamic_size_tracing() -> Iterator[None]:
+    """Inside the block, models resample position embeddings at every size (for exporters; see above)."""
+    original = model_module.resample_posemb
+    model_module.resample_posemb = _resample_always
     try:
-        with eval_mode(model):
-            atomic_write(path, write)
-    except Exception as exc:
-        name = getattr(model, "model_name", "the model")
-        raise VitkitError(f"ONNX export of {name} to {path} failed: {exc}") from exc
-    diff = verify_onnx(model, path, batch_size=batch_size + 1) if verify else None
-    return ExportResult(path=path, input_shape=shape, max_abs_diff=diff)
+        yield
+    finally:
+        model_module.resample_posemb = original
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session for ``path`` (onnxruntime is an optional dependency)."""
+def _bicubic_aa_symbolic(g, x, output_size, *args):  # noqa: ANN001
+    """ONNX for torch's antialiased bicubic resize (timm's position-embedding resampling): a Resize with
+    PIL's cubic kernel (a = -0.5), out-of-image taps dropped and the weights renormalised, as torch does."""
+    from torch.onnx import symbolic_helper as sh
+
+    input_size = g.op("Shape", x)
+    batch_chans = sh._slice_helper(g, input_size, axes=[0], starts=[0], ends=[2])
+    sizes = g.op("Concat", batch_chans, g.op("Cast", output_size, to_i=7), axis_i=0)  # 7: INT64
+    empty = sh._optional_input_placeholder_tensor(g)
+    return g.op("Resize", x, empty, empty, sizes, mode_s="cubic", cubic_coeff_a_f=-0.5, exclude_outside_i=1,
+                antialias_i=1, coordinate_transformation_mode_s="half_pixel")
+
+
+def verify_sizes(model: nn.Module) -> list[tuple[int, int]]:
+    """The native size, a smaller non-square and a larger size, as patch multiples (224: 160x224, 384x384)."""
+    (h, w), (ph, pw) = model.config.img_size, model.config.patch_size
+    return [(h, w), (max(2 * ph, round(h * 5 / 7 / ph) * ph), w),
+            (round(h * 12 / 7 / ph) * ph, round(w * 12 / 7 / pw) * pw)]
+
+
+def _verify(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, batch_size: int) -> dict:
+    """Max abs difference of ``run`` against eager fp32 ``model`` at each of ``verify_sizes``."""
+    reference = convert_precision(model, "fp32").cpu()
+    checks = {}
+    for size in verify_sizes(model):
+        x = example_input(reference, batch_size, size)
+        with torch.no_grad():
+            checks[size] = float((run(x).float() - reference(x)).abs().max())
+        log.info("exported model vs eager fp32 at %s: max abs diff %.3g", tuple(x.shape), checks[size])
+    return checks
+
+
+def _write_guarded(path: Path, write: Callable[[Path], object], what: str) -> None:
+    """``atomic_write``, with the errors a user causes (an unwritable path, an op the exporter lacks) as
+    VitkitError; anything else is a bug and propagates as it is."""
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        raise VitkitError(f"Cannot write {what} to {path}: {exc.strerror or exc}. Choose a writable file path.") \
+            from exc
+    except torch.onnx.errors.OnnxExporterError as exc:  # incl. UnsupportedOperatorError
+        raise VitkitError(f"ONNX export to {path} failed: {exc}. Try --format torch-export.") from exc
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 1, opset: int = 18,
+                precision: str = "fp32", verify: bool = True) -> ExportResult:
+    """Write ``model`` (eval mode) to an ONNX file with dynamic batch, height and width axes.
+
+    The input is named ``pixel_values``, the output ``logits`` (pooled features for a headless model).
+    ``precision='int8'`` runs ONNX Runtime's dynamic quantizer (int8 weights per channel) on the graph.
+    With ``verify`` the file runs in ONNX Runtime at ``verify_sizes`` on ``batch_size + 1`` images and the
+    differences to eager fp32 PyTorch are returned. A failed export leaves nothing behind. The caller's
+    model is not changed (the export works on a float32 copy on the model's device).
+    """
+    check_precision(precision, FORMAT_PRECISIONS["onnx"], "ONNX precision")
+    path = Path(path)
+    work = convert_precision(model, "fp32")
+    x = example_input(work, batch_size)
+    torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", _bicubic_aa_symbolic, opset)
+
+    def write_fp32(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad(), dynamic_size_tracing():
+            warnings.simplefilter("ignore")  # tracer notes about Python-level shape checks
+            # The TorchScript exporter traces shape arithmetic dynamically and needs no onnxscript (which the
+            # export-based exporter requires and vitkit does not); the resize is registered above.
+            torch.onnx.export(work, (x,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["pixel_values"], output_names=["logits"],
+                              dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"},
+                                            "logits": {0: "batch"}})
+
+    def write_int8(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = Path(scratch) / "fp32.onnx"
+            write_fp32(fp32)
+            quantize_onnx(fp32, tmp)
+
+    _write_guarded(path, write_int8 if precision == "int8" else write_fp32, "the ONNX file")
+    result = ExportResult(path=path, input_shape=tuple(x.shape), max_abs_diff=None, precision=precision)
+    if verify:
+        session = onnx_session(path)
+        result.checks = _verify(lambda t: torch.from_numpy(session.run(None, {"pixel_values": t.numpy()})[0]),
+                                model, batch_size + 1)
+        result.max_abs_diff = max(result.checks.values())
+    return result
+
+
+def quantize_onnx(src: Path, dst: Path, *, per_channel: bool = True) -> None:
+    """ONNX Runtime's dynamic int8 quantization of ``src`` into ``dst``: int8 weights (per output channel),
+    uint8 activations quantized per batch at run time, integer MatMuls (MatMulInteger / DynamicQuantizeMatMul)."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise VitkitError("int8 ONNX needs onnxruntime: pip install 'vitkit[onnx]'") from exc
+    root = logging.getLogger()
+    hint = lambda record: "pre-processing before quantization" not in record.getMessage()  # noqa: E731
+    root.addFilter(hint)  # the quantizer logs this advice to the root logger on every call; the graph needs none
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+    finally:
+        root.removeFilter(hint)
+
+
+def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session for ``path`` with all graph optimisations (onnxruntime is optional)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise VitkitError("onnxruntime is not installed: pip install 'vitkit[onnx]'") from exc
     opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def verify_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 2) -> float:
-    """Max abs difference between ONNX Runtime and PyTorch outputs on a random batch."""
+    """Max abs difference between ONNX Runtime and eager fp32 PyTorch over ``verify_sizes``."""
+    session = onnx_session(path)
+    checks = _verify(lambda t: torch.from_numpy(session.run(None, {"pixel_values": t.numpy()})[0]), model, batch_size)
+    return max(checks.values())
+
+
+# ---------------------------------------------------------------------------------------------- torch.export
+def export_program(model: nn.Module, *, precision: str = "fp32", batch_size: int = 2) -> torch.export.ExportedProgram:
+    """A torch.export ExportedProgram of ``model`` with dynamic batch, height and width (multiples of the
+    patch size, at least two patches). The caller's model is not changed."""
+    check_precision(precision, FORMAT_PRECISIONS["torch-export"], "torch.export precision")
+    work = convert_precision(model, precision)
     cfg = model.config
-    x = torch.randn(batch_size, cfg.in_chans, *cfg.img_size)
-    with torch.no_grad(), eval_mode(model):
-        want = model(x)
-    got = onnx_session(path).run(None, {"pixel_values": x.numpy()})[0]
-    diff = float((torch.from_numpy(got) - want).abs().max())
-    log.info("ONNX Runtime vs PyTorch on %s: max abs diff %.3g", tuple(x.shape), diff)
-    return diff
+    x = example_input(model, batch_size).float()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # height and width are patch multiples: the model checks it, and torch.export needs it stated; at
+    # least 2 patches each way, as torch.export specialises a dimension of size 1
+    rows = torch.export.Dim("rows", min=2, max=1024)
+    cols = torch.export.Dim("cols", min=2, max=1024)
+    shapes = ({0: batch, 2: cfg.patch_size[0] * rows, 3: cfg.patch_size[1] * cols},)
+    with dynamic_size_tracing(), torch.no_grad():
+        return torch.export.export(work, (x,), dynamic_shapes=shapes)
+
+
+def export_torch(model: nn.Module, path: str | os.PathLike, *, precision: str = "fp32", verify: bool = True,
+                 batch_size: int = 1) -> ExportResult:
+    """Save ``export_program(model)`` to ``path`` (``torch.export.save``, a .pt2 archive) and check it."""
+    path = Path(path)
+    program = export_program(model, precision=precision, batch_size=batch_size + 1)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch.export.save warns on a path not ending in .pt2
+            torch.export.save(program, f)
+
+    _write_guarded(path, write, "the ExportedProgram")
+    x_shape = (batch_size, model.config.in_chans, *model.config.img_size)
+    result = ExportResult(path=path, input_shape=x_shape, max_abs_diff=None, format="torch-export",
+                          precision=precision)
+    if verify:
+        loaded = torch.export.load(str(path)).module()
+        device = next(loaded.parameters()).device
+        result.checks = _verify(lambda t: loaded(t.to(device)).cpu(), model, batch_size + 1)
+        result.max_abs_diff = max(result.checks.values())
+    return result
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | None = None,
+                 precision: str = "fp32", opset: int = 18, verify: bool = True) -> ExportResult:
+    """Export by ``format`` ('onnx' or 'torch-export'; None: from the suffix, .pt2 -> torch-export)."""
+    fmt = format or ("torch-export" if Path(path).suffix == ".pt2" else "onnx")
+    check_precision(fmt, FORMATS, "format")
+    check_precision(precision, FORMAT_PRECISIONS[fmt], f"{fmt} precision")
+    if fmt == "onnx":
+        return export_onnx(model, path, precision=precision, opset=opset, verify=verify)
+    return export_torch(model, path, precision=precision, verify=verify)

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
+from .inference import optimize_for_inference
 from .labels import labels_for_model
 from .processor import ImageInput, ImageProcessor
 from .runtime import ModelSpec, inference, model_device, resolve_model
@@ -60,6 +61,8 @@ def predict(
     processor: ImageProcessor | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
+    backend: str = "eager",
 ) -> list[ImagePredictions]:
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
@@ -68,6 +71,7 @@ def predict(
     ``model``: a registry name (with optional ``weights`` source), a saved model folder or checkpoint,
     or a model object (run where it is unless ``device`` is given, and handed back in the mode and on the
     device it had). ``labels``: class names (a built-in set, a file or a list); by default the model's.
+    ``precision``/``backend``: the inference path (see ``optimize_for_inference``; 'auto' picks the fastest).
     """
     if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
         images = [images]
@@ -78,12 +82,12 @@ def predict(
     net = resolve_model(model, weights=weights, device=device)
     with inference(net, device):
         return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels, processor=processor,
-                        batch_size=batch_size)
+                        batch_size=batch_size, precision=precision, backend=backend)
 
 
 def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, threshold: float,
              labels: str | os.PathLike | list[str] | None, processor: ImageProcessor | None,
-             batch_size: int) -> list[ImagePredictions]:
+             batch_size: int, precision: str, backend: str) -> list[ImagePredictions]:
     device = model_device(net)
     num_classes = int(getattr(net, "num_classes", 0))
     if num_classes < 1:
@@ -96,13 +100,15 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     names = labels_for_model(net, labels)
     processor = processor or ImageProcessor.from_model(net)
     k = min(top_k, num_classes)
+    # the model as it is for the default path; else an optimized copy (the caller's model is not changed)
+    run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(net, precision, backend)
     results: list[ImagePredictions] = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="predict", unit="batch", disable=len(starts) < 2):
         batch = images[start:start + batch_size]
         x = processor(batch).to(device)  # (B, C, H, W)
         # eval mode: a distilled model returns the mean of its two heads' logits
-        logits = net(x).float()
+        logits = run(x).float()
         probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
         values, indices = probs.topk(k, dim=-1)  # (B, k)
         for j, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):

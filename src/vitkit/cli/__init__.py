@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..errors import VitkitError
 
 # Modules that add subcommands (in help order).
-COMMAND_MODULES = ("models", "weights", "use", "train", "export")
+COMMAND_MODULES = ("models", "weights", "use", "train", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,29 +1,35 @@
-"""`vitkit export`: write a model to ONNX and verify it with ONNX Runtime."""
+"""`vitkit export`: write a model to ONNX or a torch.export archive and verify it against eager PyTorch."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..export import export_onnx
+from ..export import FORMATS, PRECISIONS, export_model
 from ..runtime import load_model
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     model = load_model(args.model, weights=args.weights, img_size=args.img_size)
-    result = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify)
-    print(f"wrote {result.path} (input pixel_values {result.input_shape}, dynamic batch)")
-    if result.max_abs_diff is not None:
-        print(f"ONNX Runtime vs PyTorch: max abs diff {result.max_abs_diff:.3g}")
+    result = export_model(model, args.out, format=args.format, precision=args.precision,
+                          opset=args.opset, verify=not args.no_verify)
+    print(f"wrote {result.path} ({result.format}, {result.precision}, input pixel_values {result.input_shape}, "
+          f"dynamic batch, height and width)")
+    for (h, w), diff in result.checks.items():
+        print(f"  {h}x{w}: max abs diff vs eager fp32 PyTorch {diff:.3g}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="export a model to ONNX",
-                              description="Export a model to ONNX; verify it against PyTorch with ONNX Runtime.")
+    p = subparsers.add_parser("export", help="export a model to ONNX or torch.export",
+                              description="Export a model to ONNX (or a torch.export .pt2 archive) with dynamic "
+                                          "batch, height and width; verify it against eager PyTorch.")
     p.add_argument("model", help="registry name, or a saved model directory / checkpoint")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", required=True, help="the file to write (.onnx, or .pt2 for torch.export)")
+    p.add_argument("--format", choices=FORMATS, help="default: from the suffix of --out (.pt2: torch-export)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32; int8 (ONNX: ONNX Runtime dynamic quantization); bf16 (torch-export)")
     p.add_argument("--weights", help="weights to load into a registry model")
     p.add_argument("--img-size", type=int, help="input size (default: the model's)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    p.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
     p.set_defaults(func=cmd_export)

@@ -27,9 +27,30 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: a GPU if there is one)")
 
 
+def _add_path(p: argparse.ArgumentParser) -> None:
+    from ..inference import BACKENDS, PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, fp16, int8 or auto")
+    p.add_argument("--backend", choices=BACKENDS, default="eager",
+                   help="eager (default), compile, onnxruntime, or auto (the fastest for this machine)")
+
+
+def _print_path(args: argparse.Namespace) -> None:
+    """Say on stderr which inference path runs (stdout may be JSON)."""
+    import torch
+
+    from ..inference import plan_for
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"inference path: {plan_for(device, args.precision, args.backend).reason}", file=sys.stderr)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    _print_path(args)
     results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, threshold=args.threshold,
-                      labels=args.labels, batch_size=args.batch_size, device=args.device)
+                      labels=args.labels,
+                      batch_size=args.batch_size, device=args.device, precision=args.precision,
+                      backend=args.backend)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -87,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_device(p)
+    _add_path(p)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser("features", help="extract features of many images to .npy/.safetensors",

@@ -1,0 +1,40 @@
+"""`vitkit bench`: vitkit's inference paths against timm, transformers and ONNX Runtime, in one run."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..bench import format_report, run_bench
+from ..runtime import load_model
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, weights=args.weights, img_size=args.img_size)
+    report = run_bench(model, batch_sizes=tuple(args.batch_size), iters=args.iters, warmup=args.warmup,
+                       threads=args.threads, compile_=not args.no_compile, peers=not args.no_peers)
+    flags = [f"--batch-size {' '.join(map(str, args.batch_size))}", f"--iters {args.iters}",
+             f"--threads {report.threads}"] + ["--no-compile"] * args.no_compile + ["--no-peers"] * args.no_peers
+    print(f"vitkit bench {args.model} {' '.join(flags)}")
+    print(format_report(report))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="time vitkit's inference paths against timm and others",
+                              description="Same random weights in every runtime, outputs checked to agree, then "
+                                          "timed round-robin after warm-up; median img/s, ratio to timm fp32 "
+                                          "eager, share of this machine's GEMM peak.")
+    p.add_argument("model", help="registry name, or a saved model directory / checkpoint")
+    p.add_argument("--weights", help="weights to load into a registry model (default: random)")
+    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    p.add_argument("--iters", type=int, default=10, help="timed rounds per batch size (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per runtime first (default 2)")
+    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its cold compile takes minutes)")
+    p.add_argument("--no-peers", action="store_true", help="vitkit's paths only (no timm, transformers, plain ORT)")
+    p.set_defaults(func=cmd_bench)

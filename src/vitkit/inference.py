@@ -1,0 +1,188 @@
+"""Fast inference: one entry point that picks precision and runtime for the device it runs on.
+
+``optimize_for_inference(model, precision, backend)`` returns a callable from a (B, 3, H, W) float tensor
+to the model's output on the model's device. It works on a copy: the caller's model keeps its
+parameters, mode and device. ``backend='auto'`` decides from the device and, on a CPU, from the
+instruction set that torch detects (``CpuCapability.detect``); the decision is a pure function
+(``choose_path``) so it can be tested for machines other than the one the tests run on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .export import convert_precision, export_onnx, onnx_session
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+BACKENDS = ("auto", "eager", "compile", "onnxruntime")
+#: the precisions each backend runs (ONNX Runtime's CPU provider has no bf16/fp16 matmul; torch.compile of
+#: torch's dynamically quantized Linear falls back to eager, so int8 compiles to nothing faster)
+BACKEND_PRECISIONS = {"eager": ("fp32", "bf16", "fp16", "int8"), "compile": ("fp32", "bf16", "fp16"),
+                      "onnxruntime": ("fp32", "int8")}
+
+
+@dataclass(frozen=True)
+class CpuCapability:
+    """What the CPU offers for matrix multiplies: torch's dispatch level and native bf16 / int8 dot products."""
+
+    isa: str  # torch.backends.cpu.get_cpu_capability(): "DEFAULT", "AVX2", "AVX512", "ZVECTOR", ...
+    native_bf16: bool  # AVX512-BF16 or AMX: bf16 GEMMs in hardware (without them torch emulates, ~100x slower)
+    vnni: bool  # AVX512-VNNI / AVX-VNNI: int8 dot products in one instruction
+
+    @classmethod
+    def detect(cls) -> CpuCapability:
+        probe = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731 (private torch probes)
+        return cls(isa=torch.backends.cpu.get_cpu_capability(),
+                   native_bf16=probe("_is_avx512_bf16_supported") or probe("_is_amx_tile_supported"),
+                   vnni=probe("_is_vnni_supported"))
+
+    def describe(self) -> str:
+        yes = {True: "yes", False: "no"}
+        return f"{self.isa}, native bf16: {yes[self.native_bf16]}, VNNI: {yes[self.vnni]}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A precision and backend, with why they were chosen."""
+
+    precision: str
+    backend: str
+    reason: str
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def choose_path(device: str, precision: str = "auto", backend: str = "auto", *,
+                cpu: CpuCapability | None = None, has_onnxruntime: bool = False, cuda_bf16: bool = False) -> Plan:
+    """The precision and backend ``auto`` stands for on ``device`` ('cpu' or 'cuda'); explicit choices are
+    checked and kept. Measured on ViT-B/16 (see README, Performance): on a CPU, ONNX Runtime is the fastest
+    fp32 and int8 runtime (its int8 MatMul beats torch's dynamic int8 Linear); bf16 only pays with native
+    bf16, where torch's oneDNN bf16 GEMMs run eagerly. On CUDA: bf16 (fp16 without bf16 support),
+    eager with SDPA's flash kernel; int8 runs on the CPU only. ``auto`` precision never picks int8: it
+    trades more accuracy than bf16's floor, so a user asks for it.
+    """
+    for value, allowed, what in ((precision, PRECISIONS, "precision"), (backend, BACKENDS, "backend")):
+        if value not in allowed:
+            raise ConfigError(f"{what}={value!r} is not supported: use one of {', '.join(allowed)}.")
+    if precision == "auto":
+        if device == "cuda":
+            precision, why = ("bf16", "bf16 tensor cores") if cuda_bf16 else ("fp16", "no bf16 on this GPU")
+        elif cpu is not None and cpu.native_bf16:
+            precision, why = "bf16", "the CPU has native bf16"
+        else:
+            precision, why = "fp32", "no native bf16 on this CPU (emulated bf16 is ~100x slower)"
+    else:
+        why = "as asked"
+    _check_device(device, precision, backend)
+    if backend == "auto":
+        if device == "cpu" and precision in ("fp32", "int8") and has_onnxruntime:
+            backend, how = "onnxruntime", "ONNX Runtime is the fastest CPU runtime for fp32 and int8"
+        else:
+            backend, how = "eager", ("onnxruntime is not installed" if device == "cpu" and precision != "bf16"
+                                     else "eager torch (oneDNN / SDPA kernels)")
+    else:
+        how = "as asked"
+    return Plan(precision, backend, f"precision {precision}: {why}; backend {backend}: {how}")
+
+
+def _check_device(device: str, precision: str, backend: str) -> None:
+    if backend != "auto" and precision not in BACKEND_PRECISIONS[backend]:
+        raise ConfigError(f"backend={backend!r} does not run precision={precision!r}: it runs "
+                          f"{', '.join(BACKEND_PRECISIONS[backend])}.")
+    if device != "cpu" and (precision == "int8" or backend == "onnxruntime"):
+        raise ConfigError(f"precision={precision!r} with backend={backend!r} runs on the CPU only (the model is "
+                          f"on {device}); use precision='bf16' or 'fp16' with backend 'eager' or 'compile'.")
+    if device == "cpu" and precision == "fp16":
+        raise ConfigError("precision='fp16' is for CUDA; on a CPU use 'fp32', 'int8' or (with native bf16) 'bf16'.")
+
+
+def plan_for(device: torch.device | str, precision: str = "fp32", backend: str = "auto") -> Plan:
+    """``choose_path`` for ``device`` on this machine (its CPU capability, GPU and installed runtimes)."""
+    device = torch.device(device)
+    cpu = CpuCapability.detect()
+    plan = choose_path(device.type, precision, backend, cpu=cpu, has_onnxruntime=onnxruntime_available(),
+                       cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if plan.precision == "bf16" and device.type == "cpu" and not cpu.native_bf16:
+        log.warning("bf16 on a CPU without native bf16 (%s) is emulated and far slower than fp32", cpu.describe())
+    return plan
+
+
+class InferenceRunner:
+    """A model prepared for inference: ``runner(x)`` maps (B, 3, H, W) float images to the model's output."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], plan: Plan, device: torch.device,
+                 name: str, module: nn.Module | None = None) -> None:
+        self._fn, self.plan, self.device, self.name = fn, plan, device, name
+        self.module = module  # the converted copy that runs (None for ONNX Runtime)
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
+    @property
+    def backend(self) -> str:
+        return self.plan.backend
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._fn(x).to(self.device)
+
+    def __repr__(self) -> str:
+        return (f"InferenceRunner({self.name}, precision={self.precision!r}, backend={self.backend!r}, "
+                f"device={self.device}; {self.plan.reason})")
+
+
+def _onnx_runner(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ONNX Runtime on the exported graph (int8: ONNX Runtime's dynamic quantizer), as many threads as torch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", precision=precision, verify=False).path
+        session = onnx_session(path.read_bytes(), threads=torch.get_num_threads())
+    return lambda x: torch.from_numpy(session.run(None, {"pixel_values": x.detach().float().cpu().numpy()})[0])
+
+
+def _compiled(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torch.compile: on a CPU with Inductor's freezing (weights folded as constants, prepacked for oneDNN);
+    on CUDA with CUDA graphs (mode 'reduce-overhead'). Compiles at the first call (tens of seconds)."""
+    if device.type == "cuda":
+        return torch.compile(module, mode="reduce-overhead", dynamic=False)
+    return torch.compile(module, options={"freezing": True})
+
+
+def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: str = "auto") -> InferenceRunner:
+    """A fast callable for ``model``'s inference: ``runner(x)`` for (B, 3, H, W) float images returns the
+    output (logits, or pooled features for a headless model) as a tensor on the model's device.
+
+    ``precision``: 'fp32'; 'bf16' (bf16 weights and activations); 'fp16' (CUDA); 'int8' (integer GEMMs:
+    dynamic quantization of the Linear layers, CPU); 'auto' (bf16 where the device has it natively, else
+    fp32; never int8). ``backend``: 'eager', 'compile' (torch.compile), 'onnxruntime' (CPU) or 'auto'
+    (see ``choose_path``). The choice is in ``repr(runner)`` and the log. The caller's model is not changed.
+    """
+    device = next(model.parameters()).device
+    plan = plan_for(device, precision, backend)
+    name = getattr(model, "model_name", None) or type(model).__name__
+    module = None
+    if plan.backend == "onnxruntime":
+        fn = _onnx_runner(model, plan.precision)
+    else:
+        module = convert_precision(model, plan.precision)
+        fn = _compiled(module, device) if plan.backend == "compile" else module
+    runner = InferenceRunner(fn, plan, device, name, module)
+    log.info("%r", runner)
+    return runner
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "CpuCapability", "InferenceRunner", "Plan", "choose_path",
+           "optimize_for_inference", "plan_for"]

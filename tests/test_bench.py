@@ -1,0 +1,63 @@
+"""vitkit bench: every runtime on the same weights, outputs checked, timed interleaved, reported as a table."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import vitkit
+from vitkit.bench import FLOORS, REFERENCE, flops_per_image, format_report, gemm_peak, interleaved_times, run_bench
+from vitkit.cli import main
+
+
+def test_flops_of_vit_b16_match_the_published_17_6_gmacs():
+    model = SimpleNamespace(config=vitkit.get_entry("vit_base_patch16_224").build_config())
+    assert flops_per_image(model) / 2e9 == pytest.approx(17.56, abs=0.05)
+
+
+def test_gemm_peak_is_a_rate():
+    assert 0 < gemm_peak(torch.float32, 64, 64, 64, budget_s=0.05) < 1e5  # GFLOP/s (a loaded machine is slow)
+
+
+def test_interleaved_times_rotates_and_warms_up():
+    calls = []
+    times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, iters=3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+@pytest.fixture(scope="module")
+def report():
+    torch.manual_seed(0)
+    model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32).eval()
+    return run_bench(model, batch_sizes=(1, 2), iters=2, warmup=1, compile_=False)
+
+
+def test_bench_runs_every_runtime_on_the_same_weights(report):
+    labels = {r.label for r in report.rows}
+    assert {REFERENCE, "transformers eager", "vitkit eager", "vitkit auto (onnxruntime)",
+            "onnxruntime (plain)", "onnxruntime int8 (plain)"} <= labels
+    assert {r.batch_size for r in report.rows} == {1, 2}
+    for r in report.rows:
+        assert r.cosine >= FLOORS[r.precision], r  # outputs agree with eager fp32 vitkit
+        assert len(r.seconds) == 2 and r.images_per_s > 0
+    assert all(r.max_abs_diff < 1e-4 for r in report.rows if r.label in (REFERENCE, "vitkit eager")
+               and r.precision == "fp32")
+
+
+def test_report_table_says_where_it_ran(report):
+    text = format_report(report)
+    assert torch.backends.cpu.get_cpu_capability() in text and "native bf16" in text and "VNNI" in text
+    assert "GEMM peak" in text and "| 2 | timm eager | fp32 |" in text and "1.00x" in text
+    if not report.cpu.native_bf16:
+        assert "bf16 not run" in text and not any(r.precision == "bf16" for r in report.rows)
+
+
+def test_bench_cli(capsys):
+    assert main(["bench", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "1", "--iters", "1",
+                 "--no-compile", "--no-peers"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("vitkit bench vit_tiny_patch16_224 --batch-size 1 --iters 1")
+    assert "| 1 | vitkit eager | int8 |" in out
