@@ -9,7 +9,7 @@ import sys
 from ..attention import METHODS, save_attention_map
 from ..errors import VitkitError
 from ..features import POOLS, extract_features, merge_features
-from ..predict import format_predictions, predict
+from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
 
 MODEL_HELP = "registry name (see `vitkit models`), or a saved model folder / checkpoint file"
@@ -30,11 +30,25 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, labels=args.labels,
                       batch_size=args.batch_size, device=args.device)
+    if args.output:
+        save_predictions(results, args.output)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         print(format_predictions(results))
-    return 0
+    return _report_skipped(results, args.output)
+
+
+def _report_skipped(results: list, output: str | None) -> int:
+    """Name each unreadable image on stderr with the count; every image unreadable is an error (exit 2)."""
+    skipped = [r for r in results if r.error is not None]
+    for r in skipped:
+        print(f"skipped {r.source}: {r.error}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} of {len(results)} image(s) could not be read and were skipped.", file=sys.stderr)
+    if output:
+        print(f"wrote the predictions of {len(results)} image(s) to {output}", file=sys.stderr)
+    return 2 if skipped and len(skipped) == len(results) else 0
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -78,12 +92,14 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="top-k classes of images", description=predict.__doc__)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     _add_model(p)
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--output", metavar="FILE",
+                   help="also write every prediction to FILE: .csv (one row per image and rank) or .json")
     _add_device(p)
     p.set_defaults(func=cmd_predict)
 
