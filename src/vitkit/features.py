@@ -3,22 +3,32 @@
 Layout while running, for ``--out feats.npy``::
 
     feats.npy.parts/manifest.json                 settings and the global file list (row order)
+    feats.npy.parts/rank0-of-1.lock               held (flock) by the process computing rank 0 of 1
+    feats.npy.parts/merge.lock                    held by the process merging the parts
     feats.npy.parts/rank0-of-1/chunk_000000.npz   one batch: features, row indices, failed files
     feats.npy.parts/rank0-of-1/done.json          written when the rank has every chunk
 
 Each chunk is written to a temporary name and renamed, so a chunk on disk is complete; a rerun with
-the same settings skips the chunks that exist. Rank ``r`` of ``w`` takes files ``r, r + w, ...``.
-When every rank is done the parts are merged into ``feats.npy`` (or ``.safetensors``, key
-``features``) with ``feats.files.txt`` (one file per row) and ``feats.json`` (settings, shape, files
-and the skipped files with their errors) beside it, and the parts folder is removed.
+the same settings checks the chunks that exist, keeps the sound ones and recomputes a damaged one (as
+it does every chunk when the manifest itself is damaged). Rank ``r`` of ``w`` takes files
+``r, r + w, ...``. When every rank is done the parts are merged into ``feats.npy`` (or
+``.safetensors``, key ``features``) with ``feats.npy.files.txt`` (one file per row) and
+``feats.npy.json`` (settings, shape, files and the skipped files with their errors) beside it, and the
+parts folder is removed.
+
+Locks are ``flock`` locks, which the kernel drops when their process dies: a run killed at any point
+(even during the merge) never leaves a lock that blocks the next one. The lock file names its owner
+(pid, host), so a refusal can say who holds it, and a lock file left by a killed process is reported.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import shutil
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,12 +37,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.images import list_images
 from .errors import DataError, ImageError, VitkitError
-from .fileio import atomic_write
-from .processor import ImageProcessor
+from .fileio import TEMP_SUFFIX, atomic_write, remove_stale_temps
+from .filelock import FileLock
+from .processor import ImageInput, ImageProcessor
 from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -51,6 +63,7 @@ class FeaturesResult:
     shape: tuple[int, ...] | None = None
     computed: int = 0
     reused: int = 0
+    features: np.ndarray | None = None  # the array itself, for a run without an output file
 
 
 # ---------------------------------------------------------------------------------------------- pooling
@@ -111,9 +124,26 @@ def _rank_dir(parts: Path, rank: int, world_size: int) -> Path:
     return parts / f"rank{rank}-of-{world_size}"
 
 
-def _sidecars(out: Path) -> tuple[Path, Path]:
+def sidecars(out: Path) -> tuple[Path, Path]:
+    """The metadata and file-list files of an output, named after its whole name (``feats.npy.json``,
+    ``feats.npy.files.txt``), so ``f.npy`` and ``f.safetensors`` in one folder keep their own."""
+    return out.with_name(out.name + ".json"), out.with_name(out.name + ".files.txt")
+
+
+def _legacy_file_list(out: Path) -> Path:
+    """Where versions before 0.2 wrote the file list (``feats.files.txt``), still read by ``load_features``."""
     stem = out.with_suffix("")
-    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".files.txt")
+    return stem.with_name(stem.name + ".files.txt")
+
+
+# ---------------------------------------------------------------------------------------------- locks
+def _rank_lock(parts: Path, out: Path, rank: int, world_size: int) -> FileLock:
+    """This rank's exclusive lock, or a DataError naming the run that holds it."""
+    lock = FileLock.try_acquire(parts / f"rank{rank}-of-{world_size}.lock")
+    if isinstance(lock, str):
+        raise DataError(f"Another `vitkit features` run ({lock}) is writing rank {rank} of {world_size} to "
+                        f"{str(out)!r}. Wait for it to finish, or choose another --out.")
+    return lock
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -126,24 +156,41 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+def _read_manifest(parts: Path) -> dict[str, Any] | None:
+    """The manifest, or None when it is missing or damaged (then nothing in the parts can be trusted)."""
+    path = parts / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("settings"), dict) and int(data["chunk_size"]) > 0:
+            return data
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    logger.warning("%s is damaged; the parts beside it cannot be trusted and are recomputed.", path)
+    for rank_dir in parts.glob("rank*-of-*"):
+        if rank_dir.is_dir():
+            shutil.rmtree(rank_dir, ignore_errors=True)
+    return None
+
+
 def _prepare_manifest(parts: Path, settings: dict[str, Any], chunk_size: int) -> int:
     """Write the manifest, or check that an earlier run's has the same settings. Returns the chunk size
     (an earlier run's, so that its chunks stay valid whatever batch size a rerun asks for)."""
     path = parts / "manifest.json"
-    if path.exists():
-        old = json.loads(path.read_text())
+    old = _read_manifest(parts)
+    if old is not None:
         if old["settings"] != settings:
             changed = sorted(k for k in settings if old["settings"].get(k) != settings[k])
             raise DataError(f"{str(parts)!r} holds an unfinished run with other settings ({', '.join(changed)}). "
                             f"Rerun with the same arguments to resume it, or delete that folder to start over.")
         return int(old["chunk_size"])
-    parts.mkdir(parents=True, exist_ok=True)
     _write_json(path, {"settings": settings, "chunk_size": chunk_size})
     return chunk_size
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def _load_one(processor: ImageProcessor, path: str) -> torch.Tensor | str:
+def _load_one(processor: ImageProcessor, path: ImageInput) -> torch.Tensor | str:
     try:
         return processor.preprocess_one(path)
     except ImageError as exc:
@@ -154,7 +201,7 @@ def _chunks(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
-def _prefetched(executor: ThreadPoolExecutor, processor: ImageProcessor, files: list[str],
+def _prefetched(executor: ThreadPoolExecutor, processor: ImageProcessor, files: Sequence[ImageInput],
                 todo: list[tuple[int, list[int]]]) -> Iterator[tuple[int, list[int], list[torch.Tensor | str]]]:
     """Yield (chunk number, rows, loaded images) while the next chunk's images load in the background."""
     def submit(rows: list[int]) -> list[Future]:
@@ -185,13 +232,44 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(fh, **arrays)
 
 
+def _read_chunk(path: Path, rows: list[int] | None = None) -> dict[str, np.ndarray]:
+    """A chunk's arrays, checked (the rows it covers, when known); a DataError names what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            chunk = {k: data[k] for k in ("features", "index", "failed_index", "failed_error")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"feature chunk {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from None
+    covered = sorted(chunk["index"].tolist() + chunk["failed_index"].tolist())
+    rows_ok = chunk["features"].shape[0] == len(chunk["index"]) or not len(chunk["index"])
+    if not rows_ok or len(chunk["failed_error"]) != len(chunk["failed_index"]) or (
+            rows is not None and covered != sorted(rows)):
+        raise DataError(f"feature chunk {str(path)!r} is damaged (its rows do not match the run's)")
+    return chunk
+
+
+def _sound_chunk(path: Path, rows: list[int]) -> bool:
+    """Whether a chunk on disk is complete and covers ``rows``; a damaged one is removed (to be recomputed)."""
+    if not path.exists():
+        return False
+    try:
+        _read_chunk(path, rows)
+        return True
+    except DataError as exc:
+        logger.warning("%s; recomputing it.", exc)
+        path.unlink(missing_ok=True)
+        return False
+
+
 def _run_rank(model: torch.nn.Module, processor: ImageProcessor, files: list[str], rank_dir: Path, *,
               mine: list[int], chunk_size: int, pool: str, layers: list[int] | None, device: torch.device,
               num_workers: int) -> tuple[int, int]:
     """Compute the chunks of this rank that are not on disk yet. Returns (computed, reused) image counts."""
     rank_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(rank_dir)  # half-written chunks of a killed run
     chunks = _chunks(mine, chunk_size)
-    todo = [(k, rows) for k, rows in enumerate(chunks) if not (rank_dir / f"chunk_{k:06d}.npz").exists()]
+    todo = [(k, rows) for k, rows in enumerate(chunks) if not _sound_chunk(rank_dir / f"chunk_{k:06d}.npz", rows)]
+    if todo:
+        (rank_dir / "done.json").unlink(missing_ok=True)
     reused = len(mine) - sum(len(rows) for _, rows in todo)
     if reused:
         logger.info("resuming: %d of %d images already done in %s", reused, len(mine), rank_dir)
@@ -210,10 +288,10 @@ def _run_rank(model: torch.nn.Module, processor: ImageProcessor, files: list[str
 
 
 def extract_features(
-    inputs: str | os.PathLike | Iterable[str | os.PathLike],
-    out: str | os.PathLike,
+    inputs: ImageInput | Iterable[ImageInput],
+    out: str | os.PathLike | None = None,
     *,
-    model: ModelSpec,
+    model: ModelSpec | None = None,
     weights: Any = None,
     pool: str = "default",
     layers: Sequence[int] | None = None,
@@ -224,25 +302,83 @@ def extract_features(
     num_workers: int = 4,
     overwrite: bool = False,
 ) -> FeaturesResult:
-    """Features of every image in ``inputs`` (files and folders) written to ``out`` (.npy or .safetensors).
+    """Features of every image in ``inputs`` (files and folders), in memory or written to ``out``.
 
-    Unreadable images are skipped and listed in the result and in ``<out>.json``. An interrupted run
-    resumes where it stopped when rerun with the same arguments. With ``rank``/``world_size`` (or
-    torchrun's RANK/WORLD_SIZE) each process computes its share; the last to finish merges the parts.
+    Without ``out`` (``extract_features(images, model)``) the array comes back as ``result.features``,
+    one row per readable image in ``result.files`` order; ``inputs`` may then also hold PIL images or
+    uint8 arrays. With ``out`` (.npy or .safetensors) the run is resumable: an interrupted run resumes
+    where it stopped when rerun with the same arguments. With ``rank``/``world_size`` (or torchrun's
+    RANK/WORLD_SIZE) each process computes its share; the last to finish merges the parts. Unreadable
+    images are skipped and listed in the result (and in ``<out>.json``).
     """
+    out, model = _out_and_model(out, model)
+    if batch_size < 1:
+        raise VitkitError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
+    if out is None:
+        items = _in_memory_inputs(inputs)
+        net = resolve_model(model, weights=weights, device=_rank_device(device))
+        with inference(net, device):
+            return _extract_in_memory(items, net, pool=pool, layers=layers, batch_size=batch_size,
+                                      num_workers=num_workers)
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise VitkitError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
-    if batch_size < 1:
-        raise VitkitError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
-    if out.exists() and not overwrite:
+    # an output beside an unfinished merge's parts is that merge's (killed) product: finish it
+    if out.exists() and not overwrite and not (_parts_dir(out) / "manifest.json").exists():
         raise DataError(f"{str(out)!r} already exists. Choose another --out, delete it, or pass --overwrite.")
     net = resolve_model(model, weights=weights, device=_rank_device(device))
     with inference(net, device):
         return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,
                         batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers)
+
+
+def _out_and_model(out: Any, model: ModelSpec | None) -> tuple[Any, ModelSpec]:
+    """Accept ``extract_features(images, model)``: a second argument that is a model, not an output file."""
+    if model is not None:
+        return out, model
+    if out is not None and (isinstance(out, torch.nn.Module) or Path(out).suffix.lower() not in FORMATS):
+        return None, out
+    raise VitkitError("extract_features needs a model: extract_features(images, model) for an array in memory, "
+                      "or extract_features(images, 'feats.npy', model=...) for a file.")
+
+
+def _in_memory_inputs(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+    """Paths expanded (folders searched), PIL images and arrays kept as they are."""
+    if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray)):
+        inputs = [inputs]
+    items: list[ImageInput] = []
+    for item in inputs:
+        if isinstance(item, (str, os.PathLike)):
+            items.extend(str(p) for p in list_images(item))
+        else:
+            items.append(item)
+    return items
+
+
+def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: str, layers: Sequence[int] | None,
+                       batch_size: int, num_workers: int) -> FeaturesResult:
+    check_pool(net, pool)
+    processor = ImageProcessor.from_model(net)
+    names = [str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>" for i, item in enumerate(items)]
+    rows: list[int] = []
+    arrays: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    todo = list(enumerate(_chunks(list(range(len(items))), batch_size)))
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as executor:
+        for _, idx, loaded in _prefetched(executor, processor, items, todo):
+            ok = [(i, t) for i, t in zip(idx, loaded) if not isinstance(t, str)]
+            skipped += [(names[i], t) for i, t in zip(idx, loaded) if isinstance(t, str)]
+            if ok:
+                x = torch.stack([t for _, t in ok]).to(model_device(net))  # list of (C, H, W) -> (B, C, H, W)
+                arrays.append(compute_features(net, x, pool=pool, layers=layers).float().cpu().numpy())
+                rows += [i for i, _ in ok]
+    if not rows:
+        raise DataError(f"None of the {len(items)} images could be read (e.g. {skipped[0][1]}).")
+    features = np.concatenate(arrays)  # (N, ...)
+    return FeaturesResult(path=None, files=[names[i] for i in rows], skipped=skipped, shape=tuple(features.shape),
+                          computed=len(rows), features=features)
 
 
 def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelSpec, weights: Any, pool: str,
@@ -255,16 +391,30 @@ def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelS
     settings = {"model": str(name), "weights": None if weights is None else str(weights), "pool": pool,
                 "layers": layers, "processor": processor.to_dict(), "world_size": world_size, "files": files}
     parts = _parts_dir(out)
-    chunk_size = _prepare_manifest(parts, settings, batch_size)
-    computed, reused = _run_rank(net, processor, files, _rank_dir(parts, rank, world_size),
-                                 mine=list(range(rank, len(files), world_size)), chunk_size=chunk_size, pool=pool,
-                                 layers=layers, device=model_device(net), num_workers=num_workers)
-    result = _merge_if_complete(out, lock=True)
+    parts.mkdir(parents=True, exist_ok=True)
+    lock = _rank_lock(parts, out, rank, world_size)
+    try:
+        chunk_size = _prepare_manifest(parts, settings, batch_size)
+        computed, reused = _run_rank(net, processor, files, _rank_dir(parts, rank, world_size),
+                                     mine=list(range(rank, len(files), world_size)), chunk_size=chunk_size,
+                                     pool=pool, layers=layers, device=model_device(net), num_workers=num_workers)
+        result = _merge_if_complete(out)
+    except BaseException:
+        lock.release()
+        _remove_if_empty(parts)
+        raise
+    lock.release()
     if result is None:
         logger.info("rank %d of %d done; the last rank to finish merges the parts", rank, world_size)
         result = FeaturesResult(path=None)
     result.computed, result.reused = computed, reused
     return result
+
+
+def _remove_if_empty(parts: Path) -> None:
+    """No debris: a parts folder with no computed chunk and no running process in it is removed."""
+    if parts.is_dir() and not any(parts.glob("rank*-of-*/chunk_*.npz")) and not any(parts.glob("*.lock")):
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def _rank_device(device: str | torch.device | None) -> torch.device:
@@ -273,67 +423,99 @@ def _rank_device(device: str | torch.device | None) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------- merging
-def _settings(parts: Path) -> dict[str, Any]:
-    """The run's settings from the parts folder's manifest."""
-    return json.loads((parts / "manifest.json").read_text())["settings"]
-
-
 def _missing_ranks(parts: Path, world_size: int) -> list[int]:
     """The ranks that have not written their done.json yet."""
     return [r for r in range(world_size) if not (_rank_dir(parts, r, world_size) / "done.json").exists()]
 
 
-def _merge_if_complete(out: Path, *, lock: bool) -> FeaturesResult | None:
+def _merge_lock(parts: Path) -> FileLock | str:
+    try:
+        return FileLock.try_acquire(parts / "merge.lock")
+    except FileNotFoundError:  # the parts folder is gone: another process has merged it
+        return "a process that has finished merging"
+
+
+def _merge_if_complete(out: Path) -> FeaturesResult | None:
+    """Merge when every rank is done and no other process is merging; None otherwise."""
     parts = _parts_dir(out)
-    settings = _settings(parts)
-    if _missing_ranks(parts, settings["world_size"]):
+    manifest = _read_manifest(parts)
+    if manifest is None or _missing_ranks(parts, manifest["settings"]["world_size"]):
         return None
-    if lock:
-        try:  # only one process merges; the others leave it to that one
-            os.close(os.open(parts / "merge.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
+    lock = _merge_lock(parts)
+    if isinstance(lock, str):  # only one process merges; the others leave it to that one
+        logger.info("the parts of %s are being merged by %s", out, lock)
+        return None
+    try:
+        if not (parts / "manifest.json").exists():  # merged by another process while we waited
             return None
-    return _merge(out, parts, settings)
+        return _merge(out, parts, manifest["settings"])
+    finally:
+        lock.release()
 
 
 def merge_features(out: str | os.PathLike) -> FeaturesResult:
     """Merge the parts of a split run into ``out`` (normally automatic when the last rank finishes)."""
     out = Path(out)
     parts = _parts_dir(out)
-    if not (parts / "manifest.json").exists():
-        raise DataError(f"No parts to merge: {str(parts)!r} does not exist. Run `vitkit features` with the same "
-                        f"--out on every rank first.")
-    settings = _settings(parts)
-    missing = _missing_ranks(parts, settings["world_size"])
+    manifest = _read_manifest(parts)
+    if manifest is None:
+        raise DataError(f"No parts to merge: {str(parts)!r} holds no (readable) manifest. Run `vitkit features` "
+                        f"with the same --out on every rank first.")
+    world_size = manifest["settings"]["world_size"]
+    missing = _missing_ranks(parts, world_size)
     if missing:
         raise DataError(f"Cannot merge {str(out)!r} yet: rank(s) {', '.join(map(str, missing))} of "
-                        f"{settings['world_size']} have not finished. Rerun them (they resume), then merge.")
-    return _merge(out, parts, settings)
+                        f"{world_size} have not finished. Rerun them (they resume), then merge.")
+    lock = _merge_lock(parts)
+    if isinstance(lock, str):
+        raise DataError(f"{str(out)!r} is being merged right now by {lock}. Wait for it to finish.")
+    try:
+        return _merge(out, parts, manifest["settings"])
+    finally:
+        lock.release()
 
 
-def _read_chunks(parts: Path, world_size: int) -> Iterator[dict[str, np.ndarray]]:
+def _collect(parts: Path, settings: dict[str, Any]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Every rank's rows: features by row and errors by row. A damaged chunk is removed, with its rank's
+    done.json, and reported, so that rerunning that rank recomputes exactly that part."""
+    world_size = settings["world_size"]
+    feats: dict[int, np.ndarray] = {}
+    skipped: dict[int, str] = {}
     for r in range(world_size):
-        for path in sorted(_rank_dir(parts, r, world_size).glob("chunk_*.npz")):
-            with np.load(path, allow_pickle=False) as data:
-                yield {k: data[k] for k in data.files}
+        rank_dir = _rank_dir(parts, r, world_size)
+        for path in sorted(rank_dir.glob("chunk_*.npz")):
+            try:
+                chunk = _read_chunk(path)
+            except DataError as exc:
+                path.unlink(missing_ok=True)
+                (rank_dir / "done.json").unlink(missing_ok=True)
+                raise DataError(f"{exc}; it was removed. Rerun rank {r} of {world_size} with the same arguments "
+                                f"to recompute it, then merge.") from None
+            feats.update(zip(chunk["index"].tolist(), chunk["features"]))
+            skipped.update(zip(chunk["failed_index"].tolist(), chunk["failed_error"].tolist()))
+    lost = sorted(set(range(len(settings["files"]))) - feats.keys() - skipped.keys())
+    if lost:
+        for r in {i % world_size for i in lost}:
+            (_rank_dir(parts, r, world_size) / "done.json").unlink(missing_ok=True)
+        raise DataError(f"{len(lost)} image(s) have no chunk in {str(parts)!r} (e.g. {settings['files'][lost[0]]!r}); "
+                        f"rerun with the same arguments to compute them, then merge.")
+    return feats, skipped
 
 
 def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
     files = settings["files"]
-    feats: dict[int, np.ndarray] = {}
-    skipped: dict[int, str] = {}
-    for chunk in _read_chunks(parts, settings["world_size"]):
-        feats.update(zip(chunk["index"].tolist(), chunk["features"]))
-        skipped.update(zip(chunk["failed_index"].tolist(), chunk["failed_error"].tolist()))
+    _remove_own_temps(out)
+    feats, skipped = _collect(parts, settings)
     order = sorted(feats)
     if not order:
+        shutil.rmtree(parts, ignore_errors=True)  # nothing to resume: a rerun would find the same
         raise DataError(f"None of the {len(files)} images could be read (e.g. {skipped.get(0, '?')}); "
                         f"nothing to write to {str(out)!r}.")
     array = np.stack([feats[i] for i in order])  # rows in the global file order: (N, ...)
     _write_array(out, array, settings)
     kept = [files[i] for i in order]
     skipped_list = [(files[i], skipped[i]) for i in sorted(skipped)]
-    meta_path, list_path = _sidecars(out)
+    meta_path, list_path = sidecars(out)
     meta = {k: v for k, v in settings.items() if k not in ("files", "chunk_size")}
     meta.update(shape=list(array.shape), dtype=str(array.dtype), files=kept,
                 skipped=[{"file": f, "error": e} for f, e in skipped_list])
@@ -344,6 +526,12 @@ def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
         logger.warning("%d unreadable image(s) skipped, listed in %s", len(skipped_list), meta_path)
     logger.info("wrote %s %s (%d images, %d skipped)", out, array.shape, len(kept), len(skipped_list))
     return FeaturesResult(path=out, files=kept, skipped=skipped_list, shape=tuple(array.shape))
+
+
+def _remove_own_temps(out: Path) -> None:
+    """Half-written outputs or sidecars of a merge that was killed (only this output's, not its neighbours')."""
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
 
 
 def _write_array(out: Path, array: np.ndarray, settings: dict[str, Any]) -> None:
@@ -364,7 +552,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def load_features(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """A features file written by ``extract_features`` and its file list (one per row)."""
     path = Path(path)
-    _, list_path = _sidecars(path)
+    _, list_path = sidecars(path)
+    if not list_path.exists():
+        list_path = _legacy_file_list(path)
     if path.suffix.lower() == ".npy":
         array = np.load(path, allow_pickle=False)
     else:

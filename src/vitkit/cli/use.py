@@ -8,7 +8,7 @@ import sys
 
 from ..attention import METHODS, save_attention_map
 from ..errors import VitkitError
-from ..features import POOLS, extract_features, merge_features
+from ..features import POOLS, extract_features, merge_features, sidecars
 from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
 
@@ -69,7 +69,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         print("this rank is done; the parts are merged when the last rank finishes (or run with --merge)")
     else:
         print(f"wrote {result.path}: features {result.shape} for {len(result.files)} images "
-              f"({len(result.skipped)} skipped); file list in {result.path.with_suffix('')}.files.txt")
+              f"({len(result.skipped)} skipped); file list in {sidecars(result.path)[1]}")
     return 0
 
 
