@@ -56,12 +56,12 @@ def _assert_same_as_reference(env, out):
 # but no sidecars yet; everything written but the parts not yet removed).
 KILLER = r"""
 import os, signal, sys
-import vitkit.features as F
+import vitkit.featurestore as F
 point, n = sys.argv[1], int(sys.argv[2])
 count = {"chunk": 0}
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
-save_chunk, atomic_write, rmtree = F._save_chunk, F.atomic_write, F.shutil.rmtree
+save_chunk, atomic_write, rmtree = F.save_chunk, F.atomic_write, F.shutil.rmtree
 def chunk_hook(path, *args):
     save_chunk(path, *args)
     count["chunk"] += 1
@@ -80,7 +80,9 @@ def rmtree_hook(path, *a, **k):
     if point == "before-cleanup" and str(path).endswith(".parts"):
         die()
     return rmtree(path, *a, **k)
-F._save_chunk, F.atomic_write, F.shutil.rmtree = chunk_hook, write_hook, rmtree_hook
+F.atomic_write, F.shutil.rmtree = write_hook, rmtree_hook
+import vitkit.features
+vitkit.features.save_chunk = chunk_hook
 from vitkit.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -174,7 +176,7 @@ def _interrupted(env, out, monkeypatch, after: int) -> None:
     """A library run stopped (KeyboardInterrupt) after ``after`` chunks were saved."""
     import vitkit.features as F
 
-    saved, count = F._save_chunk, [0]
+    saved, count = F.save_chunk, [0]
 
     def stop(*args):
         saved(*args)
@@ -183,7 +185,7 @@ def _interrupted(env, out, monkeypatch, after: int) -> None:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
-        m.setattr(F, "_save_chunk", stop)
+        m.setattr(F, "save_chunk", stop)
         extract_features(env["images"], out, model=str(env["model"]), batch_size=2, num_workers=1)
 
 

@@ -65,8 +65,8 @@ def _expand(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
         images = [images]
     out: list[ImageInput] = []
-    for item in images:
-        if isinstance(item, (str, os.PathLike)) and os.path.isdir(item):
+    for item in images:  # a path that does not exist is a typo to report now, not an image to skip later
+        if isinstance(item, (str, os.PathLike)):
             out.extend(str(p) for p in list_images(item))
         else:
             out.append(item)
