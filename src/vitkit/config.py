@@ -212,6 +212,7 @@ class PretrainedCfg:
     label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
     hf_hub_id: str | None = None
     timm_name: str | None = None
+    tag: str | None = None  # timm's pretrained tag (e.g. 'augreg_in21k_ft_in1k'): weights at timm/<timm_name>.<tag>
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order, tuples as lists (JSON-ready)."""

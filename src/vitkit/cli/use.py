@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..attention import METHODS, save_attention_map
@@ -13,6 +14,13 @@ from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
 
 MODEL_HELP = "registry name (see `vitkit models`), or a saved model folder / checkpoint file"
+WEIGHTS_HELP = ("weights to load into a registry model: a file, a folder, hf-hub:ORG/NAME, or 'pretrained' "
+                "for the model's published weights (from the Hugging Face cache; downloaded if missing)")
+
+
+def _weights(value: str) -> str | bool:
+    """``--weights pretrained`` means the published weights (``pretrained=True``), unless a file has that name."""
+    return True if value == "pretrained" and not os.path.exists(value) else value
 
 
 def _add_model(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
@@ -20,7 +28,7 @@ def _add_model(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
         p.add_argument("model", help=MODEL_HELP)
     else:
         p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--weights", help="weights to load into a registry model (file, folder or hf-hub: id)")
+    p.add_argument("--weights", type=_weights, help=WEIGHTS_HELP)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -108,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files and folders (searched recursively)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--weights", help="weights to load into a registry model")
+    p.add_argument("--weights", type=_weights, help=WEIGHTS_HELP)
     p.add_argument("--pool", choices=POOLS, default="default",
                    help="default: what the classifier reads; cls, avg, map, or tokens (all tokens)")
     p.add_argument("--layers", type=int, nargs="+", help="block indices to take (negative from the end)")
