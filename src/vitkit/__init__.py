@@ -21,7 +21,7 @@ from .model import VisionTransformer
 from .predict import predict
 from .processor import ImageProcessor
 from .registry import ModelEntry, create_model, get_entry, list_models, register
-from .runtime import from_pretrained, load_model
+from .runtime import from_pretrained, load_model, resolve_data_config
 from .summary import summarize
 from .training import TrainConfig, TrainResult, evaluate, train
 from .version import __version__
@@ -33,5 +33,5 @@ __all__ = [
     "create_model", "from_pretrained", "get_entry", "list_models", "register", "save_pretrained",
     "ImageProcessor", "attention_rollout", "extract_features", "last_layer_attention", "list_images",
     "load_features", "load_image", "load_labels", "merge_features", "predict", "save_attention_map", "summarize",
-    "TrainConfig", "TrainResult", "evaluate", "export_onnx", "load_model", "train",
+    "TrainConfig", "TrainResult", "evaluate", "export_onnx", "load_model", "resolve_data_config", "train",
 ]

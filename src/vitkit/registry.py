@@ -14,7 +14,7 @@ import torch
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig, did_you_mean_any
 from .errors import CheckpointError, UnknownModelError
-from .model import VisionTransformer
+from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
 from .weights.io import download_from_hub
 
@@ -240,9 +240,18 @@ def create_model(
     different class count is replaced by a fresh one and reported. ``name`` may carry a timm pretrained
     tag (``'vit_tiny_patch16_224.augreg_in21k_ft_in1k'``), kept in ``model.pretrained_cfg.tag``.
     ``num_classes`` and ``img_size`` override the registry's architecture, as do other ``ViTConfig``
-    fields in ``overrides``. ``device='meta'`` builds without allocating memory.
+    fields in ``overrides``. ``features_only=True`` (with ``out_indices``) returns a ``FeatureMaps``
+    module giving NCHW maps of chosen blocks, as timm's ``features_only`` does for CNNs.
+    ``device='meta'`` builds without allocating memory.
     """
     entry = get_entry(name)
+    features_only, out_indices = overrides.pop("features_only", False), overrides.pop("out_indices", 3)
+    model = _create(entry, pretrained, num_classes=num_classes, img_size=img_size, device=device, **overrides)
+    return FeatureMaps(model, out_indices) if features_only else model
+
+
+def _create(entry: ModelEntry, pretrained: Any, *, num_classes: int | None, img_size: int | tuple[int, int] | None,
+            device: str | torch.device | None, **overrides: Any) -> VisionTransformer:
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if img_size is not None:
@@ -254,7 +263,7 @@ def create_model(
     pcfg = pcfg.replace(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes,
                         label_names=labels)
     if pretrained is True:
-        pretrained = _fetch_published(name)
+        pretrained = _fetch_published(entry.name if pcfg.tag is None else f"{entry.name}.{pcfg.tag}")
     if pretrained is not None and pretrained is not False:
         return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device,
                                model_name=entry.name)
