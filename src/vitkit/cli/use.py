@@ -18,6 +18,23 @@ WEIGHTS_HELP = ("weights to load into a registry model: a file, a folder, hf-hub
                 "for the model's published weights (from the Hugging Face cache; downloaded if missing)")
 
 
+# What each command's --help says: written for the command line (the library's docstrings speak Python).
+PREDICT_TEXT = ("The most probable classes of each image (softmax over the model's logits). Folders are searched "
+                "for images; a file that cannot be read is skipped, named on stderr and counted, and the others "
+                "are still predicted. --output FILE also writes every prediction as CSV or JSON.")
+FEATURES_TEXT = ("Features of every image in the inputs (files and folders), written to --out (.npy or "
+                 ".safetensors) with OUT.json (settings, skipped files) and OUT.files.txt (one file per row). "
+                 "Unreadable images are skipped and listed. An interrupted run resumes when rerun with the same "
+                 "arguments; with --rank/--world-size (or torchrun) each process computes its share and the "
+                 "last to finish merges the parts.")
+INSPECT_TEXT = ("Structure, output shapes, parameters and MACs of a model (a registry name, a saved model "
+                "folder or a checkpoint). --img-size changes the input; shapes show the batch as B unless "
+                "--batch-size is given.")
+ATTENTION_TEXT = ("Where the model looks: its attention map over the image, written as a PNG with a colour bar, "
+                  "the model's name and its predicted class. --panels shows the image, the rollout and the "
+                  "last-layer map side by side.")
+
+
 def _weights(value: str) -> str | bool:
     """``--weights pretrained`` means the published weights (``pretrained=True``), unless a file has that name."""
     return True if value == "pretrained" and not os.path.exists(value) else value
@@ -99,7 +116,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict", help="top-k classes of images", description=predict.__doc__)
+    p = subparsers.add_parser("predict", help="top-k classes of images (files or folders)", description=PREDICT_TEXT)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     _add_model(p)
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
@@ -112,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser("features", help="extract features of many images to .npy/.safetensors",
-                              description=extract_features.__doc__)
+                              description=FEATURES_TEXT)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files and folders (searched recursively)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     p.add_argument("--model", help=MODEL_HELP)
@@ -130,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_features)
 
     p = subparsers.add_parser("inspect", help="structure, output shapes, parameters and MACs of a model",
-                              description=summarize.__doc__)
+                              description=INSPECT_TEXT)
     _add_model(p, positional=True)
     p.add_argument("--img-size", type=int, help="input size (default: the model's)")
     p.add_argument("--batch-size", type=int, help="show shapes for this batch size instead of 'B'")
@@ -139,7 +156,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = subparsers.add_parser("attention", help="attention map of an image as a PNG overlay",
-                              description=save_attention_map.__doc__)
+                              description=ATTENTION_TEXT)
     p.add_argument("image", metavar="IMAGE", help="image file")
     _add_model(p)
     p.add_argument("--out", required=True, help="PNG file to write")
