@@ -77,11 +77,11 @@ def test_entry_points_leave_the_callers_model_as_they_found_it(entry, digit_png,
     _assert_unchanged(model, before)
 
 
-def test_the_model_is_handed_back_even_when_the_use_fails(tmp_path):
+def test_the_model_is_handed_back_even_when_the_use_fails(digit_png):
     model = _mixed_mode_model()
     before = _snapshot(model)
-    with pytest.raises(vitkit.ImageError):
-        vitkit.predict([tmp_path / "missing.png"], model)
+    with pytest.raises(vitkit.DataError, match="1 labels were given"):  # raised while the model is borrowed
+        vitkit.predict([digit_png], model, labels=["only one"])
     _assert_unchanged(model, before)
 
 

@@ -7,8 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
+import vitkit
 from vitkit import create_model
-from vitkit.attention import attention_rollout, last_layer_attention, overlay, save_attention_map
+from vitkit.attention import (
+    COLORBAR_PX,
+    TITLE_PX,
+    _title,
+    attention_map,
+    attention_rollout,
+    last_layer_attention,
+    overlay,
+    save_attention_map,
+)
 from vitkit.cli import main
 from vitkit.errors import VitkitError
 
@@ -21,16 +31,24 @@ def rocket_file(photos, tmp_path_factory):
 
 
 def _aspect(size: tuple[int, int]) -> float:
-    return size[0] / size[1]
+    """The aspect of the overlay inside an annotated PNG (without the title band and the colour bar)."""
+    return (size[0] - COLORBAR_PX) / (size[1] - TITLE_PX)
 
 
 @pytest.mark.parametrize("method", ["rollout", "last"])
 def test_cli_writes_png_with_the_image_aspect(rocket_file, tmp_path, capsys, method):
     out = tmp_path / f"{method}.png"
-    assert main(["attention", str(rocket_file), "--model", "vit_digits", "--out", str(out), "--method", method]) == 0
+    saved = vitkit.save_pretrained(create_model("vit_digits"), tmp_path / "digits")
+    assert main(["attention", str(rocket_file), "--model", str(saved), "--out", str(out), "--method", method]) == 0
     assert str(out) in capsys.readouterr().out
+    w, h = Image.open(rocket_file).size
     with Image.open(out) as img:
-        assert img.format == "PNG" and img.size == Image.open(rocket_file).size
+        assert img.format == "PNG" and img.size == (w + COLORBAR_PX, h + TITLE_PX)
+        # the overlay sits pixel for pixel under the title band
+        pixels = np.asarray(img.convert("RGB"), dtype=np.float32)[TITLE_PX:, :w]
+    shown, heat = attention_map(rocket_file, str(saved), method=method)
+    expected = np.asarray(overlay(shown, heat), dtype=np.float32)
+    assert np.abs(pixels - expected).mean() < 2.0
 
 
 @pytest.mark.parametrize("name,kwargs", [
@@ -84,3 +102,14 @@ def test_overlay_and_errors(photos, tmp_path, rocket_file):
         save_attention_map(rocket_file, tmp_path / "map.jpg", model="vit_digits")
     with pytest.raises(VitkitError, match="method"):
         save_attention_map(rocket_file, tmp_path / "map.png", model="vit_digits", method="gradcam")
+
+
+def test_the_title_names_the_model_and_its_predicted_class(photos):
+    model = create_model("vit_digits").eval()
+    img = Image.fromarray(photos["coffee"])
+    top = vitkit.predict(img, model, top_k=1)[0].top_k[0]
+    title = _title(model, model, "rollout", img)
+    assert title.startswith("vit_digits - attention rollout")
+    assert f"predicted: {top.label} ({top.index}), {top.probability:.1%}" in title
+    tower = create_model("vit_base_patch16_siglip_224", depth=1, embed_dim=192, num_heads=3)
+    assert "no classifier head" in _title(tower, "siglip", "last", img)

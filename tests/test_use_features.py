@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from vitkit import create_model
 from vitkit.cli import main
 from vitkit.errors import ConfigError, DataError, VitkitError
 from vitkit.features import extract_features, load_features, merge_features
+from vitkit.filelock import FileLock
 from vitkit.processor import ImageProcessor
 
 MODEL = "vit_digits"  # 32x32 input, 8x8 patches, average pooling: fast on CPU
@@ -43,7 +45,7 @@ def test_cli_features_npy_with_skipped_file(folder, tmp_path, capsys):
     assert "broken.jpg" in captured.err and "1 skipped" in captured.out
     feats, files = load_features(out)
     assert feats.shape == (6, 96) and len(files) == 6 and not any("broken" in f for f in files)
-    meta = json.loads((tmp_path / "feats.json").read_text())
+    meta = json.loads((tmp_path / "feats.npy.json").read_text())
     assert meta["skipped"][0]["file"].endswith("broken.jpg") and "not an image" in meta["skipped"][0]["error"]
     assert meta["shape"] == [6, 96] and meta["files"] == files
     assert not (tmp_path / "feats.npy.parts").exists()
@@ -136,12 +138,16 @@ def test_ranks_split_the_work_and_merge(folder, tmp_path, monkeypatch, capsys):
         merge_features(out)
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
-    # the last rank also merges automatically; here it leaves that to an explicit --merge
-    (tmp_path / "split.safetensors.parts" / "merge.lock").touch()
+    # the last rank also merges automatically; here it leaves that to an explicit --merge, since another
+    # process (this test) holds the merge lock
+    lock = FileLock.try_acquire(tmp_path / "split.safetensors.parts" / "merge.lock")
     extract_features(folder, out, model=model, batch_size=2, rank=1, world_size=3)
     assert not out.exists()
+    with pytest.raises(DataError, match=f"being merged right now by pid {os.getpid()}"):
+        merge_features(out)
+    lock.release()
     assert main(["features", "--merge", "--out", str(out)]) == 0
     feats, files = load_features(out)
     assert files == full.files
     np.testing.assert_allclose(feats, load_features(full.path)[0], rtol=1e-5, atol=1e-6)
-    assert json.loads((tmp_path / "split.json").read_text())["skipped"][0]["file"].endswith("broken.jpg")
+    assert json.loads((tmp_path / "split.safetensors.json").read_text())["skipped"][0]["file"].endswith("broken.jpg")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .data.images import load_image
 from .errors import VitkitError
+from .labels import labels_for_model
 from .processor import ImageProcessor
 from .runtime import ModelSpec, eval_mode, inference, resolve_model
 
@@ -134,22 +135,74 @@ def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, alpha: fl
     return Image.fromarray(np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
-def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path) -> None:
-    """Original and overlays side by side, titled, via matplotlib's object API (no pyplot state)."""
+# the annotated figure: the overlay at its own pixel size, a title band above, a colour bar to the right
+TITLE_PX, COLORBAR_PX, DPI = 44, 80, 100
+
+
+def _figure(width_px: int, height_px: int) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colorbar(fig: Any, rect: list[float], cmap: str) -> None:
+    """A vertical colour bar for min-max scaled attention (0: least, 1: most of this image)."""
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+
+    cax = fig.add_axes(rect)
+    bar = fig.colorbar(ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap), cax=cax)
+    bar.set_ticks([0, 0.5, 1])
+    bar.ax.tick_params(labelsize=8)
+    bar.set_label("attention (scaled)", fontsize=8)
+
+
+def annotated(shown: Image.Image, over: Image.Image, *, title: str, cmap: str = "jet") -> Any:
+    """One overlay, pixel for pixel, under a title band (model, method, predicted class), with a colour bar."""
+    w, h = over.size
+    W, H = w + COLORBAR_PX, h + TITLE_PX
+    fig = _figure(W, H)
+    ax = fig.add_axes([0, 0, w / W, h / H])
+    ax.imshow(np.asarray(over), interpolation="nearest", aspect="auto")
+    ax.axis("off")
+    _colorbar(fig, [(w + 8) / W, 0.08 * h / H, 12 / W, 0.84 * h / H], cmap)
+    fig.text(6 / W, 1 - 4 / H, title, ha="left", va="top", fontsize=9)
+    return fig
+
+
+def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path, *, title: str,
+            cmap: str = "jet") -> None:
+    """Original and overlays side by side, titled, with the model and its prediction above and a colour bar."""
     n = 1 + len(overlays)
     aspect = image.height / image.width
-    fig = Figure(figsize=(4 * n, 4 * aspect + 0.5))
-    FigureCanvasAgg(fig)
-    for i, (title, img) in enumerate([("image", image), *overlays.items()]):
-        ax = fig.add_subplot(1, n, i + 1)
+    fig = _figure(400 * n + COLORBAR_PX, 400 * aspect + 40 + TITLE_PX)
+    W, H = fig.get_size_inches() * DPI
+    for i, (name, img) in enumerate([("image", image), *overlays.items()]):
+        ax = fig.add_axes([(i * 400 + 6) / W, 4 / H, 388 / W, (H - TITLE_PX - 30) / H])
         ax.imshow(img)
-        ax.set_title(title)
+        ax.set_title(name, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out, format="png", dpi=100)
+    _colorbar(fig, [(n * 400 + 8) / W, 0.1, 12 / W, 0.7], cmap)
+    fig.text(6 / W, 1 - 4 / H, title, ha="left", va="top", fontsize=9)
+    fig.savefig(out, format="png", dpi=DPI)
+
+
+def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image) -> str:
+    """'<model> - <method>' and the predicted class with its probability (or why there is none)."""
+    name = getattr(net, "model_name", None) or (str(model) if not isinstance(model, torch.nn.Module)
+                                                else type(model).__name__)
+    what = {"rollout": "attention rollout", "last": "last-layer attention", "panels": "attention"}[method]
+    if int(getattr(net, "num_classes", 0)) < 1:
+        return f"{name} - {what}\nno classifier head: no predicted class"
+    processor = ImageProcessor.from_model(net)
+    with torch.inference_mode():
+        logits = net(processor(img).to(next(net.parameters()).device))  # (1, num_classes)
+    prob, index = logits.float().softmax(-1)[0].max(dim=0)
+    label = labels_for_model(net)[int(index)]
+    return f"{name} - {what}\npredicted: {label} ({int(index)}), {float(prob):.1%}"
 
 
 def _check_method(method: str) -> None:
@@ -175,8 +228,9 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
                        weights: Any = None, method: str = "rollout", panels: bool = False, alpha: float = 0.5,
                        discard_ratio: float = 0.0, max_size: int = 1024,
                        device: str | torch.device | None = None) -> Path:
-    """Write the attention map over the image as a PNG with the image's aspect (longest side at most
-    ``max_size``). ``panels=True`` writes image | rollout | last-layer attention side by side instead."""
+    """Write the attention map over the image as a PNG: the overlay with the image's aspect (longest side at
+    most ``max_size``), a colour bar, and above it the model's name and predicted class. ``panels=True``
+    writes image | rollout | last-layer attention side by side instead."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise VitkitError(f"--out {str(out)!r} must be a .png file.")
@@ -186,14 +240,15 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):
         heats = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
+        title = _title(net, model, "panels" if panels else method, img)
     shown = img.copy()
     shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
     overlays = {m: overlay(shown, heat, alpha=alpha) for m, heat in heats.items()}  # overlay scales each map
     out.parent.mkdir(parents=True, exist_ok=True)
     if panels:
         _panels(shown, {"attention rollout" if k == "rollout" else "last-layer attention": v
-                        for k, v in overlays.items()}, out)
+                        for k, v in overlays.items()}, out, title=title)
     else:
-        overlays[method].save(out, format="PNG")
+        annotated(shown, overlays[method], title=title).savefig(out, format="png", dpi=DPI)
     logger.info("wrote %s", out)
     return out

@@ -213,6 +213,7 @@ class PretrainedCfg:
     multi_label: bool = False  # independent sigmoid scores per class (predict thresholds them), not a softmax
     hf_hub_id: str | None = None
     timm_name: str | None = None
+    tag: str | None = None  # timm's pretrained tag (e.g. 'augreg_in21k_ft_in1k'): weights at timm/<timm_name>.<tag>
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order, tuples as lists (JSON-ready)."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import ViTConfig, nearest_multiple
+from .config import PretrainedCfg, ViTConfig, nearest_multiple
 from .errors import ConfigError, InputSizeError
 from .layers import (
     PREFIX_TOKENS,
@@ -24,6 +26,21 @@ from .layers import (
 from .posemb import resample_posemb
 
 OUTPUT_FORMATS = ("NCHW", "NLC")
+
+
+@dataclass
+class ViTOutput:
+    """What ``model(x, output_hidden_states=True)`` or ``output_attentions=True`` returns, as transformers'
+    ``ImageClassifierOutput`` does.
+
+    ``logits``: what ``model(x)`` returns. ``hidden_states``: the embeddings and every block's output, each
+    (B, prefix + N, D), ``depth + 1`` of them (before the final norm). ``attentions``: every block's attention
+    weights, each (B, heads, prefix + N, prefix + N).
+    """
+
+    logits: Any
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 def _config_value(name: str, doc: str) -> property:
@@ -227,8 +244,39 @@ class VisionTransformer(nn.Module):
         x = self.pre_logits(self.head_drop(x))
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> Any:
+    def forward(self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False) -> Any:
+        """Logits (B, num_classes); a ``ViTOutput`` with the hidden states and/or attention weights when asked."""
+        if output_hidden_states or output_attentions:
+            return self._forward_with_outputs(x, output_hidden_states, output_attentions)
         return self.forward_head(self.forward_features(x))
+
+    def _forward_with_outputs(self, x: torch.Tensor, hidden_states: bool, attentions: bool) -> ViTOutput:
+        x = self.embed(x)
+        hidden, attns = [x], []
+        for block in self.blocks:
+            if attentions:  # the explicit attention path, which returns its weights
+                x, attn = block(x, return_attn=True)
+                attns.append(attn)
+            else:
+                x = self._run_block(block, x)
+            hidden.append(x)
+        return ViTOutput(logits=self.forward_head(self.norm(x)), hidden_states=tuple(hidden) if hidden_states else None,
+                         attentions=tuple(attns) if attentions else None)
+
+    # ------------------------------------------------------------------ timm's accessors
+    def get_classifier(self) -> nn.Module:
+        """The classification head (``nn.Identity`` when the model has none), as timm's models return it."""
+        return self.head
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """The pretrained cfg as the dict timm's ``model.default_cfg`` is: architecture, tag, input_size,
+        mean, std, crop_pct, crop_mode, interpolation, num_classes, hf_hub_id, ..."""
+        pcfg = getattr(self, "pretrained_cfg", None)
+        if not isinstance(pcfg, PretrainedCfg):  # a model built from a bare config: its own input size
+            pcfg = PretrainedCfg(input_size=(self.config.in_chans, *self.config.img_size), label_names=None)
+        pcfg = pcfg.replace(num_classes=self.num_classes)
+        return {"architecture": getattr(self, "model_name", None) or pcfg.timm_name, **pcfg.to_dict()}
 
     def _resolve_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
         depth = len(self.blocks)
@@ -294,3 +342,32 @@ class VisionTransformer(nn.Module):
             x, attn = block(x, return_attn=True)
             maps.append(attn)
         return maps
+
+
+class FeatureMaps(nn.Module):
+    """timm's ``features_only=True`` for a ViT: the outputs of chosen blocks as NCHW maps (B, D, h, w).
+
+    ``create_model(name, features_only=True, out_indices=(2, 5, 11))`` builds one; ``out_indices`` is a list
+    of blocks (negative from the end) or n for the last n blocks (default 3, as timm). ``feature_info``
+    describes each map (channels, reduction, module) as timm's does.
+    """
+
+    def __init__(self, model: VisionTransformer, out_indices: int | Sequence[int] = 3, *, norm: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.out_indices = model._resolve_indices(out_indices if isinstance(out_indices, int) else list(out_indices))
+        self.norm = norm
+        reduction = model.config.patch_size[0]
+        self.feature_info = [{"num_chs": model.embed_dim, "reduction": reduction, "module": f"blocks.{i}",
+                              "index": i} for i in self.out_indices]
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self.feature_info]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self.feature_info]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, C, H, W) -> one map (B, D, H / patch, W / patch) per chosen block."""
+        return self.model.forward_intermediates(x, self.out_indices, norm=self.norm, output_fmt="NCHW",
+                                                intermediates_only=True)

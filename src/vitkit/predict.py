@@ -1,23 +1,37 @@
-"""Top-k classification of image files with any classifier in the registry or on disk."""
+"""Top-k classification of image files with any classifier in the registry or on disk.
+
+Folders are searched for images; a file that cannot be read is skipped and reported in its result
+(``error``), so one bad image never costs the answers for the others.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
+from .data.images import list_images
+from .errors import ConfigError, DataError, ImageError
+from .fileio import atomic_write
 from .inference import optimize_for_inference
 from .labels import labels_for_model
 from .processor import ImageInput, ImageProcessor
+from .registry import is_registered
 from .runtime import ModelSpec, inference, model_device, resolve_model
 
 logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = (".csv", ".json")
+
 
 @dataclass
 class Prediction:
@@ -30,11 +44,13 @@ class Prediction:
 
 @dataclass
 class ImagePredictions:
-    """The top-k classes of one image, most probable first; for a multi-label model also every class
-    whose sigmoid score is above the threshold (``labels``, highest first; None for a softmax model)."""
+    """The top-k classes of one image, most probable first; ``error`` (no classes) when it could not be read.
+    For a multi-label model also every class whose sigmoid score is above the threshold (``labels``, highest
+    first; None for a softmax model)."""
 
     source: str
     top_k: list[Prediction] = field(default_factory=list)
+    error: str | None = None
     labels: list[Prediction] | None = None
     threshold: float | None = None
 
@@ -42,11 +58,36 @@ class ImagePredictions:
         out: dict[str, Any] = {"image": self.source, "predictions": [asdict(p) for p in self.top_k]}
         if self.labels is not None:
             out.update(labels=[asdict(p) for p in self.labels], threshold=self.threshold)
+        if self.error is not None:
+            out["error"] = self.error
         return out
 
 
 def _describe(image: ImageInput, i: int) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>"
+
+
+def _expand(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """A flat list of images: folders replaced by the image files in them (sorted, recursively)."""
+    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+        images = [images]
+    out: list[ImageInput] = []
+    for item in images:  # a path that does not exist is a typo to report now, not an image to skip later
+        if isinstance(item, (str, os.PathLike)):
+            out.extend(str(p) for p in list_images(item))
+        else:
+            out.append(item)
+    if not out:
+        raise DataError("No images given to predict; pass image files or folders of images.")
+    return out
+
+
+def _warn_if_random(model: ModelSpec, weights: Any) -> None:
+    """A registry name without weights is a randomly initialised network: its answers mean nothing."""
+    if isinstance(model, str) and weights is None and is_registered(model):
+        logger.warning("model %r has RANDOM weights (a registry name without weights): its predictions are "
+                       "meaningless. Pass weights (--weights FILE, a saved model folder, or "
+                       "--weights pretrained for the published ones).", model)
 
 
 @torch.inference_mode()
@@ -66,20 +107,22 @@ def predict(
 ) -> list[ImagePredictions]:
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
-    A multi-label model (``pretrained_cfg.multi_label``) scores each class with a sigmoid instead, and
-    each result also lists every class scoring above ``threshold``.
-    ``model``: a registry name (with optional ``weights`` source), a saved model folder or checkpoint,
-    or a model object (run where it is unless ``device`` is given, and handed back in the mode and on the
-    device it had). ``labels``: class names (a built-in set, a file or a list); by default the model's.
-    ``precision``/``backend``: the inference path (see ``optimize_for_inference``; 'auto' picks the fastest).
+    ``images``: files, folders (searched recursively), PIL images or uint8 arrays. An image that cannot be
+    read gets a result with ``error`` set and no classes. ``model``: a registry name (with optional
+    ``weights`` source), a saved model folder or checkpoint, or a model object (run where it is unless
+    ``device`` is given, and handed back in the mode and on the device it had). ``labels``: class names
+    (a built-in set, a file or a list); by default the model's. A multi-label model
+    (``pretrained_cfg.multi_label``) scores each class with a sigmoid instead of a softmax, and each result
+    also lists every class scoring above ``threshold``. ``precision``/``backend``: the inference path (see
+    ``optimize_for_inference``; 'auto' picks the fastest).
     """
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-        images = [images]
     if top_k < 1:
         raise ConfigError(f"top_k={top_k} is not allowed: expected a positive number of classes to show.")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive number of images.")
+    images = _expand(images)
     net = resolve_model(model, weights=weights, device=device)
+    _warn_if_random(model, weights)
     with inference(net, device):
         return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels, processor=processor,
                         batch_size=batch_size, precision=precision, backend=backend)
@@ -106,17 +149,20 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="predict", unit="batch", disable=len(starts) < 2):
         batch = images[start:start + batch_size]
-        x = processor(batch).to(device)  # (B, C, H, W)
-        # eval mode: a distilled model returns the mean of its two heads' logits
-        logits = run(x).float()
-        probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
-        values, indices = probs.topk(k, dim=-1)  # (B, k)
-        for j, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
-            top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
-            result = ImagePredictions(source=_describe(batch[j], start + j), top_k=top)
-            if multi_label:
-                result.labels, result.threshold = _above(probs[j], threshold, names), threshold
-            results.append(result)
+        loaded = _load_batch(processor, batch, start)
+        readable = [i for i, item in enumerate(loaded) if not isinstance(item, ImagePredictions)]
+        if readable:
+            x = torch.stack([loaded[i] for i in readable]).to(device)  # list of (C, H, W) -> (B, C, H, W)
+            # eval mode: a distilled model returns the mean of its two heads' logits
+            logits = run(x).float()
+            probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
+            values, indices = probs.topk(k, dim=-1)  # (B, k)
+            for row, (j, vals, idxs) in enumerate(zip(readable, values.tolist(), indices.tolist())):
+                top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
+                loaded[j] = ImagePredictions(source=_describe(batch[j], start + j), top_k=top)
+                if multi_label:
+                    loaded[j].labels, loaded[j].threshold = _above(probs[row], threshold, names), threshold
+        results.extend(loaded)
     return results
 
 
@@ -127,13 +173,54 @@ def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list
                   key=lambda p: -p.probability)
 
 
+def _load_batch(processor: ImageProcessor, batch: Sequence[ImageInput],
+                start: int) -> list[torch.Tensor | ImagePredictions]:
+    """Each image preprocessed (C, H, W), or a result carrying the error when it cannot be read."""
+    out: list[torch.Tensor | ImagePredictions] = []
+    for j, image in enumerate(batch):
+        try:
+            out.append(processor.preprocess_one(image))
+        except ImageError as exc:
+            logger.info("skipped unreadable image: %s", exc)
+            out.append(ImagePredictions(source=_describe(image, start + j), error=str(exc)))
+    return out
+
+
 def format_predictions(results: list[ImagePredictions]) -> str:
-    """Human-readable text: each image, then its classes with probabilities."""
+    """Human-readable text: each image, then its classes with probabilities (or why it was skipped)."""
     lines = []
     for r in results:
         lines.append(r.source)
+        if r.error is not None:
+            lines.append("  skipped: unreadable")
         if r.labels is not None:
             found = ", ".join(f"{p.label} ({p.probability:.2%})" for p in r.labels) or "none"
             lines.append(f"  labels above {r.threshold:g}: {found}")
         lines.extend(f"  {p.probability:7.2%}  {p.label} ({p.index})" for p in r.top_k)
     return "\n".join(lines)
+
+
+def _csv_text(results: list[ImagePredictions]) -> str:
+    """One row per (image, rank); an unreadable image is one row with its error."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "rank", "index", "label", "probability", "error"])
+    for r in results:
+        if r.error is not None:
+            writer.writerow([r.source, "", "", "", "", r.error])
+        for rank, p in enumerate(r.top_k, start=1):
+            writer.writerow([r.source, rank, p.index, p.label, f"{p.probability:.6g}", ""])
+    return buf.getvalue()
+
+
+def save_predictions(results: list[ImagePredictions], path: str | os.PathLike) -> Path:
+    """Write every prediction to ``path`` atomically: .csv (one row per image and rank) or .json."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise ConfigError(f"Predictions output {str(path)!r} has an unknown format: expected a file ending "
+                          f"in {' or '.join(OUTPUT_FORMATS)}.")
+    if path.suffix.lower() == ".csv":
+        text = _csv_text(results)
+    else:
+        text = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

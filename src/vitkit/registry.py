@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
+import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig, did_you_mean_any
-from .errors import UnknownModelError
-from .model import VisionTransformer
+from .errors import CheckpointError, UnknownModelError
+from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
+from .weights.io import download_from_hub
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,14 @@ VIT_VARIANTS = [
 IN21K_VARIANTS = [("base", 16, 103_186_515), ("base", 32, 104_843_091), ("large", 16, 326_740_307),
                   ("large", 32, 328_949_075), ("huge", 14, 660_385_363)]
 
+# timm's default pretrained tag of each published architecture (timm 1.0's pretrained_cfgs, checked against
+# timm by tests/test_habits_hub.py): ``create_model(name, pretrained=True)`` loads hf-hub:timm/<name>.<tag>
+DEFAULT_TAG = {"vit": "augreg_in21k_ft_in1k", "deit": "fb_in1k", "dinov2": "lvd142m", "siglip": "v2_webli"}
+TAG_EXCEPTIONS = {"vit_base_patch16_224": "augreg2_in21k_ft_in1k", "vit_base_patch8_224": "augreg2_in21k_ft_in1k",
+                  "vit_large_patch32_224": "orig_in21k", "vit_huge_patch14_224": "orig_in21k",
+                  "vit_large_patch32_384": "orig_in21k_ft_in1k", "vit_large_patch14_224": None}
+_TAG = re.compile(r"[A-Za-z0-9_]+")
+
 DEIT_VARIANTS = [("tiny", 5_717_416, 5_910_800), ("small", 22_050_664, 22_436_432), ("base", 86_567_656, 87_338_192)]
 
 
@@ -60,6 +74,23 @@ def register(entry: ModelEntry) -> ModelEntry:
     ViTConfig(**entry.config)  # validate now, not at first use
     _REGISTRY[entry.name] = entry
     return entry
+
+
+def _with_default_tags() -> None:
+    """Give each entry that timm publishes its default pretrained tag (in its pretrained cfg)."""
+    for name, entry in _REGISTRY.items():
+        pcfg = entry.pretrained_cfg
+        if pcfg.timm_name and pcfg.tag is None:
+            tag = TAG_EXCEPTIONS.get(name, DEFAULT_TAG.get(entry.tags[0] if entry.tags else ""))
+            _REGISTRY[name] = dataclasses.replace(entry, pretrained_cfg=pcfg.replace(tag=tag))
+
+
+def split_tag(name: str) -> tuple[str, str | None]:
+    """``'vit_tiny_patch16_224.augreg_in21k_ft_in1k'`` -> (architecture, tag); a name without a tag -> (name, None)."""
+    arch, dot, tag = name.partition(".")
+    if dot and arch in _REGISTRY and _TAG.fullmatch(tag):
+        return arch, tag
+    return name, None
 
 
 def _populate() -> None:
@@ -146,18 +177,51 @@ def _populate() -> None:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern`` (e.g. ``'vit_base_*'``), sorted."""
+    """Registered model names matching ``pattern``, sorted: a shell-style pattern (``'vit_base_*'``), or a
+    plain word matched anywhere in the name (``'deit'``), as timm's ``list_models`` users type it."""
+    if not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The registry entry of ``name``; an unknown name fails with the closest known names."""
+    """The registry entry of ``name`` (a timm pretrained tag, ``name.tag``, is kept in its pretrained cfg);
+    an unknown name fails with the closest known names."""
+    arch, tag = split_tag(name)
     try:
-        return _REGISTRY[name]
+        entry = _REGISTRY[arch]
     except KeyError:
         raise UnknownModelError(
             f"Unknown model {name!r}.{did_you_mean_any(name, _REGISTRY)} "
             "See vitkit.list_models() or `vitkit models` for all names.") from None
+    if tag is None:
+        return entry
+    return dataclasses.replace(entry, pretrained_cfg=entry.pretrained_cfg.replace(tag=tag))
+
+
+def pretrained_source(name: str) -> str:
+    """The ``hf-hub:`` id of a registered model's published weights: timm's ``timm/<name>.<tag>`` where timm
+    publishes them, else the Google/Hugging Face repository in its pretrained cfg."""
+    pcfg = get_entry(name).pretrained_cfg
+    if pcfg.timm_name and pcfg.tag:
+        return f"hf-hub:timm/{pcfg.timm_name}.{pcfg.tag}"
+    if pcfg.hf_hub_id:
+        return f"hf-hub:{pcfg.hf_hub_id}"
+    raise CheckpointError(f"Model {name!r} has no published weights, so pretrained=True cannot load any. Pass a "
+                          f"checkpoint (pretrained='path/to/weights'), or leave pretrained out for random weights.")
+
+
+def _fetch_published(name: str) -> str:
+    """A local folder with ``name``'s published weights: the Hugging Face cache (offline too), else a download."""
+    repo = pretrained_source(name).removeprefix("hf-hub:")
+    try:
+        return str(download_from_hub(repo))
+    except CheckpointError:
+        raise CheckpointError(
+            f"The published weights of {name!r} ({repo}) are not in the Hugging Face cache and cannot be "
+            f"downloaded here (offline or no network). Fetch them once where there is network with "
+            f"`hf download {repo}` and share that cache (HF_HUB_CACHE or HF_HOME), or pass a local checkpoint "
+            f"as pretrained=PATH (--weights PATH).") from None
 
 
 def create_model(
@@ -171,12 +235,23 @@ def create_model(
 ) -> torch.nn.Module:
     """Build a registered model by name.
 
-    ``pretrained``: a weight source (file, folder, ``hf-hub:`` id, ...) loaded into the model; a head of
-    a different class count is replaced by a fresh one and reported. ``num_classes`` and ``img_size``
-    override the registry's architecture, as do other ``ViTConfig`` fields in ``overrides``.
+    ``pretrained``: True for the published weights (through the Hugging Face cache: works offline once
+    cached), or a weight source (file, folder, ``hf-hub:`` id, ...) loaded into the model; a head of a
+    different class count is replaced by a fresh one and reported. ``name`` may carry a timm pretrained
+    tag (``'vit_tiny_patch16_224.augreg_in21k_ft_in1k'``), kept in ``model.pretrained_cfg.tag``.
+    ``num_classes`` and ``img_size`` override the registry's architecture, as do other ``ViTConfig``
+    fields in ``overrides``. ``features_only=True`` (with ``out_indices``) returns a ``FeatureMaps``
+    module giving NCHW maps of chosen blocks, as timm's ``features_only`` does for CNNs.
     ``device='meta'`` builds without allocating memory.
     """
     entry = get_entry(name)
+    features_only, out_indices = overrides.pop("features_only", False), overrides.pop("out_indices", 3)
+    model = _create(entry, pretrained, num_classes=num_classes, img_size=img_size, device=device, **overrides)
+    return FeatureMaps(model, out_indices) if features_only else model
+
+
+def _create(entry: ModelEntry, pretrained: Any, *, num_classes: int | None, img_size: int | tuple[int, int] | None,
+            device: str | torch.device | None, **overrides: Any) -> VisionTransformer:
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if img_size is not None:
@@ -187,17 +262,21 @@ def create_model(
     labels = pcfg.label_names if config.num_classes == pcfg.num_classes else None
     pcfg = pcfg.replace(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes,
                         label_names=labels)
-    if pretrained is not None:
-        return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device, model_name=name)
+    if pretrained is True:
+        pretrained = _fetch_published(entry.name if pcfg.tag is None else f"{entry.name}.{pcfg.tag}")
+    if pretrained is not None and pretrained is not False:
+        return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device,
+                               model_name=entry.name)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = VisionTransformer(config)
     model.pretrained_cfg = pcfg
-    model.model_name = name
+    model.model_name = entry.name
     return model
 
 
 def is_registered(name: str) -> bool:
-    return name in _REGISTRY
+    """Whether ``name`` (with or without a timm pretrained tag) is a registered model."""
+    return split_tag(name)[0] in _REGISTRY
 
 
 def known_configs() -> dict[str, ViTConfig]:
@@ -207,3 +286,4 @@ def known_configs() -> dict[str, ViTConfig]:
 
 
 _populate()
+_with_default_tags()

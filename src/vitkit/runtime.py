@@ -34,11 +34,51 @@ def _is_name(spec: str) -> bool:
 def from_pretrained(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
                     img_size: int | tuple[int, int] | None = None, strict: bool = True,
                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                    num_labels: int | None = None, torch_dtype: torch.dtype | str | None = None,
                     **overrides: Any) -> VisionTransformer:
     """Build the model a checkpoint describes and load it (see ``vitkit.weights.from_checkpoint``), knowing
-    every registered architecture (head counts, named timm architectures)."""
+    every registered architecture (head counts, named timm architectures).
+
+    transformers' spellings work too: ``num_labels`` for ``num_classes`` (a fresh head when it differs) and
+    ``torch_dtype`` (a ``torch.dtype`` or its name, e.g. ``'float16'``; ``'auto'``: vitkit's default) for ``dtype``.
+    """
+    num_classes = _same_value("num_classes", num_classes, "num_labels", num_labels)
+    dtype = _same_value("dtype", dtype, "torch_dtype", _as_dtype(torch_dtype))
     return from_checkpoint(source, format=format, num_classes=num_classes, img_size=img_size, strict=strict,
                            device=device, dtype=dtype, known=known_configs(), **overrides)
+
+
+def _same_value(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """``value`` or its transformers alias; both given and different is an error."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise ConfigError(f"{name}={value!r} and {alias}={alias_value!r} disagree; pass one of them.")
+    return alias_value
+
+
+def _as_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype) or value == "auto":
+        return None if value == "auto" else value
+    dtype = getattr(torch, str(value).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"torch_dtype={value!r} is not a floating-point torch dtype: use e.g. 'float32', "
+                          f"'float16', 'bfloat16' or a torch.dtype.")
+    return dtype
+
+
+def resolve_data_config(model: torch.nn.Module | str | os.PathLike[str]) -> dict[str, Any]:
+    """The preprocessing a model expects, as the dict timm's ``resolve_data_config({}, model=model)`` returns:
+    input_size (C, H, W), interpolation, mean, std, crop_pct, crop_mode. ``model``: a model object, a registry
+    name or a weight source (only its headers are read)."""
+    if isinstance(model, torch.nn.Module):
+        inner = getattr(model, "model", model)  # a FeatureMaps wrapper: the model inside
+        cfg = getattr(inner, "default_cfg", None) or {}
+        pcfg = PretrainedCfg.from_dict(cfg) if cfg else PretrainedCfg()
+    else:
+        pcfg = pretrained_cfg_of(model)
+    return {"input_size": tuple(pcfg.input_size), "interpolation": pcfg.interpolation, "mean": tuple(pcfg.mean),
+            "std": tuple(pcfg.std), "crop_pct": pcfg.crop_pct, "crop_mode": pcfg.crop_mode}
 
 
 def load_model(

@@ -15,11 +15,27 @@ from collections.abc import Sequence
 
 from ..errors import VitkitError
 
-# Modules that add subcommands (in help order).
-COMMAND_MODULES = ("models", "weights", "use", "train", "export", "bench")
+# Each subcommand: the module here that registers it, and its line in `vitkit --help` (in help order). Only
+# the module of the command being run is imported (the others get a one-line stub parser), so `vitkit --help`
+# and a mistyped command answer without importing torch: start-up time, see benchmarks/bench_cli_startup.py.
+COMMANDS = {
+    "models": ("models", "list model names (all, or those matching a word or pattern)"),
+    "weights": ("weights", "list a checkpoint's tensors, format and architecture"),
+    "convert": ("weights", "convert a checkpoint to another format"),
+    "predict": ("use", "top-k classes of images (files or folders)"),
+    "features": ("use", "extract features of many images to .npy/.safetensors"),
+    "inspect": ("use", "structure, output shapes, parameters and MACs of a model"),
+    "attention": ("use", "attention map of an image as a PNG overlay"),
+    "train": ("train", "fine-tune a model on an image folder (default: the bundled digits)"),
+    "eval": ("train", "accuracy of a model on a data split"),
+    "export": ("export", "export a model to ONNX (dynamic batch and size), int8, or torch.export"),
+    "bench": ("bench", "time vitkit's inference paths against timm, transformers and ONNX Runtime"),
+}
+COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.ArgumentParser:
+    """The parser: every subcommand in full, or with ``lazy`` only ``command``'s (stubs for the others)."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(
@@ -27,13 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vitkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    full = set(COMMAND_MODULES) if not lazy else {COMMANDS[command][0]} if command in COMMANDS else set()
+    done: set[str] = set()
+    for name, (module, line) in COMMANDS.items():
+        if module in full and module not in done:
+            importlib.import_module(f"{__name__}.{module}").register(subparsers)
+            done.add(module)
+        elif module not in full:
+            subparsers.add_parser(name, help=line)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand asked for: the first word that is not an option (top-level options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv), lazy=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..attention import METHODS, save_attention_map
-from ..errors import VitkitError
-from ..features import POOL_ALIASES, POOLS, extract_features, merge_features
-from ..predict import format_predictions, predict
+from ..errors import DataError, VitkitError
+from ..features import POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
+from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
 
 MODEL_HELP = "registry name (see `vitkit models`), or a saved model folder / checkpoint file"
+WEIGHTS_HELP = ("weights to load into a registry model: a file, a folder, hf-hub:ORG/NAME, or 'pretrained' "
+                "for the model's published weights (from the Hugging Face cache; downloaded if missing)")
+
+
+# What each command's --help says: written for the command line (the library's docstrings speak Python).
+PREDICT_TEXT = ("The most probable classes of each image (softmax over the model's logits). Folders are searched "
+                "for images; a file that cannot be read is skipped, named on stderr and counted, and the others "
+                "are still predicted. --output FILE also writes every prediction as CSV or JSON.")
+FEATURES_TEXT = ("Features of every image in the inputs (files and folders), written to --out (.npy or "
+                 ".safetensors) with OUT.json (settings, skipped files) and OUT.files.txt (one file per row). "
+                 "Unreadable images are skipped and listed. An interrupted run resumes when rerun with the same "
+                 "arguments; with --rank/--world-size (or torchrun) each process computes its share and the "
+                 "last to finish merges the parts.")
+INSPECT_TEXT = ("Structure, output shapes, parameters and MACs of a model (a registry name, a saved model "
+                "folder or a checkpoint). --img-size changes the input; shapes show the batch as B unless "
+                "--batch-size is given.")
+ATTENTION_TEXT = ("Where the model looks: its attention map over the image, written as a PNG with a colour bar, "
+                  "the model's name and its predicted class. --panels shows the image, the rollout and the "
+                  "last-layer map side by side.")
+
+
+def _weights(value: str) -> str | bool:
+    """``--weights pretrained`` means the published weights (``pretrained=True``), unless a file has that name."""
+    return True if value == "pretrained" and not os.path.exists(value) else value
 
 
 def _add_model(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
@@ -20,7 +45,7 @@ def _add_model(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
         p.add_argument("model", help=MODEL_HELP)
     else:
         p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--weights", help="weights to load into a registry model (file, folder or hf-hub: id)")
+    p.add_argument("--weights", type=_weights, help=WEIGHTS_HELP)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -36,7 +61,10 @@ def _add_path(p: argparse.ArgumentParser) -> None:
 
 
 def _print_path(args: argparse.Namespace) -> None:
-    """Say on stderr which inference path runs (stdout may be JSON)."""
+    """Say on stderr which inference path runs (stdout may be JSON), when one other than plain fp32 eager was
+    asked for (so the default run and its one-line errors stay quiet)."""
+    if (args.precision, args.backend) == ("fp32", "eager"):
+        return
     import torch
 
     from ..inference import plan_for
@@ -48,13 +76,25 @@ def _print_path(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     _print_path(args)
     results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, threshold=args.threshold,
-                      labels=args.labels,
-                      batch_size=args.batch_size, device=args.device, precision=args.precision,
-                      backend=args.backend)
+                      labels=args.labels, batch_size=args.batch_size, device=args.device,
+                      precision=args.precision, backend=args.backend)
+    if args.output:
+        save_predictions(results, args.output)
+    skipped = [r for r in results if r.error is not None]
+    for r in skipped if len(results) > 1 else []:
+        print(f"skipped {r.source}: {r.error}", file=sys.stderr)
+    if len(skipped) == len(results):  # nothing to show: one error line (the image's own when there is one)
+        raise DataError(skipped[0].error if len(results) == 1 else
+                        f"None of the {len(results)} images could be read (each is listed above); nothing was "
+                        f"predicted.")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         print(format_predictions(results))
+    if skipped:
+        print(f"{len(skipped)} of {len(results)} image(s) could not be read and were skipped.", file=sys.stderr)
+    if args.output:
+        print(f"wrote the predictions of {len(results)} image(s) to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -76,7 +116,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         print("this rank is done; the parts are merged when the last rank finishes (or run with --merge)")
     else:
         print(f"wrote {result.path}: features {result.shape} for {len(result.files)} images "
-              f"({len(result.skipped)} skipped); file list in {result.path.with_suffix('')}.files.txt")
+              f"({len(result.skipped)} skipped); file list in {sidecars(result.path)[1]}")
     return 0
 
 
@@ -98,8 +138,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict", help="top-k classes of images", description=predict.__doc__)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p = subparsers.add_parser("predict", help="top-k classes of images (files or folders)", description=PREDICT_TEXT)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     _add_model(p)
     p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--threshold", type=float, default=0.5,
@@ -107,16 +147,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--output", metavar="FILE",
+                   help="also write every prediction to FILE: .csv (one row per image and rank) or .json")
     _add_device(p)
     _add_path(p)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser("features", help="extract features of many images to .npy/.safetensors",
-                              description=extract_features.__doc__)
+                              description=FEATURES_TEXT)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files and folders (searched recursively)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--weights", help="weights to load into a registry model")
+    p.add_argument("--weights", type=_weights, help=WEIGHTS_HELP)
     p.add_argument("--pool", choices=(*POOLS, *POOL_ALIASES), default="default",
                    help="default: what the classifier reads; token (class token), avg (mean patch token), "
                         "map (attention-pool head) or none (all tokens), as the model's global_pool")
@@ -131,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_features)
 
     p = subparsers.add_parser("inspect", help="structure, output shapes, parameters and MACs of a model",
-                              description=summarize.__doc__)
+                              description=INSPECT_TEXT)
     _add_model(p, positional=True)
     p.add_argument("--img-size", type=int, help="input size (default: the model's)")
     p.add_argument("--batch-size", type=int, help="show shapes for this batch size instead of 'B'")
@@ -140,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = subparsers.add_parser("attention", help="attention map of an image as a PNG overlay",
-                              description=save_attention_map.__doc__)
+                              description=ATTENTION_TEXT)
     p.add_argument("image", metavar="IMAGE", help="image file")
     _add_model(p)
     p.add_argument("--out", required=True, help="PNG file to write")

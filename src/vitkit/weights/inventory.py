@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import PretrainedCfg, ViTConfig
-from ..errors import VitkitError
+from ..errors import CheckpointError, VitkitError
 from .families import detect_format
 from .infer import ARCH_FIELDS, Known, config_from, match_known
 from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
@@ -28,6 +31,8 @@ class Inventory:
     matches: str | None = None  # a registered model name with this architecture
     pretrained_cfg: PretrainedCfg | None = None  # the preprocessing the checkpoint states (read off its files)
     problems: list[str] = field(default_factory=list)  # why the format or architecture is unknown
+    also_matches: list[str] = field(default_factory=list)  # other registered names of the same architecture
+    training_state: list[str] | None = None  # a training checkpoint's top-level keys (weights under 'model')
 
     @property
     def num_params(self) -> int:
@@ -47,23 +52,38 @@ class Inventory:
         if self.config is None:
             return "unknown"
         text = " ".join(f"{k}={_short(getattr(self.config, k))}" for k in ARCH_FIELDS)
-        return text + (f" (= {self.matches})" if self.matches else "")
+        if not self.matches:
+            return text
+        also = f"; same architecture as {', '.join(self.also_matches)}" if self.also_matches else ""
+        return f"{text} (= {self.matches}{also})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "format": self.format, "num_params": self.num_params,
                 "num_bytes": self.num_bytes, "dtypes": self.dtypes(), "matches": self.matches,
                 "config": self.config.to_dict() if self.config else None, "problems": self.problems,
-                "tensors": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in self.tensors]}
+                "also_matches": self.also_matches, "training_state": self.training_state,
+                "tensors": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in self.in_natural_order()]}
+
+    def in_natural_order(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """The tensors by name with numbers compared as numbers (blocks.2 before blocks.10)."""
+        return sorted(self.tensors, key=lambda t: _natural_key(t[0]))
 
     def format_table(self, limit: int | None = None) -> str:
         """A readable listing: a header (format, architecture, counts), then one line per tensor."""
         dtypes = ", ".join(f"{d}: {n}" for d, n in self.dtypes().items())
-        lines = [f"file:         {self.path} ({self.kind}, {self.num_bytes / 2**20:.1f} MiB)",
+        lines = [f"file:         {self.path} ({self.kind}, {self.num_bytes / 2**20:.1f} MiB)"]
+        if self.training_state is not None:
+            rest = ", ".join(k for k in self.training_state if k != "model")
+            lines.append(f"contents:     a training checkpoint (vitkit train's checkpoint.pt or similar): the model's "
+                         f"weights under 'model' (listed below), plus {rest}. `vitkit train --resume` continues "
+                         f"from it; the run's best/ and last/ folders hold the exported model.")
+        lines += [
                  f"format:       {self.format or 'unknown'}",
                  f"architecture: {self.architecture()}",
                  f"tensors:      {len(self.tensors)} ({dtypes}), {self.num_params:,} parameters"]
         lines += [f"note:         {p}" for p in self.problems]
-        shown = self.tensors if limit is None else self.tensors[:limit]
+        ordered = self.in_natural_order()
+        shown = ordered if limit is None else ordered[:limit]
         width = max((len(n) for n, _, _ in shown), default=4) + 2
         lines.append("")
         lines.append(f"{'name':<{width}}{'shape':<24}dtype")
@@ -71,6 +91,38 @@ class Inventory:
         if len(shown) < len(self.tensors):
             lines.append(f"... and {len(self.tensors) - len(shown)} more (--all lists them)")
         return "\n".join(lines)
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+TRAINING_KEYS = ("optimizer", "scheduler", "progress", "epoch", "scaler", "train_config")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _training_state_keys(path: Path) -> list[str] | None:
+    """The top-level keys of a torch file that is a training checkpoint (model weights plus optimizer state,
+    progress, ...), else None. Reads the pickle's structure only (weights_only, memory-mapped)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any failure just means "not recognisably a training state"
+        return None
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and any(k in obj for k in TRAINING_KEYS):
+        return [str(k) for k in obj]
+    return None
+
+
+def _not_a_checkpoint(path: Path, exc: CheckpointError) -> CheckpointError:
+    """A clearer error for common files that are not weights (an image, a config), else ``exc`` itself."""
+    name = str(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return CheckpointError(f"{name!r} is an image, not a checkpoint. `vitkit weights` lists a weight file's "
+                               f"tensors; to run a model on this image use `vitkit predict {name} --model ...`.")
+    if path.suffix.lower() == ".json":
+        return CheckpointError(f"{name!r} is a JSON file, not a checkpoint. Pass the weight file (.safetensors, "
+                               f".pth/.bin, .npz) or the folder that holds it with its config.json.")
+    return exc
 
 
 def _torch_dtype(name: str) -> torch.dtype | None:
@@ -106,16 +158,32 @@ def _short(value: Any) -> Any:
 def inventory(source: str | os.PathLike[str], *, format: str | None = None, known: Known | None = None) -> Inventory:
     """Names, shapes and dtypes of every tensor in ``source``, its format and inferred architecture (matched
     against the ``known`` architectures, e.g. the registry's)."""
-    ckpt = read_checkpoint(source)
+    try:
+        ckpt = read_checkpoint(source)
+    except CheckpointError as exc:
+        raise _not_a_checkpoint(Path(os.fspath(source)), exc) from None
     inv = Inventory(path=os.fspath(ckpt.path), kind=ckpt.kind,
                     tensors=[(k, *tensor_info(ckpt.tensors, k)) for k in ckpt.tensors])
+    if ckpt.kind == "torch" and Path(ckpt.path).is_file():
+        inv.training_state = _training_state_keys(Path(ckpt.path))
     try:
         family = detect_format(ckpt, format)
         inv.format = family.name
         converted = family.convert(_shapes_only(ckpt, inv.tensors))
         inv.config = config_from(converted, known)
         inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config)
-        inv.matches = match_known(inv.config, known)
+        inv.matches, inv.also_matches = _matches(inv.config, known, stated=converted.model_name)
     except VitkitError as exc:
         inv.problems.append(str(exc))
     return inv
+
+
+def _matches(config: ViTConfig, known: Known | None, *, stated: str | None) -> tuple[str | None, list[str]]:
+    """The registered name to show for ``config`` and the others of the same architecture. A DeiT and a plain
+    ViT of one size are the same architecture: the name the checkpoint states wins, then a plain 'vit_' name
+    (so a plain ViT file is not called DeiT), then the first in order."""
+    same = [n for n in sorted(known or {}) if match_known(config, {n: known[n]})]  # type: ignore[index]
+    if not same:
+        return None, []
+    preferred = [n for n in same if n == stated] + [n for n in same if n.startswith("vit_")] + same
+    return preferred[0], [n for n in same if n != preferred[0]]

@@ -1,0 +1,349 @@
+"""The on-disk store of a features run: parts, chunks, locks, the merge and the sidecars.
+
+Layout while running, for ``--out feats.npy``::
+
+    feats.npy.parts/manifest.json                 settings and the global file list (row order)
+    feats.npy.parts/rank0-of-1.lock               held (flock) by the process computing rank 0 of 1
+    feats.npy.parts/merge.lock                    held by the process merging the parts
+    feats.npy.parts/rank0-of-1/chunk_000000.npz   one batch: features, row indices, failed files
+    feats.npy.parts/rank0-of-1/done.json          written when the rank has every chunk
+
+Each chunk is written to a temporary name and renamed, so a chunk on disk is complete; a rerun with
+the same settings checks the chunks that exist, keeps the sound ones and recomputes a damaged one (as
+it does every chunk when the manifest itself is damaged). Rank ``r`` of ``w`` takes files
+``r, r + w, ...``. When every rank is done the parts are merged into ``feats.npy`` (or
+``.safetensors``, key ``features``) with ``feats.npy.files.txt`` (one file per row) and
+``feats.npy.json`` (settings, shape, files and the skipped files with their errors) beside it, and the
+parts folder is removed.
+
+Locks are ``flock`` locks, which the kernel drops when their process dies: a run killed at any point
+(even during the merge) never leaves a lock that blocks the next one. The lock file names its owner
+(pid, host), so a refusal can say who holds it, and a lock file left by a killed process is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, VitkitError
+from .fileio import TEMP_SUFFIX, atomic_write
+from .filelock import FileLock
+
+logger = logging.getLogger(__name__)
+
+FORMATS = (".npy", ".safetensors")
+
+
+@dataclass
+class FeaturesResult:
+    """What a run produced. ``path`` is None while other ranks are still running."""
+
+    path: Path | None
+    files: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None
+    computed: int = 0
+    reused: int = 0
+    features: np.ndarray | None = None  # the array itself, for a run without an output file
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def rank_dir(parts: Path, rank: int, world_size: int) -> Path:
+    return parts / f"rank{rank}-of-{world_size}"
+
+
+def mark_done(folder: Path, chunks: int, images: int) -> None:
+    """Record that a rank has every chunk (the merge waits for this file from every rank)."""
+    _write_json(folder / "done.json", {"chunks": chunks, "images": images})
+
+
+def sidecars(out: Path) -> tuple[Path, Path]:
+    """The metadata and file-list files of an output, named after its whole name (``feats.npy.json``,
+    ``feats.npy.files.txt``), so ``f.npy`` and ``f.safetensors`` in one folder keep their own."""
+    return out.with_name(out.name + ".json"), out.with_name(out.name + ".files.txt")
+
+
+def _legacy_file_list(out: Path) -> Path:
+    """Where versions before 0.2 wrote the file list (``feats.files.txt``), still read by ``load_features``."""
+    stem = out.with_suffix("")
+    return stem.with_name(stem.name + ".files.txt")
+
+
+# ---------------------------------------------------------------------------------------------- locks
+def rank_lock(parts: Path, out: Path, rank: int, world_size: int, *, overwrite: bool = False) -> FileLock:
+    """This rank's exclusive lock (the parts folder made if needed), or a DataError naming the run that holds
+    it, or saying that another run has finished ``out`` while this one was starting."""
+    lock: FileLock | str | None = None
+    for _ in range(3):
+        parts.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # the folder was just removed by a run finishing its merge
+            lock = FileLock.try_acquire(parts / f"rank{rank}-of-{world_size}.lock")
+            break
+    if lock is None or isinstance(lock, str):
+        raise DataError(f"Another `vitkit features` run ({lock or 'finishing now'}) is writing rank {rank} of "
+                        f"{world_size} to {str(out)!r}. Wait for it to finish, or choose another --out.")
+    if out.exists() and not overwrite and not (parts / "manifest.json").exists():
+        lock.release()
+        remove_if_empty(parts)
+        raise DataError(f"{str(out)!r} was written by another run while this one started. Use it, or pass "
+                        f"--overwrite to compute it again.")
+    return lock
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size from the arguments, else torchrun's RANK / WORLD_SIZE, else (0, 1)."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise VitkitError(f"rank={rank}, world_size={world_size} is not a valid split: expected "
+                          f"0 <= rank < world_size.")
+    return rank, world_size
+
+
+def _read_manifest(parts: Path) -> dict[str, Any] | None:
+    """The manifest, or None when it is missing or damaged (then nothing in the parts can be trusted)."""
+    path = parts / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("settings"), dict) and int(data["chunk_size"]) > 0:
+            return data
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    logger.warning("%s is damaged; the parts beside it cannot be trusted and are recomputed.", path)
+    for rank_dir in parts.glob("rank*-of-*"):
+        if rank_dir.is_dir():
+            shutil.rmtree(rank_dir, ignore_errors=True)
+    return None
+
+
+def prepare_manifest(parts: Path, settings: dict[str, Any], chunk_size: int) -> int:
+    """Write the manifest, or check that an earlier run's has the same settings. Returns the chunk size
+    (an earlier run's, so that its chunks stay valid whatever batch size a rerun asks for)."""
+    path = parts / "manifest.json"
+    old = _read_manifest(parts)
+    if old is not None:
+        if old["settings"] != settings:
+            changed = sorted(k for k in settings if old["settings"].get(k) != settings[k])
+            raise DataError(f"{str(parts)!r} holds an unfinished run with other settings ({', '.join(changed)}). "
+                            f"Rerun with the same arguments to resume it, or delete that folder to start over.")
+        return int(old["chunk_size"])
+    _write_json(path, {"settings": settings, "chunk_size": chunk_size})
+    return chunk_size
+
+
+def save_chunk(path: Path, rows: list[int], loaded: list[Any], feats: np.ndarray | None) -> None:
+    """One batch's features (rows of the readable images) and the errors of the others (a ``str`` in
+    ``loaded``), written atomically."""
+    ok = [r for r, item in zip(rows, loaded) if not isinstance(item, str)]
+    failed = [(r, item) for r, item in zip(rows, loaded) if isinstance(item, str)]
+    for _, err in failed:
+        logger.info("skipped unreadable image: %s", err)
+    arrays = {"features": feats if feats is not None else np.zeros((0,), np.float32),
+              "index": np.asarray(ok, dtype=np.int64),
+              "failed_index": np.asarray([r for r, _ in failed], dtype=np.int64),
+              "failed_error": np.asarray([e for _, e in failed], dtype=np.str_)}
+
+    atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _read_chunk(path: Path, rows: list[int] | None = None) -> dict[str, np.ndarray]:
+    """A chunk's arrays, checked (the rows it covers, when known); a DataError names what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            chunk = {k: data[k] for k in ("features", "index", "failed_index", "failed_error")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"feature chunk {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from None
+    covered = sorted(chunk["index"].tolist() + chunk["failed_index"].tolist())
+    rows_ok = chunk["features"].shape[0] == len(chunk["index"]) or not len(chunk["index"])
+    if not rows_ok or len(chunk["failed_error"]) != len(chunk["failed_index"]) or (
+            rows is not None and covered != sorted(rows)):
+        raise DataError(f"feature chunk {str(path)!r} is damaged (its rows do not match the run's)")
+    return chunk
+
+
+def sound_chunk(path: Path, rows: list[int]) -> bool:
+    """Whether a chunk on disk is complete and covers ``rows``; a damaged one is removed (to be recomputed)."""
+    if not path.exists():
+        return False
+    try:
+        _read_chunk(path, rows)
+        return True
+    except DataError as exc:
+        logger.warning("%s; recomputing it.", exc)
+        path.unlink(missing_ok=True)
+        return False
+
+
+def remove_if_empty(parts: Path) -> None:
+    """No debris: a parts folder with no computed chunk and no running process in it is removed."""
+    if parts.is_dir() and not any(parts.glob("rank*-of-*/chunk_*.npz")) and not any(parts.glob("*.lock")):
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- merging
+def _missing_ranks(parts: Path, world_size: int) -> list[int]:
+    """The ranks that have not written their done.json yet."""
+    return [r for r in range(world_size) if not (rank_dir(parts, r, world_size) / "done.json").exists()]
+
+
+def _merge_lock(parts: Path) -> FileLock | str:
+    try:
+        return FileLock.try_acquire(parts / "merge.lock")
+    except FileNotFoundError:  # the parts folder is gone: another process has merged it
+        return "a process that has finished merging"
+
+
+def merge_if_complete(out: Path) -> FeaturesResult | None:
+    """Merge when every rank is done and no other process is merging; None otherwise."""
+    parts = parts_dir(out)
+    manifest = _read_manifest(parts)
+    if manifest is None or _missing_ranks(parts, manifest["settings"]["world_size"]):
+        return None
+    lock = _merge_lock(parts)
+    if isinstance(lock, str):  # only one process merges; the others leave it to that one
+        logger.info("the parts of %s are being merged by %s", out, lock)
+        return None
+    try:
+        if not (parts / "manifest.json").exists():  # merged by another process while we waited
+            return None
+        return _merge(out, parts, manifest["settings"])
+    finally:
+        lock.release()
+
+
+def merge_features(out: str | os.PathLike) -> FeaturesResult:
+    """Merge the parts of a split run into ``out`` (normally automatic when the last rank finishes)."""
+    out = Path(out)
+    parts = parts_dir(out)
+    manifest = _read_manifest(parts)
+    if manifest is None:
+        raise DataError(f"No parts to merge: {str(parts)!r} holds no (readable) manifest. Run `vitkit features` "
+                        f"with the same --out on every rank first.")
+    world_size = manifest["settings"]["world_size"]
+    missing = _missing_ranks(parts, world_size)
+    if missing:
+        raise DataError(f"Cannot merge {str(out)!r} yet: rank(s) {', '.join(map(str, missing))} of "
+                        f"{world_size} have not finished. Rerun them (they resume), then merge.")
+    lock = _merge_lock(parts)
+    if isinstance(lock, str):
+        raise DataError(f"{str(out)!r} is being merged right now by {lock}. Wait for it to finish.")
+    try:
+        return _merge(out, parts, manifest["settings"])
+    finally:
+        lock.release()
+
+
+def _collect(parts: Path, settings: dict[str, Any]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Every rank's rows: features by row and errors by row. A damaged chunk is removed, with its rank's
+    done.json, and reported, so that rerunning that rank recomputes exactly that part."""
+    world_size = settings["world_size"]
+    feats: dict[int, np.ndarray] = {}
+    skipped: dict[int, str] = {}
+    for r in range(world_size):
+        folder = rank_dir(parts, r, world_size)
+        for path in sorted(folder.glob("chunk_*.npz")):
+            try:
+                chunk = _read_chunk(path)
+            except DataError as exc:
+                path.unlink(missing_ok=True)
+                (folder / "done.json").unlink(missing_ok=True)
+                raise DataError(f"{exc}; it was removed. Rerun rank {r} of {world_size} with the same arguments "
+                                f"to recompute it, then merge.") from None
+            feats.update(zip(chunk["index"].tolist(), chunk["features"]))
+            skipped.update(zip(chunk["failed_index"].tolist(), chunk["failed_error"].tolist()))
+    lost = sorted(set(range(len(settings["files"]))) - feats.keys() - skipped.keys())
+    if lost:
+        for r in {i % world_size for i in lost}:
+            (rank_dir(parts, r, world_size) / "done.json").unlink(missing_ok=True)
+        raise DataError(f"{len(lost)} image(s) have no chunk in {str(parts)!r} (e.g. {settings['files'][lost[0]]!r}); "
+                        f"rerun with the same arguments to compute them, then merge.")
+    return feats, skipped
+
+
+def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
+    files = settings["files"]
+    _remove_own_temps(out)
+    feats, skipped = _collect(parts, settings)
+    order = sorted(feats)
+    if not order:
+        shutil.rmtree(parts, ignore_errors=True)  # nothing to resume: a rerun would find the same
+        raise DataError(f"None of the {len(files)} images could be read (e.g. {skipped.get(0, '?')}); "
+                        f"nothing to write to {str(out)!r}.")
+    array = np.stack([feats[i] for i in order])  # rows in the global file order: (N, ...)
+    _write_array(out, array, settings)
+    kept = [files[i] for i in order]
+    skipped_list = [(files[i], skipped[i]) for i in sorted(skipped)]
+    meta_path, list_path = sidecars(out)
+    meta = {k: v for k, v in settings.items() if k not in ("files", "chunk_size")}
+    meta.update(shape=list(array.shape), dtype=str(array.dtype), files=kept,
+                skipped=[{"file": f, "error": e} for f, e in skipped_list])
+    _write_json(meta_path, meta)
+    atomic_write(list_path, lambda tmp: tmp.write_text("".join(f + "\n" for f in kept)))
+    shutil.rmtree(parts, ignore_errors=True)
+    if skipped_list:
+        logger.warning("%d unreadable image(s) skipped, listed in %s", len(skipped_list), meta_path)
+    logger.info("wrote %s %s (%d images, %d skipped)", out, array.shape, len(kept), len(skipped_list))
+    return FeaturesResult(path=out, files=kept, skipped=skipped_list, shape=tuple(array.shape))
+
+
+def _remove_own_temps(out: Path) -> None:
+    """Half-written outputs or sidecars of a merge that was killed (only this output's, not its neighbours')."""
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+
+
+def _write_array(out: Path, array: np.ndarray, settings: dict[str, Any]) -> None:
+    if out.suffix.lower() == ".npy":
+        atomic_write(out, lambda tmp: _save_npy(tmp, array))
+        return
+    from safetensors.numpy import save_file
+
+    metadata = {"model": settings["model"], "pool": settings["pool"], "layers": json.dumps(settings["layers"])}
+    atomic_write(out, lambda tmp: save_file({"features": np.ascontiguousarray(array)}, str(tmp), metadata=metadata))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append '.npy' to the temporary name
+        np.save(fh, array)
+
+
+def load_features(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """A features file written by ``extract_features`` and its file list (one per row)."""
+    path = Path(path)
+    _, list_path = sidecars(path)
+    if not list_path.exists():
+        list_path = _legacy_file_list(path)
+    if path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+    else:
+        from safetensors.numpy import load_file
+
+        array = load_file(str(path))["features"]
+    files = list_path.read_text().splitlines() if list_path.exists() else []
+    return array, files
