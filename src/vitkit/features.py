@@ -192,7 +192,8 @@ def extract_features(
     net = resolve_model(model, weights=weights, device=_rank_device(device))
     with inference(net, device):
         return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,
-                        batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers)
+                        batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers,
+                        overwrite=overwrite)
 
 
 def _out_and_model(out: Any, model: ModelSpec | None) -> tuple[Any, ModelSpec]:
@@ -244,7 +245,7 @@ def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: s
 
 def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelSpec, weights: Any, pool: str,
              layers: Sequence[int] | None, batch_size: int, rank: int, world_size: int,
-             num_workers: int) -> FeaturesResult:
+             num_workers: int, overwrite: bool) -> FeaturesResult:
     check_pool(net, pool)
     processor = ImageProcessor.from_model(net)
     layers = [int(i) for i in layers] if layers else None
@@ -252,8 +253,7 @@ def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelS
     settings = {"model": str(name), "weights": None if weights is None else str(weights), "pool": pool,
                 "layers": layers, "processor": processor.to_dict(), "world_size": world_size, "files": files}
     parts = parts_dir(out)
-    parts.mkdir(parents=True, exist_ok=True)
-    lock = rank_lock(parts, out, rank, world_size)
+    lock = rank_lock(parts, out, rank, world_size, overwrite=overwrite)
     try:
         chunk_size = prepare_manifest(parts, settings, batch_size)
         computed, reused = _run_rank(net, processor, files, rank_dir(parts, rank, world_size),

@@ -23,6 +23,7 @@ Locks are ``flock`` locks, which the kernel drops when their process dies: a run
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -88,12 +89,23 @@ def _legacy_file_list(out: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- locks
-def rank_lock(parts: Path, out: Path, rank: int, world_size: int) -> FileLock:
-    """This rank's exclusive lock, or a DataError naming the run that holds it."""
-    lock = FileLock.try_acquire(parts / f"rank{rank}-of-{world_size}.lock")
-    if isinstance(lock, str):
-        raise DataError(f"Another `vitkit features` run ({lock}) is writing rank {rank} of {world_size} to "
-                        f"{str(out)!r}. Wait for it to finish, or choose another --out.")
+def rank_lock(parts: Path, out: Path, rank: int, world_size: int, *, overwrite: bool = False) -> FileLock:
+    """This rank's exclusive lock (the parts folder made if needed), or a DataError naming the run that holds
+    it, or saying that another run has finished ``out`` while this one was starting."""
+    lock: FileLock | str | None = None
+    for _ in range(3):
+        parts.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # the folder was just removed by a run finishing its merge
+            lock = FileLock.try_acquire(parts / f"rank{rank}-of-{world_size}.lock")
+            break
+    if lock is None or isinstance(lock, str):
+        raise DataError(f"Another `vitkit features` run ({lock or 'finishing now'}) is writing rank {rank} of "
+                        f"{world_size} to {str(out)!r}. Wait for it to finish, or choose another --out.")
+    if out.exists() and not overwrite and not (parts / "manifest.json").exists():
+        lock.release()
+        remove_if_empty(parts)
+        raise DataError(f"{str(out)!r} was written by another run while this one started. Use it, or pass "
+                        f"--overwrite to compute it again.")
     return lock
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 
 from ..attention import METHODS, save_attention_map
-from ..errors import VitkitError
+from ..errors import DataError, VitkitError
 from ..features import POOLS, extract_features, merge_features, sidecars
 from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
@@ -57,23 +57,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, device=args.device)
     if args.output:
         save_predictions(results, args.output)
+    skipped = [r for r in results if r.error is not None]
+    for r in skipped if len(results) > 1 else []:
+        print(f"skipped {r.source}: {r.error}", file=sys.stderr)
+    if len(skipped) == len(results):  # nothing to show: one error line (the image's own when there is one)
+        raise DataError(skipped[0].error if len(results) == 1 else
+                        f"None of the {len(results)} images could be read (each is listed above); nothing was "
+                        f"predicted.")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         print(format_predictions(results))
-    return _report_skipped(results, args.output)
-
-
-def _report_skipped(results: list, output: str | None) -> int:
-    """Name each unreadable image on stderr with the count; every image unreadable is an error (exit 2)."""
-    skipped = [r for r in results if r.error is not None]
-    for r in skipped:
-        print(f"skipped {r.source}: {r.error}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} of {len(results)} image(s) could not be read and were skipped.", file=sys.stderr)
-    if output:
-        print(f"wrote the predictions of {len(results)} image(s) to {output}", file=sys.stderr)
-    return 2 if skipped and len(skipped) == len(results) else 0
+    if args.output:
+        print(f"wrote the predictions of {len(results)} image(s) to {args.output}", file=sys.stderr)
+    return 0
 
 
 def cmd_features(args: argparse.Namespace) -> int:
