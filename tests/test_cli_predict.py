@@ -61,7 +61,8 @@ def test_json_output_and_every_image_unreadable_is_an_error(folder, saved, tmp_p
     out_json = tmp_path / "preds.json"
     res = run_cli("predict", str(folder / "c_text.jpg"), str(folder / "b_truncated.jpg"), "--model", str(saved),
                   "--output", str(out_json))
-    assert res.returncode == 2 and "2 of 2 image(s) could not be read" in res.stderr
+    assert res.returncode == 2 and "error: None of the 2 images could be read" in res.stderr
+    assert res.stderr.count("skipped ") == 2 and not res.stdout
     data = json.loads(out_json.read_text())
     assert [d["predictions"] for d in data] == [[], []] and all("error" in d for d in data)
 

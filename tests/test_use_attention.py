@@ -113,3 +113,4 @@ def test_the_title_names_the_model_and_its_predicted_class(photos):
     assert f"predicted: {top.label} ({top.index}), {top.probability:.1%}" in title
     tower = create_model("vit_base_patch16_siglip_224", depth=1, embed_dim=192, num_heads=3)
     assert "no classifier head" in _title(tower, "siglip", "last", img)
+    assert _title(model, "vit_digits", "last", img, random=True).startswith("vit_digits (RANDOM weights) - last")

@@ -20,6 +20,7 @@ from .data.images import load_image
 from .errors import VitkitError
 from .labels import labels_for_model
 from .processor import ImageProcessor
+from .registry import is_registered
 from .runtime import ModelSpec, eval_mode, inference, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -190,10 +191,11 @@ def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path, *, 
     fig.savefig(out, format="png", dpi=DPI)
 
 
-def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image) -> str:
+def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image, *, random: bool = False) -> str:
     """'<model> - <method>' and the predicted class with its probability (or why there is none)."""
     name = getattr(net, "model_name", None) or (str(model) if not isinstance(model, torch.nn.Module)
                                                 else type(model).__name__)
+    name += " (RANDOM weights)" if random else ""
     what = {"rollout": "attention rollout", "last": "last-layer attention", "panels": "attention"}[method]
     if int(getattr(net, "num_classes", 0)) < 1:
         return f"{name} - {what}\nno classifier head: no predicted class"
@@ -240,7 +242,8 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):
         heats = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
-        title = _title(net, model, "panels" if panels else method, img)
+        random = isinstance(model, str) and weights is None and is_registered(model)
+        title = _title(net, model, "panels" if panels else method, img, random=random)
     shown = img.copy()
     shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
     overlays = {m: overlay(shown, heat, alpha=alpha) for m, heat in heats.items()}  # overlay scales each map
