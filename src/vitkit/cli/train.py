@@ -19,7 +19,8 @@ DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ 
 PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size", "eval_batch_size", "accum_steps",
                "lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing", "freeze",
                "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
-               "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps")
+               "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
+               "log_every")
 
 
 def _pct(x: float | None) -> str:
@@ -158,12 +159,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--workers", type=int, help="data loading processes (default: 0 for in-memory data)")
     a("--threads", type=int, help="CPU threads for torch (default: one per core; 1 is faster on a busy machine)")
     a("--device", help="cpu, cuda or cuda:N (default: this rank's GPU if there is one)")
-    a("--resume", nargs="?", const="auto", help="continue from OUT/checkpoint.pt (or the given checkpoint)")
+    a("--resume", nargs="?", const="auto",
+      help="continue from OUT/checkpoint.pt (or the given checkpoint) with the same training settings; a changed "
+           "schedule (--epochs, --lr, --batch-size, ...) is refused: start a new run with --weights OUT/last instead")
     a("--save-every-steps", type=int, default=d.save_every_steps,
       help="also checkpoint every N steps (default: each epoch)")
     a("--export-samples", type=int, help="held-out images per class to write to OUT/samples (digits: 2)")
     a("--grad-checkpointing", action="store_true", help="recompute activations: less memory, more compute")
     a("--max-steps", type=int, help="stop after N optimizer steps (the schedule still spans all epochs)")
+    a("--log-every", type=int, default=d.log_every,
+      help="steps between reads of the loss on the host (progress bar, non-finite check)")
     a("--no-plots", action="store_true", help="skip the PNG plots")
 
 

@@ -70,6 +70,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     plots: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
+    log_every: int = 20  # optimizer steps between reads of the loss on the host (progress bar, non-finite check)
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""
@@ -84,7 +85,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that is not allowed."""
         positive = dict(epochs=self.epochs, batch_size=self.batch_size, accum_steps=self.accum_steps,
-                        eval_batch_size=self.eval_batch_size, threads=self.threads)
+                        eval_batch_size=self.eval_batch_size, threads=self.threads, log_every=self.log_every)
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
                 _fail(name, value, "a positive integer")
