@@ -69,7 +69,7 @@ def check_compatible(state: dict[str, Any], model_config: dict[str, Any], classe
 RUNTIME_SETTINGS = frozenset({
     "data", "out", "model", "weights", "model_overrides", "resume", "device", "workers", "threads", "eval_batch_size",
     "save_every_steps", "max_steps", "plots", "export_samples", "log_every", "grad_checkpointing", "deterministic",
-    "compile", "teacher_weights"})
+    "compile", "teacher_weights", "overwrite"})
 
 
 def check_settings(saved: dict[str, Any], run: dict[str, Any], defaults: dict[str, Any], path: str, out: str) -> None:

@@ -16,12 +16,14 @@ FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
 # Settings left as None take these values: the digits preset trains a small ViT from scratch on
 # 8x8 digits (no flips: a mirrored digit is another symbol; mild crops: the digit fills the frame) on one
 # thread (a model this small gains ~1.3x from a second core, and loses 3x when another process shares
-# the cores); the folder preset fine-tunes a model on photos.
+# the cores); the folder preset fine-tunes a model on photos: ViT-S/16 at its own 224 pixels (the size of
+# its published weights), not the 32-pixel digits model, which sees a photo as a smudge.
 DIGITS_DEFAULTS: dict[str, Any] = dict(
     model="vit_digits", epochs=70, batch_size=32, lr=2e-3, warmup_epochs=2.0, aug="none", hflip=0.0,
     crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.25), layer_decay=1.0, out="runs/digits", export_samples=2, threads=1)
+FOLDER_MODEL = "vit_small_patch16_224"
 FOLDER_DEFAULTS: dict[str, Any] = dict(
-    model="vit_digits", epochs=10, batch_size=64, lr=5e-4, warmup_epochs=1.0, aug="trivial", hflip=0.5,
+    model=FOLDER_MODEL, epochs=10, batch_size=64, lr=5e-4, warmup_epochs=1.0, aug="trivial", hflip=0.5,
     crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), layer_decay=None, out="runs/train", export_samples=0,
     threads=None)
 
@@ -38,6 +40,8 @@ class TrainConfig:
     model: str | None = None
     weights: str | None = None
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    img_size: int | None = None  # input size (square); None: the model's own
+    overwrite: bool = False  # replace a run already in ``out`` (otherwise refused, unless resuming)
     val_fraction: float = 0.2
     epochs: int | None = None
     batch_size: int | None = None
@@ -85,7 +89,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that is not allowed."""
         positive = dict(epochs=self.epochs, batch_size=self.batch_size, accum_steps=self.accum_steps,
-                        eval_batch_size=self.eval_batch_size, threads=self.threads, log_every=self.log_every)
+                        eval_batch_size=self.eval_batch_size, threads=self.threads, log_every=self.log_every,
+                        img_size=self.img_size)
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
                 _fail(name, value, "a positive integer")

@@ -24,6 +24,7 @@ from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
+from .interrupt import StopRequest, TrainingInterrupted
 from .metrics import EvalCounts, write_metrics
 from .optim import WarmupCosine, apply_freeze, build_optimizer
 from .setup import (
@@ -145,7 +146,7 @@ class Trainer:
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
         self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
-                                 overrides=cfg.model_overrides)
+                                 overrides=cfg.model_overrides, img_size=cfg.img_size)
         label_model(self.model, self.splits)
         self.trainable, self.total = apply_freeze(self.model, cfg.freeze)
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
@@ -163,6 +164,7 @@ class Trainer:
         self.train_tf, self.eval_tf = train_transform(self.model, cfg), EvalTransform(self.model)
         self.progress = Progress(stats=EpochStats(loss_sum=_loss_accumulator(self.device)))
         self.checked_step = 0  # the step at which the loss was last seen finite on every rank
+        self.stop = StopRequest()  # entered by ``train`` for the length of the training loop
         self.state_path = self.out / ckpt.STATE_FILE
         self.last_confusion: torch.Tensor | None = None
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
@@ -203,8 +205,10 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """What is being trained: the model, its parameter counts, the data and the schedule."""
-        return {"model": getattr(self.model, "model_name", self.cfg.model), "params": self.total,
-                "trainable_params": self.trainable, "freeze": self.cfg.freeze, **self.splits.describe(),
+        h, w = self.model.config.img_size
+        return {"model": getattr(self.model, "model_name", self.cfg.model), "img_size": f"{h}x{w}",
+                "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.freeze,
+                **self.splits.describe(),
                 "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
                 "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out)}
 
@@ -284,16 +288,32 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def check_finite(self) -> None:
-        """The host sync of a logging interval: stop every rank together when a loss went non-finite.
+    def check_finite(self) -> bool:
+        """The host sync of a logging interval; returns whether any rank was asked to stop (Ctrl-C).
 
-        Called every ``log_every`` steps, before each save and at the end of an epoch (so a non-finite
-        loss never reaches a checkpoint); all ranks call it at the same steps (it is a collective).
+        Stops every rank together when a loss went non-finite. Called every ``log_every`` steps, before
+        each save and at the end of an epoch (so a non-finite loss never reaches a checkpoint); all ranks
+        call it at the same steps (it is one collective).
         """
         p = self.progress
-        if self.dist.any_true(~torch.isfinite(p.stats.loss_sum)):
+        flags = torch.stack([(~torch.isfinite(p.stats.loss_sum)).to(torch.float32),
+                             torch.tensor(float(self.stop.requested), device=self.device)])
+        bad, stop = (v > 0 for v in self.dist.all_reduce_sum(flags).tolist())
+        if bad:
             self._diverged(float(p.stats.loss_sum))
         self.checked_step = p.step
+        return stop
+
+    def stop_if_asked(self, *, synced: bool | None = None) -> None:
+        """Save and raise ``TrainingInterrupted`` when a stop was asked for (agreed across ranks by ``synced``)."""
+        stop = synced if self.dist.initialized else self.stop.requested
+        if not stop:
+            return
+        self.save()
+        p = self.progress
+        logger.warning("stopped on request at epoch %d, step %d; state saved to %s", p.epoch + 1, p.step,
+                       self.state_path)
+        raise TrainingInterrupted(checkpoint=self.state_path, epoch=p.epoch, step=p.step)
 
     def _diverged(self, value: float) -> None:
         p = self.progress
@@ -326,21 +346,22 @@ class Trainer:
             p.step, p.batch = p.step + 1, p.batch + 1
             p.stats.images += len(y)
             p.stats.skipped += skipped
+            synced = None
             if p.step % cfg.log_every == 0:
-                self.check_finite()
+                synced = self.check_finite()
                 bar.set_postfix(loss=f"{float(p.stats.loss_sum) / max(p.stats.images, 1):.3f}", lr=f"{lr:.2e}")
+            p.stats.seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            self.stop_if_asked(synced=synced)
             stop = cfg.max_steps is not None and p.step >= cfg.max_steps
             # a periodic save on the epoch's last step is left to end_epoch, which saves anyway
             periodic = cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and p.batch < self.steps_per_epoch
             if stop or periodic:
-                p.stats.seconds += time.perf_counter() - start
-                start = time.perf_counter()
                 self.save()
             if stop:
                 bar.close()
                 return False
         bar.close()
-        p.stats.seconds += time.perf_counter() - start
         return True
 
     def end_epoch(self) -> dict[str, Any]:
