@@ -25,7 +25,7 @@ PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size"
                "lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing", "freeze",
                "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
                "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
-               "log_every", "img_size", "overwrite")
+               "log_every", "img_size", "overwrite", "ema")
 
 
 def _pct(x: float | None) -> str:
@@ -86,8 +86,9 @@ def _print_start(s: dict[str, Any]) -> None:
 
 
 def _print_epoch(r: dict[str, Any]) -> None:
+    ema = f"  ema top1 {_pct(r['ema_val_top1'])}" if "ema_val_top1" in r else ""
     print(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
-          f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}  {r['images_per_sec']:.0f} img/s  "
+          f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}{ema}  {r['images_per_sec']:.0f} img/s  "
           f"{r['epoch_time_s']:.1f}s" + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""),
           flush=True)
 
@@ -130,6 +131,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if r["epochs"]:
         print(f"best top-1 {_pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {_pct(r['final_val_top1'])}; "
               f"{r['train_time_s']:.1f}s of training")
+        if "best_ema_val_top1" in r:
+            print(f"EMA best top-1 {_pct(r['best_ema_val_top1'])} (epoch {r['best_ema_epoch']}), final "
+                  f"{_pct(r['final_ema_val_top1'])}; the best weights are the {r['best_weights']} ones")
         print(f"checkpoints: {' '.join(r['checkpoints'].values())}")
         print(f"report: {Path(result.out) / 'report.json'}; plots: {' '.join(r['plots'].values()) or 'none'}")
     if r["samples"]:
@@ -251,6 +255,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--hflip", type=float, help=_preset("hflip", "horizontal flip probability"))
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
       help=_preset("crop_scale", "random resized crop area range"))
+    a("--ema", type=float, metavar="DECAY",
+      help="also keep an exponential moving average of the weights with this decay (e.g. 0.999; warm-up "
+           "min(DECAY, (1+t)/(10+t)) at step t), validated each epoch and saved as OUT/ema and OUT/best_ema; "
+           "default: off")
     a("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
     a("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
     a("--val-fraction", type=float, default=d.val_fraction, help="held-out fraction when the folder has no val/")

@@ -136,14 +136,29 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
         "final_val_loss": last.get("val_loss"), "best_val_top1": p.best_top1 if rows else None,
         "best_epoch": p.best_epoch if rows else None, "epochs": len(rows), "steps": p.step,
         "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 3), "wall_time_s": round(seconds, 3),
-        "checkpoints": {"best": str(out / "best"), "last": str(out / "last"), "state": str(out / STATE_FILE)},
+        "checkpoints": _checkpoints(out),
         "metrics": {"jsonl": str(out / METRICS_JSONL), "csv": str(out / METRICS_CSV)}, "plots": plots,
         "samples": [str(s) for s in samples], "classes": list(trainer.splits.classes),
         "skipped_files": trainer.splits.skipped, "skipped_images": sum(r["skipped_images"] for r in rows),
         "summary": trainer.summary(), "config": trainer.cfg.to_dict(),
     }
+    if trainer.ema is not None and rows:
+        report.update(_ema_report(trainer))
     write_report(report, out)
     return report
+
+
+def _ema_report(trainer: Trainer) -> dict[str, Any]:
+    """The EMA's figures and checkpoints, and which weights validated best (raw or EMA)."""
+    p, out, last = trainer.progress, trainer.out, trainer.progress.history[-1]
+    return {"ema_decay": trainer.cfg.ema, "best_ema_val_top1": p.best_ema_top1, "best_ema_epoch": p.best_ema_epoch,
+            "final_ema_val_top1": last.get("ema_val_top1"),
+            "best_weights": "ema" if p.best_ema_top1 > p.best_top1 else "raw",
+            "checkpoints": {**_checkpoints(out), "ema": str(out / "ema"), "best_ema": str(out / "best_ema")}}
+
+
+def _checkpoints(out: Path) -> dict[str, str]:
+    return {"best": str(out / "best"), "last": str(out / "last"), "state": str(out / STATE_FILE)}
 
 
 def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: str | None = None,

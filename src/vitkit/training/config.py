@@ -74,6 +74,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     plots: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
+    ema: float | None = None  # decay of an exponential moving average of the weights (None: off), e.g. 0.999
     log_every: int = 20  # optimizer steps between reads of the loss on the host (progress bar, non-finite check)
 
     def resolved(self) -> TrainConfig:
@@ -106,6 +107,8 @@ class TrainConfig:
             _fail("clip_grad", self.clip_grad, "None or a norm > 0")
         if self.precision not in PRECISIONS:
             _fail("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            _fail("ema", self.ema, "an EMA decay in (0, 1), e.g. 0.999 (leave it out for no EMA)")
         if self.save_every_steps < 0:
             _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
         parse_freeze(self.freeze)

@@ -24,6 +24,7 @@ from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
+from .ema import ModelEma
 from .interrupt import StopRequest, TrainingInterrupted
 from .metrics import EvalCounts, write_metrics
 from .optim import WarmupCosine, apply_freeze, build_optimizer
@@ -90,18 +91,22 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_top1: float = -1.0
     best_epoch: int = -1
+    best_ema_top1: float = -1.0
+    best_ema_epoch: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "stats": self.stats.to_dict(),
                 "history": [dict(r) for r in self.history], "best_top1": self.best_top1,
-                "best_epoch": self.best_epoch}
+                "best_epoch": self.best_epoch, "best_ema_top1": self.best_ema_top1,
+                "best_ema_epoch": self.best_ema_epoch}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], device: torch.device) -> Progress:
         stats = EpochStats.from_dict(data["stats"] if "stats" in data else data["sums"], device)
         return cls(epoch=int(data["epoch"]), batch=int(data["batch"]), step=int(data["step"]), stats=stats,
                    history=[dict(r) for r in data["history"]], best_top1=float(data["best_top1"]),
-                   best_epoch=int(data["best_epoch"]))
+                   best_epoch=int(data["best_epoch"]), best_ema_top1=float(data.get("best_ema_top1", -1.0)),
+                   best_ema_epoch=int(data.get("best_ema_epoch", -1)))
 
 
 def training_loss(out: Any, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -151,6 +156,7 @@ class Trainer:
         self.trainable, self.total = apply_freeze(self.model, cfg.freeze)
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
+        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -218,7 +224,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "progress": self.progress.to_dict(),
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
-                "train_images": len(self.splits.train), "train_config": self.cfg.to_dict()}
+                "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def save(self) -> None:
         """Write the training state (rank 0), after checking that no rank's loss went non-finite."""
@@ -242,6 +249,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state.get("ema"))
         self.progress = Progress.from_dict(state["progress"], self.device)
         self.checked_step = self.progress.step
         if self.dist.is_main:
@@ -287,6 +296,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     def check_finite(self) -> bool:
         """The host sync of a logging interval; returns whether any rank was asked to stop (Ctrl-C).
@@ -364,34 +375,47 @@ class Trainer:
         bar.close()
         return True
 
-    def end_epoch(self) -> dict[str, Any]:
-        """Validate, log the epoch's row, export best/last and save the training state."""
-        p = self.progress
+    def _validate(self, model: torch.nn.Module) -> tuple[dict[str, float], torch.Tensor, int]:
         sampler = ShardBatchSampler(len(self.splits.val), batch_size=self.cfg.eval_batch_size, rank=self.dist.rank,
                                     world_size=self.dist.world_size)
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
-        metrics, self.last_confusion, val_skipped = evaluate_loader(self.model, loader, len(self.splits.classes),
-                                                                    self.device, self.dist)
-        self.check_finite()
-        st = p.stats
+        return evaluate_loader(model, loader, len(self.splits.classes), self.device, self.dist)
+
+    def _train_row(self) -> dict[str, Any]:
+        """The epoch's training figures, summed over the ranks (one all-reduce)."""
+        p, st = self.progress, self.progress.stats
         counts = torch.tensor([st.images, st.skipped], dtype=torch.float64, device=self.device)
-        sums = torch.cat([st.loss_sum.double().reshape(1), counts])  # one all-reduce for the three sums
-        loss_sum, images, skipped = self.dist.all_reduce_sum(sums).tolist()
-        row = {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.lr_at(max(p.step - 1, 0)),
-               "train_loss": loss_sum / max(images, 1.0), **metrics,
-               "images_per_sec": images / max(st.seconds, 1e-9), "epoch_time_s": st.seconds,
-               "skipped_images": int(skipped) + val_skipped}
-        p.history.append(row)
-        improved = metrics["val_top1"] > p.best_top1
-        if improved:
+        loss_sum, images, skipped = self.dist.all_reduce_sum(torch.cat([st.loss_sum.double().reshape(1),
+                                                                        counts])).tolist()
+        return {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.lr_at(max(p.step - 1, 0)),
+                "train_loss": loss_sum / max(images, 1.0), "images_per_sec": images / max(st.seconds, 1e-9),
+                "epoch_time_s": st.seconds, "skipped_images": int(skipped)}
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Validate (the weights, and their EMA), log the epoch's row, export the checkpoints, save the state."""
+        p = self.progress
+        self.check_finite()
+        metrics, self.last_confusion, val_skipped = self._validate(self.model)
+        row = self._train_row()
+        row = {**row, **metrics, "skipped_images": row["skipped_images"] + val_skipped}
+        exports = ["last"]
+        if metrics["val_top1"] > p.best_top1:
             p.best_top1, p.best_epoch = metrics["val_top1"], p.epoch + 1
+            exports.append("best")
+        if self.ema is not None:
+            ema_metrics, _, _ = self._validate(self.ema.module)
+            row.update({f"ema_{k}": v for k, v in ema_metrics.items() if k != "val_images"})
+            exports.append("ema")
+            if ema_metrics["val_top1"] > p.best_ema_top1:
+                p.best_ema_top1, p.best_ema_epoch = ema_metrics["val_top1"], p.epoch + 1
+                exports.append("best_ema")
+        p.history.append(row)
         p.epoch, p.batch, p.stats = p.epoch + 1, 0, EpochStats(loss_sum=_loss_accumulator(self.device))
         if self.dist.is_main:
             write_metrics(self.out, p.history)
-            if improved:
-                ckpt.export_model(self.model, self.out / "best")
-            ckpt.export_model(self.model, self.out / "last")
+            for name in exports:
+                ckpt.export_model(self.ema.module if "ema" in name else self.model, self.out / name)
         self.save()
         if self.on_epoch is not None and self.dist.is_main:
             self.on_epoch(row)
