@@ -15,7 +15,7 @@ from typing import Any
 from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
-from ..training.config import DIGITS_DEFAULTS, FOLDER_DEFAULTS, PRECISIONS
+from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -25,7 +25,8 @@ PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size"
                "lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing", "freeze",
                "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
                "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
-               "log_every", "img_size", "overwrite", "ema")
+               "log_every", "img_size", "overwrite", "ema",
+               "teacher", "teacher_weights", "distill", "distill_alpha", "distill_tau")
 
 
 def _pct(x: float | None) -> str:
@@ -76,6 +77,10 @@ def _print_start(s: dict[str, Any]) -> None:
     chosen = "" if s["model_given"] else f" (the default for {data}; choose with --model)"
     print(f"model {s['model']}{chosen} at {s['img_size']} pixels: {s['params']:,} parameters, "
           f"{s['trainable_params']:,} trainable ({_share(s['trainable_params'], s['params'])}, freeze={s['freeze']})")
+    if s.get("teacher"):
+        t = s["teacher"]
+        print(f"teacher {t['model']}: {t['mode']} distillation (alpha {t['alpha']:g}) through the student's "
+              f"{t['through']}")
     skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
           f"{_plural(s['classes'], 'class', 'classes')}{skipped}")
@@ -255,6 +260,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--hflip", type=float, help=_preset("hflip", "horizontal flip probability"))
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
       help=_preset("crop_scale", "random resized crop area range"))
+    a("--teacher", metavar="MODEL", help="distil from this model (registry name with --teacher-weights, saved "
+                                         "model folder or checkpoint; it must predict the data's classes); default: "
+                                         "none")
+    a("--teacher-weights", metavar="SRC", help="weights for a registry --teacher")
+    a("--distill", choices=DISTILL_MODES, default=d.distill,
+      help="DeiT distillation through the student's distillation head (distilled models), else its logits: hard "
+           "(the teacher's class) or soft (KL at --distill-tau)")
+    a("--distill-alpha", type=float, default=d.distill_alpha, help="weight of the teacher's term (1 - it: labels)")
+    a("--distill-tau", type=float, default=d.distill_tau, help="temperature of soft distillation")
     a("--ema", type=float, metavar="DECAY",
       help="also keep an exponential moving average of the weights with this decay (e.g. 0.999; warm-up "
            "min(DECAY, (1+t)/(10+t)) at step t), validated each epoch and saved as OUT/ema and OUT/best_ema; "

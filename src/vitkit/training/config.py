@@ -11,6 +11,7 @@ from ..config import reject_unknown_fields
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DISTILL_MODES = ("hard", "soft")
 FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
 
 # Settings left as None take these values: the digits preset trains a small ViT from scratch on
@@ -74,6 +75,11 @@ class TrainConfig:
     grad_checkpointing: bool = False
     plots: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
+    teacher: str | None = None  # a model to distil from (registry name with teacher_weights, folder, checkpoint)
+    teacher_weights: str | None = None
+    distill: str = "hard"  # DeiT's hard (teacher's argmax) or soft (KL at distill_tau) distillation
+    distill_alpha: float = 0.5  # weight of the distillation term (1 - alpha: the labels)
+    distill_tau: float = 1.0
     ema: float | None = None  # decay of an exponential moving average of the weights (None: off), e.g. 0.999
     log_every: int = 20  # optimizer steps between reads of the loss on the host (progress bar, non-finite check)
 
@@ -109,6 +115,14 @@ class TrainConfig:
             _fail("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
         if self.ema is not None and not 0 < self.ema < 1:
             _fail("ema", self.ema, "an EMA decay in (0, 1), e.g. 0.999 (leave it out for no EMA)")
+        if self.distill not in DISTILL_MODES:
+            _fail("distill", self.distill, f"one of {', '.join(DISTILL_MODES)}")
+        if not 0 <= self.distill_alpha <= 1:
+            _fail("distill_alpha", self.distill_alpha, "a weight in [0, 1]")
+        if not self.distill_tau > 0:
+            _fail("distill_tau", self.distill_tau, "a temperature > 0")
+        if self.teacher_weights is not None and self.teacher is None:
+            _fail("teacher_weights", self.teacher_weights, "a --teacher to load them into (or drop them)")
         if self.save_every_steps < 0:
             _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
         parse_freeze(self.freeze)

@@ -23,6 +23,7 @@ from ..errors import VitkitError
 from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .distill import distillation_loss, load_teacher
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
 from .ema import ModelEma
 from .interrupt import StopRequest, TrainingInterrupted
@@ -110,7 +111,7 @@ class Progress:
 
 
 def training_loss(out: Any, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Mean loss; a distilled model's two heads both learn the labels (there is no teacher)."""
+    """Mean loss; without a teacher a distilled model's two heads both learn the labels."""
     outs = out if isinstance(out, tuple) else (out,)
     smoothing = 0.0 if target.ndim == 2 else label_smoothing  # soft targets (mixup) carry their smoothing
     return sum(F.cross_entropy(o.float(), target, label_smoothing=smoothing) for o in outs) / len(outs)
@@ -157,6 +158,8 @@ class Trainer:
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
         self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
+        self.teacher = load_teacher(cfg.teacher, cfg.teacher_weights, self.model, list(self.splits.classes),
+                                    self.device) if cfg.teacher else None
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -216,7 +219,10 @@ class Trainer:
                 "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.freeze,
                 **self.splits.describe(),
                 "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
-                "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out)}
+                "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out),
+                "teacher": None if self.teacher is None else {
+                    "model": self.cfg.teacher, "mode": self.cfg.distill, "alpha": self.cfg.distill_alpha,
+                    "through": "distillation head" if self.model.head_dist is not None else "logits"}}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -287,7 +293,7 @@ class Trainer:
             mx, target = self.mix(mx, my, gen) if gen is not None else (mx, my)
             sync = self.ddp is None or i == len(pieces) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.precision):
-                loss = training_loss(self.net(mx), target, cfg.label_smoothing)
+                loss = self._loss(self.net(mx), mx, target)
             self.scaler.scale(loss / len(pieces)).backward()
             stats.loss_sum += loss.detach().to(stats.loss_sum.dtype) * len(my)
         if cfg.clip_grad:
@@ -298,6 +304,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
+
+    def _loss(self, out: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The labels' loss, or DeiT's with the teacher scoring the same (augmented, mixed) batch ``x``."""
+        cfg = self.cfg
+        if self.teacher is None:
+            return training_loss(out, target, cfg.label_smoothing)
+        return distillation_loss(out, target, self.teacher(x), mode=cfg.distill, alpha=cfg.distill_alpha,
+                                 tau=cfg.distill_tau, label_smoothing=cfg.label_smoothing)
 
     def check_finite(self) -> bool:
         """The host sync of a logging interval; returns whether any rank was asked to stop (Ctrl-C).

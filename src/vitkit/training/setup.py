@@ -72,7 +72,7 @@ def _model_from_json(path: Path, num_classes: int, weights: str | None, override
     return model
 
 
-def build_model(spec: str, *, num_classes: int, weights: str | None = None,
+def build_model(spec: str, *, num_classes: int | None, weights: str | None = None,
                 overrides: dict[str, Any] | None = None, img_size: int | None = None) -> torch.nn.Module:
     """A model from a registry name (with ``weights`` from any supported checkpoint), a saved model
     folder or checkpoint, or a JSON file of ViTConfig fields; its head sized to ``num_classes``, its
