@@ -26,7 +26,7 @@ PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size"
                "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
                "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
                "log_every", "img_size", "overwrite", "ema",
-               "teacher", "teacher_weights", "distill", "distill_alpha", "distill_tau")
+               "teacher", "teacher_weights", "distill", "distill_alpha", "distill_tau", "compile")
 
 
 def _pct(x: float | None) -> str:
@@ -290,6 +290,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--export-samples", type=int, help=_preset("export_samples", "held-out images per class to write to "
                                                                    "OUT/samples"))
     a("--grad-checkpointing", action="store_true", help="recompute activations: less memory, more compute")
+    a("--compile", action="store_true", help="torch.compile the model for the training step (the first steps "
+                                             "pay a compile of ~30 s; pays off on long runs)")
     a("--max-steps", type=int, help="stop after N optimizer steps (the schedule still spans all epochs)")
     a("--log-every", type=int, default=d.log_every,
       help="steps between reads of the loss on the host (progress bar, non-finite check)")

@@ -73,6 +73,7 @@ class TrainConfig:
     save_every_steps: int = 0
     export_samples: int | None = None
     grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model for the training step (evaluation stays eager)
     plots: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
     teacher: str | None = None  # a model to distil from (registry name with teacher_weights, folder, checkpoint)

@@ -179,6 +179,9 @@ class Trainer:
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if dist.initialized else None)
+        # the training step's forward: compiled on request (the first steps pay the compile; shapes stay static
+        # because every training batch has its full size)
+        self.step_net: torch.nn.Module = torch.compile(self.net) if cfg.compile else self.net
 
     # ------------------------------------------------------------------ set-up helpers
     def _global_batch(self) -> int:
@@ -206,6 +209,7 @@ class Trainer:
         worker still releasing a finished collective's tensors waits for: a deadlock at exit, seen under load.
         """
         self.ddp = None
+        self.step_net = self.model
         gc.collect()  # DDP sits in reference cycles: free its reducer now, not at some later collection
 
     @property
@@ -293,7 +297,7 @@ class Trainer:
             mx, target = self.mix(mx, my, gen) if gen is not None else (mx, my)
             sync = self.ddp is None or i == len(pieces) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.precision):
-                loss = self._loss(self.net(mx), mx, target)
+                loss = self._loss(self.step_net(mx), mx, target)
             self.scaler.scale(loss / len(pieces)).backward()
             stats.loss_sum += loss.detach().to(stats.loss_sum.dtype) * len(my)
         if cfg.clip_grad:
