@@ -226,9 +226,15 @@ def _preset(field: str, what: str = "") -> str:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    a = p.add_argument
+    p.add_argument("data", nargs="?", help=DATA_HELP)
+    for add in (_add_model_args, _add_schedule_args, _add_teacher_args, _add_run_args):
+        add(p)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """What trains, from which weights, at which size, and where the run goes."""
+    a = p.add_argument_group("model and output").add_argument
     d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
-    a("data", nargs="?", help=DATA_HELP)
     a("--out", help=_preset("out", "output folder"))
     a("--overwrite", action="store_true", help="replace a run already in --out (otherwise refused; see --resume)")
     a("--model", help=_preset("model", "registry name, saved model folder or checkpoint, or a JSON file of ViTConfig "
@@ -240,6 +246,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a ViTConfig field (repeatable)")
     a("--freeze", default=d.freeze, help="none | backbone (linear probing) | blocks:N (last N blocks + head)")
     a("--linear-probe", action="store_true", help="train only the head (same as --freeze backbone)")
+
+
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
+    """The recipe: schedule, optimizer, loss and augmentation."""
+    a = p.add_argument_group("schedule, optimizer and augmentation").add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
     a("--epochs", type=int, help=_preset("epochs", "passes over the training split"))
     a("--batch-size", type=int, help=_preset("batch_size", "global batch per optimizer step, over processes and "
                                                            "accumulation"))
@@ -260,6 +272,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     a("--hflip", type=float, help=_preset("hflip", "horizontal flip probability"))
     a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
       help=_preset("crop_scale", "random resized crop area range"))
+    a("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
+    a("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
+
+
+def _add_teacher_args(p: argparse.ArgumentParser) -> None:
+    """A teacher to distil from, and an average of the weights."""
+    a = p.add_argument_group("distillation and EMA").add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
     a("--teacher", metavar="MODEL", help="distil from this model (registry name with --teacher-weights, saved "
                                          "model folder or checkpoint; it must predict the data's classes); default: "
                                          "none")
@@ -273,8 +293,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
       help="also keep an exponential moving average of the weights with this decay (e.g. 0.999; warm-up "
            "min(DECAY, (1+t)/(10+t)) at step t), validated each epoch and saved as OUT/ema and OUT/best_ema; "
            "default: off")
-    a("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
-    a("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """Where and how the run executes: data split, devices, checkpoints, logging."""
+    a = p.add_argument_group("running").add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
     a("--val-fraction", type=float, default=d.val_fraction, help="held-out fraction when the folder has no val/")
     a("--seed", type=int, default=d.seed, help="seed of the split, the initialisation and the augmentation")
     a("--deterministic", action="store_true", help="deterministic kernels (a resumed run equals an uninterrupted one)")
