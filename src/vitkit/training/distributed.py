@@ -63,18 +63,6 @@ class Dist:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
-    def any_true(self, flag: bool | torch.Tensor) -> bool:
-        """True when ``flag`` (a bool, or a tensor of flags on this rank's device) is true on any rank.
-
-        Every rank must call it at the same point (it is a collective), so all ranks stop together. A tensor
-        flag costs one host sync (and one all-reduce with others), wherever it is called.
-        """
-        t = flag.detach().any().reshape(1).to(self.device, torch.float32) if isinstance(flag, torch.Tensor) else \
-            torch.tensor([1.0 if flag else 0.0], device=self.device)
-        if not self.initialized:
-            return bool(t.item())
-        return bool(self.all_reduce_sum(t).item() > 0)
-
     def close(self) -> None:
         if self.initialized and dist.is_initialized():
             dist.destroy_process_group()
