@@ -92,6 +92,7 @@ def _kill_chain(tmp_path: Path, extra: list[str], settings: dict, kills: int, se
     assert a["ema"]["updates"] == b["ema"]["updates"] == 2 * 44
     assert _rows(clean) == _rows(killed)
     assert not list(killed.glob(".*")), "no temporary file or folder may be left behind"
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in clean.iterdir())
 
 
 def test_killed_three_times_at_random_moments_ends_bit_identical_with_ema(tmp_path: Path):

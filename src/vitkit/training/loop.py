@@ -235,7 +235,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "progress": self.progress.to_dict(),
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
                 "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None}
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "confusion": self.last_confusion}  # the last validation's, for the plot of a run resumed at its end
 
     def save(self) -> None:
         """Write the training state (rank 0), after checking that no rank's loss went non-finite."""
@@ -261,6 +262,7 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         if self.ema is not None:
             self.ema.load_state_dict(state.get("ema"))
+        self.last_confusion = state.get("confusion")
         self.progress = Progress.from_dict(state["progress"], self.device)
         self.checked_step = self.progress.step
         if self.dist.is_main:
