@@ -110,3 +110,14 @@ def test_predict_names_the_folder_classes(run: tuple[Path, str], capsys: pytest.
     assert main(["predict", str(out / "samples" / "zero_0.png"), "--model", str(out / "best"), "--json"]) == 0
     labels = {p["label"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
     assert labels == set(CLASSES)
+
+
+def test_an_interrupt_before_training_says_nothing_was_written(tmp_path: Path, monkeypatch, capsys):
+    import vitkit.cli.train as cli_train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train, "train", interrupted)
+    assert main(["train", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "vitkit train: interrupted; no training state was written"

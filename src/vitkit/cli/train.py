@@ -15,6 +15,7 @@ from typing import Any
 from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
+from ..training.checkpoint import STATE_FILE
 from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
@@ -127,6 +128,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"vitkit train: interrupted at epoch {stop.epoch + 1}, step {stop.step}; training state written "
                   f"to {stop.checkpoint}. Continue with: {resume_command(int(os.environ.get('WORLD_SIZE', '1')))}",
                   file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before the loop began, or a second Ctrl-C: no state written now
+        if int(os.environ.get("RANK", "0")) == 0:
+            state = Path(cfg.resolved().out) / STATE_FILE
+            kept = f"the last state saved before it is {state}; continue with: " \
+                   f"{resume_command(int(os.environ.get('WORLD_SIZE', '1')))}" if state.is_file() else \
+                "no training state was written"
+            print(f"vitkit train: interrupted; {kept}", file=sys.stderr)
         return 130
     r = result.report
     if not r:  # a rank other than 0
