@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT="${OUT:-runs/digits}"
-.venv/bin/vitkit train --out "$OUT" "$@"
+.venv/bin/vitkit train --out "$OUT" --overwrite "$@"
 .venv/bin/vitkit predict "$OUT"/samples/*.png --model "$OUT/best" --top-k 3

@@ -57,12 +57,18 @@ def test_train_on_a_folder_prints_a_summary_and_every_epoch(run: tuple[Path, str
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["val_loss"] < rows[0]["val_loss"]
 
 
-def test_eval_on_the_run_folder_gives_the_last_epoch_accuracy(run: tuple[Path, str], capsys: pytest.CaptureFixture):
+def test_eval_on_the_run_folder_gives_the_best_or_last_epoch_accuracy(run: tuple[Path, str],
+                                                                      capsys: pytest.CaptureFixture):
     out, _ = run
     report = json.loads((out / "report.json").read_text())
-    assert main(["eval", "--run", str(out), "--json"]) == 0
+    assert main(["eval", "--run", str(out), "--json", "--checkpoint", "last"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["val_top1"] == report["final_val_top1"] and result["val_images"] == 24
+    assert main(["eval", "--run", str(out), "--json"]) == 0  # best by default
+    result = json.loads(capsys.readouterr().out)
+    assert result["val_top1"] == report["best_val_top1"] and result["model"] == str(out / "best")
+    assert main(["eval", "--run", str(out), "--checkpoint", "last"]) == 0
+    assert f"{out / 'last'}: the last (epoch 6 of 6) checkpoint" in capsys.readouterr().out
 
 
 def test_predict_reads_the_exported_samples_with_class_names(run: tuple[Path, str], capsys: pytest.CaptureFixture):
@@ -104,3 +110,14 @@ def test_predict_names_the_folder_classes(run: tuple[Path, str], capsys: pytest.
     assert main(["predict", str(out / "samples" / "zero_0.png"), "--model", str(out / "best"), "--json"]) == 0
     labels = {p["label"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
     assert labels == set(CLASSES)
+
+
+def test_an_interrupt_before_training_says_nothing_was_written(tmp_path: Path, monkeypatch, capsys):
+    import vitkit.cli.train as cli_train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train, "train", interrupted)
+    assert main(["train", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "vitkit train: interrupted; no training state was written"

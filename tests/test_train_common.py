@@ -13,8 +13,8 @@ import vitkit
 TINY_MODEL = dict(patch_size=8, embed_dim=64, depth=2, num_heads=2)
 TINY = dict(model_overrides=TINY_MODEL, batch_size=32, eval_batch_size=256, plots=False, export_samples=0, lr=3e-3,
             warmup_epochs=0.5)
-TINY_ARGS = [*(a for k, v in TINY_MODEL.items() for a in ("--set", f"{k}={v}")), "--batch-size", "32",
-             "--lr", "3e-3", "--warmup-epochs", "0.5"]
+TINY_ARGS = ["--model", "vit_digits", *(a for k, v in TINY_MODEL.items() for a in ("--set", f"{k}={v}")),
+             "--batch-size", "32", "--eval-batch-size", "256", "--lr", "3e-3", "--warmup-epochs", "0.5"]
 STEPS_PER_EPOCH = 1438 // 32
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import weakref
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import torch
 import vitkit
 from test_train_common import STEPS_PER_EPOCH, TINY, TINY_ARGS, one_thread, weights  # noqa: F401 (fixture)
 from vitkit.training import loop, train
-from vitkit.training.checkpoint import load_state
 from vitkit.training.distributed import Dist
 
 DETERMINISTIC_ARGS = [*TINY_ARGS, "--no-plots", "--export-samples", "0", "--deterministic"]
@@ -66,31 +64,6 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path:
         assert d_row[key] == pytest.approx(s_row[key], abs=2e-3)
     for key in ("val_top1", "val_top5"):
         assert d_row[key] == pytest.approx(s_row[key], abs=2 / 359)
-
-
-def test_a_killed_run_resumes_where_it_stopped_and_ends_like_an_uninterrupted_one(tmp_path: Path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    cmd = [sys.executable, "-m", "vitkit", "train", *DETERMINISTIC_ARGS, "--epochs", "2", "--save-every-steps", "5",
-           "--out", str(killed)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state_file = killed / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if state_file.is_file() and load_state(state_file)["progress"]["step"] >= 10:
-                break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    stopped_at = load_state(state_file)["progress"]["step"]
-    assert 10 <= stopped_at < 2 * STEPS_PER_EPOCH, "the run should have been killed part-way"
-    resumed = train(**DETERMINISTIC, epochs=2, out=str(killed), resume="auto")
-    assert resumed.completed and resumed.report["steps"] == 2 * STEPS_PER_EPOCH
-    train(**DETERMINISTIC, epochs=2, out=str(clean))
-    a, b = weights(killed / "last"), weights(clean / "last")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not list(killed.glob(".*.tmp")), "no temporary file may be left behind"
 
 
 def test_the_ddp_reducer_is_freed_before_the_process_group_is_destroyed(tmp_path: Path, monkeypatch):

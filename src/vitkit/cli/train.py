@@ -4,26 +4,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shlex
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..data.augment import POLICIES
 from ..errors import ConfigError
-from ..training import TrainConfig, evaluate, train
-from ..training.config import PRECISIONS
+from ..training import TrainConfig, TrainingInterrupted, evaluate, train
+from ..training.checkpoint import STATE_FILE
+from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
+EVAL_CHECKPOINTS = ("best", "last", "best_ema", "ema")
 # CLI flag -> TrainConfig field, for the flags whose value passes through unchanged
 PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size", "eval_batch_size", "accum_steps",
                "lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing", "freeze",
                "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
-               "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps")
+               "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
+               "log_every", "img_size", "overwrite", "ema",
+               "teacher", "teacher_weights", "distill", "distill_alpha", "distill_tau", "compile")
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _share(part: int, whole: int) -> str:
+    """``part`` of ``whole`` as a percentage that never rounds a non-zero share to 0 (772 of 22M: '<0.01%')."""
+    share = 100.0 * part / max(whole, 1)
+    if 0 < share < 0.01:
+        return "<0.01%"
+    return f"{share:.2f}%" if share < 1 else f"{share:.1f}%"
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
@@ -54,27 +74,69 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _print_start(s: dict[str, Any]) -> None:
-    share = 100.0 * s["trainable_params"] / max(s["params"], 1)
-    print(f"model {s['model']}: {s['params']:,} parameters, {s['trainable_params']:,} trainable ({share:.1f}%, "
-          f"freeze={s['freeze']})")
+    data = "the digits" if s["source"] == "digits" else "an image folder"
+    chosen = "" if s["model_given"] else f" (the default for {data}; choose with --model)"
+    print(f"model {s['model']}{chosen} at {s['img_size']} pixels: {s['params']:,} parameters, "
+          f"{s['trainable_params']:,} trainable ({_share(s['trainable_params'], s['params'])}, freeze={s['freeze']})")
+    if s.get("teacher"):
+        t = s["teacher"]
+        print(f"teacher {t['model']}: {t['mode']} distillation (alpha {t['alpha']:g}) through the student's "
+              f"{t['through']}")
     skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
-          f"{s['classes']} classes{skipped}")
+          f"{_plural(s['classes'], 'class', 'classes')}{skipped}")
     where = f"{s['world_size']} processes" if s["world_size"] > 1 else s["device"]
-    resumed = f", resuming at epoch {s['start_epoch'] + 1}" if s["resumed"] else ""
-    print(f"{s['epochs']} epochs x {s['steps_per_epoch']} steps of batch {s['batch_size']} on {where}{resumed} "
-          f"-> {s['out']}", flush=True)
+    resumed = f", resuming at epoch {s['start_epoch'] + 1}, step {s['start_step']}" if s["resumed"] else ""
+    print(f"{_plural(s['epochs'], 'epoch')} x {_plural(s['steps_per_epoch'], 'step')} of batch {s['batch_size']} on "
+          f"{where}{resumed} -> {s['out']}", flush=True)
 
 
 def _print_epoch(r: dict[str, Any]) -> None:
+    ema = f"  ema top1 {_pct(r['ema_val_top1'])}" if "ema_val_top1" in r else ""
     print(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
-          f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}  {r['images_per_sec']:.0f} img/s  "
+          f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}{ema}  {r['images_per_sec']:.0f} img/s  "
           f"{r['epoch_time_s']:.1f}s" + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""),
           flush=True)
 
 
+def resume_command(world_size: int) -> str:
+    """The command that continues this run: the one typed, without --overwrite, with --resume."""
+    argv = sys.argv[1:]
+    argv = argv[argv.index("train") + 1:] if "train" in argv else []
+    argv = [a for a in argv if a != "--overwrite"]
+    if not any(a == "--resume" or a.startswith("--resume=") for a in argv):
+        argv.append("--resume")
+    launcher = ["torchrun", f"--nproc_per_node={world_size}", "-m", "vitkit"] if world_size > 1 else ["vitkit"]
+    return shlex.join([*launcher, "train", *argv])
+
+
+def _quiet_other_ranks() -> None:
+    """Under torchrun only rank 0 speaks: the other ranks' warnings would repeat each one once per process."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        logging.getLogger("vitkit").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    result = train(config_from_args(args), on_start=_print_start, on_epoch=_print_epoch)
+    _quiet_other_ranks()
+    cfg = config_from_args(args)
+    try:
+        result = train(cfg, on_start=lambda s: _print_start({**s, "model_given": args.model is not None}),
+                       on_epoch=_print_epoch)
+    except TrainingInterrupted as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"vitkit train: interrupted at epoch {stop.epoch + 1}, step {stop.step}; training state written "
+                  f"to {stop.checkpoint}. Continue with: {resume_command(int(os.environ.get('WORLD_SIZE', '1')))}",
+                  file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before the loop began, or a second Ctrl-C: no state written now
+        if int(os.environ.get("RANK", "0")) == 0:
+            state = Path(cfg.resolved().out) / STATE_FILE
+            kept = f"the last state saved before it is {state}; continue with: " \
+                   f"{resume_command(int(os.environ.get('WORLD_SIZE', '1')))}" if state.is_file() else \
+                "no training state was written"
+            print(f"vitkit train: interrupted; {kept}", file=sys.stderr)
+        return 130
     r = result.report
     if not r:  # a rank other than 0
         return 0
@@ -83,30 +145,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     if r["epochs"]:
         print(f"best top-1 {_pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {_pct(r['final_val_top1'])}; "
               f"{r['train_time_s']:.1f}s of training")
-        print(f"checkpoints: {r['checkpoints']['best']} {r['checkpoints']['last']} {r['checkpoints']['state']}")
+        if "best_ema_val_top1" in r:
+            print(f"EMA best top-1 {_pct(r['best_ema_val_top1'])} (epoch {r['best_ema_epoch']}), final "
+                  f"{_pct(r['final_ema_val_top1'])}; the best weights are the {r['best_weights']} ones")
+        print(f"checkpoints: {' '.join(r['checkpoints'].values())}")
         print(f"report: {Path(result.out) / 'report.json'}; plots: {' '.join(r['plots'].values()) or 'none'}")
     if r["samples"]:
         print(f"try: vitkit predict {Path(r['samples'][0]).parent}/*.png --model {r['checkpoints']['best']}")
     return 0
 
 
-def _run_settings(run: str) -> dict[str, Any]:
-    """data, val_fraction and seed of a finished run (its report.json), so eval uses the same split."""
+def _run_report(run: str) -> dict[str, Any]:
+    """The report.json of a finished run (for its data split and checkpoints)."""
     path = Path(run) / "report.json"
     if not path.is_file():
         raise ConfigError(f"--run {run!r} has no report.json; pass the --out folder of a finished `vitkit train`.")
-    cfg = json.loads(path.read_text()).get("config", {})
-    return {k: cfg[k] for k in ("data", "val_fraction", "seed") if k in cfg}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{str(path)!r} cannot be read as JSON ({type(exc).__name__}); it is damaged. Pass "
+                          f"--model {run}/best (or last) and the data instead.") from None
+    if not isinstance(report, dict):
+        raise ConfigError(f"{str(path)!r} is not a training report (a JSON object); pass --model and the data instead.")
+    return report
+
+
+def _run_checkpoint(run: str, report: dict[str, Any], which: str) -> tuple[str, str]:
+    """(model folder, description) of the ``which`` checkpoint of a run, e.g. 'best (epoch 7 of 10)'."""
+    folder = Path(run) / which
+    if not folder.is_dir():
+        raise ConfigError(f"--run {run!r} has no {which}/ checkpoint; choose one of "
+                          f"{', '.join(sorted(p.name for p in Path(run).iterdir() if (p / 'config.json').is_file()))}.")
+    epochs = report.get("epochs")
+    epoch = report.get("best_epoch") if which == "best" else epochs if which == "last" else \
+        report.get("best_ema_epoch") if which == "best_ema" else epochs
+    return str(folder), f"{which} (epoch {epoch} of {epochs})" if epoch is not None else which
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed}
-    model = args.model
+    model, described = args.model, args.model
     if args.run:
-        settings.update({k: v for k, v in _run_settings(args.run).items() if getattr(args, k) is None})
-        model = model or os.path.join(args.run, "last")
+        report = _run_report(args.run)
+        cfg = report.get("config", {}) if isinstance(report.get("config"), dict) else {}
+        settings.update({k: cfg[k] for k in ("data", "val_fraction", "seed") if k in cfg and getattr(args, k) is None})
+        if model is None:
+            model, which = _run_checkpoint(args.run, report, args.checkpoint)
+            described = f"{model}: the {which} checkpoint"
     if model is None:
-        raise ConfigError("Name the model to evaluate: --model DIR (a saved model, e.g. runs/digits/last) or "
+        raise ConfigError("Name the model to evaluate: --model DIR (a saved model, e.g. runs/digits/best) or "
                           "--run OUT (the --out folder of a training run).")
     settings = {k: v for k, v in settings.items() if v is not None}
     result = evaluate(model, weights=args.weights, batch_size=args.batch_size, split=args.split, device=args.device,
@@ -115,73 +202,155 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({"model": model, **result}, indent=2))
         return 0
     hits = round(result["val_top1"] * result["val_images"])
-    print(f"{model} on {result['data']} ({result['split']} split, {result['val_images']} images): "
+    print(f"{described} on {result['data']} ({result['split']} split, {result['val_images']} images): "
           f"top-1 {_pct(result['val_top1'])} ({hits}/{result['val_images']}), top-5 {_pct(result['val_top5'])}, "
           f"loss {result['val_loss']:.4f}" + (f", {result['skipped_images']} unreadable images skipped"
                                                  if result["skipped_images"] else ""))
     return 0
 
 
+class DefaultsHelp(argparse.HelpFormatter):
+    """Help that shows each fixed default; settings whose default depends on the data say so in their help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] \
+            or action.default is argparse.SUPPRESS
+        if "default" not in text and not unset and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(f"{v:g}" for v in value)
+    return "the number of cores" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _preset(field: str, what: str = "") -> str:
+    """Help text for a setting whose default depends on the data (the digits or an image folder)."""
+    digits, folder = DIGITS_DEFAULTS[field], FOLDER_DEFAULTS[field]
+    return f"{what}{'; ' if what else ''}default depends on the data: {_show(digits)} for the digits, " \
+           f"{_show(folder)} for an image folder"
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    a = p.add_argument
+    p.add_argument("data", nargs="?", help=DATA_HELP)
+    for add in (_add_model_args, _add_schedule_args, _add_teacher_args, _add_run_args):
+        add(p)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """What trains, from which weights, at which size, and where the run goes."""
+    a = p.add_argument_group("model and output").add_argument
     d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
-    a("data", nargs="?", help=DATA_HELP)
-    a("--out", help="output folder (default: runs/digits for the digits, runs/train otherwise)")
-    a("--model", help="registry name, saved model folder or checkpoint, or a JSON file of ViTConfig fields "
-                      "(default: vit_digits)")
-    a("--weights", help="pretrained weights for a registry --model (any supported checkpoint)")
+    a("--out", help=_preset("out", "output folder"))
+    a("--overwrite", action="store_true", help="replace a run already in --out (otherwise refused; see --resume)")
+    a("--model", help=_preset("model", "registry name, saved model folder or checkpoint, or a JSON file of ViTConfig "
+                                       "fields"))
+    a("--weights", help="pretrained weights for a registry --model (any supported checkpoint); default: none "
+                        "(random initialisation)")
+    a("--img-size", type=int, metavar="N", help="input size N x N (position embeddings resampled); default: the "
+                                                "model's own (vit_digits: 32, *_224: 224)")
     a("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a ViTConfig field (repeatable)")
     a("--freeze", default=d.freeze, help="none | backbone (linear probing) | blocks:N (last N blocks + head)")
     a("--linear-probe", action="store_true", help="train only the head (same as --freeze backbone)")
-    a("--epochs", type=int)
-    a("--batch-size", type=int, help="global batch per optimizer step, over processes and accumulation")
+
+
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
+    """The recipe: schedule, optimizer, loss and augmentation."""
+    a = p.add_argument_group("schedule, optimizer and augmentation").add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
+    a("--epochs", type=int, help=_preset("epochs", "passes over the training split"))
+    a("--batch-size", type=int, help=_preset("batch_size", "global batch per optimizer step, over processes and "
+                                                           "accumulation"))
     a("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation steps per optimizer step")
-    a("--eval-batch-size", type=int, default=d.eval_batch_size)
-    a("--lr", type=float, help="peak learning rate (after warmup)")
+    a("--eval-batch-size", type=int, default=d.eval_batch_size, help="batch of the validation passes")
+    a("--lr", type=float, help=_preset("lr", "peak learning rate (after warmup)"))
     a("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine")
-    a("--warmup-epochs", type=float)
+    a("--warmup-epochs", type=float, help=_preset("warmup_epochs", "epochs of linear warmup (fractions allowed)"))
     a("--weight-decay", type=float, default=d.weight_decay,
       help="AdamW decay (never on norms, biases, embeddings, tokens)")
-    a("--layer-decay", type=float, help="layer-wise lr decay (1: off; default 0.75 with --weights, else 1)")
-    a("--label-smoothing", type=float, default=d.label_smoothing)
+    a("--layer-decay", type=float, help="layer-wise lr decay (1: off); default depends on the weights: 0.75 with "
+                                        "--weights on an image folder, else 1")
+    a("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of the cross-entropy")
     a("--clip-grad", type=float, default=d.clip_grad, help="gradient norm clip (0: off)")
     a("--precision", choices=PRECISIONS, default=d.precision, help="autocast precision")
-    a("--aug", choices=POLICIES, help="augmentation policy after crop and flip")
+    a("--aug", choices=POLICIES, help=_preset("aug", "augmentation policy after crop and flip"))
     a("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude 0..30")
-    a("--hflip", type=float, help="horizontal flip probability")
-    a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random resized crop area range")
+    a("--hflip", type=float, help=_preset("hflip", "horizontal flip probability"))
+    a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+      help=_preset("crop_scale", "random resized crop area range"))
     a("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
     a("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
+
+
+def _add_teacher_args(p: argparse.ArgumentParser) -> None:
+    """A teacher to distil from, and an average of the weights."""
+    a = p.add_argument_group("distillation and EMA").add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
+    a("--teacher", metavar="MODEL", help="distil from this model (registry name with --teacher-weights, saved "
+                                         "model folder or checkpoint; it must predict the data's classes); default: "
+                                         "none")
+    a("--teacher-weights", metavar="SRC", help="weights for a registry --teacher")
+    a("--distill", choices=DISTILL_MODES, default=d.distill,
+      help="DeiT distillation through the student's distillation head (distilled models), else its logits: hard "
+           "(the teacher's class) or soft (KL at --distill-tau)")
+    a("--distill-alpha", type=float, default=d.distill_alpha, help="weight of the teacher's term (1 - it: labels)")
+    a("--distill-tau", type=float, default=d.distill_tau, help="temperature of soft distillation")
+    a("--ema", type=float, metavar="DECAY",
+      help="also keep an exponential moving average of the weights with this decay (e.g. 0.999; warm-up "
+           "min(DECAY, (1+t)/(10+t)) at step t), validated each epoch and saved as OUT/ema and OUT/best_ema; "
+           "default: off")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """Where and how the run executes: data split, devices, checkpoints, logging."""
+    a = p.add_argument_group("running").add_argument
+    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
     a("--val-fraction", type=float, default=d.val_fraction, help="held-out fraction when the folder has no val/")
-    a("--seed", type=int, default=d.seed)
+    a("--seed", type=int, default=d.seed, help="seed of the split, the initialisation and the augmentation")
     a("--deterministic", action="store_true", help="deterministic kernels (a resumed run equals an uninterrupted one)")
-    a("--workers", type=int, help="data loading processes (default: 0 for in-memory data)")
-    a("--threads", type=int, help="CPU threads for torch (default: one per core; 1 is faster on a busy machine)")
-    a("--device", help="cpu, cuda or cuda:N (default: this rank's GPU if there is one)")
-    a("--resume", nargs="?", const="auto", help="continue from OUT/checkpoint.pt (or the given checkpoint)")
+    a("--workers", type=int, help="data loading processes; default depends on the data: 0 for the digits (in "
+                                  "memory), else the cores left beside training (at most 8)")
+    a("--threads", type=int, help=_preset("threads", "CPU threads for torch"))
+    a("--device", help="cpu, cuda or cuda:N (default: this rank's GPU if there is one, else the CPU)")
+    a("--resume", nargs="?", const="auto",
+      help="continue from OUT/checkpoint.pt (or the given checkpoint) with the same training settings; a changed "
+           "schedule (--epochs, --lr, --batch-size, ...) is refused: start a new run with --weights OUT/last instead")
     a("--save-every-steps", type=int, default=d.save_every_steps,
-      help="also checkpoint every N steps (default: each epoch)")
-    a("--export-samples", type=int, help="held-out images per class to write to OUT/samples (digits: 2)")
+      help="also checkpoint every N steps (0: at the end of each epoch only)")
+    a("--export-samples", type=int, help=_preset("export_samples", "held-out images per class to write to "
+                                                                   "OUT/samples"))
     a("--grad-checkpointing", action="store_true", help="recompute activations: less memory, more compute")
+    a("--compile", action="store_true", help="torch.compile the model for the training step (the first steps "
+                                             "pay a compile of ~30 s; pays off on long runs)")
     a("--max-steps", type=int, help="stop after N optimizer steps (the schedule still spans all epochs)")
+    a("--log-every", type=int, default=d.log_every,
+      help="steps between reads of the loss on the host (progress bar, non-finite check)")
     a("--no-plots", action="store_true", help="skip the PNG plots")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="fine-tune a model on an image folder (default: the bundled digits)",
+        "train", formatter_class=DefaultsHelp,
+        help="fine-tune a model on an image folder (default: the bundled digits)",
         description="Fine-tune a ViT: a new head sized to the data's classes, AdamW with warmup + cosine, "
                     "augmentations, best/last checkpoints, metrics, plots and report.json under --out. "
                     "Runs distributed under `torchrun --nproc_per_node=N -m vitkit train ...`.")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    e = subparsers.add_parser("eval", help="accuracy of a model on a data split",
+    e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",
                               description="Top-1/top-5 accuracy and loss of a trained model on the held-out split "
                                           "(the same split `vitkit train` used with the same data and seed).")
     e.add_argument("data", nargs="?", help=DATA_HELP)
     e.add_argument("--model", help="saved model folder or checkpoint (or a registry name with --weights)")
-    e.add_argument("--run", help="a training run's --out folder: its last model and its data split")
+    e.add_argument("--run", help="a training run's --out folder: one of its checkpoints (see --checkpoint) and its "
+                                 "data split")
+    e.add_argument("--checkpoint", default="best", choices=EVAL_CHECKPOINTS,
+                   help="which checkpoint of --run: best (highest validation top-1), last (the final epoch), or with "
+                        "--ema the EMA weights' best_ema / ema")
     e.add_argument("--weights", help="weights for a registry --model")
     e.add_argument("--val-fraction", type=float, help="held-out fraction (default 0.2)")
     e.add_argument("--seed", type=int, help="split seed (default 0)")

@@ -179,13 +179,14 @@ Transform = Callable[[Image.Image, int, int], torch.Tensor]
 
 
 class TransformedImages(torch.utils.data.Dataset):
-    """A map-style dataset over ``LabelledImages``: ``dataset[(epoch, index)] -> (tensor, label)``.
+    """A map-style dataset over ``LabelledImages``: ``dataset[(epoch, index)] -> (tensor, label, skipped)``.
 
     The key carries the epoch so ``transform(img, epoch, index)`` can seed its randomness per image
     and epoch, independently of workers and processes. An unreadable image yields None, which
-    ``collate_skipping`` drops and counts; with ``replace_unreadable`` (training) the next readable
-    image stands in instead, so batches keep their size (processes in DDP must step together), and
-    the sample carries a skip count of 1.
+    ``collate_skipping`` drops and counts. With ``replace_unreadable`` (training) the next readable
+    image stands in instead and the sample carries a skip count of 1: a training sample is never
+    missing, so every batch has its full size and every DDP rank steps (a step holds collectives, so
+    one rank skipping it would hang the others).
     """
 
     def __init__(self, images: LabelledImages, transform: Transform, *, replace_unreadable: bool = False) -> None:
@@ -198,12 +199,17 @@ class TransformedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int, int] | None:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        tries = min(len(self.images), 16) if self.replace_unreadable else 1
+        # training: look at every image before giving up (the folder scan already dropped files whose
+        # header fails, so a long run of images that fail to decode is rare and costs only then)
+        tries = len(self.images) if self.replace_unreadable else 1
         for offset in range(tries):
             i = (index + offset) % len(self.images)
             img = self.images.load(i)
             if img is not None:
                 return self.transform(img, epoch, i), self.images.labels[i], int(offset > 0)
+        if self.replace_unreadable:
+            raise DataError(f"None of the {len(self.images)} training images can be decoded (each header looked "
+                            f"like an image). Check the files, e.g. open one with Pillow.")
         return None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from .api import TrainResult, evaluate, train
 from .config import TrainConfig, parse_freeze
+from .interrupt import TrainingInterrupted
 from .loop import NonFiniteLossError
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "evaluate", "parse_freeze", "train"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingInterrupted", "evaluate", "parse_freeze",
+           "train"]

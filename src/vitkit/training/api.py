@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,16 +13,21 @@ from typing import Any
 import torch
 
 from ..data.datasets import load_splits
-from ..errors import VitkitError
+from ..errors import ConfigError, VitkitError
 from ..runtime import load_model
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
 from .distributed import Dist, ShardBatchSampler, pick_device
 from .loop import Trainer, evaluate_loader
-from .metrics import METRICS_CSV, METRICS_JSONL, plot_confusion, plot_curves, write_report
+from .metrics import METRICS_CSV, METRICS_JSONL, PLOT_FILES, REPORT_FILE, plot_confusion, plot_curves, write_report
 from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader, run_settings
 
 logger = logging.getLogger(__name__)
+
+# A folder holding one of these holds a run; these are what a run writes (cleared by ``overwrite``)
+RUN_MARKERS = (STATE_FILE, REPORT_FILE)
+RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, METRICS_JSONL, METRICS_CSV, *PLOT_FILES.values(), "best", "last", "ema",
+               "best_ema", "samples")
 
 
 @dataclass
@@ -60,21 +66,20 @@ def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
     dist = Dist.from_env(cfg.device)
     trainer: Trainer | None = None
     try:
+        prepare_out(cfg, dist)
         trainer = Trainer(cfg, dist, on_epoch=on_epoch)
         resumed = trainer.resume(cfg.resume) if cfg.resume else False
-        summary = {**trainer.summary(), "resumed": resumed, "start_epoch": trainer.progress.epoch}
+        p = trainer.progress
+        summary = {**trainer.summary(), "resumed": resumed, "start_epoch": p.epoch, "start_step": p.step,
+                   "start_batch": p.batch}
         if dist.is_main:
             logger.info("training %s", summary)
             if on_start is not None:
                 on_start(summary)
         samples = trainer.export_samples()
         start = time.perf_counter()
-        completed = True
-        while trainer.progress.epoch < cfg.epochs:
-            if not trainer.train_epoch():
-                completed = False
-                break
-            trainer.end_epoch()
+        with trainer.stop:
+            completed = _run_epochs(trainer)
         report = _finish(trainer, samples, time.perf_counter() - start, completed) if dist.is_main else {}
         dist.barrier()
         return TrainResult(out=trainer.out, report=report, completed=completed)
@@ -84,29 +89,76 @@ def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
         dist.close()
 
 
+def _run_epochs(trainer: Trainer) -> bool:
+    """Train to the last epoch; False when ``max_steps`` stopped it. A stop request raises TrainingInterrupted."""
+    while trainer.progress.epoch < trainer.cfg.epochs:
+        if not trainer.train_epoch():
+            return False
+        trainer.end_epoch()  # saves the state
+        trainer.stop_if_asked(synced=trainer.check_finite() if trainer.dist.initialized else None)
+    return True
+
+
+def prepare_out(cfg: TrainConfig, dist: Dist) -> None:
+    """Refuse an ``out`` folder that holds a run unless resuming or told to overwrite it (then clear it)."""
+    out = Path(cfg.out)
+    found = [name for name in RUN_MARKERS if (out / name).exists()]
+    if not found or cfg.resume:
+        return
+    if not cfg.overwrite:
+        raise ConfigError(f"--out {str(out)!r} already holds a training run ({', '.join(found)}), which this run "
+                          f"would replace. Pass --resume to continue it, --overwrite to replace it, or another --out.")
+    if dist.is_main:
+        logger.warning("replacing the run in %s (--overwrite)", out)
+        for name in RUN_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    dist.barrier()
+
+
 def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bool) -> dict[str, Any]:
     """Plots and ``report.json`` (rank 0)."""
     out, p = trainer.out, trainer.progress
     rows = p.history
     plots: dict[str, str] = {}
     if trainer.cfg.plots and rows:
-        plots = {k: str(v) for k, v in plot_curves(rows, out).items()}
+        title = f"{trainer.summary()['model']}, {out}"
+        plots = {k: str(v) for k, v in plot_curves(rows, out, title).items()}
         if trainer.last_confusion is not None:
-            plots["confusion"] = str(plot_confusion(trainer.last_confusion, trainer.splits.classes, out))
+            which = f"{title}, validation after the last epoch ({rows[-1]['epoch']})"
+            plots["confusion"] = str(plot_confusion(trainer.last_confusion, trainer.splits.classes, out, which))
     last = rows[-1] if rows else {}
     report = {
         "completed": completed, "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
         "final_val_loss": last.get("val_loss"), "best_val_top1": p.best_top1 if rows else None,
         "best_epoch": p.best_epoch if rows else None, "epochs": len(rows), "steps": p.step,
         "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 3), "wall_time_s": round(seconds, 3),
-        "checkpoints": {"best": str(out / "best"), "last": str(out / "last"), "state": str(out / STATE_FILE)},
+        "checkpoints": _checkpoints(out),
         "metrics": {"jsonl": str(out / METRICS_JSONL), "csv": str(out / METRICS_CSV)}, "plots": plots,
         "samples": [str(s) for s in samples], "classes": list(trainer.splits.classes),
         "skipped_files": trainer.splits.skipped, "skipped_images": sum(r["skipped_images"] for r in rows),
         "summary": trainer.summary(), "config": trainer.cfg.to_dict(),
     }
+    if trainer.ema is not None and rows:
+        report.update(_ema_report(trainer))
     write_report(report, out)
     return report
+
+
+def _ema_report(trainer: Trainer) -> dict[str, Any]:
+    """The EMA's figures and checkpoints, and which weights validated best (raw or EMA)."""
+    p, out, last = trainer.progress, trainer.out, trainer.progress.history[-1]
+    return {"ema_decay": trainer.cfg.ema, "best_ema_val_top1": p.best_ema_top1, "best_ema_epoch": p.best_ema_epoch,
+            "final_ema_val_top1": last.get("ema_val_top1"),
+            "best_weights": "ema" if p.best_ema_top1 > p.best_top1 else "raw",
+            "checkpoints": {**_checkpoints(out), "ema": str(out / "ema"), "best_ema": str(out / "best_ema")}}
+
+
+def _checkpoints(out: Path) -> dict[str, str]:
+    return {"best": str(out / "best"), "last": str(out / "last"), "state": str(out / STATE_FILE)}
 
 
 def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: str | None = None,

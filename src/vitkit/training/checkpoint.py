@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write
 from ..weights import save_pretrained
 
@@ -62,6 +62,36 @@ def check_compatible(state: dict[str, Any], model_config: dict[str, Any], classe
     if list(state.get("classes", [])) != list(classes):
         raise CheckpointError(f"Checkpoint {path!r} was trained on classes {state.get('classes')} but the data has "
                               f"{classes}. Resume on the same data, or use another --out folder.")
+
+
+# Settings that say where, how fast or how often a run goes, not what it computes: a resume may change them.
+# Everything else (the schedule, the optimizer, the loss, the augmentation, the seed) shapes the run, and
+# a resume that changed it would silently become another run (e.g. --epochs reshapes the cosine).
+RUNTIME_SETTINGS = frozenset({
+    "data", "out", "model", "weights", "model_overrides", "resume", "device", "workers", "threads", "eval_batch_size",
+    "save_every_steps", "max_steps", "plots", "export_samples", "log_every", "grad_checkpointing", "deterministic",
+    "compile", "teacher_weights", "overwrite"})
+
+
+def check_settings(saved: dict[str, Any], run: dict[str, Any], defaults: dict[str, Any], path: str, out: str) -> None:
+    """Refuse to resume a checkpoint with training settings that differ from the ones it was written with.
+
+    ``saved``/``run``: resolved TrainConfig dicts; ``defaults``: values for settings an older checkpoint lacks.
+    """
+    keys = sorted((set(saved) | set(run)) - RUNTIME_SETTINGS)
+    diff = [(k, saved.get(k, defaults.get(k)), run.get(k, defaults.get(k))) for k in keys]
+    diff = [(k, old, new) for k, old, new in diff if old != new]
+    if not diff:
+        return
+    changes = "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, old, new in diff)
+    again = " ".join(f"--{k.replace('_', '-')} {_flag_value(old)}" for k, old, _ in diff)
+    raise ConfigError(f"Cannot resume from {path!r}: the run asks for other training settings than the checkpoint "
+                      f"was written with ({changes}); a resume continues the same schedule. Resume with {again}, or "
+                      f"start a new run from its weights: vitkit train --weights {out}/last --out NEW_FOLDER ...")
+
+
+def _flag_value(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def rng_state() -> dict[str, Any]:

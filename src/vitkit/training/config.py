@@ -11,17 +11,20 @@ from ..config import reject_unknown_fields
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DISTILL_MODES = ("hard", "soft")
 FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
 
 # Settings left as None take these values: the digits preset trains a small ViT from scratch on
 # 8x8 digits (no flips: a mirrored digit is another symbol; mild crops: the digit fills the frame) on one
 # thread (a model this small gains ~1.3x from a second core, and loses 3x when another process shares
-# the cores); the folder preset fine-tunes a model on photos.
+# the cores); the folder preset fine-tunes a model on photos: ViT-S/16 at its own 224 pixels (the size of
+# its published weights), not the 32-pixel digits model, which sees a photo as a smudge.
 DIGITS_DEFAULTS: dict[str, Any] = dict(
     model="vit_digits", epochs=70, batch_size=32, lr=2e-3, warmup_epochs=2.0, aug="none", hflip=0.0,
     crop_scale=(0.8, 1.0), crop_ratio=(0.8, 1.25), layer_decay=1.0, out="runs/digits", export_samples=2, threads=1)
+FOLDER_MODEL = "vit_small_patch16_224"
 FOLDER_DEFAULTS: dict[str, Any] = dict(
-    model="vit_digits", epochs=10, batch_size=64, lr=5e-4, warmup_epochs=1.0, aug="trivial", hflip=0.5,
+    model=FOLDER_MODEL, epochs=10, batch_size=64, lr=5e-4, warmup_epochs=1.0, aug="trivial", hflip=0.5,
     crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), layer_decay=None, out="runs/train", export_samples=0,
     threads=None)
 
@@ -38,6 +41,8 @@ class TrainConfig:
     model: str | None = None
     weights: str | None = None
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    img_size: int | None = None  # input size (square); None: the model's own
+    overwrite: bool = False  # replace a run already in ``out`` (otherwise refused, unless resuming)
     val_fraction: float = 0.2
     epochs: int | None = None
     batch_size: int | None = None
@@ -68,8 +73,16 @@ class TrainConfig:
     save_every_steps: int = 0
     export_samples: int | None = None
     grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model for the training step (evaluation stays eager)
     plots: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
+    teacher: str | None = None  # a model to distil from (registry name with teacher_weights, folder, checkpoint)
+    teacher_weights: str | None = None
+    distill: str = "hard"  # DeiT's hard (teacher's argmax) or soft (KL at distill_tau) distillation
+    distill_alpha: float = 0.5  # weight of the distillation term (1 - alpha: the labels)
+    distill_tau: float = 1.0
+    ema: float | None = None  # decay of an exponential moving average of the weights (None: off), e.g. 0.999
+    log_every: int = 20  # optimizer steps between reads of the loss on the host (progress bar, non-finite check)
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""
@@ -84,7 +97,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that is not allowed."""
         positive = dict(epochs=self.epochs, batch_size=self.batch_size, accum_steps=self.accum_steps,
-                        eval_batch_size=self.eval_batch_size, threads=self.threads)
+                        eval_batch_size=self.eval_batch_size, threads=self.threads, log_every=self.log_every,
+                        img_size=self.img_size)
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
                 _fail(name, value, "a positive integer")
@@ -100,6 +114,16 @@ class TrainConfig:
             _fail("clip_grad", self.clip_grad, "None or a norm > 0")
         if self.precision not in PRECISIONS:
             _fail("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            _fail("ema", self.ema, "an EMA decay in (0, 1), e.g. 0.999 (leave it out for no EMA)")
+        if self.distill not in DISTILL_MODES:
+            _fail("distill", self.distill, f"one of {', '.join(DISTILL_MODES)}")
+        if not 0 <= self.distill_alpha <= 1:
+            _fail("distill_alpha", self.distill_alpha, "a weight in [0, 1]")
+        if not self.distill_tau > 0:
+            _fail("distill_tau", self.distill_tau, "a temperature > 0")
+        if self.teacher_weights is not None and self.teacher is None:
+            _fail("teacher_weights", self.teacher_weights, "a --teacher to load them into (or drop them)")
         if self.save_every_steps < 0:
             _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
         parse_freeze(self.freeze)

@@ -64,13 +64,6 @@ class Dist:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
-    def any_true(self, flag: bool) -> bool:
-        """True when ``flag`` is True on any rank (so all ranks stop together)."""
-        if not self.initialized:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        return bool(self.all_reduce_sum(t).item() > 0)
-
     def close(self) -> None:
         if self.initialized and dist.is_initialized():
             dist.destroy_process_group()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,10 @@ from ..errors import VitkitError
 from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .distill import distillation_loss, load_teacher
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
+from .ema import ModelEma
+from .interrupt import StopRequest, TrainingInterrupted
 from .metrics import EvalCounts, write_metrics
 from .optim import WarmupCosine, apply_freeze, build_optimizer
 from .setup import (
@@ -46,6 +48,39 @@ class NonFiniteLossError(VitkitError):
     """The training loss became NaN or infinite."""
 
 
+def _loss_accumulator(device: torch.device) -> torch.Tensor:
+    # float64 where the device has it: a sum over an epoch's steps, identical however often it is read
+    return torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+
+@dataclass
+class EpochStats:
+    """This rank's sums over the current epoch so far.
+
+    ``loss_sum`` (loss x images) stays a device tensor: adding to it does not wait for the device; it is
+    read once per logging interval, before a save and at the end of the epoch.
+    """
+
+    loss_sum: torch.Tensor = field(default_factory=lambda: _loss_accumulator(torch.device("cpu")))
+    images: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.detach().cpu().clone(), "images": self.images, "skipped": self.skipped,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | list[float], device: torch.device) -> EpochStats:
+        if isinstance(data, (list, tuple)):  # older checkpoints: [loss*n, n, skipped, seconds]
+            data = {"loss_sum": torch.tensor(float(data[0])), "images": int(data[1]), "skipped": int(data[2]),
+                    "seconds": float(data[3])}
+        loss = _loss_accumulator(device)
+        loss += torch.as_tensor(data["loss_sum"]).to(device, loss.dtype)
+        return cls(loss_sum=loss, images=int(data["images"]), skipped=int(data["skipped"]),
+                   seconds=float(data["seconds"]))
+
+
 @dataclass
 class Progress:
     """Where the run is: the next epoch and batch, the optimizer steps done, and this epoch's sums so far."""
@@ -53,17 +88,30 @@ class Progress:
     epoch: int = 0
     batch: int = 0
     step: int = 0
-    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loss*n, n, skipped, seconds
+    stats: EpochStats = field(default_factory=EpochStats)
     history: list[dict[str, Any]] = field(default_factory=list)
     best_top1: float = -1.0
     best_epoch: int = -1
+    best_ema_top1: float = -1.0
+    best_ema_epoch: int = -1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # copies the lists and rows
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "stats": self.stats.to_dict(),
+                "history": [dict(r) for r in self.history], "best_top1": self.best_top1,
+                "best_epoch": self.best_epoch, "best_ema_top1": self.best_ema_top1,
+                "best_ema_epoch": self.best_ema_epoch}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], device: torch.device) -> Progress:
+        stats = EpochStats.from_dict(data["stats"] if "stats" in data else data["sums"], device)
+        return cls(epoch=int(data["epoch"]), batch=int(data["batch"]), step=int(data["step"]), stats=stats,
+                   history=[dict(r) for r in data["history"]], best_top1=float(data["best_top1"]),
+                   best_epoch=int(data["best_epoch"]), best_ema_top1=float(data.get("best_ema_top1", -1.0)),
+                   best_ema_epoch=int(data.get("best_ema_epoch", -1)))
 
 
 def training_loss(out: Any, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Mean loss; a distilled model's two heads both learn the labels (there is no teacher)."""
+    """Mean loss; without a teacher a distilled model's two heads both learn the labels."""
     outs = out if isinstance(out, tuple) else (out,)
     smoothing = 0.0 if target.ndim == 2 else label_smoothing  # soft targets (mixup) carry their smoothing
     return sum(F.cross_entropy(o.float(), target, label_smoothing=smoothing) for o in outs) / len(outs)
@@ -104,11 +152,14 @@ class Trainer:
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
         self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
-                                 overrides=cfg.model_overrides)
+                                 overrides=cfg.model_overrides, img_size=cfg.img_size)
         label_model(self.model, self.splits)
         self.trainable, self.total = apply_freeze(self.model, cfg.freeze)
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
+        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
+        self.teacher = load_teacher(cfg.teacher, cfg.teacher_weights, self.model, list(self.splits.classes),
+                                    self.device) if cfg.teacher else None
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -120,12 +171,17 @@ class Trainer:
                                label_smoothing=cfg.label_smoothing)
         self.workers = cfg.workers if cfg.workers is not None else default_workers(self.splits.train, dist.world_size)
         self.train_tf, self.eval_tf = train_transform(self.model, cfg), EvalTransform(self.model)
-        self.progress = Progress()
+        self.progress = Progress(stats=EpochStats(loss_sum=_loss_accumulator(self.device)))
+        self.checked_step = 0  # the step at which the loss was last seen finite on every rank
+        self.stop = StopRequest()  # entered by ``train`` for the length of the training loop
         self.state_path = self.out / ckpt.STATE_FILE
         self.last_confusion: torch.Tensor | None = None
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if dist.initialized else None)
+        # the training step's forward: compiled on request (the first steps pay the compile; shapes stay static
+        # because every training batch has its full size)
+        self.step_net: torch.nn.Module = torch.compile(self.net) if cfg.compile else self.net
 
     # ------------------------------------------------------------------ set-up helpers
     def _global_batch(self) -> int:
@@ -153,6 +209,7 @@ class Trainer:
         worker still releasing a finished collective's tensors waits for: a deadlock at exit, seen under load.
         """
         self.ddp = None
+        self.step_net = self.model
         gc.collect()  # DDP sits in reference cycles: free its reducer now, not at some later collection
 
     @property
@@ -161,10 +218,15 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """What is being trained: the model, its parameter counts, the data and the schedule."""
-        return {"model": getattr(self.model, "model_name", self.cfg.model), "params": self.total,
-                "trainable_params": self.trainable, "freeze": self.cfg.freeze, **self.splits.describe(),
+        h, w = self.model.config.img_size
+        return {"model": getattr(self.model, "model_name", self.cfg.model), "img_size": f"{h}x{w}",
+                "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.freeze,
+                **self.splits.describe(),
                 "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
-                "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out)}
+                "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out),
+                "teacher": None if self.teacher is None else {
+                    "model": self.cfg.teacher, "mode": self.cfg.distill, "alpha": self.cfg.distill_alpha,
+                    "through": "distillation head" if self.model.head_dist is not None else "logits"}}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -172,9 +234,13 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "progress": self.progress.to_dict(),
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
-                "train_config": self.cfg.to_dict()}
+                "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "confusion": self.last_confusion}  # the last validation's, for the plot of a run resumed at its end
 
     def save(self) -> None:
+        """Write the training state (rank 0), after checking that no rank's loss went non-finite."""
+        self.check_finite()
         if self.dist.is_main:
             ckpt.save_state(self.state_dict(), self.state_path)
         self.dist.barrier()
@@ -188,55 +254,106 @@ class Trainer:
             logger.info("no checkpoint in %s: starting afresh", self.out)
             return False
         state = ckpt.load_state(target)
-        ckpt.check_compatible(state, self.model.config.to_dict(), list(self.splits.classes), str(target))
+        self._check_resumable(state, str(target))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
-        p = state["progress"]
-        self.progress = Progress(**{**p, "sums": list(p["sums"]), "history": list(p["history"])})
+        if self.ema is not None:
+            self.ema.load_state_dict(state.get("ema"))
+        self.last_confusion = state.get("confusion")
+        self.progress = Progress.from_dict(state["progress"], self.device)
+        self.checked_step = self.progress.step
         if self.dist.is_main:
             write_metrics(self.out, self.progress.history)
-        logger.info("resumed from %s at epoch %d, batch %d (step %d)", target, p["epoch"], p["batch"], p["step"])
+        p = self.progress
+        logger.info("resumed from %s at epoch %d, batch %d (step %d)", target, p.epoch, p.batch, p.step)
         return True
 
+    def _check_resumable(self, state: dict[str, Any], path: str) -> None:
+        """Same architecture, classes, training split size and training settings as the checkpoint's run."""
+        ckpt.check_compatible(state, self.model.config.to_dict(), list(self.splits.classes), path)
+        saved_images, images = state.get("train_images"), len(self.splits.train)
+        if saved_images is not None and saved_images != images:
+            raise ckpt.CheckpointError(
+                f"Checkpoint {path!r} was trained on {saved_images} training images but the data now has {images}, "
+                f"which changes the schedule (steps per epoch). Resume on the same data, or use another --out folder.")
+        defaults = TrainConfig().to_dict()
+        ckpt.check_settings(state.get("train_config", {}), self.cfg.to_dict(), defaults, path, str(self.out))
+
     # ------------------------------------------------------------------ training
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One optimizer step over this rank's share of a global batch (split into accumulation steps)."""
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step over this rank's share of a global batch (split into accumulation steps).
+
+        No host sync: the loss is added to the epoch's device-side sum, which ``check_finite`` reads.
+        """
         cfg, step = self.cfg, self.progress.step
         # mixing's own stream, seeded per step (only mixing draws from it)
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + self.dist.rank) \
             if self.mix.enabled else None
         pieces = list(zip(x.chunk(cfg.accum_steps), y.chunk(cfg.accum_steps)))
-        total = 0.0
+        stats = self.progress.stats
         for i, (mx, my) in enumerate(pieces):
             mx, my = mx.to(self.device, non_blocking=True), my.to(self.device, non_blocking=True)
             mx, target = self.mix(mx, my, gen) if gen is not None else (mx, my)
             sync = self.ddp is None or i == len(pieces) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.precision):
-                loss = training_loss(self.net(mx), target, cfg.label_smoothing)
-            value = float(loss.detach())
-            if self.dist.any_true(not math.isfinite(value)):
-                self._diverged(value)
+                loss = self._loss(self.step_net(mx), mx, target)
             self.scaler.scale(loss / len(pieces)).backward()
-            total += value * len(my)
+            stats.loss_sum += loss.detach().to(stats.loss_sum.dtype) * len(my)
         if cfg.clip_grad:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return total
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _loss(self, out: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The labels' loss, or DeiT's with the teacher scoring the same (augmented, mixed) batch ``x``."""
+        cfg = self.cfg
+        if self.teacher is None:
+            return training_loss(out, target, cfg.label_smoothing)
+        return distillation_loss(out, target, self.teacher(x), mode=cfg.distill, alpha=cfg.distill_alpha,
+                                 tau=cfg.distill_tau, label_smoothing=cfg.label_smoothing)
+
+    def check_finite(self) -> bool:
+        """The host sync of a logging interval; returns whether any rank was asked to stop (Ctrl-C).
+
+        Stops every rank together when a loss went non-finite. Called every ``log_every`` steps, before
+        each save and at the end of an epoch (so a non-finite loss never reaches a checkpoint); all ranks
+        call it at the same steps (it is one collective).
+        """
+        p = self.progress
+        flags = torch.stack([(~torch.isfinite(p.stats.loss_sum)).to(torch.float32),
+                             torch.tensor(float(self.stop.requested), device=self.device)])
+        bad, stop = (v > 0 for v in self.dist.all_reduce_sum(flags).tolist())
+        if bad:
+            self._diverged(float(p.stats.loss_sum))
+        self.checked_step = p.step
+        return stop
+
+    def stop_if_asked(self, *, synced: bool | None = None) -> None:
+        """Save and raise ``TrainingInterrupted`` when a stop was asked for (agreed across ranks by ``synced``)."""
+        stop = synced if self.dist.initialized else self.stop.requested
+        if not stop:
+            return
+        self.save()
+        p = self.progress
+        logger.warning("stopped on request at epoch %d, step %d; state saved to %s", p.epoch + 1, p.step,
+                       self.state_path)
+        raise TrainingInterrupted(checkpoint=self.state_path, epoch=p.epoch, step=p.step)
 
     def _diverged(self, value: float) -> None:
         p = self.progress
         kept = f"the last good checkpoint {self.state_path} is intact" if self.state_path.is_file() else \
             "no checkpoint had been written yet"
         raise NonFiniteLossError(
-            f"The training loss became {value} at epoch {p.epoch + 1}, step {p.step + 1} (lr "
-            f"{self.scheduler.lr_at(p.step):.3g}); {kept}. Lower --lr, keep --clip-grad on or use --precision fp32, "
-            f"then continue with --resume.")
+            f"The training loss became {value} in epoch {p.epoch + 1}, between steps {self.checked_step + 1} and "
+            f"{p.step} (lr {self.scheduler.lr_at(max(p.step - 1, 0)):.3g}); {kept}. Lower --lr, keep --clip-grad on "
+            f"or use --precision fp32, then start again (a --resume continues with the same settings).")
 
     def _train_loader(self) -> Any:
         p = self.progress
@@ -255,49 +372,70 @@ class Trainer:
         start = time.perf_counter()
         for x, y, skipped in bar:
             lr = self.scheduler.apply()
-            loss_sum = self._train_step(x, y) if len(y) else 0.0
+            self._train_step(x, y)  # every rank steps: a training batch is never empty (see TransformedImages)
             self.scheduler.step()
             p.step, p.batch = p.step + 1, p.batch + 1
-            p.sums = [p.sums[0] + loss_sum, p.sums[1] + len(y), p.sums[2] + skipped, p.sums[3]]
-            bar.set_postfix(loss=f"{loss_sum / max(len(y), 1):.3f}", lr=f"{lr:.2e}")
+            p.stats.images += len(y)
+            p.stats.skipped += skipped
+            synced = None
+            if p.step % cfg.log_every == 0:
+                synced = self.check_finite()
+                bar.set_postfix(loss=f"{float(p.stats.loss_sum) / max(p.stats.images, 1):.3f}", lr=f"{lr:.2e}")
+            p.stats.seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            self.stop_if_asked(synced=synced)
             stop = cfg.max_steps is not None and p.step >= cfg.max_steps
             # a periodic save on the epoch's last step is left to end_epoch, which saves anyway
             periodic = cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and p.batch < self.steps_per_epoch
             if stop or periodic:
-                p.sums[3] += time.perf_counter() - start
-                start = time.perf_counter()
                 self.save()
             if stop:
                 bar.close()
                 return False
         bar.close()
-        p.sums[3] += time.perf_counter() - start
         return True
 
-    def end_epoch(self) -> dict[str, Any]:
-        """Validate, log the epoch's row, export best/last and save the training state."""
-        p = self.progress
+    def _validate(self, model: torch.nn.Module) -> tuple[dict[str, float], torch.Tensor, int]:
         sampler = ShardBatchSampler(len(self.splits.val), batch_size=self.cfg.eval_batch_size, rank=self.dist.rank,
                                     world_size=self.dist.world_size)
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
-        metrics, self.last_confusion, val_skipped = evaluate_loader(self.model, loader, len(self.splits.classes),
-                                                                    self.device, self.dist)
-        sums = self.dist.all_reduce_sum(torch.tensor(p.sums[:3], dtype=torch.float64, device=self.device)).tolist()
-        row = {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.lr_at(max(p.step - 1, 0)),
-               "train_loss": sums[0] / max(sums[1], 1.0), **metrics,
-               "images_per_sec": sums[1] / max(p.sums[3], 1e-9), "epoch_time_s": p.sums[3],
-               "skipped_images": int(sums[2]) + val_skipped}
-        p.history.append(row)
-        improved = metrics["val_top1"] > p.best_top1
-        if improved:
+        return evaluate_loader(model, loader, len(self.splits.classes), self.device, self.dist)
+
+    def _train_row(self) -> dict[str, Any]:
+        """The epoch's training figures, summed over the ranks (one all-reduce)."""
+        p, st = self.progress, self.progress.stats
+        counts = torch.tensor([st.images, st.skipped], dtype=torch.float64, device=self.device)
+        loss_sum, images, skipped = self.dist.all_reduce_sum(torch.cat([st.loss_sum.double().reshape(1),
+                                                                        counts])).tolist()
+        return {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.lr_at(max(p.step - 1, 0)),
+                "train_loss": loss_sum / max(images, 1.0), "images_per_sec": images / max(st.seconds, 1e-9),
+                "epoch_time_s": st.seconds, "skipped_images": int(skipped)}
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Validate (the weights, and their EMA), log the epoch's row, export the checkpoints, save the state."""
+        p = self.progress
+        self.check_finite()
+        metrics, self.last_confusion, val_skipped = self._validate(self.model)
+        row = self._train_row()
+        row = {**row, **metrics, "skipped_images": row["skipped_images"] + val_skipped}
+        exports = ["last"]
+        if metrics["val_top1"] > p.best_top1:
             p.best_top1, p.best_epoch = metrics["val_top1"], p.epoch + 1
-        p.epoch, p.batch, p.sums = p.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
+            exports.append("best")
+        if self.ema is not None:
+            ema_metrics, _, _ = self._validate(self.ema.module)
+            row.update({f"ema_{k}": v for k, v in ema_metrics.items() if k != "val_images"})
+            exports.append("ema")
+            if ema_metrics["val_top1"] > p.best_ema_top1:
+                p.best_ema_top1, p.best_ema_epoch = ema_metrics["val_top1"], p.epoch + 1
+                exports.append("best_ema")
+        p.history.append(row)
+        p.epoch, p.batch, p.stats = p.epoch + 1, 0, EpochStats(loss_sum=_loss_accumulator(self.device))
         if self.dist.is_main:
             write_metrics(self.out, p.history)
-            if improved:
-                ckpt.export_model(self.model, self.out / "best")
-            ckpt.export_model(self.model, self.out / "last")
+            for name in exports:
+                ckpt.export_model(self.ema.module if "ema" in name else self.model, self.out / name)
         self.save()
         if self.on_epoch is not None and self.dist.is_main:
             self.on_epoch(row)

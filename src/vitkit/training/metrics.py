@@ -68,48 +68,73 @@ def _figure(width: float = 6.0, height: float = 4.0) -> Any:
     return Figure(figsize=(width, height), dpi=100)
 
 
-def plot_curves(rows: Sequence[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """Loss and accuracy per epoch as PNG files; returns {'loss': path, 'accuracy': path}."""
+def plot_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") -> dict[str, Path]:
+    """Loss and accuracy per epoch as PNG files; returns {'loss': path, 'accuracy': path}.
+
+    ``title`` (e.g. 'vit_digits, runs/digits') heads both; epochs are integer ticks, accuracy is in percent.
+    """
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     epochs = [r["epoch"] for r in rows]
     specs = {"loss": (("train_loss", "train"), ("val_loss", "validation")),
              "accuracy": (("val_top1", "validation top-1"), ("val_top5", "validation top-5"))}
+    best = max(rows, key=lambda r: r["val_top1"]) if rows else None
     written = {}
     for kind, series in specs.items():
         fig = _figure()
         ax = fig.add_subplot()
         for key, label in series:
             ax.plot(epochs, [r[key] for r in rows], marker="o", markersize=3, label=label)
+        if kind == "accuracy" and best is not None:
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+            label = f"best {100 * best['val_top1']:.2f}% (epoch {best['epoch']})"
+            ax.annotate(label, (best["epoch"], best["val_top1"]), textcoords="offset points", xytext=(0, -14),
+                        ha="center", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(kind)
+        ax.set_title(f"{kind}: {title}" if title else kind, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
         written[kind] = out / PLOT_FILES[kind]
-        fig.savefig(written[kind])
+        atomic_write(written[kind], lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
     return written
 
 
-def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path) -> Path:
-    """The validation confusion matrix (rows: true class, columns: predicted) as a PNG."""
+def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], out: Path, title: str = "") -> Path:
+    """The validation confusion matrix (rows: true class, columns: predicted) as a PNG.
+
+    The colour scale is a square root (with a colour bar), so a single error among hundreds of correct
+    images still shows as a tint; each non-zero cell is written out, its text sized to the cell.
+    """
+    from matplotlib.colors import PowerNorm
+
+    counts = confusion.cpu().numpy()
     n = len(classes)
-    size = min(4.0 + 0.35 * n, 20.0)
-    fig = _figure(size, size)
+    size = min(4.0 + 0.45 * n, 20.0)
+    fig = _figure(size + 1.2, size)
     ax = fig.add_subplot()
-    ax.imshow(confusion.cpu().numpy(), cmap="Blues")
-    if n <= 30:
+    top = max(int(counts.max()) if counts.size else 0, 1)
+    image = ax.imshow(counts, cmap="Blues", norm=PowerNorm(gamma=0.5, vmin=0, vmax=top))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
+    if n <= 40:
         ax.set_xticks(range(n), list(classes), rotation=90 if n > 10 else 0)
         ax.set_yticks(range(n), list(classes))
-        top = int(confusion.max()) if confusion.numel() else 0
-        for i, row in enumerate(confusion.tolist()):
+        fontsize = max(5.0, min(10.0, 220.0 / n))
+        for i, row in enumerate(counts.tolist()):
             for j, v in enumerate(row):
                 if v:
-                    ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                            color="white" if v > top / 2 else "black")
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=fontsize,
+                            color="white" if (v / top) ** 0.5 > 0.6 else "black")
+    total, correct = int(counts.sum()), int(counts.trace())
+    accuracy = f"top-1 {100 * correct / max(total, 1):.2f}% ({correct}/{total})"
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title(f"confusion: {title}\n{accuracy}" if title else f"confusion, {accuracy}", fontsize=10)
     fig.tight_layout()
     path = out / PLOT_FILES["confusion"]
-    fig.savefig(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path
 
 

@@ -71,11 +71,14 @@ def _model_from_json(path: Path, num_classes: int, weights: str | None, override
     return model
 
 
-def build_model(spec: str, *, num_classes: int, weights: str | None = None,
-                overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+def build_model(spec: str, *, num_classes: int | None, weights: str | None = None,
+                overrides: dict[str, Any] | None = None, img_size: int | None = None) -> torch.nn.Module:
     """A model from a registry name (with ``weights`` from any supported checkpoint), a saved model
-    folder or checkpoint, or a JSON file of ViTConfig fields; its head sized to ``num_classes``."""
+    folder or checkpoint, or a JSON file of ViTConfig fields; its head sized to ``num_classes``, its
+    input ``img_size`` (square; position embeddings resampled) when given."""
     overrides = dict(overrides or {})
+    if img_size is not None:
+        overrides["img_size"] = img_size
     if spec.endswith(".json") and Path(spec).is_file():
         return _model_from_json(Path(spec), num_classes, weights, overrides)
     return load_model(spec, weights=weights, num_classes=num_classes, **overrides)
