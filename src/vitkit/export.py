@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import VitkitError
+from .errors import ExportError, MissingDependencyError
 from .fileio import atomic_write
 from .runtime import eval_mode
 
@@ -50,7 +50,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
             atomic_write(path, write)
     except Exception as exc:
         name = getattr(model, "model_name", "the model")
-        raise VitkitError(f"ONNX export of {name} to {path} failed: {exc}") from exc
+        raise ExportError(f"ONNX export of {name} to {path} failed: {exc}") from exc
     diff = verify_onnx(model, path, batch_size=batch_size + 1) if verify else None
     return ExportResult(path=path, input_shape=shape, max_abs_diff=diff)
 
@@ -60,7 +60,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise VitkitError("onnxruntime is not installed: pip install 'vitkit[onnx]'") from exc
+        raise MissingDependencyError("onnxruntime is not installed: pip install 'vitkit[onnx]'") from exc
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import list_images
-from .errors import DataError, ImageError, VitkitError
+from .errors import ConfigError, DataError, ImageError, OutputError
 from .fileio import atomic_write
 from .processor import ImageProcessor
 from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
@@ -75,13 +75,13 @@ def pool_tokens(model: torch.nn.Module, tokens: torch.Tensor, pool: str) -> torc
 def check_pool(model: torch.nn.Module, pool: str) -> None:
     """Raise a clear error for a pooling the model cannot do."""
     if pool not in POOLS:
-        raise VitkitError(f"pool={pool!r} is not supported: expected one of {', '.join(POOLS)}.")
+        raise ConfigError(f"pool={pool!r} is not supported: expected one of {', '.join(POOLS)}.")
     name = getattr(model, "model_name", type(model).__name__)
     if pool == "cls" and not model.config.class_token:
-        raise VitkitError(f"Model {name!r} has no class token, so pool='cls' is not available; "
+        raise ConfigError(f"Model {name!r} has no class token, so pool='cls' is not available; "
                           f"use 'avg', 'map' or 'default'.")
     if pool == "map" and getattr(model, "attn_pool", None) is None:
-        raise VitkitError(f"Model {name!r} has no attention-pool (MAP) head; use 'cls', 'avg' or 'default'.")
+        raise ConfigError(f"Model {name!r} has no attention-pool (MAP) head; use 'cls', 'avg' or 'default'.")
 
 
 @torch.inference_mode()
@@ -121,7 +121,7 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
-        raise VitkitError(f"rank={rank}, world_size={world_size} is not a valid split: expected "
+        raise ConfigError(f"rank={rank}, world_size={world_size} is not a valid split: expected "
                           f"0 <= rank < world_size.")
     return rank, world_size
 
@@ -232,9 +232,9 @@ def extract_features(
     """
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
-        raise VitkitError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
+        raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
     if batch_size < 1:
-        raise VitkitError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
+        raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
     if out.exists() and not overwrite:
