@@ -235,6 +235,8 @@ def extract_features(
         raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers={num_workers} is not allowed: expected 0 (load in this process) or more.")
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
     if out.exists() and not overwrite:

@@ -95,8 +95,12 @@ def _run_settings(run: str) -> dict[str, Any]:
     path = Path(run) / "report.json"
     if not path.is_file():
         raise ConfigError(f"--run {run!r} has no report.json; pass the --out folder of a finished `vitkit train`.")
-    cfg = json.loads(path.read_text()).get("config", {})
-    return {k: cfg[k] for k in ("data", "val_fraction", "seed") if k in cfg}
+    try:
+        cfg = json.loads(path.read_text()).get("config", {})
+    except (ValueError, RecursionError, AttributeError) as exc:  # not JSON, or not the object a run writes
+        raise ConfigError(f"{path} is not a run report ({type(exc).__name__}); rerun `vitkit train` or pass "
+                          "--model and the data instead of --run.") from None
+    return {k: cfg[k] for k in ("data", "val_fraction", "seed") if k in cfg} if isinstance(cfg, dict) else {}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

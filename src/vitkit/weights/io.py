@@ -38,6 +38,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json", "open_clip_model.safetensors")
 # Keys under which training checkpoints nest the model's state dict
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict")
+# safetensors has no checksum: vitkit's writer stores each tensor's CRC-32 in the metadata, and checks it on reading
+CRC_KEY = "vitkit_crc32"
 EXPECTED = ("a .safetensors, .pth/.bin (tensors only) or .npz file, a folder with config.json and "
             "model.safetensors, or 'hf-hub:ORG/NAME'")
 
@@ -99,8 +101,10 @@ class NpzTensors(TensorView):
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
                 header_len = f.tell()
-        # numpy's header parser (literal_eval of a dict) reports damage in several exception types
-        except (OSError, ValueError, SyntaxError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # numpy's header parser (literal_eval of a dict, through tokenize) reports damage in many exception
+        # types (ValueError, SyntaxError, TokenError, MemoryError on absurd nesting): at this parser boundary,
+        # all mean a damaged header
+        except Exception as exc:
             raise corrupt(self.path, "npz", f"the .npy header of {info.filename!r} is damaged "
                                             f"({type(exc).__name__}: {exc})") from None
         validate.check_npy_header(self.path, info.filename, shape, dtype, info.file_size - header_len)
@@ -225,7 +229,26 @@ def _read_safetensors(path: Path) -> Checkpoint:
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _unreadable(path, "safetensors", exc) from None
+    if CRC_KEY in metadata:
+        _verify_crc(path, tensors, metadata.pop(CRC_KEY))
     return Checkpoint(path=path, kind="safetensors", tensors=tensors, files=[path], metadata=metadata)
+
+
+def tensor_crc(t: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes (as stored: contiguous, native byte order)."""
+    return zlib.crc32(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def _verify_crc(path: Path, tensors: Mapping[str, torch.Tensor], recorded: str) -> None:
+    crcs = validate.load_json_text(recorded, f"the {CRC_KEY} metadata of {path}")
+    if not isinstance(crcs, dict):
+        raise corrupt(path, "safetensors", f"its {CRC_KEY} metadata is not an object")
+    for name, crc in crcs.items():
+        if name not in tensors:
+            raise corrupt(path, "safetensors", f"tensor {name!r}, recorded in its checksums, is missing")
+        if tensor_crc(tensors[name]) != crc:
+            raise corrupt(path, "safetensors", f"tensor {name!r} fails its CRC-32 check (its bytes changed after "
+                                               "saving)")
 
 
 def _read_torch(path: Path) -> Checkpoint:
@@ -340,7 +363,9 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata:
     from safetensors.torch import save_file
 
     state = cpu_state(tensors)
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})}))
+    crcs = json.dumps({k: tensor_crc(v) for k, v in state.items()})
+    meta = {"format": "pt", **(metadata or {}), CRC_KEY: crcs}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def write_npz(tensors: Mapping[str, torch.Tensor], path: Path) -> Path:
