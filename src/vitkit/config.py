@@ -217,8 +217,9 @@ class ViTConfig:
                            f"(e.g. {nearest_multiple(img, patch)})")
         if self.embed_dim % self.num_heads:
             self._fail("num_heads", self.num_heads, f"a divisor of embed_dim={self.embed_dim}")
-        if not self.mlp_ratio > 0:
-            self._fail("mlp_ratio", self.mlp_ratio, "a number > 0")
+        if not self.mlp_ratio > 0 or int(self.embed_dim * min(self.mlp_ratio, LIMITS.max_mlp_ratio)) < 1:
+            self._fail("mlp_ratio", self.mlp_ratio, "a number > 0 that gives an MLP at least 1 wide "
+                                                    "(embed_dim * mlp_ratio >= 1)")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -245,14 +246,15 @@ class ViTConfig:
     def _check_limits(self) -> None:
         """Sizes against ``LIMITS`` (checked after the fields are valid, before any layer is built)."""
         hint = f"If you mean it, raise vitkit.config.LIMITS.{{}} (or set {CONFIG_LIMITS_ENV}=\"{{}}=...\")."
-        bounds = (("depth", self.depth, "max_depth"), ("embed_dim", self.embed_dim, "max_embed_dim"),
+        bounds = [("depth", self.depth, "max_depth"), ("embed_dim", self.embed_dim, "max_embed_dim"),
                   ("num_heads", self.num_heads, "max_num_heads"), ("num_classes", self.num_classes, "max_num_classes"),
                   ("img_size", max(self.img_size), "max_img_size"), ("num_patches", self.num_patches, "max_tokens"),
                   ("in_chans", self.in_chans, "max_in_chans"), ("reg_tokens", self.reg_tokens, "max_reg_tokens"),
                   ("mlp_ratio", self.mlp_ratio, "max_mlp_ratio"),
                   ("representation_size", self.representation_size or 0, "max_embed_dim"),
-                  ("parameters (estimated)", self.estimated_params(), "max_params"))
+                  ("parameters (estimated)", None, "max_params")]  # estimated once the others are within bounds
         for name, value, limit in bounds:
+            value = self.estimated_params() if value is None else value
             if value > getattr(LIMITS, limit):
                 raise ConfigError(f"ViTConfig {name}={value:,} is more than the limit of {getattr(LIMITS, limit):,}, "
                                   f"a config too large to be meant. " + hint.format(limit, limit))

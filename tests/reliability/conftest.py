@@ -16,3 +16,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for mode, summary in config.stash.get(RELIABILITY_TABLES, []):
         terminalreporter.section(f"reliability corpus ({mode})")
         terminalreporter.write_line(summary)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis import settings
+
+    settings.register_profile("vitkit-fast", max_examples=150, deadline=None)
+    settings.register_profile("vitkit-long", max_examples=3000, deadline=None)
+    settings.load_profile("vitkit-long" if config.getoption("--long", False) else "vitkit-fast")

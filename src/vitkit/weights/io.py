@@ -192,8 +192,8 @@ def sniff(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError):
-            return "torch" if path.suffix != ".npz" else "npz"  # let the reader report the damage
+        except Exception:  # any damage to the zip directory (bad names raise UnicodeDecodeError): the reader reports it
+            return "torch" if path.suffix != ".npz" else "npz"
         return "npz" if any(n.endswith(".npy") for n in names) else "torch"
     if head[:1] == b"\x80":  # a pickle: torch's legacy format, read only through weights_only
         return "torch"

@@ -20,7 +20,7 @@ from torch import nn
 from ..config import PretrainedCfg, ViTConfig, check_fields
 from ..errors import CheckpointError, ConfigError, CorruptCheckpointError
 from ..model import VisionTransformer
-from .adapt import adapt
+from .adapt import Adapted, adapt
 from .families import detect_format
 from .formats import Converted, Family
 from .infer import Known, config_from
@@ -206,16 +206,20 @@ def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: lis
 
 def load_converted(converted: Converted, family: Family, config: ViTConfig, *, source: str, strict: bool = True,
                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                   what: str | None = None, allow_nonfinite: bool = False) -> VisionTransformer:
+                   what: str | None = None, allow_nonfinite: bool = False, may_adapt: bool = True,
+                   ) -> VisionTransformer:
     """Build ``config`` on the meta device, adapt ``converted`` to it and load it (strictly, by default).
 
-    Tensors that are not floating point, or (unless ``allow_nonfinite``) hold NaN or Inf, are refused."""
+    Tensors that are not floating point, or (unless ``allow_nonfinite``) hold NaN or Inf, are refused.
+    ``may_adapt=False``: no head replacement or resampling (the config is the file's own)."""
     check_dtypes(converted.state, source)
     with torch.device("meta"):
         model = VisionTransformer(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # a file loaded as it describes itself must fit as it is: resampling it to its own (damaged) config
+    # would load changed numbers without a word
     adapted = adapt(converted.state, expected, config, style=family.posemb_style,
-                    source_grid=_source_grid(converted))
+                    source_grid=_source_grid(converted)) if may_adapt else Adapted(dict(converted.state))
     report = LoadReport(source=source, format=family.name,
                         newly_initialized=_ordered(adapted.newly_initialized, expected),
                         dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes)
@@ -340,7 +344,8 @@ def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None
     family, converted = _read(source, format)
     config = stated_config(converted, known, os.fspath(source), **overrides)
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
-                           dtype=dtype, what="the architecture inferred from it", allow_nonfinite=allow_nonfinite)
+                           dtype=dtype, what="the architecture it states or implies", allow_nonfinite=allow_nonfinite,
+                           may_adapt=bool(overrides))
     model.pretrained_cfg = pretrained_cfg_for(converted, config, os.fspath(source))
     model.model_name = converted.model_name or Path(os.fspath(source)).stem
     return model

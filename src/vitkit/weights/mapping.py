@@ -177,8 +177,9 @@ def _compile_table(rules: tuple[Rule, ...], reverse: bool) -> tuple[_Row, ...]:
 def _check_piece(tensor: torch.Tensor, row: _Row, key: str, source: str) -> None:
     """The tensor a row reads must have the dimensions its transform expects and split evenly into its chunks."""
     split = row.src_count > 1 and (tensor.ndim == 0 or tensor.shape[0] % row.src_count)
-    if split or (row.ndim is not None and tensor.ndim != row.ndim):
-        what = f"{row.ndim}-d " if row.ndim is not None else ""
+    empty = row.ndim is not None and tensor.numel() == 0  # reshapes of an empty tensor are ambiguous
+    if split or empty or (row.ndim is not None and tensor.ndim != row.ndim):
+        what = f"non-empty {row.ndim}-d " if row.ndim is not None else ""
         what += f"tensor that splits into {row.src_count} equal parts along dim 0" if row.src_count > 1 else "tensor"
         raise CorruptCheckpointError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, expected a {what}. "
                                      "The file is corrupt or not of this checkpoint family.")

@@ -277,7 +277,7 @@ def _check_safetensors_entry(path: Path, name: str, info: Any, data_size: int) -
     if not isinstance(info, dict):
         raise corrupt(path, "safetensors", f"the header entry of tensor {name!r} is not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in SAFETENSORS_DTYPES:
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
         raise CheckpointError(f"{path}: tensor {name!r} has dtype {_short(dtype)}, expected one of "
                               f"{', '.join(SAFETENSORS_DTYPES)}. Convert it to float32 or float16 and save again.")
     if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
