@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, InputSizeError
+from ..errors import ConfigError, ImageError, InputSizeError
+from .images import MAX_PIXELS
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -63,10 +64,15 @@ def keep_ratio_size(height: int, width: int, target: tuple[int, int]) -> tuple[i
 
 
 def resize(img: Image.Image, size: tuple[int, int], interpolation: str | int = "bilinear") -> Image.Image:
-    """Resize to exactly (h, w)."""
+    """Resize to exactly (h, w); an output larger than ``MAX_PIXELS`` (a thin strip scaled up to cover a side)
+    is refused before Pillow allocates it."""
     h, w = pair(size)
     if img.size == (w, h):
         return img
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"Resizing a {img.width}x{img.height} image to {w}x{h} would make {h * w:,} pixels, more "
+                         f"than the limit of {MAX_PIXELS:,}: its aspect ratio is too extreme for this input size. "
+                         "Crop the image closer to square first.")
     return img.resize((w, h), resample=resample_filter(interpolation))
 
 
