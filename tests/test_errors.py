@@ -178,3 +178,9 @@ def test_cli_one_line_and_debug(saved, capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_:
         main(["predict", "x.png", "--model", str(tmp / "m"), "--batch-size", "many"])
     assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_unknown_save_format_is_a_config_error(saved) -> None:
+    model, tmp = saved
+    with pytest.raises(ConfigError, match="Unknown format 'onnx'"):
+        vitkit.save_pretrained(model, tmp / "m", format="onnx")

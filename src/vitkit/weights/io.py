@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 from ..fileio import atomic_write
 from . import validate
 from .validate import corrupt
@@ -136,7 +136,7 @@ def tensor_info(tensors: Mapping[str, torch.Tensor], key: str) -> tuple[tuple[in
 
 # ---------------------------------------------------------------------- errors
 def _unreadable(path: Path, kind: str, exc: BaseException) -> CheckpointError:
-    return validate.CorruptCheckpointError(
+    return CorruptCheckpointError(
         f"Cannot read {path} as a {kind} file: {type(exc).__name__}: {exc}. The file is truncated or corrupt "
         f"(an interrupted download or copy?). Download or copy it again; its size is {_size(path)}.")
 
@@ -339,7 +339,7 @@ def _read_dir(folder: Path) -> Checkpoint:
         metadata.update(part.metadata)
     absent = sorted(set(index or ()) - set(tensors))
     if absent:
-        raise validate.CorruptCheckpointError(
+        raise CorruptCheckpointError(
             f"{folder}: the index lists {len(absent)} tensor(s) no shard holds ({', '.join(absent[:5])}). A shard is "
             "missing, truncated or from another checkpoint; download the checkpoint again.")
     config = read_json(folder / "config.json") if (folder / "config.json").exists() else None
