@@ -127,6 +127,9 @@ def weight_cases(bases: Bases, root: Path, rng: random.Random) -> Iterator[Case]
         for i, (how, at) in enumerate(plan):
             yield Case(f"{name}/{how}-{at}-{i}", f"weights:{name}", "load", "either",
                        _mutated(bases, root, name, how, at, i), bulk=True, checksummed=checksummed)
+            if i % 2 == 0:  # `vitkit weights FILE` reads headers only: a path of its own
+                yield Case(f"{name}/inventory-{how}-{at}-{i}", f"inventory:{name}", "inventory", "either",
+                           _mutated(bases, root, name, how, at, 10_000 + i), bulk=True)
 
 
 def _pristine(bases: Bases, root: Path, name: str) -> Callable[[], dict[str, Any]]:
