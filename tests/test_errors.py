@@ -172,7 +172,7 @@ def test_cli_one_line_and_debug(saved, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["convert", str(tmp / "bad.pth"), str(tmp / "out"), "--to", "vitkit"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mis-shaped" in err and "Traceback" not in err
-    assert main(["--debug", "convert", str(tmp / "bad.pth"), str(tmp / "out"), "--to", "vitkit"]) == 2
+    assert main(["convert", str(tmp / "bad.pth"), str(tmp / "out"), "--to", "vitkit", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "blocks.1.attn.qkv.weight" in err
     with pytest.raises(SystemExit) as exit_:
