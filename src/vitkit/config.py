@@ -351,10 +351,10 @@ class PretrainedCfg:
             ("input_size", size, None if isinstance(size, tuple) and len(size) == 3 and all(
                 _is_int(v) and 0 < v <= LIMITS.max_img_size for v in size) else
              f"(channels, height, width), positive integers up to {LIMITS.max_img_size}"),
-            ("mean", mean, None if isinstance(mean, tuple) and 0 < len(mean) <= 4 and all(map(_is_number, mean))
-             else "1 to 4 finite numbers"),
-            ("std", std, None if isinstance(std, tuple) and 0 < len(std) <= 4 and all(
-                _is_number(v) and v > 0 for v in std) else "1 to 4 numbers > 0"),
+            ("mean", mean, None if isinstance(mean, tuple) and 0 < len(mean) <= LIMITS.max_in_chans and all(
+                map(_is_number, mean)) else "one finite number per channel"),
+            ("std", std, None if isinstance(std, tuple) and 0 < len(std) <= LIMITS.max_in_chans and all(
+                _is_number(v) and v > 0 for v in std) else "one number > 0 per channel"),
             ("crop_pct", self.crop_pct, None if _is_number(self.crop_pct) and 0 < self.crop_pct <= 1
              else "a fraction in (0, 1]"),
             ("crop_mode", self.crop_mode, None if self.crop_mode in ("center", "squash") else "'center' or 'squash'"),

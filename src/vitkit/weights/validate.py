@@ -196,9 +196,10 @@ INDEX_SCHEMA: dict[str, Checker] = {"weight_map": mapping(), "metadata": mapping
 
 
 def check_json(data: Mapping[str, Any], schema: Mapping[str, Checker], source: str, prefix: str = "") -> None:
-    """Raise a CheckpointError naming the first known key whose value has the wrong type."""
+    """Raise a CheckpointError naming the first known key whose value has the wrong type (null is allowed: the
+    reader treats it as absent)."""
     for key, check in schema.items():
-        if key not in data:
+        if data.get(key) is None:  # null means "not set" in transformers' configs (nested configs write many)
             continue
         value = data[key]
         expected = check(value)
