@@ -10,6 +10,10 @@ import vitkit.registry
 from _refs import import_timm, import_transformers
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="run the whole reliability corpus (thousands of cases)")
+
+
 @pytest.fixture(scope="session")
 def timm():
     return import_timm()

@@ -148,11 +148,11 @@ def test_forward_intermediates_equal_block_outputs():
 def test_forward_intermediates_bad_arguments():
     model = VisionTransformer(ViTConfig(**SMALL))
     x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(InputSizeError, match="out of range"):
+    with pytest.raises(ConfigError, match="out of range"):
         model.forward_intermediates(x, indices=[5])
-    with pytest.raises(InputSizeError, match="last 9 blocks"):
+    with pytest.raises(ConfigError, match="last 9 blocks"):
         model.forward_intermediates(x, indices=9)
-    with pytest.raises(InputSizeError, match="output_fmt"):
+    with pytest.raises(ConfigError, match="output_fmt"):
         model.forward_intermediates(x, output_fmt="NHWC")
 
 

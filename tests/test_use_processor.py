@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vitkit import create_model, get_entry
-from vitkit.errors import ImageError, InputSizeError, UnknownModelError
+from vitkit.errors import ConfigError, ImageError, InputSizeError, UnknownModelError
 from vitkit.processor import ImageProcessor
 
 TOL = 1e-6
@@ -82,13 +82,13 @@ def test_inputs_paths_arrays_and_models(tmp_path, photos):
 
 
 def test_bad_settings_and_inputs():
-    with pytest.raises(InputSizeError, match="crop_pct"):
+    with pytest.raises(ConfigError, match="crop_pct"):
         ImageProcessor(crop_pct=1.5)
-    with pytest.raises(InputSizeError, match="resize_mode"):
+    with pytest.raises(ConfigError, match="resize_mode"):
         ImageProcessor(resize_mode="stretch")
-    with pytest.raises(InputSizeError, match="interpolation"):
+    with pytest.raises(ConfigError, match="interpolation"):
         ImageProcessor(interpolation="magic")
-    with pytest.raises(InputSizeError, match="size"):
+    with pytest.raises(ConfigError, match="size"):
         ImageProcessor(size=0)
     with pytest.raises(ImageError, match="uint8"):
         ImageProcessor()(np.zeros((8, 8, 3), np.float32))

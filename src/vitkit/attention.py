@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .data.images import load_image
-from .errors import VitkitError
+from .errors import ConfigError, OutputError
 from .labels import labels_for_model
 from .processor import ImageProcessor
 from .registry import is_registered
@@ -43,7 +43,7 @@ def _to_grid(model: torch.nn.Module, scores: torch.Tensor, x: torch.Tensor) -> t
 
 def _check_discard_ratio(discard_ratio: float) -> None:
     if not 0.0 <= discard_ratio < 1.0:
-        raise VitkitError(f"discard_ratio={discard_ratio} is not allowed: expected a fraction in [0, 1).")
+        raise ConfigError(f"discard_ratio={discard_ratio} is not allowed: expected a fraction in [0, 1).")
 
 
 def _rollout_from(model: torch.nn.Module, maps: list[torch.Tensor], x: torch.Tensor,
@@ -209,7 +209,7 @@ def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise VitkitError(f"method={method!r} is not supported: expected one of {', '.join(METHODS)}.")
+        raise ConfigError(f"method={method!r} is not supported: expected one of {', '.join(METHODS)}.")
 
 
 def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, weights: Any = None,
@@ -235,7 +235,7 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     writes image | rollout | last-layer attention side by side instead."""
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise VitkitError(f"--out {str(out)!r} must be a .png file.")
+        raise OutputError(f"--out {str(out)!r} must be a .png file.")
     if not panels:
         _check_method(method)
     net = resolve_model(model, weights=weights, device=device)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 
@@ -47,6 +49,99 @@ def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
     return (int(value[0]), int(value[1]))
+
+
+# ---------------------------------------------------------------------- size limits
+L = TypeVar("L")
+
+
+def limits_from_env(limits: L, variable: str) -> L:
+    """``limits`` with fields overridden by ``VARIABLE="name=value,name=value"`` (unknown names ignored)."""
+    for item in filter(None, os.environ.get(variable, "").split(",")):
+        name, _, value = (s.strip() for s in item.partition("="))
+        if name in {f.name for f in dataclasses.fields(limits)}:  # type: ignore[arg-type]
+            try:
+                setattr(limits, name, type(getattr(limits, name))(float(value)))
+            except ValueError:
+                continue
+    return limits
+
+
+@dataclass
+class SizeLimits:
+    """Upper bounds on a ViTConfig, checked before any layer is built, so a hostile or mistyped config fails
+    at once instead of allocating for minutes. Every published ViT (ViT-22B included) fits. To build a bigger
+    model, raise a bound: ``vitkit.config.LIMITS.max_depth = 1024``, or set the environment variable
+    ``VITKIT_CONFIG_LIMITS="max_depth=1024,max_params=1e11"``."""
+
+    max_depth: int = 512
+    max_embed_dim: int = 32768
+    max_num_heads: int = 1024
+    max_num_classes: int = 1_000_000
+    max_img_size: int = 16384  # pixels per side
+    max_tokens: int = 262_144  # patch tokens per image
+    max_in_chans: int = 4096
+    max_reg_tokens: int = 1024
+    max_mlp_ratio: float = 64.0
+    max_params: int = 30_000_000_000
+
+
+CONFIG_LIMITS_ENV = "VITKIT_CONFIG_LIMITS"
+LIMITS = limits_from_env(SizeLimits(), CONFIG_LIMITS_ENV)
+
+# ---------------------------------------------------------------------- field types
+_POSITIVE_INTS = ("in_chans", "embed_dim", "depth", "num_heads")
+_COUNTS = ("num_classes", "reg_tokens")
+_NUMBERS = ("mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate", "norm_eps")
+_OPTIONAL_NUMBERS = ("qk_scale", "init_values")
+_BOOLS = ("qkv_bias", "qk_norm", "proj_bias", "distilled", "class_token", "no_embed_class", "pre_norm", "final_norm")
+_OPTIONAL_BOOLS = ("patch_bias", "fc_norm")
+_STRINGS = ("norm_layer", "act_layer", "global_pool")
+_SIZES = ("img_size", "patch_size")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _expected_type(name: str, value: Any) -> str | None:
+    """What ``name`` must hold, if ``value`` has the wrong type (JSON configs bring strings, lists, nulls)."""
+    if name in _POSITIVE_INTS or name in _COUNTS:
+        return None if _is_int(value) else "an integer"
+    if name == "representation_size":
+        return None if value is None or _is_int(value) else "None or an integer"
+    if name in _NUMBERS:
+        return None if _is_number(value) else "a finite number"
+    if name in _OPTIONAL_NUMBERS:
+        return None if value is None or _is_number(value) else "None or a finite number"
+    if name in _BOOLS:
+        return None if isinstance(value, bool) else "true or false"
+    if name in _OPTIONAL_BOOLS:
+        return None if value is None or isinstance(value, bool) else "None, true or false"
+    if name in _STRINGS:
+        return None if isinstance(value, str) else "a string"
+    if name in _SIZES:
+        pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
+        return None if _is_int(value) or pair else "an integer or a pair (height, width) of integers"
+    return None
+
+
+def check_fields(fields: dict[str, Any], what: str = "ViTConfig") -> None:
+    """Raise a ConfigError naming the first of ``fields`` whose value has the wrong type (names are not checked)."""
+    for name, value in fields.items():
+        expected = _expected_type(name, value)
+        if expected is not None:
+            raise ConfigError(f"{what}.{name}={_short(value)} ({type(value).__name__}) is not allowed: expected "
+                              f"{expected}.")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -89,9 +184,11 @@ class ViTConfig:
     final_norm: bool = True
 
     def __post_init__(self) -> None:
+        check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.img_size = _pair(self.img_size)
         self.patch_size = _pair(self.patch_size)
         self._validate()
+        self._check_limits()
 
     # ------------------------------------------------------------------ validation
     def _fail(self, name: str, value: Any, expected: str) -> None:
@@ -120,8 +217,9 @@ class ViTConfig:
                            f"(e.g. {nearest_multiple(img, patch)})")
         if self.embed_dim % self.num_heads:
             self._fail("num_heads", self.num_heads, f"a divisor of embed_dim={self.embed_dim}")
-        if not self.mlp_ratio > 0:
-            self._fail("mlp_ratio", self.mlp_ratio, "a number > 0")
+        if not self.mlp_ratio > 0 or int(self.embed_dim * min(self.mlp_ratio, LIMITS.max_mlp_ratio)) < 1:
+            self._fail("mlp_ratio", self.mlp_ratio, "a number > 0 that gives an MLP at least 1 wide "
+                                                    "(embed_dim * mlp_ratio >= 1)")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -144,6 +242,30 @@ class ViTConfig:
             if self.global_pool != "token":
                 self._fail("global_pool", self.global_pool,
                            "'token' when distilled=True (the heads read the class and distillation tokens)")
+
+    def _check_limits(self) -> None:
+        """Sizes against ``LIMITS`` (checked after the fields are valid, before any layer is built)."""
+        hint = f"If you mean it, raise vitkit.config.LIMITS.{{}} (or set {CONFIG_LIMITS_ENV}=\"{{}}=...\")."
+        bounds = [("depth", self.depth, "max_depth"), ("embed_dim", self.embed_dim, "max_embed_dim"),
+                  ("num_heads", self.num_heads, "max_num_heads"), ("num_classes", self.num_classes, "max_num_classes"),
+                  ("img_size", max(self.img_size), "max_img_size"), ("num_patches", self.num_patches, "max_tokens"),
+                  ("in_chans", self.in_chans, "max_in_chans"), ("reg_tokens", self.reg_tokens, "max_reg_tokens"),
+                  ("mlp_ratio", self.mlp_ratio, "max_mlp_ratio"),
+                  ("representation_size", self.representation_size or 0, "max_embed_dim"),
+                  ("parameters (estimated)", None, "max_params")]  # estimated once the others are within bounds
+        for name, value, limit in bounds:
+            value = self.estimated_params() if value is None else value
+            if value > getattr(LIMITS, limit):
+                raise ConfigError(f"ViTConfig {name}={value:,} is more than the limit of {getattr(LIMITS, limit):,}, "
+                                  f"a config too large to be meant. " + hint.format(limit, limit))
+
+    def estimated_params(self) -> int:
+        """The parameter count to within a few percent (no layer is built)."""
+        d, hidden = self.embed_dim, int(self.embed_dim * self.mlp_ratio)
+        block = 4 * d * d + 2 * d * hidden
+        tokens = self.num_patches + self.num_prefix_tokens
+        head = (self.num_classes + (self.representation_size or 0)) * self.num_features
+        return self.depth * block + d * self.in_chans * math.prod(self.patch_size) + tokens * d + head
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -178,6 +300,8 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"A ViTConfig must be a dict of fields, got {type(data).__name__}.")
         data = dict(data)
         if data.get("extra") == {}:  # written (always empty) by vitkit 0.1.0 configs; never read
             del data["extra"]
@@ -215,6 +339,37 @@ class PretrainedCfg:
     timm_name: str | None = None
     tag: str | None = None  # timm's pretrained tag (e.g. 'augreg_in21k_ft_in1k'): weights at timm/<timm_name>.<tag>
 
+    def __post_init__(self) -> None:
+        problems = [(name, value, want) for name, value, want in self._checks() if want]
+        if problems:
+            name, value, want = problems[0]
+            raise ConfigError(f"PretrainedCfg.{name}={_short(value)} is not allowed: expected {want}.")
+
+    def _checks(self) -> list[tuple[str, Any, str | None]]:
+        """(field, value, what was expected if the value is wrong) for every field."""
+        size, mean, std = self.input_size, self.mean, self.std
+        labels = self.label_names
+        return [
+            ("input_size", size, None if isinstance(size, tuple) and len(size) == 3 and all(
+                _is_int(v) and 0 < v <= LIMITS.max_img_size for v in size) else
+             f"(channels, height, width), positive integers up to {LIMITS.max_img_size}"),
+            ("mean", mean, None if isinstance(mean, tuple) and 0 < len(mean) <= LIMITS.max_in_chans and all(
+                map(_is_number, mean)) else "one finite number per channel"),
+            ("std", std, None if isinstance(std, tuple) and 0 < len(std) <= LIMITS.max_in_chans and all(
+                _is_number(v) and v > 0 for v in std) else "one number > 0 per channel"),
+            ("crop_pct", self.crop_pct, None if _is_number(self.crop_pct) and 0 < self.crop_pct <= 1
+             else "a fraction in (0, 1]"),
+            ("crop_mode", self.crop_mode, None if self.crop_mode in ("center", "squash") else "'center' or 'squash'"),
+            ("interpolation", self.interpolation, None if isinstance(self.interpolation, str) else "a string"),
+            ("num_classes", self.num_classes, None if _is_int(self.num_classes) and self.num_classes >= 0
+             else "an integer >= 0"),
+            ("label_names", labels, None if labels is None or isinstance(labels, str) or (
+                isinstance(labels, tuple) and all(isinstance(n, str) for n in labels)) else
+             "None, a label set's name or a list of class names"),
+            *((name, getattr(self, name), None if getattr(self, name) is None or isinstance(getattr(self, name), str)
+               else "None or a string") for name in ("hf_hub_id", "timm_name")),
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order, tuples as lists (JSON-ready)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -225,11 +380,13 @@ class PretrainedCfg:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
+        if not isinstance(data, dict):
+            raise ConfigError(f"A pretrained config must be a dict of fields, got {type(data).__name__}.")
         data = dict(data)
         if isinstance(data.get("label_names"), list):
             data["label_names"] = tuple(data["label_names"])  # hashable, as the dataclass is frozen
         for key in ("input_size", "mean", "std"):
-            if key in data:
+            if isinstance(data.get(key), list):  # anything else is reported by __post_init__
                 data[key] = tuple(data[key])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

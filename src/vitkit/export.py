@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import model as model_module
-from .errors import ConfigError, VitkitError
+from .errors import ConfigError, ExportError, MissingDependencyError, OutputError
 from .fileio import atomic_write
 from .posemb import RESAMPLE_STYLES
 
@@ -165,10 +165,10 @@ def _write_guarded(path: Path, write: Callable[[Path], object], what: str) -> No
     try:
         atomic_write(path, write)
     except OSError as exc:
-        raise VitkitError(f"Cannot write {what} to {path}: {exc.strerror or exc}. Choose a writable file path.") \
+        raise OutputError(f"Cannot write {what} to {path}: {exc.strerror or exc}. Choose a writable file path.") \
             from exc
     except torch.onnx.errors.OnnxExporterError as exc:  # incl. UnsupportedOperatorError
-        raise VitkitError(f"ONNX export to {path} failed: {exc}. Try --format torch-export.") from exc
+        raise ExportError(f"ONNX export to {path} failed: {exc}. Try --format torch-export.") from exc
 
 
 # ---------------------------------------------------------------------------------------------- ONNX
@@ -220,7 +220,7 @@ def quantize_onnx(src: Path, dst: Path, *, per_channel: bool = True) -> None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise VitkitError("int8 ONNX needs onnxruntime: pip install 'vitkit[onnx]'") from exc
+        raise MissingDependencyError("int8 ONNX needs onnxruntime: pip install 'vitkit[onnx]'") from exc
     root = logging.getLogger()
     hint = lambda record: "pre-processing before quantization" not in record.getMessage()  # noqa: E731
     root.addFilter(hint)  # the quantizer logs this advice to the root logger on every call; the graph needs none
@@ -235,7 +235,7 @@ def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise VitkitError("onnxruntime is not installed: pip install 'vitkit[onnx]'") from exc
+        raise MissingDependencyError("onnxruntime is not installed: pip install 'vitkit[onnx]'") from exc
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.images import list_images
-from .errors import ConfigError, DataError, ImageError, VitkitError
+from .errors import ConfigError, DataError, ImageError, OutputError
 from .featurestore import (
     FORMATS,
     FeaturesResult,
@@ -173,7 +173,9 @@ def extract_features(
     """
     out, model = _out_and_model(out, model)
     if batch_size < 1:
-        raise VitkitError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
+        raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive integer.")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers={num_workers} is not allowed: expected 0 (load in this process) or more.")
     if out is None:
         items = _in_memory_inputs(inputs)
         net = resolve_model(model, weights=weights, device=_rank_device(device))
@@ -182,7 +184,7 @@ def extract_features(
                                       num_workers=num_workers)
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
-        raise VitkitError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
+        raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
     # an output beside an unfinished merge's parts is that merge's (killed) product: finish it
@@ -201,7 +203,7 @@ def _out_and_model(out: Any, model: ModelSpec | None) -> tuple[Any, ModelSpec]:
         return out, model
     if out is not None and (isinstance(out, torch.nn.Module) or Path(out).suffix.lower() not in FORMATS):
         return None, out
-    raise VitkitError("extract_features needs a model: extract_features(images, model) for an array in memory, "
+    raise ConfigError("extract_features needs a model: extract_features(images, model) for an array in memory, "
                       "or extract_features(images, 'feats.npy', model=...) for a file.")
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, VitkitError
+from .errors import ConfigError, DataError
 from .fileio import TEMP_SUFFIX, atomic_write
 from .filelock import FileLock
 
@@ -114,7 +114,7 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
-        raise VitkitError(f"rank={rank}, world_size={world_size} is not a valid split: expected "
+        raise ConfigError(f"rank={rank}, world_size={world_size} is not a valid split: expected "
                           f"0 <= rank < world_size.")
     return rank, world_size
 

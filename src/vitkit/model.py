@@ -284,13 +284,13 @@ class VisionTransformer(nn.Module):
             return list(range(depth))
         if isinstance(indices, int):
             if not 0 < indices <= depth:
-                raise InputSizeError(f"indices={indices} asks for the last {indices} blocks; "
+                raise ConfigError(f"indices={indices} asks for the last {indices} blocks; "
                                      f"the model has {depth} (use 1..{depth}).")
             return list(range(depth - indices, depth))
         out = []
         for i in indices:
             if not -depth <= i < depth:
-                raise InputSizeError(f"Block index {i} is out of range for a model of depth {depth} "
+                raise ConfigError(f"Block index {i} is out of range for a model of depth {depth} "
                                      f"(use -{depth}..{depth - 1}).")
             out.append(i % depth)
         return sorted(set(out))
@@ -314,7 +314,7 @@ class VisionTransformer(nn.Module):
         unless ``intermediates_only``.
         """
         if output_fmt not in OUTPUT_FORMATS:
-            raise InputSizeError(f"output_fmt={output_fmt!r} is not supported: use one of {OUTPUT_FORMATS}.")
+            raise ConfigError(f"output_fmt={output_fmt!r} is not supported: use one of {OUTPUT_FORMATS}.")
         take = self._resolve_indices(indices)
         x, grid = self._embed(x)
         B = x.shape[0]

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 #: The interpolation each reference loader uses, so resampled weights give that loader's outputs.
 RESAMPLE_STYLES: dict[str, dict[str, object]] = {
     "timm": {"mode": "bicubic", "antialias": True},  # timm resample_abs_pos_embed (torch checkpoints, dynamic size)
@@ -32,7 +34,7 @@ def resample_posemb(
     if old_grid is None:
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
-            raise ValueError(f"position embedding with {num_tokens} patch tokens is not a square grid; pass old_grid")
+            raise ConfigError(f"position embedding with {num_tokens} patch tokens is not a square grid; pass old_grid")
         old_grid = (side, side)
     if tuple(old_grid) == tuple(new_grid):
         return posemb

@@ -32,7 +32,7 @@ from .data.transforms import (
     resize_keep_ratio,
     to_tensor,
 )
-from .errors import ImageError, InputSizeError, VitkitError
+from .errors import ConfigError, ImageError, InputSizeError
 from .runtime import pretrained_cfg_of
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,11 @@ class ImageProcessor:
         mode: str = "RGB",
     ) -> None:
         if resize_mode not in RESIZE_MODES:
-            raise InputSizeError(f"resize_mode={resize_mode!r} is not supported: expected one of {RESIZE_MODES}.")
+            raise ConfigError(f"resize_mode={resize_mode!r} is not supported: expected one of {RESIZE_MODES}.")
         if not 0 < crop_pct <= 1.0:
-            raise InputSizeError(f"crop_pct={crop_pct!r} is not allowed: expected a fraction in (0, 1].")
+            raise ConfigError(f"crop_pct={crop_pct!r} is not allowed: expected a fraction in (0, 1].")
         if crop_rounding not in ("round", "floor"):
-            raise InputSizeError(f"crop_rounding={crop_rounding!r} is not supported: expected 'round' or 'floor'.")
+            raise ConfigError(f"crop_rounding={crop_rounding!r} is not supported: expected 'round' or 'floor'.")
         self.size = pair(size)
         self.crop_pct = float(crop_pct)
         self.resize_mode = resize_mode
@@ -88,7 +88,7 @@ class ImageProcessor:
         self.mode = mode
         channels = 1 if mode == "L" else 3
         if do_normalize and (len(self.mean) != channels or len(self.std) != channels):
-            raise InputSizeError(f"mean and std need {channels} values for mode {mode!r}, got "
+            raise ConfigError(f"mean and std need {channels} values for mode {mode!r}, got "
                                  f"{len(self.mean)} and {len(self.std)}.")
 
     # ------------------------------------------------------------------ construction
@@ -106,7 +106,7 @@ class ImageProcessor:
         """The preprocessing ``model`` expects, from its ``pretrained_cfg`` (and its configured image size)."""
         cfg = getattr(model, "pretrained_cfg", None)
         if cfg is None:
-            raise VitkitError(f"{type(model).__name__} has no pretrained_cfg to read its preprocessing from; "
+            raise ConfigError(f"{type(model).__name__} has no pretrained_cfg to read its preprocessing from; "
                               f"build it with vitkit.create_model or give ImageProcessor explicit settings.")
         config = getattr(model, "config", None)
         if config is not None and tuple(cfg.input_size[1:]) != tuple(config.img_size):
@@ -126,14 +126,14 @@ class ImageProcessor:
         elif "height" in size and "width" in size:
             mode, resize_size = "fixed", (size["height"], size["width"])
         else:
-            raise VitkitError(f"Hugging Face image processor size {size!r} is not supported: expected "
+            raise ConfigError(f"Hugging Face image processor size {size!r} is not supported: expected "
                               f"{{'height', 'width'}} or {{'shortest_edge'}}.")
         if do_crop:
             out = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
         elif mode == "fixed":
             out = resize_size
         else:
-            raise VitkitError("A Hugging Face processor that resizes the shortest edge without a centre crop gives "
+            raise ConfigError("A Hugging Face processor that resizes the shortest edge without a centre crop gives "
                               "images of varying size; set do_center_crop and crop_size.")
         return cls(size=out, resize_size=resize_size,
                    resize_mode=mode if config.get("do_resize", True) else "none",

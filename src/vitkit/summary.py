@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .layers import Attention, AttentionPoolHead
 from .registry import create_model, is_registered
 from .runtime import ModelSpec, resolve_model
@@ -146,6 +147,8 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
     ``img_size`` changes the input (for a registry name, the model is built for it). Shapes show the
     batch as 'B' unless ``batch_size`` is given; MACs are per image unless ``batch_size`` is given.
     """
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive integer (or None).")
     if isinstance(model, nn.Module):
         net = meta_copy(model)
     elif weights is None and is_registered(str(model)):  # build without memory or initialisation

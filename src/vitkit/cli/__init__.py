@@ -1,8 +1,9 @@
 """The `vitkit` command: a thin layer mapping each subcommand to one library function.
 
 Each area of the library owns a module here with ``register(subparsers)``; it adds its subcommands
-and sets ``func`` on them. ``main`` parses, calls ``func(args)`` and turns a ``VitkitError`` into a
-one-line message and exit code 2 instead of a stack trace.
+and sets ``func`` on them. ``main`` parses, calls ``func(args)`` and turns a ``VitkitError`` (or an
+``OSError`` on a path the user gave) into a one-line message and exit code 2; ``--debug`` adds the
+traceback. Usage errors are one line and exit code 2 too.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import VitkitError
 
@@ -34,15 +38,24 @@ COMMANDS = {
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``vitkit CMD: error: ...; see --help``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.ArgumentParser:
     """The parser: every subcommand in full, or with ``lazy`` only ``command``'s (stubs for the others)."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vitkit", description="Vision Transformers: build, load, inspect, predict, fine-tune.")
     parser.add_argument("--version", action="version", version=f"vitkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full message and the Python traceback")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     full = set(COMMAND_MODULES) if not lazy else {COMMANDS[command][0]} if command in COMMANDS else set()
     done: set[str] = set()
     for name, (module, line) in COMMANDS.items():
@@ -54,15 +67,25 @@ def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (a mismatch table follows it), with a pointer to the rest."""
+    text = str(exc).strip()
+    first, _, rest = text.partition("\n")
+    return first + (" (--debug shows the details)" if rest.strip() else "")
+
+
 def _command(argv: Sequence[str]) -> str | None:
     """The subcommand asked for: the first word that is not an option (top-level options take no value)."""
     return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser(_command(argv), lazy=True)
     args = parser.parse_args(argv)
+    args.debug = debug
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
@@ -70,16 +93,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except VitkitError as exc:
-        print(f"vitkit {args.command}: error: {exc}", file=sys.stderr)
+    # A user's error, or the system refusing a path the user gave (a folder as output, no permission, a
+    # full disk): one line and status 2; --debug shows the whole story. Anything else is a bug: traceback.
+    except (VitkitError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            # the reader went away (e.g. `vitkit predict ... | head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc) if args.debug else one_line(exc)
+        if isinstance(exc, OSError) and not isinstance(exc, VitkitError):
+            message = f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc)
+        print(f"vitkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vitkit {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader went away (e.g. `vitkit predict ... | head`): stop quietly, as Unix tools do
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
     return int(result or 0)

@@ -162,7 +162,7 @@ def _run_report(run: str) -> dict[str, Any]:
         raise ConfigError(f"--run {run!r} has no report.json; pass the --out folder of a finished `vitkit train`.")
     try:
         report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable, not JSON, or nested too deep
         raise ConfigError(f"{str(path)!r} cannot be read as JSON ({type(exc).__name__}); it is damaged. Pass "
                           f"--model {run}/best (or last) and the data instead.") from None
     if not isinstance(report, dict):

@@ -8,7 +8,7 @@ import os
 import sys
 
 from ..attention import METHODS, save_attention_map
-from ..errors import DataError, VitkitError
+from ..errors import ConfigError, DataError
 from ..features import POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
 from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
@@ -103,7 +103,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         result = merge_features(args.out)
     else:
         if not args.inputs or not args.model:
-            raise VitkitError("give image files or folders and --model (or only --out with --merge).")
+            raise ConfigError("give image files or folders and --model (or only --out with --merge).")
         result = extract_features(args.inputs, args.out, model=args.model, weights=args.weights, pool=args.pool,
                                   layers=args.layers, batch_size=args.batch_size, rank=args.rank,
                                   world_size=args.world_size, device=args.device, num_workers=args.workers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import ConfigError
 from ..weights.families import FORMATS
 
 VERIFY_TOLERANCE = 1e-4  # fp32 round trips agree to ~1e-6; more means a broken conversion
@@ -14,6 +15,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from ..registry import known_configs
     from ..weights import inventory
 
+    if args.limit < 0:
+        raise ConfigError(f"--limit {args.limit} is not allowed: expected 0 or more tensors to list (--all lists all).")
     inv = inventory(args.file, format=args.format, known=known_configs())
     if args.json:
         print(json.dumps(inv.to_dict(), indent=2))

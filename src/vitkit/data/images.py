@@ -25,6 +25,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 
 # Pillow's own default (~89.5 MPix, a 9459x9459 image); larger images are refused before decoding.
 MAX_PIXELS = 89_478_485
+# Longer side / shorter side. A thin strip (1x20000) is tiny on disk but scaling its short side up to the
+# model's input (224) makes a 224x4,480,000 image (3 GB): refused before decoding. Panoramas are ~10.
+MAX_ASPECT_RATIO = 100.0
 
 PathLike = str | os.PathLike
 
@@ -32,12 +35,14 @@ PathLike = str | os.PathLike
 _UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def _open(path: Path, max_pixels: int | None) -> Image.Image:
+def _open(path: Path, max_pixels: int | None, max_aspect_ratio: float | None = MAX_ASPECT_RATIO) -> Image.Image:
     """Open and fully decode ``path``, turning every failure into an ``ImageError`` that names it."""
     if not path.exists():
         raise ImageError(f"Image {str(path)!r} does not exist. Check the path.")
     if path.is_dir():
         raise ImageError(f"{str(path)!r} is a folder, expected an image file.")
+    if not path.is_file():
+        raise ImageError(f"{str(path)!r} is a device, FIFO or socket, expected an image file.")
     if path.stat().st_size == 0:
         raise ImageError(f"Image {str(path)!r} is empty (0 bytes). Re-download or remove the file.")
     try:
@@ -51,6 +56,12 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
                     f"Image {str(path)!r} is {width}x{height} = {width * height:,} pixels, more than the limit of "
                     f"{max_pixels:,} (a possible decompression bomb). Downscale it first, or pass a larger "
                     f"max_pixels if you trust the file.")
+            if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(min(width, height), 1):
+                img.close()
+                raise ImageError(
+                    f"Image {str(path)!r} is {width}x{height}, an aspect ratio beyond the limit of "
+                    f"{max_aspect_ratio:g}:1 (resizing its short side to a model's input would take gigabytes). "
+                    "Crop it closer to square first, or pass a larger max_aspect_ratio.")
             img.load()
     except ImageError:
         raise
@@ -102,14 +113,15 @@ def to_mode(img: Image.Image, mode: str = "RGB", *, background: tuple[int, int, 
 
 
 def load_image(path: PathLike, *, mode: str = "RGB", max_pixels: int | None = MAX_PIXELS,
-               exif_transpose: bool = True) -> Image.Image:
+               exif_transpose: bool = True, max_aspect_ratio: float | None = MAX_ASPECT_RATIO) -> Image.Image:
     """Read an image file as an 8-bit ``mode`` ('RGB' or 'L') Pillow image, upright per its EXIF tag.
 
     Transparent pixels are composited onto white. Raises ``ImageError`` naming the file when it is
-    missing, empty, not an image, truncated, or larger than ``max_pixels`` (None: no limit).
+    missing, empty, not an image, truncated, larger than ``max_pixels`` or longer than ``max_aspect_ratio``
+    times its width (None: no limit). ``path`` must be a regular file (a FIFO would block forever).
     """
     path = Path(path)
-    img = _open(path, max_pixels)
+    img = _open(path, max_pixels, max_aspect_ratio)
     try:
         if exif_transpose:
             img = ImageOps.exif_transpose(img)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InputSizeError
+from ..errors import ConfigError, ImageError, InputSizeError
+from .images import MAX_PIXELS
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -34,7 +35,7 @@ def pair(size: int | Sequence[int], what: str = "size") -> tuple[int, int]:
     """An int or (h, w) pair as a validated (h, w) tuple of positive ints."""
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if not (isinstance(h, int) and isinstance(w, int)) or h < 1 or w < 1:
-        raise InputSizeError(f"{what}={size!r} is not a valid image size: expected a positive int or (height, width).")
+        raise ConfigError(f"{what}={size!r} is not a valid image size: expected a positive int or (height, width).")
     return h, w
 
 
@@ -45,7 +46,7 @@ def resample_filter(interpolation: str | int) -> Image.Resampling:
     try:
         return INTERPOLATIONS[str(interpolation).lower()]
     except KeyError:
-        raise InputSizeError(f"interpolation={interpolation!r} is not supported: expected one of "
+        raise ConfigError(f"interpolation={interpolation!r} is not supported: expected one of "
                              f"{', '.join(INTERPOLATIONS)}.") from None
 
 
@@ -63,10 +64,15 @@ def keep_ratio_size(height: int, width: int, target: tuple[int, int]) -> tuple[i
 
 
 def resize(img: Image.Image, size: tuple[int, int], interpolation: str | int = "bilinear") -> Image.Image:
-    """Resize to exactly (h, w)."""
+    """Resize to exactly (h, w); an output larger than ``MAX_PIXELS`` (a thin strip scaled up to cover a side)
+    is refused before Pillow allocates it."""
     h, w = pair(size)
     if img.size == (w, h):
         return img
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"Resizing a {img.width}x{img.height} image to {w}x{h} would make {h * w:,} pixels, more "
+                         f"than the limit of {MAX_PIXELS:,}: its aspect ratio is too extreme for this input size. "
+                         "Crop the image closer to square first.")
     return img.resize((w, h), resample=resample_filter(interpolation))
 
 
@@ -93,7 +99,7 @@ def center_crop(img: Image.Image, size: int | tuple[int, int], *, rounding: str 
     ``rounding``: 'round' places an odd margin like torchvision's ``CenterCrop``, 'floor' like Hugging Face.
     """
     if rounding not in ("round", "floor"):
-        raise InputSizeError(f"rounding={rounding!r} is not supported: expected 'round' or 'floor'.")
+        raise ConfigError(f"rounding={rounding!r} is not supported: expected 'round' or 'floor'.")
     ch, cw = pair(size, "crop size")
     if img.height < ch or img.width < cw:
         img = _pad_to(img, ch, cw, rounding)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..data.datasets import load_splits
-from ..errors import ConfigError, VitkitError
+from ..errors import ConfigError
 from ..runtime import load_model
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
@@ -171,7 +171,7 @@ def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: 
     val_images, skipped_images, the confusion matrix (a list of rows) and the class names.
     """
     if split not in ("val", "train"):
-        raise VitkitError(f"split={split!r} is not known: expected 'val' (held out) or 'train'.")
+        raise ConfigError(f"split={split!r} is not known: expected 'val' (held out) or 'train'.")
     splits = load_splits(data, val_fraction=val_fraction, seed=seed)
     if isinstance(model, str):
         model = build_model(model, num_classes=len(splits.classes), weights=weights) if weights else \

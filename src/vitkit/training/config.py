@@ -102,6 +102,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
                 _fail(name, value, "a positive integer")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            _fail("workers", self.workers, "0 (load in the main process) or more")
         if self.lr is not None and not self.lr > 0:
             _fail("lr", self.lr, "a learning rate > 0")
         if self.batch_size is not None and self.batch_size % self.accum_steps:

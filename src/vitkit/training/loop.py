@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..data.augment import MixupCutmix
 from ..data.datasets import DataSplits, load_splits
 from ..data.digits import export_samples
-from ..errors import VitkitError
+from ..errors import ConfigError, DataError, VitkitError
 from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -189,10 +189,10 @@ class Trainer:
         unit = self.dist.world_size * self.cfg.accum_steps
         n = len(self.splits.train)
         if self.cfg.batch_size % unit:
-            raise VitkitError(f"--batch-size {self.cfg.batch_size} does not split into {self.dist.world_size} "
+            raise ConfigError(f"--batch-size {self.cfg.batch_size} does not split into {self.dist.world_size} "
                               f"process(es) x {self.cfg.accum_steps} accumulation step(s); use a multiple of {unit}.")
         if n < unit:
-            raise VitkitError(f"The training split has {n} images, fewer than {unit} (processes x accumulation "
+            raise DataError(f"The training split has {n} images, fewer than {unit} (processes x accumulation "
                               f"steps); add images or lower --accum-steps / the process count.")
         if n >= self.cfg.batch_size:
             return self.cfg.batch_size

@@ -61,7 +61,7 @@ class Family:
         """Tensors under vitkit names (lazily read, one at a time) plus the family's hints."""
         tensors = self.prepare(strip_prefixes(ckpt.tensors, self.prefixes))
         hints = self.hints(ckpt, tensors)
-        out: Remapped = remap(tensors, self.rules, num_heads=int(hints.get("num_heads", 1)))
+        out: Remapped = remap(tensors, self.rules, num_heads=int(hints.get("num_heads", 1)), source=str(ckpt.path))
         return Converted(family=self.name, state=out.tensors, dropped=out.dropped, hints=hints,
                          pretrained_cfg=self.pretrained_cfg(ckpt), architecture=self.architecture(ckpt))
 

@@ -16,9 +16,9 @@ import torch
 from ..config import PretrainedCfg, ViTConfig
 from ..errors import CheckpointError, VitkitError
 from .families import detect_format
-from .infer import ARCH_FIELDS, Known, config_from, match_known
+from .infer import ARCH_FIELDS, Known, match_known
 from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
-from .load import pretrained_cfg_for
+from .load import pretrained_cfg_for, stated_config
 
 
 @dataclass
@@ -170,8 +170,8 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None, know
         family = detect_format(ckpt, format)
         inv.format = family.name
         converted = family.convert(_shapes_only(ckpt, inv.tensors))
-        inv.config = config_from(converted, known)
-        inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config)
+        inv.config = stated_config(converted, known, inv.path)
+        inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config, inv.path)
         inv.matches, inv.also_matches = _matches(inv.config, known, stated=converted.model_name)
     except VitkitError as exc:
         inv.problems.append(str(exc))

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 from ..fileio import atomic_write
+from . import validate
+from .validate import corrupt
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json", "open_clip_model.safetensors")
 # Keys under which training checkpoints nest the model's state dict
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict")
+# safetensors has no checksum: vitkit's writer stores each tensor's CRC-32 in the metadata, and checks it on reading
+CRC_KEY = "vitkit_crc32"
 EXPECTED = ("a .safetensors, .pth/.bin (tensors only) or .npz file, a folder with config.json and "
             "model.safetensors, or 'hf-hub:ORG/NAME'")
 
@@ -78,39 +82,48 @@ class NpzTensors(TensorView):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        zf = validate.open_zip(path, "npz")
+        validate.check_zip(path, zf, "npz")
+        self._headers = {info.filename.removesuffix(".npy"): self._read_header(zf, info) for info in zf.infolist()}
         try:
             self._npz = np.load(path, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise _unreadable(path, "npz", exc) from None
         self._names = dict.fromkeys(self._npz.files)
 
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._names:
-            raise KeyError(key)
+    def _read_header(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], str]:
+        """(shape, dtype) of one member from its .npy header, checked against the member's declared size."""
+        if not info.filename.endswith(".npy"):
+            raise corrupt(self.path, "npz", f"member {info.filename!r} is not an .npy array")
         try:
-            array = self._npz[key]
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):
-                raise CheckpointError(f"{self.path}: array {key!r} holds pickled Python objects; vitkit reads "
-                                      "numeric arrays only and never unpickles. Re-save it as numbers.") from None
-            raise _unreadable(self.path, "npz", exc) from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise _unreadable(self.path, "npz", exc) from None
-        if array.dtype.kind not in "fiub":
-            raise CheckpointError(f"{self.path}: array {key!r} has dtype {array.dtype}, expected numbers "
-                                  "(float, int or bool). Convert it to float32 before saving.")
-        return torch.from_numpy(np.ascontiguousarray(array))
-
-    def header(self, key: str) -> tuple[tuple[int, ...], str]:
-        """(shape, dtype name) of an array, from its .npy header only."""
-        try:
-            with self._npz.zip.open(f"{key}.npy") as f:
+            with zf.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
+                header_len = f.tell()
+        # numpy's header parser (literal_eval of a dict, through tokenize) reports damage in many exception
+        # types (ValueError, SyntaxError, TokenError, MemoryError on absurd nesting): at this parser boundary,
+        # all mean a damaged header
+        except Exception as exc:
+            raise corrupt(self.path, "npz", f"the .npy header of {info.filename!r} is damaged "
+                                            f"({type(exc).__name__}: {exc})") from None
+        validate.check_npy_header(self.path, info.filename, shape, dtype, info.file_size - header_len)
+        return tuple(shape), str(dtype)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._names:
+            raise KeyError(key)
+        try:  # headers were checked in __init__; what is left is damaged data (a failed CRC, a bad stream)
+            array = self._npz[key]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise _unreadable(self.path, "npz", exc) from None
-        return tuple(shape), str(dtype)
+        if array.dtype.hasobject or array.dtype.kind not in "fiub":  # a header check missed: never hand it on
+            raise UnsafeCheckpointError(f"{self.path}: array {key!r} has dtype {array.dtype}, expected numbers.")
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    def header(self, key: str) -> tuple[tuple[int, ...], str]:
+        """(shape, dtype name) of an array, from its .npy header only (read when the file was opened)."""
+        return self._headers[key]
 
 
 def tensor_info(tensors: Mapping[str, torch.Tensor], key: str) -> tuple[tuple[int, ...], str]:
@@ -123,7 +136,7 @@ def tensor_info(tensors: Mapping[str, torch.Tensor], key: str) -> tuple[tuple[in
 
 # ---------------------------------------------------------------------- errors
 def _unreadable(path: Path, kind: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(
+    return CorruptCheckpointError(
         f"Cannot read {path} as a {kind} file: {type(exc).__name__}: {exc}. The file is truncated or corrupt "
         f"(an interrupted download or copy?). Download or copy it again; its size is {_size(path)}.")
 
@@ -179,8 +192,8 @@ def sniff(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError):
-            return "torch" if path.suffix != ".npz" else "npz"  # let the reader report the damage
+        except Exception:  # any damage to the zip directory (bad names raise UnicodeDecodeError): the reader reports it
+            return "torch" if path.suffix != ".npz" else "npz"
         return "npz" if any(n.endswith(".npy") for n in names) else "torch"
     if head[:1] == b"\x80":  # a pickle: torch's legacy format, read only through weights_only
         return "torch"
@@ -196,30 +209,53 @@ def read_checkpoint(source: str | os.PathLike[str]) -> Checkpoint:
 
 
 def read_weight_file(path: Path) -> Checkpoint:
+    validate.check_regular_file(path)
     kind = sniff(path)
     readers: dict[str, Callable[[Path], Checkpoint]] = {
         "safetensors": _read_safetensors, "torch": _read_torch, "npz": _read_npz}
-    if kind not in readers:
-        with open(path, "rb") as f:
-            head = f.read(16)
-        raise CheckpointError(f"{path} is not a weight file vitkit can read (it starts with {head!r}). "
-                              f"Expected {EXPECTED}.")
+    if kind not in readers:  # its bytes are not echoed: it may be a file the user did not name (a shard)
+        raise CheckpointError(f"{path} ({_size(path)}) is not a weight file vitkit can read: it starts with none of "
+                              f"the safetensors, zip or pickle signatures. Expected {EXPECTED}.")
     return readers[kind](path)
 
 
 def _read_safetensors(path: Path) -> Checkpoint:
     from safetensors import SafetensorError, safe_open
 
+    validate.check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:  # memory-mapped: nothing is copied yet
             metadata = dict(f.metadata() or {})
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _unreadable(path, "safetensors", exc) from None
+    if CRC_KEY in metadata:
+        _verify_crc(path, tensors, metadata.pop(CRC_KEY))
     return Checkpoint(path=path, kind="safetensors", tensors=tensors, files=[path], metadata=metadata)
 
 
+def tensor_crc(t: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes (as stored: contiguous, native byte order)."""
+    return zlib.crc32(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def _verify_crc(path: Path, tensors: Mapping[str, torch.Tensor], recorded: str) -> None:
+    crcs = validate.load_json_text(recorded, f"the {CRC_KEY} metadata of {path}")
+    if not isinstance(crcs, dict):
+        raise corrupt(path, "safetensors", f"its {CRC_KEY} metadata is not an object")
+    for name, crc in crcs.items():
+        if name not in tensors:
+            raise corrupt(path, "safetensors", f"tensor {name!r}, recorded in its checksums, is missing")
+        if tensor_crc(tensors[name]) != crc:
+            raise corrupt(path, "safetensors", f"tensor {name!r} fails its CRC-32 check (its bytes changed after "
+                                               "saving)")
+
+
 def _read_torch(path: Path) -> Checkpoint:
+    if zipfile.is_zipfile(path):
+        with validate.open_zip(path, "torch") as zf:
+            validate.check_zip(path, zf, "torch")
+            validate.verify_zip_crc(path, zf, "torch")
     try:
         obj = _torch_load(path, mmap=True)
     except RuntimeError:  # _torch_load lets through only mmap's refusal: the legacy (non-zip) format
@@ -236,11 +272,13 @@ def _torch_load(path: Path, *, mmap: bool) -> Any:
             f"Refused to load {path}: it holds pickled Python objects besides tensors ({detail.strip()[:300]}). "
             "vitkit reads weights only and never runs code from a checkpoint. If you trust the file, "
             "re-save just its tensors: torch.save(obj['state_dict'], 'weights.pth') or use safetensors.") from None
-    except (EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise _unreadable(path, "torch", exc) from None
     except RuntimeError as exc:
         if mmap and "mmap" in str(exc):
             raise
+        raise _unreadable(path, "torch", exc) from None
+    # torch's restricted unpickler reports a damaged pickle stream in many types (UnicodeDecodeError,
+    # ValueError, KeyError, IndexError, struct.error, ...): at this parser boundary, all mean a corrupt file
+    except Exception as exc:
         raise _unreadable(path, "torch", exc) from None
 
 
@@ -268,27 +306,23 @@ def _read_npz(path: Path) -> Checkpoint:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"Cannot read {path} as JSON: {exc}. Restore the file or delete it.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds JSON {type(data).__name__}, expected an object.")
-    return data
+    """A JSON object from ``path`` (bounded in size and depth; a CheckpointError on any damage)."""
+    return validate.read_json_file(path)
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def _weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The weight files of a folder, and a sharded checkpoint's index (tensor name -> shard file)."""
     for name in WEIGHT_FILES:
         path = folder / name
-        if path.is_file():
-            if name.endswith(".index.json"):  # sharded: the index names the shards
-                shards = sorted(set(read_json(path).get("weight_map", {}).values()))
-                return [folder / s for s in shards]
-            return [path]
+        if path.exists():
+            if name.endswith(".index.json"):  # sharded: the index names the shards, each inside the folder
+                index = read_json(path)
+                shards = validate.shard_names(index, path)
+                return [validate.inside_folder(folder, s, f"The index {path}") for s in shards], index["weight_map"]
+            return [path], None
     found = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
     if len(found) == 1:
-        return found
+        return found, None
     listing = ", ".join(p.name for p in sorted(folder.iterdir())[:20]) or "nothing"
     what = "several weight files" if found else "no weight file"
     raise CheckpointError(f"Folder {folder} holds {what} ({listing}). Expected one of {', '.join(WEIGHT_FILES)} "
@@ -296,16 +330,25 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def _read_dir(folder: Path) -> Checkpoint:
-    files = _weight_files(folder)
+    files, index = _weight_files(folder)
     parts = [read_weight_file(p) for p in files]
     tensors: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {}
     for part in parts:
         tensors.update(part.tensors)
         metadata.update(part.metadata)
-    config = read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+    absent = sorted(set(index or ()) - set(tensors))
+    if absent:
+        raise CorruptCheckpointError(
+            f"{folder}: the index lists {len(absent)} tensor(s) no shard holds ({', '.join(absent[:5])}). A shard is "
+            "missing, truncated or from another checkpoint; download the checkpoint again.")
+    config = read_json(folder / "config.json") if (folder / "config.json").exists() else None
+    if config is not None:
+        validate.check_config_json(config, str(folder / "config.json"))
     extra = {p.name: read_json(p) for p in sorted(folder.glob("*.json"))
              if p.name != "config.json" and not p.name.endswith(".index.json")}
+    if "preprocessor_config.json" in extra:
+        validate.check_preprocessor_json(extra["preprocessor_config.json"], str(folder / "preprocessor_config.json"))
     return Checkpoint(path=folder, kind=parts[0].kind, tensors=tensors, files=files, metadata=metadata,
                       config=config, extra=extra)
 
@@ -320,7 +363,9 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata:
     from safetensors.torch import save_file
 
     state = cpu_state(tensors)
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})}))
+    crcs = json.dumps({k: tensor_crc(v) for k, v in state.items()})
+    meta = {"format": "pt", **(metadata or {}), CRC_KEY: crcs}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def write_npz(tensors: Mapping[str, torch.Tensor], path: Path) -> Path:

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PretrainedCfg, ViTConfig
-from ..errors import CheckpointError
+from ..config import PretrainedCfg, ViTConfig, check_fields
+from ..errors import CheckpointError, ConfigError, CorruptCheckpointError
 from ..model import VisionTransformer
-from .adapt import adapt
+from .adapt import Adapted, adapt
 from .families import detect_format
 from .formats import Converted, Family
 from .infer import Known, config_from
@@ -28,6 +28,8 @@ from .io import read_checkpoint
 logger = logging.getLogger(__name__)
 Shape = tuple[int, ...]
 MAX_ROWS = 25  # rows per section of a mismatch table
+# Set to 1 to load weights holding NaN or Inf (refused by default: they are almost always corruption)
+ALLOW_NONFINITE_ENV = "VITKIT_ALLOW_NONFINITE"
 _BLOCK_INDEX = re.compile(r"(?<=blocks\.)\d+(?=\.)")
 
 
@@ -123,11 +125,40 @@ def compare(state: dict[str, torch.Tensor], expected: dict[str, Shape], report: 
 
 
 def _fail(report: LoadReport, what: str) -> CheckpointError:
+    """One line that says what does not fit and what to do, then the full table."""
+    counts = ", ".join(f"{len(items)} {label}" for label, items in (
+        ("missing", report.missing), ("unexpected", report.unexpected), ("mis-shaped", report.mismatched)) if items)
+    if report.mismatched:
+        name, want, have = report.mismatched[0]
+        first = f"e.g. {name} expected {_fmt(want)}, found {_fmt(have)}"
+    else:
+        first = f"e.g. {(report.missing or report.unexpected)[0]}"
     return CheckpointError(
-        f"{report.source} ({report.format} format) does not fit {what}:\n{report.table()}\n"
+        f"{report.source} ({report.format} format) does not fit {what}: {counts} tensors ({first}). "
         "Check that the checkpoint is for this architecture (`vitkit weights FILE` lists it; "
         "vitkit.from_pretrained(FILE) builds the model the checkpoint describes), "
-        "or pass strict=False to load the tensors that fit and initialise the rest.")
+        f"or pass strict=False to load the tensors that fit and initialise the rest.\n{report.table()}")
+
+
+def check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor must be floating point: an integer, boolean or complex weight is a wrong or corrupt file."""
+    bad = [(k, v.dtype) for k, v in state.items() if not v.is_floating_point()]
+    if bad:
+        listed = ", ".join(f"{k} ({str(d).removeprefix('torch.')})" for k, d in bad[:5])
+        raise CorruptCheckpointError(f"{source}: {len(bad)} tensor(s) are not floating point: {listed}. Model "
+                                     "weights are float32/float16/bfloat16; the file is corrupt or not a model's "
+                                     "weights.")
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN or Inf weights, naming the tensor (opt out: allow_nonfinite=True or VITKIT_ALLOW_NONFINITE=1)."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CorruptCheckpointError(
+                f"{source}: tensor {key!r} holds {bad:,} NaN or Inf value(s) out of {value.numel():,}. The file is "
+                "corrupt or was saved from a diverged run; use an earlier checkpoint. To load it anyway, pass "
+                f"allow_nonfinite=True (CLI: set {ALLOW_NONFINITE_ENV}=1).")
 
 
 def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) -> None:
@@ -142,8 +173,10 @@ def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) 
 
 
 def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: list[str],
-            device: torch.device, dtype: torch.dtype) -> None:
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+            device: torch.device, dtype: torch.dtype, source: str, allow_nonfinite: bool) -> None:
+    state = {k: v.to(dtype).contiguous() for k, v in state.items()}
+    if not (allow_nonfinite or os.environ.get(ALLOW_NONFINITE_ENV) == "1"):
+        check_finite(state, source)
     model.load_state_dict(state, strict=False, assign=True)
     _init_fresh(model, fresh, dtype)
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
@@ -155,13 +188,20 @@ def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: lis
 
 def load_converted(converted: Converted, family: Family, config: ViTConfig, *, source: str, strict: bool = True,
                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                   what: str | None = None) -> VisionTransformer:
-    """Build ``config`` on the meta device, adapt ``converted`` to it and load it (strictly, by default)."""
+                   what: str | None = None, allow_nonfinite: bool = False, may_adapt: bool = True,
+                   ) -> VisionTransformer:
+    """Build ``config`` on the meta device, adapt ``converted`` to it and load it (strictly, by default).
+
+    Tensors that are not floating point, or (unless ``allow_nonfinite``) hold NaN or Inf, are refused.
+    ``may_adapt=False``: no head replacement or resampling (the config is the file's own)."""
+    check_dtypes(converted.state, source)
     with torch.device("meta"):
         model = VisionTransformer(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # a file loaded as it describes itself must fit as it is: resampling it to its own (damaged) config
+    # would load changed numbers without a word
     adapted = adapt(converted.state, expected, config, style=family.posemb_style,
-                    source_grid=_source_grid(converted))
+                    source_grid=_source_grid(converted)) if may_adapt else Adapted(dict(converted.state))
     report = LoadReport(source=source, format=family.name,
                         newly_initialized=_ordered(adapted.newly_initialized, expected),
                         dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes)
@@ -175,7 +215,8 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
         report.newly_initialized = _ordered([*report.newly_initialized, *report.missing,
                                              *(m[0] for m in report.mismatched)], expected)
     dtype = dtype or torch.float32
-    _assign(model, adapted.state, report.newly_initialized, torch.device(device or "cpu"), dtype)
+    _assign(model, adapted.state, report.newly_initialized, torch.device(device or "cpu"), dtype, source,
+            allow_nonfinite)
     if report.newly_initialized:
         logger.warning("newly initialized: %s", ", ".join(report.newly_initialized))
     for note in report.adapted:
@@ -214,26 +255,51 @@ def _read(source: str | os.PathLike[str], format: str | None) -> tuple[Family, C
     return family, family.convert(ckpt)
 
 
-def pretrained_cfg_for(converted: Converted, config: ViTConfig) -> PretrainedCfg:
+def pretrained_cfg_for(converted: Converted, config: ViTConfig, source: str = "the checkpoint") -> PretrainedCfg:
     """The preprocessing a converted checkpoint states, at the input size of ``config``."""
-    base = dict(converted.pretrained_cfg or {})
+    stated = converted.pretrained_cfg or {}
+    if not isinstance(stated, dict):
+        raise CorruptCheckpointError(f"{source}: its pretrained_cfg is a {type(stated).__name__}, expected an object "
+                                     "of preprocessing fields. Fix the file or re-save the model.")
+    base = dict(stated)
     base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
     base.setdefault("label_names", None)
-    return PretrainedCfg.from_dict(base)
+    try:
+        return PretrainedCfg.from_dict(base)
+    except ConfigError as exc:
+        raise CorruptCheckpointError(f"{source}: the preprocessing it states is not valid: {exc} Fix the file or "
+                                     "re-save the model.") from None
+
+
+def stated_config(converted: Converted, known: Known | None, source: str, **overrides: Any) -> ViTConfig:
+    """The architecture of a checkpoint (``config_from``), a file's bad config blamed on the file. A stated
+    (vitkit) config must agree with the head the file holds: a disagreement is corruption, not a new head."""
+    try:
+        config = config_from(converted, known, **overrides)
+    except ConfigError as exc:
+        raise CorruptCheckpointError(f"{source}: the architecture it states or implies is not valid: {exc} Fix "
+                                     "the file's config or re-save the model.") from None
+    head = converted.state.get("head.weight")
+    if converted.exact and "num_classes" not in overrides and head is not None and head.ndim == 2 \
+            and head.shape[0] != config.num_classes:
+        raise CorruptCheckpointError(f"{source}: its config states num_classes={config.num_classes} but head.weight "
+                                     f"has {head.shape[0]} rows. Fix the config, or pass num_classes= for a new head.")
+    return config
 
 
 def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretrained_cfg: PretrainedCfg | None = None,
                     device: str | torch.device | None = None, model_name: str | None = None,
                     format: str | None = None, strict: bool = True, dtype: torch.dtype | None = None,
-                    ) -> VisionTransformer:
-    """A model of ``config`` (e.g. from the registry) with the weights of ``source`` loaded into it."""
+                    allow_nonfinite: bool = False) -> VisionTransformer:
+    """A model of ``config`` (e.g. from the registry) with the weights of ``source`` loaded into it
+    (NaN/Inf weights refused unless ``allow_nonfinite``)."""
     family, converted = _read(source, format)
     config = _with_stated_numerics(config, converted)
     what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
-                           dtype=dtype, what=what)
-    model.pretrained_cfg = pretrained_cfg or pretrained_cfg_for(converted, config)
+                           dtype=dtype, what=what, allow_nonfinite=allow_nonfinite)
+    model.pretrained_cfg = pretrained_cfg or pretrained_cfg_for(converted, config, os.fspath(source))
     model.model_name = model_name or converted.model_name or Path(os.fspath(source)).stem
     return model
 
@@ -241,7 +307,7 @@ def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretra
 def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
                     img_size: int | tuple[int, int] | None = None, strict: bool = True,
                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                    known: Known | None = None, **overrides: Any) -> VisionTransformer:
+                    known: Known | None = None, allow_nonfinite: bool = False, **overrides: Any) -> VisionTransformer:
     """Build the model a checkpoint describes and load it.
 
     The architecture comes from the checkpoint itself: vitkit's JSON config, a Hugging Face
@@ -249,16 +315,19 @@ def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None
     ``img_size`` (position embeddings resampled) and other ViTConfig fields in ``overrides`` change it;
     ``representation_size=None`` drops a pre-logits layer. ``format`` forces the checkpoint family.
     ``known`` architectures by name (the registry's, from ``vitkit.from_pretrained``) fill what a file does
-    not state (the head count of a width, a timm folder's named architecture).
+    not state (the head count of a width, a timm folder's named architecture). NaN/Inf weights are refused
+    unless ``allow_nonfinite``.
     """
-    family, converted = _read(source, format)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if img_size is not None:
         overrides["img_size"] = img_size
-    config = config_from(converted, known, **overrides)
+    check_fields(overrides)  # the caller's values: a wrong type is theirs, not the file's
+    family, converted = _read(source, format)
+    config = stated_config(converted, known, os.fspath(source), **overrides)
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
-                           dtype=dtype, what="the architecture inferred from it")
-    model.pretrained_cfg = pretrained_cfg_for(converted, config)
+                           dtype=dtype, what="the architecture it states or implies", allow_nonfinite=allow_nonfinite,
+                           may_adapt=bool(overrides))
+    model.pretrained_cfg = pretrained_cfg_for(converted, config, os.fspath(source))
     model.model_name = converted.model_name or Path(os.fspath(source)).stem
     return model

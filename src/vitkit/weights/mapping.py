@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..errors import CorruptCheckpointError
+
 Rule = tuple[str, "str | None", str]
 Transform = Callable[[torch.Tensor, int], torch.Tensor]
 PART_ORDER = ("q", "k", "v")
@@ -77,6 +79,10 @@ def _drop_batch(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.squeeze(0)  # (1, N, D) -> (N, D)
 
 
+#: name -> the number of dimensions the transform to vitkit reads (None: any)
+TRANSFORM_NDIM: dict[str, int | None] = {"id": None, "T": 2, "conv": 4, "heads_in": 3, "heads_out": 3,
+                                         "heads_bias": 2, "batch": 2}
+
 #: name -> (to vitkit, back to the checkpoint's layout)
 TRANSFORMS: dict[str, tuple[Transform, Transform]] = {
     "id": (_identity, _identity),
@@ -129,6 +135,7 @@ class _Row:
     src_count: int = 1  # into how many chunks the source tensor is split
     dst_part: str = ""
     dst_count: int = 1  # how many chunks make the target tensor
+    ndim: int | None = None  # dimensions the transform reads (checked first: a scalar is not a matrix)
 
 
 def _split(pattern: str) -> tuple[str, str]:
@@ -152,22 +159,34 @@ def _parts_by_base(patterns: Iterable[str]) -> dict[str, list[str]]:
 
 @lru_cache(maxsize=64)
 def _compile_table(rules: tuple[Rule, ...], reverse: bool) -> tuple[_Row, ...]:
-    pairs = [((dst, src) if reverse else (src, dst), TRANSFORMS[tf][int(reverse)])
+    pairs = [((dst, src) if reverse else (src, dst), TRANSFORMS[tf][int(reverse)], tf)
              for src, dst, tf in rules if not (reverse and dst is None)]
-    src_parts = _parts_by_base(frm for (frm, _), _ in pairs)
-    dst_parts = _parts_by_base(to for (_, to), _ in pairs if to is not None)
+    src_parts = _parts_by_base(frm for (frm, _), _, _ in pairs)
+    dst_parts = _parts_by_base(to for (_, to), _, _ in pairs if to is not None)
     rows = []
-    for (frm, to), fn in pairs:
+    for (frm, to), fn, tf in pairs:
         frm_base, frm_part = _split(frm)
         to_base, to_part = _split(to) if to is not None else (None, "")
         chunks = src_parts.get(frm_base, [""])
         rows.append(_Row(_compile(frm_base), to_base, fn, src_index=chunks.index(frm_part), src_count=len(chunks),
-                         dst_part=to_part, dst_count=len(dst_parts.get(to_base, [""])) if to_base else 1))
+                         dst_part=to_part, dst_count=len(dst_parts.get(to_base, [""])) if to_base else 1,
+                         ndim=None if reverse else TRANSFORM_NDIM[tf]))  # written tensors are the model's
     return tuple(rows)
 
 
+def _check_piece(tensor: torch.Tensor, row: _Row, key: str, source: str) -> None:
+    """The tensor a row reads must have the dimensions its transform expects and split evenly into its chunks."""
+    split = row.src_count > 1 and (tensor.ndim == 0 or tensor.shape[0] % row.src_count)
+    empty = row.ndim is not None and tensor.numel() == 0  # reshapes of an empty tensor are ambiguous
+    if split or empty or (row.ndim is not None and tensor.ndim != row.ndim):
+        what = f"non-empty {row.ndim}-d " if row.ndim is not None else ""
+        what += f"tensor that splits into {row.src_count} equal parts along dim 0" if row.src_count > 1 else "tensor"
+        raise CorruptCheckpointError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, expected a {what}. "
+                                     "The file is corrupt or not of this checkpoint family.")
+
+
 def remap(tensors: Mapping[str, torch.Tensor], rules: Sequence[Rule], *, reverse: bool = False,
-          num_heads: int = 1) -> Remapped:
+          num_heads: int = 1, source: str = "the checkpoint") -> Remapped:
     """Rename (and reshape) ``tensors`` by a table; ``reverse=True`` maps vitkit names back.
 
     Keys no row matches are kept under their own name and listed in ``unmatched``. Tensors are read
@@ -187,6 +206,7 @@ def remap(tensors: Mapping[str, torch.Tensor], rules: Sequence[Rule], *, reverse
             if row.dst is None:
                 result.dropped.append(key)
                 continue
+            _check_piece(tensor, row, key, source)
             piece = tensor.chunk(row.src_count, dim=0)[row.src_index] if row.src_count > 1 else tensor
             value = row.fn(piece, num_heads)
             name = row.dst.format(*m.groups())
@@ -201,5 +221,10 @@ def remap(tensors: Mapping[str, torch.Tensor], rules: Sequence[Rule], *, reverse
                 result.tensors[key] = tensors[key]
                 result.unmatched.append(key)
             continue
-        result.tensors[name] = torch.cat([parts[p][0] for p in PART_ORDER if p in parts], dim=0)
+        pieces = [parts[p][0] for p in PART_ORDER if p in parts]
+        if len({(t.shape[1:], t.dtype) for t in pieces}) > 1:
+            shapes = ", ".join(f"{parts[p][1]} {tuple(parts[p][0].shape)}" for p in PART_ORDER if p in parts)
+            raise CorruptCheckpointError(f"{source}: the parts of {name!r} do not fit together ({shapes}): the file "
+                                         "is corrupt or mixes checkpoints.")
+        result.tensors[name] = torch.cat(pieces, dim=0)
     return result

@@ -37,7 +37,7 @@ def _description(ckpt: Checkpoint) -> dict[str, Any] | None:
     if METADATA_KEY in ckpt.metadata:
         try:
             return json.loads(ckpt.metadata[METADATA_KEY])
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise CheckpointError(f"{ckpt.path}: the vitkit metadata is not valid JSON ({exc}). "
                                   "Re-save the model with vitkit.save_pretrained.") from None
     return None
@@ -57,7 +57,7 @@ def write(model: VisionTransformer, path: Path) -> Path:
 class _NativeFamily(Family):
     def convert(self, ckpt: Checkpoint) -> Converted:
         desc = _description(ckpt)
-        if desc is None or not isinstance(desc.get("config"), dict):
+        if not isinstance(desc, dict) or not isinstance(desc.get("config"), dict):
             raise CheckpointError(f"{ckpt.path} has no vitkit config (config.json with \"format\": \"vitkit\", or "
                                   "'vitkit' safetensors metadata). Load it with format='timm' instead.")
         out = remap(ckpt.tensors, self.rules)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import ConfigError
 from ..model import VisionTransformer
 from .families import FORMATS, get_family
 from .infer import NON_INFERABLE, Known
@@ -33,9 +33,9 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
     Returns the path written. A model the format cannot express fails with a CheckpointError that says why.
     """
     if not isinstance(model, VisionTransformer):
-        raise CheckpointError(f"save_pretrained takes a vitkit VisionTransformer, got {type(model).__name__}.")
+        raise ConfigError(f"save_pretrained takes a vitkit VisionTransformer, got {type(model).__name__}.")
     if format not in FORMATS:
-        raise CheckpointError(f"Unknown format {format!r}: expected one of {', '.join(FORMATS)}.")
+        raise ConfigError(f"Unknown format {format!r}: expected one of {', '.join(FORMATS)}.")
     writer = get_family(format).write
     assert writer is not None  # every family in FORMATS has a writer
     out = writer(model, Path(path).expanduser())
