@@ -36,7 +36,9 @@ def _add_path(p: argparse.ArgumentParser) -> None:
 
 
 def _print_path(args: argparse.Namespace) -> None:
-    """Say on stderr which inference path runs (stdout may be JSON)."""
+    """Say on stderr which inference path runs when one was asked for (stdout may be JSON)."""
+    if (args.precision, args.backend) == ("fp32", "eager"):
+        return
     import torch
 
     from ..inference import plan_for
