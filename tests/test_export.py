@@ -105,7 +105,7 @@ def test_export_bugs_propagate_user_errors_are_vitkit_errors(tmp_path):
     assert not isinstance(info.value, VitkitError)
     model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(VitkitError, match="Cannot write"):
+    with pytest.raises(VitkitError, match="cannot be used|Cannot write"):
         export_onnx(model, tmp_path / "file" / "m.onnx", verify=False)  # the parent is a file
     with pytest.raises(ConfigError, match="onnx precision"):
         export_model(model, tmp_path / "m.onnx", precision="bf16")

@@ -7,24 +7,20 @@ activations) or int8 (integer matrix multiplies: ONNX Runtime's dynamic quantize
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import model as model_module
 from .errors import ConfigError, ExportError, MissingDependencyError, OutputError
 from .fileio import atomic_write
-from .posemb import RESAMPLE_STYLES
 
 log = logging.getLogger(__name__)
 
@@ -98,35 +94,6 @@ def convert_precision(model: nn.Module, precision: str) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- tracing
-def _resample_always(posemb: torch.Tensor, new_grid: tuple[int, int], *, num_prefix_tokens: int,
-                     old_grid: tuple[int, int] | None = None, style: str = "timm") -> torch.Tensor:
-    """``resample_posemb`` without its early return at the native grid (where the resize is an identity).
-
-    A tracer freezes that Python branch: exported at 224 the graph would skip the resize and fail at
-    160x224. Here the resize is always recorded, with the output size taken from the input's shape.
-    """
-    opts = RESAMPLE_STYLES[style]
-    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
-    dim = grid.shape[-1]
-    # (1, H*W, C) -> (1, C, H, W)
-    grid = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new_grid, mode=str(opts["mode"]), align_corners=False,
-                         antialias=bool(opts["antialias"]))
-    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(posemb.dtype)  # (1, C, H', W') -> (1, H'*W', C)
-    return torch.cat([prefix, grid], dim=1)
-
-
-@contextlib.contextmanager
-def dynamic_size_tracing() -> Iterator[None]:
-    """Inside the block, models resample position embeddings at every size (for exporters; see above)."""
-    original = model_module.resample_posemb
-    model_module.resample_posemb = _resample_always
-    try:
-        yield
-    finally:
-        model_module.resample_posemb = original
-
-
 def _bicubic_aa_symbolic(g, x, output_size, *args):  # noqa: ANN001
     """ONNX for torch's antialiased bicubic resize (timm's position-embedding resampling): a Resize with
     PIL's cubic kernel (a = -0.5), out-of-image taps dropped and the weights renormalised, as torch does."""
@@ -189,7 +156,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
     torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", _bicubic_aa_symbolic, opset)
 
     def write_fp32(tmp: Path) -> None:
-        with warnings.catch_warnings(), torch.no_grad(), dynamic_size_tracing():
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer notes about Python-level shape checks
             # The TorchScript exporter traces shape arithmetic dynamically and needs no onnxscript (which the
             # export-based exporter requires and vitkit does not); the resize is registered above.
@@ -265,7 +232,7 @@ def export_program(model: nn.Module, *, precision: str = "fp32", batch_size: int
     rows = torch.export.Dim("rows", min=2, max=1024)
     cols = torch.export.Dim("cols", min=2, max=1024)
     shapes = ({0: batch, 2: cfg.patch_size[0] * rows, 3: cfg.patch_size[1] * cols},)
-    with dynamic_size_tracing(), torch.no_grad():
+    with torch.no_grad():
         return torch.export.export(work, (x,), dynamic_shapes=shapes)
 
 

@@ -28,7 +28,9 @@ def resample_posemb(
     """Resample a (1, prefix + H*W, C) position embedding to ``new_grid`` = (H', W').
 
     Prefix tokens (class, distillation, registers) are kept as they are. Returns ``posemb`` itself when
-    the grid already matches. Interpolates in float32 and restores the dtype.
+    the grid already matches, except while a graph is being traced or exported: an exporter would freeze
+    that Python branch, and a graph exported at 224 would then skip the resize at 160x224; the resize is
+    recorded instead (an identity at the native grid). Interpolates in float32 and restores the dtype.
     """
     num_tokens = posemb.shape[1] - num_prefix_tokens
     if old_grid is None:
@@ -36,7 +38,8 @@ def resample_posemb(
         if side * side != num_tokens:
             raise ConfigError(f"position embedding with {num_tokens} patch tokens is not a square grid; pass old_grid")
         old_grid = (side, side)
-    if tuple(old_grid) == tuple(new_grid):
+    recording = torch.jit.is_tracing() or torch.compiler.is_exporting()
+    if not recording and tuple(old_grid) == tuple(new_grid):
         return posemb
     opts = RESAMPLE_STYLES[style]
     prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
