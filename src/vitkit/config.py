@@ -14,6 +14,9 @@ from .errors import ConfigError
 GLOBAL_POOLS = ("token", "avg", "map", "none")
 NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
+POSEMBS = ("learn", "sincos2d")  # learned position embeddings, or big_vision's fixed 2-D sin-cos ones
+# How position embeddings are resampled to another grid, named by the code whose numbers they give (posemb.py)
+POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -87,6 +90,10 @@ class ViTConfig:
     patch_bias: bool | None = None
     fc_norm: bool | None = None
     final_norm: bool = True
+    # 'sincos2d': no learned tensor; fixed sin-cos embeddings of the patch grid (big_vision), added to patches only
+    posemb: str = "learn"
+    # resampling of position embeddings to another grid (at load and for other input sizes); None: timm's
+    posemb_resample: str | None = None
 
     def __post_init__(self) -> None:
         self.img_size = _pair(self.img_size)
@@ -135,6 +142,11 @@ class ViTConfig:
         self._choice("global_pool", GLOBAL_POOLS)
         self._choice("norm_layer", NORM_LAYERS)
         self._choice("act_layer", ACT_LAYERS)
+        self._choice("posemb", POSEMBS)
+        if self.posemb_resample is not None:
+            self._choice("posemb_resample", POSEMB_RESAMPLES)
+        if self.posemb == "sincos2d" and self.embed_dim % 4:
+            self._fail("embed_dim", self.embed_dim, "a multiple of 4 with posemb='sincos2d' (four sin/cos quarters)")
         if self.global_pool == "token" and not self.class_token:
             self._fail("global_pool", self.global_pool,
                        "'avg', 'map' or 'none' when class_token=False (token pooling reads the class token)")

@@ -188,7 +188,8 @@ def create_model(
     pcfg = pcfg.replace(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes,
                         label_names=labels)
     if pretrained is not None:
-        return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device, model_name=name)
+        return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device, model_name=name,
+                               explicit=tuple(overrides))
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = VisionTransformer(config)
     model.pretrained_cfg = pcfg

@@ -12,6 +12,7 @@ import torch
 
 from ..config import PretrainedCfg, ViTConfig
 from ..errors import VitkitError
+from .adapt import numerics_line
 from .families import detect_format
 from .infer import ARCH_FIELDS, Known, config_from, match_known
 from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
@@ -28,6 +29,7 @@ class Inventory:
     matches: str | None = None  # a registered model name with this architecture
     pretrained_cfg: PretrainedCfg | None = None  # the preprocessing the checkpoint states (read off its files)
     problems: list[str] = field(default_factory=list)  # why the format or architecture is unknown
+    numerics: str | None = None  # the activation, norm eps and resampling a model loaded from it runs with
 
     @property
     def num_params(self) -> int:
@@ -53,6 +55,7 @@ class Inventory:
         return {"path": self.path, "kind": self.kind, "format": self.format, "num_params": self.num_params,
                 "num_bytes": self.num_bytes, "dtypes": self.dtypes(), "matches": self.matches,
                 "config": self.config.to_dict() if self.config else None, "problems": self.problems,
+                "numerics": self.numerics,
                 "tensors": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in self.tensors]}
 
     def format_table(self, limit: int | None = None) -> str:
@@ -62,6 +65,8 @@ class Inventory:
                  f"format:       {self.format or 'unknown'}",
                  f"architecture: {self.architecture()}",
                  f"tensors:      {len(self.tensors)} ({dtypes}), {self.num_params:,} parameters"]
+        if self.numerics:
+            lines.append(f"numerics:     {self.numerics.removeprefix('numerics: ')}")
         lines += [f"note:         {p}" for p in self.problems]
         shown = self.tensors if limit is None else self.tensors[:limit]
         width = max((len(n) for n, _, _ in shown), default=4) + 2
@@ -116,6 +121,7 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None, know
         inv.config = config_from(converted, known)
         inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config)
         inv.matches = match_known(inv.config, known)
+        inv.numerics = numerics_line(inv.config, family.name, converted.hints)
     except VitkitError as exc:
         inv.problems.append(str(exc))
     return inv

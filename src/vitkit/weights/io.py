@@ -96,6 +96,8 @@ class NpzTensors(TensorView):
             raise _unreadable(self.path, "npz", exc) from None
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise _unreadable(self.path, "npz", exc) from None
+        if _is_bfloat16(array.dtype):  # JAX's bf16, saved by numpy as raw 2-byte records (|V2)
+            return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
         if array.dtype.kind not in "fiub":
             raise CheckpointError(f"{self.path}: array {key!r} has dtype {array.dtype}, expected numbers "
                                   "(float, int or bool). Convert it to float32 before saving.")
@@ -110,7 +112,12 @@ class NpzTensors(TensorView):
                 shape, _, dtype = read(f)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise _unreadable(self.path, "npz", exc) from None
-        return tuple(shape), str(dtype)
+        return tuple(shape), "bfloat16" if _is_bfloat16(dtype) else str(dtype)
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    """numpy has no bfloat16: JAX/big_vision arrays (ml_dtypes.bfloat16) come back from np.load as |V2."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.fields is None
 
 
 def tensor_info(tensors: Mapping[str, torch.Tensor], key: str) -> tuple[tuple[int, ...], str]:
