@@ -27,10 +27,12 @@ def _hf(processor, images):
     {},  # google/vit-*: fixed 224x224, bilinear, mean/std 0.5
     {"size": {"height": 256, "width": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
      "resample": 3, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},  # facebook/deit-*
-    {"size": {"shortest_edge": 233}, "crop_size": {"height": 224, "width": 200}, "do_center_crop": True},  # odd margins
+    {"size": {"shortest_edge": 235}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True},  # odd margins
+    {"size": {"height": 255, "width": 170}, "crop_size": {"height": 225, "width": 150}, "do_center_crop": True},
     {"size": {"height": 384, "width": 384}, "resample": 3},
 ])
 def test_parity_with_transformers(transformers, pil_photos, hf_kwargs):
+    """Read through PretrainedCfg (as loading an HF folder does), the pixels are transformers' own."""
     reference = transformers.ViTImageProcessorPil(**hf_kwargs)
     ours = ImageProcessor.from_hf_config(reference.to_dict())
     expected = _hf(reference, pil_photos)

@@ -218,7 +218,9 @@ class PretrainedCfg:
     mean: tuple[float, ...] = HALF
     std: tuple[float, ...] = HALF
     crop_pct: float = 0.9
-    crop_mode: str = "center"  # 'center': shorter side to size / crop_pct, centre crop; 'squash': resize to size
+    # 'center': shorter side to size / crop_pct, centre crop; 'squash': both sides to size / crop_pct, centre crop
+    crop_mode: str = "center"
+    crop_rounding: str = "round"  # an odd crop margin: 'round' (torchvision, timm) or 'floor' (transformers)
     interpolation: str = "bicubic"
     num_classes: int = 1000
     label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
@@ -228,6 +230,16 @@ class PretrainedCfg:
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order, tuples as lists (JSON-ready)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def resize_size(self) -> tuple[int, int]:
+        """(h, w) the image is resized to before the centre crop: ``floor(size / crop_pct)`` as timm computes it,
+        except that a quotient within float error of an integer is that integer (224 / (224/235) gives 235)."""
+        def scaled(size: int) -> int:
+            exact = size / self.crop_pct
+            return round(exact) if abs(exact - round(exact)) < 1e-6 else int(exact // 1)
+
+        return scaled(self.input_size[1]), scaled(self.input_size[2])
 
     def replace(self, **changes: Any) -> PretrainedCfg:
         """A copy with some fields changed (lists normalised to tuples, as ``from_dict`` does)."""

@@ -242,6 +242,8 @@ def pretrained_cfg_for(converted: Converted, config: ViTConfig) -> PretrainedCfg
     base = dict(converted.pretrained_cfg or {})
     base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
     base.setdefault("label_names", None)
+    if isinstance(base["label_names"], (list, tuple)) and len(base["label_names"]) != config.num_classes:
+        base["label_names"] = None  # the names describe the head the file was saved with, not a new one
     return PretrainedCfg.from_dict(base)
 
 

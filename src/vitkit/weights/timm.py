@@ -28,7 +28,9 @@ RULES = (
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
              "mlp_ratio", "qkv_bias", "qk_norm", "proj_bias", "init_values", "class_token", "no_embed_class",
              "reg_tokens", "pre_norm", "final_norm", "fc_norm")
-PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes")
+PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation", "num_classes")
+# activations timm's get_act_layer builds from these names (model_args carries them to timm's constructor)
+TIMM_ACTS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 
 
 def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
@@ -47,6 +49,11 @@ def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
     if not isinstance(pcfg, dict):
         return None
     out = {k: pcfg[k] for k in PCFG_KEYS if k in pcfg}
+    if out.get("crop_mode") not in (None, "center", "squash"):
+        del out["crop_mode"]  # timm's 'border' has no vitkit equivalent; the centre crop is the nearest
+    labels = (ckpt.config or {}).get("label_names", pcfg.get("label_names"))  # top level, as timm writes it
+    if isinstance(labels, list) and all(isinstance(n, str) for n in labels):
+        out["label_names"] = tuple(labels)
     if "architecture" in (ckpt.config or {}):
         out["timm_name"] = ckpt.config["architecture"]  # type: ignore[index]
     return out
@@ -57,10 +64,15 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
     c = model.config
     args = {k: getattr(c, k) for k in TIMM_ARGS}
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
+    if c.act_layer != "gelu" and c.act_layer in TIMM_ACTS:  # timm builds it from the name
+        args["act_layer"] = c.act_layer
     pcfg = getattr(model, "pretrained_cfg", None)
-    return {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
-            "num_features": c.num_features, "model_args": args,
-            "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
+    out = {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
+           "num_features": c.num_features, "model_args": args,
+           "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
+    if pcfg is not None and isinstance(pcfg.label_names, tuple) and len(pcfg.label_names) == c.num_classes:
+        out["label_names"] = list(pcfg.label_names)  # where timm's push_to_hub puts them
+    return out
 
 
 def write(model: VisionTransformer, path: Path) -> Path:
