@@ -114,11 +114,12 @@ class ImageProcessor:
         return cls.from_pretrained_cfg(cfg, **overrides)
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> ImageProcessor:
+    def from_hf_config(cls, config: dict[str, Any], where: str = "preprocessor_config.json",
+                       **overrides: Any) -> ImageProcessor:
         """From a Hugging Face ``preprocessor_config.json`` dict (ViT/DeiT-style image processors), read into a
         ``PretrainedCfg`` as loading an HF folder does (a setting it cannot express raises CheckpointError)."""
-        fields = processor_to_pretrained_cfg(config, "preprocessor_config.json")
-        return cls.from_pretrained_cfg(PretrainedCfg.from_dict(fields))
+        fields = processor_to_pretrained_cfg(config, where)
+        return cls.from_pretrained_cfg(PretrainedCfg.from_dict(fields), **overrides)
 
     @classmethod
     def from_pretrained(cls, name_or_source: str | os.PathLike, **overrides: Any) -> ImageProcessor:
@@ -129,8 +130,7 @@ class ImageProcessor:
         folder = Path(os.fspath(name_or_source))
         hf_file = folder / "preprocessor_config.json"
         if hf_file.is_file() and not (folder / "config.json").is_file():  # a processor saved on its own
-            return cls.from_pretrained_cfg(PretrainedCfg.from_dict(
-                processor_to_pretrained_cfg(read_json(hf_file), os.fspath(hf_file))), **overrides)
+            return cls.from_hf_config(read_json(hf_file), os.fspath(hf_file), **overrides)
         return cls.from_pretrained_cfg(pretrained_cfg_of(os.fspath(name_or_source)), **overrides)
 
     # ------------------------------------------------------------------ processing

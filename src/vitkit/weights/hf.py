@@ -119,6 +119,7 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
     siglip = "embeddings.patch_embedding.weight" in tensors
     hints: dict[str, Any] = {"norm_eps": 1e-6, "act_layer": "gelu_tanh"} if siglip else {
         "norm_eps": 1e-12, "act_layer": "gelu"}  # the defaults of SiglipVisionConfig and ViTConfig
+    hints["posemb_resample"] = "hf"  # interpolate_pos_encoding's numerics, at load and for other input sizes
     config = _vision_config(ckpt)
     hints.update({ours: config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in config})
     if "hidden_act" in config:
