@@ -37,6 +37,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     diff, same_top1 = compare_on_images(result.source_model, result.written_model, photos)
     for item in result.lost:
         print(f"verify: {result.path} loaded on its own ({result.format}) does not keep {item}")
+    for item in result.elsewhere:
+        print(f"verify: note: {result.path} runs other input sizes with {item}")
     problems = [f"{len(result.lost)} setting(s) not kept"] if result.lost else []
     if diff > VERIFY_TOLERANCE:
         problems.append(f"outputs differ by more than {VERIFY_TOLERANCE:g}" + ("" if same_top1 else ", top-1 changes"))

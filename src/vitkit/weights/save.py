@@ -58,6 +58,8 @@ def max_output_difference(a: VisionTransformer, b: VisionTransformer, *, batch: 
 
 # ViTConfig fields with no effect on an eval-mode forward pass
 _NO_EFFECT = ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate")
+# fields that change outputs only at another input size than the configured one (reported, not a failure)
+ELSEWHERE = ("posemb_resample",)
 # PretrainedCfg fields that decide pixels or printed names
 _PREPROCESSING = ("input_size", "resize_size", "crop_mode", "interpolation", "mean", "std", "label_names",
                   "crop_rounding")
@@ -85,14 +87,17 @@ def _preprocessing(model: VisionTransformer) -> dict[str, Any]:
     return out
 
 
-def settings_lost(source: VisionTransformer, written: VisionTransformer) -> list[str]:
+def settings_lost(source: VisionTransformer, written: VisionTransformer) -> tuple[list[str], list[str]]:
     """What a model loaded on its own from a written file does differently from ``source``: each differing
-    architecture, numerics or preprocessing setting, as 'name=source value (reads back as value)'."""
-    lost = []
+    architecture, numerics or preprocessing setting, as 'name=source value (reads back as value)'; those that
+    matter only at other input sizes (``ELSEWHERE``) in a second list."""
+    lost, elsewhere = [], []
     for before, after in ((_effective(source.config), _effective(written.config)),
                           (_preprocessing(source), _preprocessing(written))):
-        lost += [f"{k}={v!r} (reads back as {after[k]!r})" for k, v in before.items() if after[k] != v]
-    return lost
+        for k, v in before.items():
+            if after[k] != v:
+                (elsewhere if k in ELSEWHERE else lost).append(f"{k}={v!r} (reads back as {after[k]!r})")
+    return lost, elsewhere
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Conversion:
     format: str
     max_diff: float | None = None  # with verify: source vs written, each loaded on its own, same random input
     lost: list[str] = field(default_factory=list)  # with verify: settings the written file does not carry
+    elsewhere: list[str] = field(default_factory=list)  # with verify: lost settings that act at other sizes only
     # with verify: the source and the written file, each loaded on its own as its library's user would
     source_model: VisionTransformer | None = field(default=None, repr=False)
     written_model: VisionTransformer | None = field(default=None, repr=False)
@@ -122,7 +128,7 @@ def convert(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, to:
     if verify:
         original = from_checkpoint(source, format=format, known=known) if overrides else model
         again = from_checkpoint(out, format=to, known=known)
-        result.lost = settings_lost(original, again)
+        result.lost, result.elsewhere = settings_lost(original, again)
         result.max_diff = max_output_difference(original, again)
         result.source_model, result.written_model = original, again
     return result
