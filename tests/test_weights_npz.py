@@ -207,3 +207,16 @@ def test_bf16_npz_arrays_load(timm, tmp_path):
     kept = vitkit.from_pretrained(tmp_path / "bf16.npz", dtype=torch.bfloat16)
     assert kept.pos_embed.dtype == torch.bfloat16
     assert "bfloat16" in vitkit.weights.inventory(tmp_path / "bf16.npz").dtypes()
+
+
+def test_sincos2d_models_round_trip_through_npz_and_vitkit_only(tmp_path):
+    model = vitkit.VisionTransformer(vitkit.ViTConfig(img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=2,
+                                                      num_classes=3, posemb="sincos2d", class_token=False,
+                                                      global_pool="avg", fc_norm=False)).eval()
+    x = images()
+    for fmt, load in (("vitkit", {}), ("npz", dict(posemb="sincos2d", img_size=32, act_layer="gelu"))):
+        again = vitkit.from_pretrained(vitkit.save_pretrained(model, tmp_path / f"m.{fmt}", format=fmt), **load)
+        assert again.config.posemb == "sincos2d" and max_diff(again(x), model(x)) <= TOL
+    for fmt in ("timm", "hf"):
+        with pytest.raises(CheckpointError, match="sin-cos"):
+            vitkit.save_pretrained(model, tmp_path / fmt, format=fmt)

@@ -215,6 +215,7 @@ UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
      "layers without bias"),
     (lambda c: c.patch_size[0] != c.patch_size[1] or (c.global_pool == "map" and c.img_size[0] != c.img_size[1]),
      "non-square patches (or a non-square SigLIP input)"),
+    (lambda c: c.posemb != "learn", "fixed sin-cos position embeddings (posemb='sincos2d')"),
 ]
 
 

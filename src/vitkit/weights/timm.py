@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import CheckpointError
 from .formats import Family
 from .infer import NON_INFERABLE
 from .io import Checkpoint, write_json, write_safetensors
@@ -77,6 +78,10 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
 
 def write(model: VisionTransformer, path: Path) -> Path:
     """A timm state dict as safetensors: ``path`` itself if it ends in .safetensors, else a Hub-style folder."""
+    if model.config.posemb != "learn":
+        raise CheckpointError("Cannot save this model for timm: it has fixed sin-cos position embeddings "
+                              "(posemb='sincos2d'), which timm's VisionTransformer cannot build. Save it with "
+                              "format='vitkit' or 'npz' (big_vision's layout) instead.")
     state: dict[str, torch.Tensor] = model.state_dict()
     if path.suffix == ".safetensors":
         return write_safetensors(state, path)
