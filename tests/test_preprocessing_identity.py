@@ -1,7 +1,7 @@
 """PretrainedCfg is the one description of preprocessing: for every family and registry entry,
-``ImageProcessor.from_pretrained(x)``, ``ImageProcessor.from_model(load_model(x))`` and what ``predict`` and
-``extract_features`` feed the model are the same pixels, on real photos (one of them 80x40). An HF folder
-written by vitkit gives transformers' own processor the same pixels, and class names travel both ways."""
+``ImageProcessor.from_pretrained(x)``, ``ImageProcessor.from_model(load_model(x))`` and what ``predict``,
+``extract_features`` and ``attention_map`` feed the model are the same pixels, on real photos (one of them 80x40).
+An HF folder written by vitkit gives transformers' own processor the same pixels, and class names travel both ways."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def fed_pixels(model: torch.nn.Module, run) -> torch.Tensor:
 
 def check_identity(source, pictures, tmp_path, hint: str = "") -> torch.Tensor:
     """All ways in which vitkit preprocesses for ``source`` give the same pixels; returns them."""
+    from vitkit.attention import attention_map
     from vitkit.features import extract_features
 
     want = ImageProcessor.from_pretrained(source)(pictures)
@@ -61,6 +62,8 @@ def check_identity(source, pictures, tmp_path, hint: str = "") -> torch.Tensor:
         files.append(tmp_path / f"img{i}.png")
         img.save(files[-1])
     got = fed_pixels(model, lambda: extract_features(files, tmp_path / "f.npy", model=model, batch_size=8))
+    torch.testing.assert_close(got, want, atol=0, rtol=0, msg=hint)
+    got = fed_pixels(model, lambda: [attention_map(img, model, method="last") for img in pictures])
     torch.testing.assert_close(got, want, atol=0, rtol=0, msg=hint)
     return want
 

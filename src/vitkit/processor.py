@@ -22,6 +22,7 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
 from .data.images import load_image, to_mode
 from .data.transforms import (
     center_crop,
+    crop_offset,
     normalize,
     pair,
     resample_filter,
@@ -140,6 +141,19 @@ class ImageProcessor:
         if self.resize_mode == "fixed":
             return resize(img, self.resize_size, self.interpolation)
         return img
+
+    def view_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the part of a ``width`` x ``height`` image that the processed image
+        shows, in the image's pixels (for drawing a map of the model's input over the original image)."""
+        probe = Image.new("L", (width, height))
+        resized = self._resized(probe).size if self.resize_mode != "none" else probe.size  # (w, h)
+        left, top, right, bottom = 0.0, 0.0, float(resized[0]), float(resized[1])
+        if self.do_center_crop:
+            top = float(crop_offset(resized[1], self.size[0], self.crop_rounding))
+            left = float(crop_offset(resized[0], self.size[1], self.crop_rounding))
+            right, bottom = left + self.size[1], top + self.size[0]
+        sx, sy = width / resized[0], height / resized[1]
+        return (max(left * sx, 0.0), max(top * sy, 0.0), min(right * sx, width), min(bottom * sy, height))
 
     def transform_image(self, img: Image.Image) -> Image.Image:
         """The geometric part only: resize and centre-crop (for display and overlays)."""
