@@ -27,10 +27,12 @@ def _hf(processor, images):
     {},  # google/vit-*: fixed 224x224, bilinear, mean/std 0.5
     {"size": {"height": 256, "width": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
      "resample": 3, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},  # facebook/deit-*
-    {"size": {"shortest_edge": 233}, "crop_size": {"height": 224, "width": 200}, "do_center_crop": True},  # odd margins
+    {"size": {"shortest_edge": 235}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True},  # odd margins
+    {"size": {"height": 255, "width": 170}, "crop_size": {"height": 225, "width": 150}, "do_center_crop": True},
     {"size": {"height": 384, "width": 384}, "resample": 3},
 ])
 def test_parity_with_transformers(transformers, pil_photos, hf_kwargs):
+    """Read through PretrainedCfg (as loading an HF folder does), the pixels are transformers' own."""
     reference = transformers.ViTImageProcessorPil(**hf_kwargs)
     ours = ImageProcessor.from_hf_config(reference.to_dict())
     expected = _hf(reference, pil_photos)
@@ -106,3 +108,19 @@ def test_from_pretrained_reads_a_hugging_face_folder(transformers, pil_photos, t
     ours = ImageProcessor.from_pretrained(tmp_path)
     assert ours.size == (160, 160) and ours.resize_mode == "fixed" and ours.interpolation == "bicubic"
     torch.testing.assert_close(ours(pil_photos[:2]), _hf(reference, pil_photos[:2]), atol=TOL, rtol=0)
+
+
+def test_view_box_is_the_part_of_the_image_the_model_sees():
+    """600x400 with timm's rule at 224 / 0.9: shorter side to 248 (372x248), centre crop 224 at (74, 12)."""
+    box = ImageProcessor(size=224, crop_pct=0.9).view_box(600, 400)
+    assert box == pytest.approx((74 * 600 / 372, 12 * 400 / 248, 298 * 600 / 372, 236 * 400 / 248))
+    assert ImageProcessor(size=224, resize_mode="fixed", do_center_crop=False).view_box(600, 400) == (0, 0, 600, 400)
+    import skimage.data
+
+    img = Image.fromarray(skimage.data.coffee())  # 600x400
+    proc = ImageProcessor(size=224, crop_pct=0.9, interpolation="bilinear")
+    # the box, cut from the photo and resized to the model's input, is what the processor makes (up to resampling)
+    cut = np.asarray(img.crop(tuple(round(v) for v in box)).resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+    assert np.abs(cut - np.asarray(proc.transform_image(img), np.float32)).mean() < 3
+    shifted = np.asarray(img.crop((0, 0, 361, 361)).resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+    assert np.abs(shifted - np.asarray(proc.transform_image(img), np.float32)).mean() > 10  # another box differs

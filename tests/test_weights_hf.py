@@ -94,6 +94,9 @@ def test_resampled_posemb_matches_interpolate_pos_encoding(transformers, tmp_pat
     x = images(size=48)
     want = _outputs(ref, x, interpolate_pos_encoding=True).last_hidden_state
     assert max_diff(model.forward_features(x), want) <= TOL
+    native = vitkit.from_pretrained(tmp_path / "m")  # another input size at run time: the same numerics
+    assert native.config.posemb_resample == "hf"
+    assert max_diff(native.forward_features(x), want) <= TOL
 
 
 def test_preprocessing_read_from_preprocessor_config(transformers, tmp_path):

@@ -200,9 +200,20 @@ def test_cli_weights(model, timm_file, capsys):
 @pytest.mark.parametrize("to", ["vitkit", "timm", "hf", "npz"])
 def test_cli_convert_verify(model, timm_file, tmp_path, capsys, to):
     dst = tmp_path / ("out.npz" if to == "npz" else "out")
-    assert main(["convert", str(timm_file), str(dst), "--to", to, "--verify"]) == 0
+    code = main(["convert", str(timm_file), str(dst), "--to", to, "--verify"])
     out = capsys.readouterr().out
-    assert "verify: max |difference|" in out
+    if to == "npz":  # an .npz runs with Google's tanh GELU: loaded on its own it differs, and verify says why
+        assert code == 1 and "act_layer='gelu' (reads back as 'gelu_tanh')" in out
+        assert max_diff(vitkit.from_pretrained(dst, num_heads=2, act_layer="gelu")(images()), model(images())) <= TOL
+        return
+    if to == "hf":  # transformers places an odd crop margin with floor, timm with round: a 1-pixel shift
+        assert code == 1 and "crop_rounding='round' (reads back as 'floor')" in out
+        assert main(["convert", str(timm_file), str(dst), "--to", to, "--verify", "--accept-loss"]) == 0
+        assert "max |difference|" in capsys.readouterr().out
+        assert max_diff(vitkit.from_pretrained(dst, num_heads=2)(images()), model(images())) <= TOL
+        return
+    assert code == 0, out
+    assert "max |difference|" in out
     assert float(out.rsplit(":", 1)[1]) <= TOL
     assert max_diff(vitkit.from_pretrained(dst, num_heads=2)(images()), model(images())) <= TOL
 

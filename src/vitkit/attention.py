@@ -103,18 +103,22 @@ def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
         return _last_from(model, None if _map_pooled(model) else model.forward_attention(x), x)
 
 
+Box = tuple[float, float, float, float]
+
+
 @torch.inference_mode()
 def _heatmaps(net: torch.nn.Module, img: Image.Image, methods: tuple[str, ...],
-              discard_ratio: float) -> dict[str, np.ndarray]:
-    """Unscaled (h, w) maps of ``img`` for each of ``methods``, from one preprocessing and at most one
-    ``forward_attention`` pass. The whole image is resized to the model's input (no crop)."""
-    processor = ImageProcessor.from_model(net, resize_mode="fixed", crop_pct=1.0, do_center_crop=False)
+              discard_ratio: float) -> tuple[dict[str, np.ndarray], Box]:
+    """Unscaled (h, w) maps of ``img`` for each of ``methods``, from the model's own preprocessing (the pixels
+    predict and features give it) and at most one ``forward_attention`` pass; and the box of ``img`` (left, top,
+    right, bottom) that the model saw."""
+    processor = ImageProcessor.from_model(net)
     x = processor(img).to(next(net.parameters()).device)  # (1, C, H, W)
     if "rollout" in methods:
         _check_discard_ratio(discard_ratio)
     maps = net.forward_attention(x) if "rollout" in methods or not _map_pooled(net) else None
     return {m: (_rollout_from(net, maps, x, discard_ratio) if m == "rollout" else _last_from(net, maps, x))[0]
-            .cpu().numpy() for m in methods}
+            .cpu().numpy() for m in methods}, processor.view_box(img.width, img.height)
 
 
 def _min_max(heat: np.ndarray) -> np.ndarray:
@@ -124,16 +128,21 @@ def _min_max(heat: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- drawing
 def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, alpha: float = 0.5,
-            cmap: str = "jet") -> Image.Image:
-    """Blend a (h, w) map, scaled to [0, 1] and stretched to the image's size, over the image (RGB)."""
+            cmap: str = "jet", box: Box | None = None) -> Image.Image:
+    """Blend a (h, w) map, scaled to [0, 1] and stretched over ``box`` (left, top, right, bottom; default: the
+    whole image), over the image (RGB); outside the box the image is shown as it is."""
     import matplotlib
 
+    left, top, right, bottom = (round(v) for v in (box or (0, 0, image.width, image.height)))
     heat = _min_max(torch.as_tensor(heatmap, dtype=torch.float32).cpu().numpy())
-    heat_img = Image.fromarray(heat.astype(np.float32), mode="F").resize(image.size, Image.Resampling.BILINEAR)
-    colored = matplotlib.colormaps[cmap](np.clip(np.asarray(heat_img), 0, 1))[..., :3]  # (H, W, 3) in [0, 1]
+    size = (max(right - left, 1), max(bottom - top, 1))
+    heat_img = Image.fromarray(heat.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR)
+    colored = matplotlib.colormaps[cmap](np.clip(np.asarray(heat_img), 0, 1))[..., :3]  # (h, w, 3) in [0, 1]
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    blended = (1 - alpha) * base + alpha * colored
-    return Image.fromarray(np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8))
+    region = base[top:top + size[1], left:left + size[0]]
+    base[top:top + size[1], left:left + size[0]] = (1 - alpha) * region + alpha * colored[:region.shape[0],
+                                                                                          :region.shape[1]]
+    return Image.fromarray(np.clip(base * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
 # the annotated figure: the overlay at its own pixel size, a title band above, a colour bar to the right
@@ -215,15 +224,15 @@ def _check_method(method: str) -> None:
 def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, weights: Any = None,
                   method: str = "rollout", discard_ratio: float = 0.0,
                   device: str | torch.device | None = None) -> tuple[Image.Image, np.ndarray]:
-    """The image and its attention map (h, w) in [0, 1] for ``method`` 'rollout' or 'last'.
-
-    The whole image is resized to the model's input (no crop), so the map covers all of it.
+    """The part of the image the model sees (its own preprocessing: e.g. the centre crop) and the attention map
+    (h, w) in [0, 1] over that part, for ``method`` 'rollout' or 'last'.
     """
     _check_method(method)
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):
-        return img, _min_max(_heatmaps(net, img, (method,), discard_ratio)[method])
+        heats, box = _heatmaps(net, img, (method,), discard_ratio)
+    return img.crop(tuple(round(v) for v in box)), _min_max(heats[method])
 
 
 def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.PathLike, *, model: ModelSpec,
@@ -241,12 +250,14 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):
-        heats = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
+        heats, box = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
         random = isinstance(model, str) and weights is None and is_registered(model)
         title = _title(net, model, "panels" if panels else method, img, random=random)
     shown = img.copy()
     shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
-    overlays = {m: overlay(shown, heat, alpha=alpha) for m, heat in heats.items()}  # overlay scales each map
+    scale = shown.width / img.width
+    box = (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)  # the model's view, in shown pixels
+    overlays = {m: overlay(shown, heat, alpha=alpha, box=box) for m, heat in heats.items()}  # each map scaled
     out.parent.mkdir(parents=True, exist_ok=True)
     if panels:
         _panels(shown, {"attention rollout" if k == "rollout" else "last-layer attention": v

@@ -16,6 +16,9 @@ from .errors import ConfigError
 GLOBAL_POOLS = ("token", "avg", "map", "none")
 NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
+POSEMBS = ("learn", "sincos2d")  # learned position embeddings, or big_vision's fixed 2-D sin-cos ones
+# How position embeddings are resampled to another grid, named by the code whose numbers they give (posemb.py)
+POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -182,6 +185,10 @@ class ViTConfig:
     patch_bias: bool | None = None
     fc_norm: bool | None = None
     final_norm: bool = True
+    # 'sincos2d': no learned tensor; fixed sin-cos embeddings of the patch grid (big_vision), added to patches only
+    posemb: str = "learn"
+    # resampling of position embeddings to another grid (at load and for other input sizes); None: timm's
+    posemb_resample: str | None = None
 
     def __post_init__(self) -> None:
         check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -233,6 +240,11 @@ class ViTConfig:
         self._choice("global_pool", GLOBAL_POOLS)
         self._choice("norm_layer", NORM_LAYERS)
         self._choice("act_layer", ACT_LAYERS)
+        self._choice("posemb", POSEMBS)
+        if self.posemb_resample is not None:
+            self._choice("posemb_resample", POSEMB_RESAMPLES)
+        if self.posemb == "sincos2d" and self.embed_dim % 4:
+            self._fail("embed_dim", self.embed_dim, "a multiple of 4 with posemb='sincos2d' (four sin/cos quarters)")
         if self.global_pool == "token" and not self.class_token:
             self._fail("global_pool", self.global_pool,
                        "'avg', 'map' or 'none' when class_token=False (token pooling reads the class token)")
@@ -330,7 +342,9 @@ class PretrainedCfg:
     mean: tuple[float, ...] = HALF
     std: tuple[float, ...] = HALF
     crop_pct: float = 0.9
-    crop_mode: str = "center"  # 'center': shorter side to size / crop_pct, centre crop; 'squash': resize to size
+    # 'center': shorter side to size / crop_pct, centre crop; 'squash': both sides to size / crop_pct, centre crop
+    crop_mode: str = "center"
+    crop_rounding: str = "round"  # an odd crop margin: 'round' (torchvision, timm) or 'floor' (transformers)
     interpolation: str = "bicubic"
     num_classes: int = 1000
     label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
@@ -373,6 +387,16 @@ class PretrainedCfg:
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order, tuples as lists (JSON-ready)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def resize_size(self) -> tuple[int, int]:
+        """(h, w) the image is resized to before the centre crop: ``floor(size / crop_pct)`` as timm computes it,
+        except that a quotient within float error of an integer is that integer (224 / (224/235) gives 235)."""
+        def scaled(size: int) -> int:
+            exact = size / self.crop_pct
+            return round(exact) if abs(exact - round(exact)) < 1e-6 else int(exact // 1)
+
+        return scaled(self.input_size[1]), scaled(self.input_size[2])
 
     def replace(self, **changes: Any) -> PretrainedCfg:
         """A copy with some fields changed (lists normalised to tuples, as ``from_dict`` does)."""

@@ -23,7 +23,7 @@ from .layers import (
     init_module,
     init_parameter,
 )
-from .posemb import resample_posemb
+from .posemb import posemb_sincos_2d, resample_posemb
 
 OUTPUT_FORMATS = ("NCHW", "NLC")
 
@@ -75,7 +75,10 @@ class VisionTransformer(nn.Module):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.distilled else None
         self.reg_token = nn.Parameter(torch.zeros(1, c.reg_tokens, c.embed_dim)) if c.reg_tokens else None
         embed_len = c.num_patches if c.no_embed_class else c.num_patches + c.num_prefix_tokens
-        self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, c.embed_dim))
+        if c.posemb == "sincos2d":  # computed for each input's grid; an empty placeholder keeps the attribute
+            self.register_buffer("pos_embed", torch.zeros(1, 0, c.embed_dim), persistent=False)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, c.embed_dim))
         self.pos_drop = nn.Dropout(c.drop_rate)
         self.norm_pre = norm_layer(c.embed_dim) if c.pre_norm else nn.Identity()
 
@@ -188,9 +191,12 @@ class VisionTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
         embedded_prefix = 0 if self.config.no_embed_class else self.num_prefix_tokens
-        pos_embed = resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix,
-                                    old_grid=self.config.grid_size)
-        if self.config.no_embed_class:
+        if self.config.posemb == "sincos2d":  # big_vision: fixed, for this grid, added to patches only
+            pos_embed = posemb_sincos_2d(grid, self.embed_dim, dtype=x.dtype, device=x.device)
+        else:
+            pos_embed = resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix,
+                                        old_grid=self.config.grid_size, style=self.config.posemb_resample or "timm")
+        if self.config.no_embed_class or self.config.posemb == "sincos2d":
             # position embeddings cover patches only (DeiT-III, big_vision): add, then concatenate
             x = torch.cat(prefix + [x + pos_embed], dim=1)
         else:

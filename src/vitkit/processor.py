@@ -8,9 +8,7 @@ fixed size, optionally centre-crop). Pixel values equal those references' for th
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +21,8 @@ from PIL import Image
 from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
 from .data.images import load_image, to_mode
 from .data.transforms import (
-    PIL_CODES,
     center_crop,
+    crop_offset,
     normalize,
     pair,
     resample_filter,
@@ -33,7 +31,9 @@ from .data.transforms import (
     to_tensor,
 )
 from .errors import ConfigError, ImageError, InputSizeError
-from .runtime import pretrained_cfg_of
+from .runtime import inference, pretrained_cfg_of
+from .weights.hf import processor_to_pretrained_cfg
+from .weights.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ImageProcessor:
         self.crop_pct = float(crop_pct)
         self.resize_mode = resize_mode
         if resize_size is None:
-            resize_size = tuple(math.floor(s / crop_pct) for s in self.size)
+            resize_size = PretrainedCfg(input_size=(3, *self.size), crop_pct=crop_pct).resize_size
         self.resize_size = pair(resize_size, "resize_size")
         self.interpolation = resample_filter(interpolation).name.lower()
         self.mean = tuple(float(m) for m in mean)
@@ -98,7 +98,8 @@ class ImageProcessor:
         centre crop) or, for ``crop_mode='squash'`` (SigLIP), a resize of the whole image to the input size."""
         settings = dict(size=tuple(cfg.input_size[1:]), crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
                         mean=cfg.mean, std=cfg.std, mode="L" if cfg.input_size[0] == 1 else "RGB",
-                        resize_mode="fixed" if cfg.crop_mode == "squash" else "shorter")
+                        resize_mode="fixed" if cfg.crop_mode == "squash" else "shorter",
+                        crop_rounding=cfg.crop_rounding)
         return cls(**{**settings, **overrides})
 
     @classmethod
@@ -114,45 +115,24 @@ class ImageProcessor:
         return cls.from_pretrained_cfg(cfg, **overrides)
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> ImageProcessor:
-        """From a Hugging Face ``preprocessor_config.json`` dict (ViT/DeiT-style image processors)."""
-        size = config.get("size", {"height": 224, "width": 224})
-        crop = config.get("crop_size")
-        do_crop = bool(config.get("do_center_crop", False)) and crop is not None
-        if isinstance(size, int):
-            size = {"height": size, "width": size}
-        if "shortest_edge" in size:
-            mode, resize_size = "shorter", (size["shortest_edge"],) * 2
-        elif "height" in size and "width" in size:
-            mode, resize_size = "fixed", (size["height"], size["width"])
-        else:
-            raise ConfigError(f"Hugging Face image processor size {size!r} is not supported: expected "
-                              f"{{'height', 'width'}} or {{'shortest_edge'}}.")
-        if do_crop:
-            out = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
-        elif mode == "fixed":
-            out = resize_size
-        else:
-            raise ConfigError("A Hugging Face processor that resizes the shortest edge without a centre crop gives "
-                              "images of varying size; set do_center_crop and crop_size.")
-        return cls(size=out, resize_size=resize_size,
-                   resize_mode=mode if config.get("do_resize", True) else "none",
-                   interpolation=PIL_CODES.get(config.get("resample", 2), "bilinear"),
-                   mean=config.get("image_mean", (0.5, 0.5, 0.5)), std=config.get("image_std", (0.5, 0.5, 0.5)),
-                   do_center_crop=do_crop, crop_rounding="floor",
-                   rescale_factor=config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) else None,
-                   do_normalize=config.get("do_normalize", True))
+    def from_hf_config(cls, config: dict[str, Any], where: str = "preprocessor_config.json",
+                       **overrides: Any) -> ImageProcessor:
+        """From a Hugging Face ``preprocessor_config.json`` dict (ViT/DeiT-style image processors), read into a
+        ``PretrainedCfg`` as loading an HF folder does (a setting it cannot express raises CheckpointError)."""
+        fields = processor_to_pretrained_cfg(config, where)
+        return cls.from_pretrained_cfg(PretrainedCfg.from_dict(fields), **overrides)
 
     @classmethod
     def from_pretrained(cls, name_or_source: str | os.PathLike, **overrides: Any) -> ImageProcessor:
-        """From a registry name, a Hugging Face folder (its preprocessor_config.json), or any source
-        ``vitkit.load_model`` reads (a saved vitkit model, a checkpoint, an ``hf-hub:`` id); the weights are
-        not loaded, only the checkpoint's headers and config files are read."""
-        source = str(name_or_source)
-        hf_file = Path(source) / "preprocessor_config.json"
-        if hf_file.is_file() and not overrides:
-            return cls.from_hf_config(json.loads(hf_file.read_text()))
-        return cls.from_pretrained_cfg(pretrained_cfg_of(source), **overrides)
+        """From a registry name, or any source ``vitkit.load_model`` reads (a saved vitkit model, a Hugging Face
+        folder, a checkpoint, an ``hf-hub:`` id): the ``PretrainedCfg`` a model loaded from it gets, read off the
+        checkpoint's headers and config files only (no weights are loaded), so the pixels are those that
+        ``predict``, ``features`` and ``attention`` give that model."""
+        folder = Path(os.fspath(name_or_source))
+        hf_file = folder / "preprocessor_config.json"
+        if hf_file.is_file() and not (folder / "config.json").is_file():  # a processor saved on its own
+            return cls.from_hf_config(read_json(hf_file), os.fspath(hf_file), **overrides)
+        return cls.from_pretrained_cfg(pretrained_cfg_of(os.fspath(name_or_source)), **overrides)
 
     # ------------------------------------------------------------------ processing
     def _resized(self, img: Image.Image) -> Image.Image:
@@ -161,6 +141,19 @@ class ImageProcessor:
         if self.resize_mode == "fixed":
             return resize(img, self.resize_size, self.interpolation)
         return img
+
+    def view_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the part of a ``width`` x ``height`` image that the processed image
+        shows, in the image's pixels (for drawing a map of the model's input over the original image)."""
+        probe = Image.new("L", (width, height))
+        resized = self._resized(probe).size if self.resize_mode != "none" else probe.size  # (w, h)
+        left, top, right, bottom = 0.0, 0.0, float(resized[0]), float(resized[1])
+        if self.do_center_crop:
+            top = float(crop_offset(resized[1], self.size[0], self.crop_rounding))
+            left = float(crop_offset(resized[0], self.size[1], self.crop_rounding))
+            right, bottom = left + self.size[1], top + self.size[0]
+        sx, sy = width / resized[0], height / resized[1]
+        return (max(left * sx, 0.0), max(top * sy, 0.0), min(right * sx, width), min(bottom * sy, height))
 
     def transform_image(self, img: Image.Image) -> Image.Image:
         """The geometric part only: resize and centre-crop (for display and overlays)."""
@@ -197,6 +190,30 @@ class ImageProcessor:
 
     def __repr__(self) -> str:
         return f"ImageProcessor({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+
+def sample_photos() -> list[Image.Image]:
+    """Real photos that ship with scikit-learn (two of 427x640) and a small, tall 80x40 cut of one."""
+    from sklearn.datasets import load_sample_images
+
+    arrays = load_sample_images().images
+    return [Image.fromarray(a) for a in arrays] + [Image.fromarray(np.ascontiguousarray(arrays[0][100:180, 200:240]))]
+
+
+@torch.no_grad()
+def compare_on_images(a: torch.nn.Module, b: torch.nn.Module, images: Sequence[ImageInput]) -> tuple[float, bool]:
+    """Each model on ``images`` through its own preprocessing (``ImageProcessor.from_model``): the largest
+    |difference| of their outputs (of their pooled features when their heads differ), and whether every top-1
+    class agrees (True when there are no heads to compare)."""
+    with inference(a), inference(b):
+        heads = getattr(a, "num_classes", 0) == getattr(b, "num_classes", 0) and getattr(a, "num_classes", 0) > 0
+        outs = []
+        for net in (a, b):
+            x = ImageProcessor.from_model(net)(images).to(next(net.parameters()).device)  # (B, C, H, W)
+            out = net(x) if heads else net.forward_head(net.forward_features(x), pre_logits=True)
+            outs.append(out.float().cpu())
+    diff = float((outs[0] - outs[1]).abs().max())
+    return diff, (not heads) or bool((outs[0].argmax(-1) == outs[1].argmax(-1)).all())
 
 
 def _as_pil(image: ImageInput, mode: str) -> Image.Image:

@@ -266,7 +266,7 @@ def _create(entry: ModelEntry, pretrained: Any, *, num_classes: int | None, img_
         pretrained = _fetch_published(entry.name if pcfg.tag is None else f"{entry.name}.{pcfg.tag}")
     if pretrained is not None and pretrained is not False:
         return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device,
-                               model_name=entry.name)
+                               model_name=entry.name, explicit=tuple(overrides))
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = VisionTransformer(config)
     model.pretrained_cfg = pcfg

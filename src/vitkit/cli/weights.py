@@ -26,6 +26,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from ..processor import compare_on_images, sample_photos
     from ..registry import known_configs
     from ..weights import convert
 
@@ -33,13 +34,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
     result = convert(args.src, args.dst, to=args.to, format=args.format, verify=args.verify,
                      strict=not args.not_strict, known=known_configs(), **overrides)
     print(f"wrote {result.path} ({result.format})")
-    if result.max_diff is None:
+    if result.source_model is None or result.written_model is None:
         return 0
-    print(f"verify: max |difference| of features and outputs, {args.src} vs {result.path}: {result.max_diff:.3g}")
-    if result.max_diff > VERIFY_TOLERANCE:
-        print(f"verify: FAILED (more than {VERIFY_TOLERANCE:g})")
-        return 1
-    return 0
+    photos = sample_photos()
+    diff, same_top1 = compare_on_images(result.source_model, result.written_model, photos)
+    for item in result.lost:
+        print(f"verify: {result.path} loaded on its own ({result.format}) does not keep {item}")
+    for item in result.elsewhere:
+        print(f"verify: note: {result.path} runs other input sizes with {item}")
+    problems = [f"{len(result.lost)} setting(s) not kept"] if result.lost else []
+    if diff > VERIFY_TOLERANCE:
+        problems.append(f"outputs differ by more than {VERIFY_TOLERANCE:g}" + ("" if same_top1 else ", top-1 changes"))
+    print(f"verify: {args.src} and {result.path}, each loaded on its own and run on {len(photos)} photos through "
+          f"its own preprocessing, max |difference|: {diff:.3g}")
+    if not problems:
+        return 0
+    if args.accept_loss:
+        print(f"verify: accepted ({'; '.join(problems)})")
+        return 0
+    print(f"verify: FAILED ({'; '.join(problems)}); pass --accept-loss to accept the differences")
+    return 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,13 +70,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "convert", help="convert a checkpoint to another format",
-        description="Load SRC (any supported format), write it to DST as --to FORMAT. With --verify, reload "
-                    "DST and print the largest output difference against SRC on the same random input.")
+        description="Load SRC (any supported format), write it to DST as --to FORMAT. With --verify, load DST on "
+                    "its own and SRC on its own, run both on real photos through their own preprocessing, print "
+                    "the largest output difference and every setting DST does not keep (exit 1 unless "
+                    "--accept-loss).")
     p.add_argument("src", help="source checkpoint file, folder or hf-hub:ORG/NAME")
     p.add_argument("dst", help="destination file (.safetensors, .npz) or folder")
     p.add_argument("--to", required=True, choices=FORMATS, help="format to write")
     p.add_argument("--format", "--from", dest="format", choices=FORMATS, help="format of SRC (default: detect)")
-    p.add_argument("--verify", action="store_true", help="reload DST and compare outputs with SRC")
+    p.add_argument("--verify", action="store_true",
+                   help="load DST on its own (as the target library would) and compare it with SRC on real photos, "
+                        "each through its own preprocessing; exit 1 naming what DST does not keep")
+    p.add_argument("--accept-loss", action="store_true",
+                   help="with --verify: report the differences but exit 0")
     p.add_argument("--num-classes", type=int, help="a new class count (the head is re-initialised)")
     p.add_argument("--img-size", type=int, help="a new input size (position embeddings resampled)")
     p.add_argument("--not-strict", action="store_true", help="load what fits, initialise the rest")

@@ -87,7 +87,7 @@ def resize_keep_ratio(img: Image.Image, size: int | tuple[int, int],
     return resize(img, target, interpolation)
 
 
-def _crop_offsets(length: int, crop: int, rounding: str) -> int:
+def crop_offset(length: int, crop: int, rounding: str) -> int:
     if rounding == "round":  # torchvision: int(round(x / 2.0)), Python's round half to even
         return int(round((length - crop) / 2.0))
     return (length - crop) // 2  # Hugging Face
@@ -103,7 +103,7 @@ def center_crop(img: Image.Image, size: int | tuple[int, int], *, rounding: str 
     ch, cw = pair(size, "crop size")
     if img.height < ch or img.width < cw:
         img = _pad_to(img, ch, cw, rounding)
-    top, left = _crop_offsets(img.height, ch, rounding), _crop_offsets(img.width, cw, rounding)
+    top, left = crop_offset(img.height, ch, rounding), crop_offset(img.width, cw, rounding)
     if (top, left, ch, cw) == (0, 0, img.height, img.width):
         return img
     return img.crop((left, top, left + cw, top + ch))

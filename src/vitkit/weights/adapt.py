@@ -14,7 +14,7 @@ import torch
 
 from ..config import ViTConfig
 from ..errors import CheckpointError
-from ..posemb import RESAMPLE_STYLES, resample_patch_embed, resample_posemb
+from ..posemb import resample_patch_embed, resample_posemb, style_name
 
 HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
 PRE_LOGITS_KEYS = ("pre_logits.fc.weight", "pre_logits.fc.bias")
@@ -29,9 +29,40 @@ class Adapted:
     notes: list[str] = field(default_factory=list)
 
 
-def _style_name(style: str) -> str:
-    opts = RESAMPLE_STYLES[style]
-    return f"{opts['mode']}{', antialias' if opts['antialias'] else ''}"
+# The code each family's files are run with by default: a file computes what that code computes with it
+REFERENCE = {"npz": "Google's Flax code", "timm": "timm", "hf": "transformers", "vitkit": "vitkit"}
+# The fields, besides the tensors, that decide a checkpoint's numbers (a family's hints state them)
+NUMERICS = ("act_layer", "norm_eps", "posemb_resample")
+TIMM_NUMERICS = {"npz": {"act_layer": "gelu", "posemb_resample": "timm"}}  # how timm runs a family's files
+
+
+def load_style(config: ViTConfig, family_style: str) -> str:
+    """The resampling used at load: the config's when it names one, else the family's reference loader's.
+
+    'timm' on a Google file means what timm does with such files (its npz loader: bilinear, corners not aligned).
+    """
+    style = config.posemb_resample or family_style
+    return "timm_npz" if style == "timm" and family_style in ("google", "timm_npz") else style
+
+
+def numerics_line(config: ViTConfig, family: str, stated: dict[str, object]) -> str:
+    """One line saying which numerics a model loaded from a ``family`` file runs with, and how they differ from
+    the ones its files state (e.g. a Google file asked to run with timm's numbers)."""
+    resample = config.posemb_resample or "timm"
+    now = (f"act_layer={config.act_layer!r}, norm_eps={config.norm_eps:g}, "
+           f"posemb_resample={resample!r} ({style_name(resample)})")
+    if config.posemb == "sincos2d":
+        now += ", posemb='sincos2d'"
+    reference = REFERENCE.get(family, family)
+    departs = {k: v for k, v in stated.items() if k in NUMERICS and getattr(config, k) != v}
+    if departs:
+        told = ", ".join(f"{k}={v!r}" for k, v in departs.items())
+        return f"numerics: {now}; not {reference}'s ({told})"
+    line = f"numerics: {now}, as {reference} runs this file"
+    timm = TIMM_NUMERICS.get(family)
+    if timm:
+        line += f" ({', '.join(f'{k}={v!r}' for k, v in timm.items())} give timm's numbers)"
+    return line
 
 
 def adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -66,7 +97,8 @@ def _patch_embed(out: Adapted, expected: Mapping[str, Shape], style: str) -> Non
         out.notes.append(f"{key}: {w.shape[1]} input channels adapted to {want[1]}")
         w = adapt_in_chans(w, want[1])
     if tuple(w.shape[2:]) != tuple(want[2:]):
-        out.notes.append(f"{key}: patch {tuple(w.shape[2:])} resampled to {tuple(want[2:])} ({_style_name(style)})")
+        style = "timm_npz" if style == "google" else style  # Google's loaders do not resample kernels; timm's do
+        out.notes.append(f"{key}: patch {tuple(w.shape[2:])} resampled to {tuple(want[2:])} ({style_name(style)})")
         w = resample_patch_embed(w, (want[2], want[3]), style=style)
     out.state[key] = w
 
@@ -88,7 +120,7 @@ def _pos_embed(out: Adapted, expected: Mapping[str, Shape], config: ViTConfig, s
     out.state[key] = resample_posemb(pe, config.grid_size, num_prefix_tokens=prefix, old_grid=tuple(grid),
                                      style=style)
     out.notes.append(f"{key}: grid {grid[0]}x{grid[1]} resampled to {config.grid_size[0]}x{config.grid_size[1]} "
-                     f"({_style_name(style)}), {prefix} prefix token(s) kept")
+                     f"({style_name(style)}), {prefix} prefix token(s) kept")
 
 
 def _heads(out: Adapted, expected: Mapping[str, Shape]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ViTConfig
+from ..config import HALF, ViTConfig
 from ..data.transforms import PIL_CODES
 from ..errors import CheckpointError
 from .formats import Family
@@ -120,6 +120,7 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
     siglip = "embeddings.patch_embedding.weight" in tensors
     hints: dict[str, Any] = {"norm_eps": 1e-6, "act_layer": "gelu_tanh"} if siglip else {
         "norm_eps": 1e-12, "act_layer": "gelu"}  # the defaults of SiglipVisionConfig and ViTConfig
+    hints["posemb_resample"] = "hf"  # interpolate_pos_encoding's numerics, at load and for other input sizes
     config = _vision_config(ckpt)
     hints.update({ours: config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in config})
     if "hidden_act" in config:
@@ -130,23 +131,76 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
     return hints
 
 
+def _hw(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value["height"]), int(value["width"]))
+
+
+def _geometry(pp: dict[str, Any], refused: list[str]) -> dict[str, Any]:
+    """input size, crop_pct and crop_mode of a ViT/DeiT-style processor's resize and centre crop."""
+    size = pp.get("size") or {"height": 224, "width": 224}
+    size = {"height": size, "width": size} if isinstance(size, int) else size
+    crop = _hw(pp["crop_size"]) if pp.get("do_center_crop") and pp.get("crop_size") else None
+    if "shortest_edge" in size:  # shorter side to the edge, then centre crop: timm's rule
+        if crop is None or crop[0] != crop[1]:
+            refused.append("a shortest-edge resize without a square centre crop")
+            return {}
+        return dict(input_size=(3, *crop), crop_pct=crop[0] / size["shortest_edge"], crop_mode="center")
+    if "height" not in size or "width" not in size:
+        refused.append(f"size={size!r}")
+        return {}
+    resized = (size["height"], size["width"])  # both sides resized (squashed), then maybe centre-cropped
+    out = crop or resized
+    if abs(out[0] / resized[0] - out[1] / resized[1]) > 1e-9:
+        refused.append(f"a crop of {out} from {resized} (another fraction of each side)")
+    return dict(input_size=(3, *out), crop_pct=out[0] / resized[0], crop_mode="squash")
+
+
+def processor_to_pretrained_cfg(pp: dict[str, Any], where: str) -> dict[str, Any]:
+    """``PretrainedCfg`` fields of a ``preprocessor_config.json``; a setting it cannot express raises, naming it."""
+    refused = []
+    if not pp.get("do_resize", True):
+        refused.append("do_resize=False")
+    if not pp.get("do_rescale", True) or abs(float(pp.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-12:
+        refused.append(f"rescale_factor={pp.get('rescale_factor')} (do_rescale={pp.get('do_rescale', True)})")
+    if not pp.get("do_normalize", True):
+        refused.append("do_normalize=False")
+    if pp.get("resample", 2) not in PIL_CODES:
+        refused.append(f"resample={pp.get('resample')!r}")
+    out = _geometry(pp, refused)
+    if refused:
+        raise CheckpointError(f"{where}: vitkit's preprocessing (PretrainedCfg) cannot express {'; '.join(refused)}. "
+                              "Edit the file to a resize + centre crop + rescale by 1/255 + normalize, or pass "
+                              "explicit settings to ImageProcessor.")
+    out.update(interpolation=PIL_CODES[pp.get("resample", 2)], crop_rounding="floor",  # transformers floors margins
+               mean=pp.get("image_mean", HALF), std=pp.get("image_std", HALF))
+    return out
+
+
+def _label_names(config: dict[str, Any]) -> tuple[str, ...] | None:
+    """Class names from ``id2label`` (None when they are transformers' placeholders LABEL_0, LABEL_1, ...)."""
+    id2label = config.get("id2label") or {}
+    try:
+        names = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    except (TypeError, ValueError):
+        return None
+    if sorted(int(k) for k in id2label) != list(range(len(names))) or names == _placeholders(len(names)):
+        return None
+    return names
+
+
+def _placeholders(n: int) -> tuple[str, ...]:
+    return tuple(f"LABEL_{i}" for i in range(n))
+
+
 def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
     pp = ckpt.extra.get("preprocessor_config.json")
-    multi_label = (ckpt.config or {}).get("problem_type") == MULTI_LABEL
-    if not pp:
-        return {"multi_label": True} if multi_label else None
-    out: dict[str, Any] = {"multi_label": True} if multi_label else {}
-    if "image_mean" in pp and "image_std" in pp:
-        out.update(mean=pp["image_mean"], std=pp["image_std"])
-    if pp.get("resample") in RESAMPLE:
-        out["interpolation"] = RESAMPLE[pp["resample"]]
-    size, crop = pp.get("size") or {}, pp.get("crop_size") or {}
-    side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
-    if pp.get("do_center_crop") and isinstance(crop, dict) and crop.get("height") and side:
-        out["crop_pct"] = crop["height"] / side
-    elif side:
-        out["crop_pct"] = 1.0
-    return out
+    out = processor_to_pretrained_cfg(pp, f"{ckpt.path}/preprocessor_config.json") if pp else {}
+    if (ckpt.config or {}).get("problem_type") == MULTI_LABEL:
+        out["multi_label"] = True
+    names = _label_names(ckpt.config or {})
+    if names:
+        out["label_names"] = names
+    return out or None
 
 
 # ---------------------------------------------------------------------- writing
@@ -164,6 +218,7 @@ UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
      "layers without bias"),
     (lambda c: c.patch_size[0] != c.patch_size[1] or (c.global_pool == "map" and c.img_size[0] != c.img_size[1]),
      "non-square patches (or a non-square SigLIP input)"),
+    (lambda c: c.posemb != "learn", "fixed sin-cos position embeddings (posemb='sincos2d')"),
 ]
 
 
@@ -192,21 +247,34 @@ def hf_config_json(config: ViTConfig, arch: str) -> dict[str, Any]:
     out.update(qkv_bias=c.qkv_bias, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                pooler_output_size=c.representation_size or c.embed_dim, pooler_act="tanh",
                encoder_stride=c.patch_size[0])
-    if c.num_classes:
-        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_classes)}
-        out["label2id"] = {f"LABEL_{i}": i for i in range(c.num_classes)}
     return out
 
 
+def labels_json(names: tuple[str, ...] | None, num_classes: int) -> dict[str, Any]:
+    """``id2label`` / ``label2id`` of the class names (transformers' LABEL_i placeholders without them)."""
+    if not num_classes:
+        return {}
+    names = names if names is not None and len(names) == num_classes else _placeholders(num_classes)
+    return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+
+
 def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
+    """The model's PretrainedCfg as transformers' ViTImageProcessor settings that give the same pixels (what they
+    cannot say, e.g. lanczos or timm's rounding of odd crop margins, `convert --verify` reports)."""
     pcfg = getattr(model, "pretrained_cfg", None)
     if pcfg is None:
         return None
-    resample = RESAMPLE_CODES.get(pcfg.interpolation, RESAMPLE_CODES["bicubic"])
+    h, w = model.config.img_size
+    resized = pcfg.replace(input_size=(model.config.in_chans, h, w)).resize_size
+    # transformers has no keep-ratio resize to a non-square size: such a model is written squashed (and
+    # `convert --verify` reports the change)
+    squash = pcfg.crop_mode == "squash" or h != w
+    size = {"height": resized[0], "width": resized[1]} if squash else {"shortest_edge": resized[0]}
+    crop = not squash or resized != (h, w)
     return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_rescale": True,
             "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(pcfg.mean),
-            "image_std": list(pcfg.std), "resample": resample,
-            "size": {"height": model.config.img_size[0], "width": model.config.img_size[1]}}
+            "image_std": list(pcfg.std), "resample": RESAMPLE_CODES.get(pcfg.interpolation, RESAMPLE_CODES["bicubic"]),
+            "size": size, "do_center_crop": crop, "crop_size": {"height": h, "width": w}}
 
 
 def write(model: VisionTransformer, path: Path) -> Path:
@@ -223,8 +291,10 @@ def write(model: VisionTransformer, path: Path) -> Path:
         raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
                               "Save with format='vitkit' or 'timm' instead.")
     write_safetensors(out.tensors, path / "model.safetensors")
-    config = hf_config_json(model.config, arch)
-    if getattr(getattr(model, "pretrained_cfg", None), "multi_label", False):
+    pcfg = getattr(model, "pretrained_cfg", None)
+    names = pcfg.label_names if pcfg is not None and isinstance(pcfg.label_names, tuple) else None
+    config = {**hf_config_json(model.config, arch), **labels_json(names, model.config.num_classes)}
+    if getattr(pcfg, "multi_label", False):
         config["problem_type"] = MULTI_LABEL
     write_json(config, path / "config.json")
     preprocessor = preprocessor_json(model)

@@ -72,6 +72,21 @@ def _pooling(shapes: Shapes, class_token: bool) -> dict[str, Any]:
     return {"global_pool": "avg", "fc_norm": False}  # norm then mean over patches (big_vision 'gap')
 
 
+def _sincos_grid(shapes: Shapes, hints: Mapping[str, Any], patch: tuple[int, int]) -> tuple[bool, tuple[int, int]]:
+    """(no_embed_class, patch grid) of a checkpoint without a position tensor: fixed sin-cos embeddings
+    (big_vision's posemb='sincos2d') of the grid the stated image size gives."""
+    if hints.get("posemb") != "sincos2d":
+        raise CheckpointError("The checkpoint has patch and block tensors but no position embedding tensor "
+                              "(pos_embed, or Google's pos_embedding): it was probably trained with fixed sin-cos "
+                              "position embeddings (big_vision's posemb='sincos2d'). Load it with posemb='sincos2d' "
+                              "and its img_size, e.g. from_pretrained(FILE, posemb='sincos2d', img_size=224).")
+    if "img_size" not in hints:
+        raise CheckpointError("A posemb='sincos2d' checkpoint does not store its image size (it has no position "
+                              "tensor to read it from). Pass img_size=..., e.g. img_size=224.")
+    h, w = (hints["img_size"],) * 2 if isinstance(hints["img_size"], int) else hints["img_size"]
+    return True, (int(h) // patch[0], int(w) // patch[1])
+
+
 def _grid(shapes: Shapes, prefix: int, hints: Mapping[str, Any]) -> tuple[bool, tuple[int, int]]:
     """(no_embed_class, patch grid) from the position embedding's length."""
     tokens = _shape(shapes, "pos_embed", "image size")[1]
@@ -96,7 +111,10 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
     class_token = "cls_token" in shapes
     reg_tokens = shapes["reg_token"][1] if "reg_token" in shapes else 0
     prefix = int(class_token) + int("dist_token" in shapes) + reg_tokens
-    no_embed_class, grid = _grid(shapes, prefix, hints)
+    if "pos_embed" in shapes:
+        no_embed_class, grid = _grid(shapes, prefix, hints)
+    else:
+        no_embed_class, grid = _sincos_grid(shapes, hints, (ph, pw))
     fields: dict[str, Any] = dict(
         img_size=(grid[0] * ph, grid[1] * pw), patch_size=(ph, pw), in_chans=in_chans, embed_dim=dim,
         depth=max(blocks) + 1, mlp_ratio=_mlp_ratio(hidden, dim), class_token=class_token,
@@ -120,7 +138,9 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
 def infer_config(state: Mapping[str, torch.Tensor], hints: Mapping[str, Any] | None = None,
                  known: Known | None = None, **overrides: Any) -> ViTConfig:
     """The ViTConfig of a state dict under vitkit names, with ``hints`` then ``overrides`` applied."""
-    fields = infer_fields({k: tuple(v.shape) for k, v in state.items()}, hints, known)
+    # the position embedding's kind and the image size decide the grid of a file without a position tensor
+    stated = {k: overrides[k] for k in ("posemb", "img_size") if k in overrides}
+    fields = infer_fields({k: tuple(v.shape) for k, v in state.items()}, {**(hints or {}), **stated}, known)
     fields.update(overrides)
     return ViTConfig(**fields)
 

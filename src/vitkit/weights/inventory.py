@@ -15,6 +15,7 @@ import torch
 
 from ..config import PretrainedCfg, ViTConfig
 from ..errors import CheckpointError, VitkitError
+from .adapt import numerics_line
 from .families import detect_format
 from .infer import ARCH_FIELDS, Known, match_known
 from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
@@ -33,6 +34,7 @@ class Inventory:
     problems: list[str] = field(default_factory=list)  # why the format or architecture is unknown
     also_matches: list[str] = field(default_factory=list)  # other registered names of the same architecture
     training_state: list[str] | None = None  # a training checkpoint's top-level keys (weights under 'model')
+    numerics: str | None = None  # the activation, norm eps and resampling a model loaded from it runs with
 
     @property
     def num_params(self) -> int:
@@ -62,6 +64,7 @@ class Inventory:
                 "num_bytes": self.num_bytes, "dtypes": self.dtypes(), "matches": self.matches,
                 "config": self.config.to_dict() if self.config else None, "problems": self.problems,
                 "also_matches": self.also_matches, "training_state": self.training_state,
+                "numerics": self.numerics,
                 "tensors": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in self.in_natural_order()]}
 
     def in_natural_order(self) -> list[tuple[str, tuple[int, ...], str]]:
@@ -81,6 +84,8 @@ class Inventory:
                  f"format:       {self.format or 'unknown'}",
                  f"architecture: {self.architecture()}",
                  f"tensors:      {len(self.tensors)} ({dtypes}), {self.num_params:,} parameters"]
+        if self.numerics:
+            lines.append(f"numerics:     {self.numerics.removeprefix('numerics: ')}")
         lines += [f"note:         {p}" for p in self.problems]
         ordered = self.in_natural_order()
         shown = ordered if limit is None else ordered[:limit]
@@ -173,6 +178,7 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None, know
         inv.config = stated_config(converted, known, inv.path)
         inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config, inv.path)
         inv.matches, inv.also_matches = _matches(inv.config, known, stated=converted.model_name)
+        inv.numerics = numerics_line(inv.config, family.name, converted.hints)
     except VitkitError as exc:
         inv.problems.append(str(exc))
     return inv

@@ -108,7 +108,7 @@ class NpzTensors(TensorView):
             raise corrupt(self.path, "npz", f"the .npy header of {info.filename!r} is damaged "
                                             f"({type(exc).__name__}: {exc})") from None
         validate.check_npy_header(self.path, info.filename, shape, dtype, info.file_size - header_len)
-        return tuple(shape), str(dtype)
+        return tuple(shape), "bfloat16" if validate.is_bfloat16(dtype) else str(dtype)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._names:
@@ -117,6 +117,8 @@ class NpzTensors(TensorView):
             array = self._npz[key]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise _unreadable(self.path, "npz", exc) from None
+        if validate.is_bfloat16(array.dtype):  # JAX's bf16, saved by numpy as raw 2-byte records (|V2)
+            return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
         if array.dtype.hasobject or array.dtype.kind not in "fiub":  # a header check missed: never hand it on
             raise UnsafeCheckpointError(f"{self.path}: array {key!r} has dtype {array.dtype}, expected numbers.")
         return torch.from_numpy(np.ascontiguousarray(array))

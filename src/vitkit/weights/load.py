@@ -19,7 +19,7 @@ from torch import nn
 from ..config import PretrainedCfg, ViTConfig, check_fields
 from ..errors import CheckpointError, ConfigError, CorruptCheckpointError
 from ..model import VisionTransformer
-from .adapt import Adapted, adapt
+from .adapt import NUMERICS, Adapted, adapt, load_style, numerics_line
 from .families import detect_format
 from .formats import Converted, Family
 from .infer import Known, config_from
@@ -45,6 +45,7 @@ class LoadReport:
     newly_initialized: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # in the checkpoint, deliberately not loaded
     adapted: list[str] = field(default_factory=list)  # notes: resampled, channel-adapted, ...
+    numerics: str = ""  # the activation, norm eps and resampling the model runs with, against the file's reference
     found: dict[str, Shape] = field(default_factory=dict, repr=False)
     expected: dict[str, Shape] = field(default_factory=dict, repr=False)
 
@@ -79,7 +80,7 @@ class LoadReport:
                              ("unexpected", self.unexpected), ("mis-shaped", [m[0] for m in self.mismatched])):
             if items:
                 parts.append(f"{label}: {', '.join(items)}")
-        return "; ".join(parts)
+        return "; ".join(parts) + (f"\n{self.numerics}" if self.numerics else "")
 
 
 def _span(indices: list[int]) -> str:
@@ -179,6 +180,11 @@ def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: lis
         check_finite(state, source)
     model.load_state_dict(state, strict=False, assign=True)
     _init_fresh(model, fresh, dtype)
+    for name, buf in list(model.named_buffers()):  # non-persistent buffers (a sincos2d placeholder) are not loaded
+        if buf.is_meta:
+            owner_name, _, attr = name.rpartition(".")
+            model.get_submodule(owner_name).register_buffer(attr, torch.zeros(buf.shape, dtype=dtype),
+                                                            persistent=False)
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
     if still_meta:  # a bug, not a user error: every parameter was either loaded or initialised
         raise RuntimeError(f"parameters left uninitialised after loading: {still_meta}")
@@ -200,11 +206,12 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     # a file loaded as it describes itself must fit as it is: resampling it to its own (damaged) config
     # would load changed numbers without a word
-    adapted = adapt(converted.state, expected, config, style=family.posemb_style,
+    adapted = adapt(converted.state, expected, config, style=load_style(config, family.posemb_style),
                     source_grid=_source_grid(converted)) if may_adapt else Adapted(dict(converted.state))
     report = LoadReport(source=source, format=family.name,
                         newly_initialized=_ordered(adapted.newly_initialized, expected),
-                        dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes)
+                        dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes,
+                        numerics=numerics_line(config, family.name, converted.hints))
     compare(adapted.state, expected, report)
     if not report.ok:
         if strict:
@@ -219,7 +226,7 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
             allow_nonfinite)
     if report.newly_initialized:
         logger.warning("newly initialized: %s", ", ".join(report.newly_initialized))
-    for note in report.adapted:
+    for note in [*report.adapted, report.numerics]:
         logger.info("%s", note)
     model.load_report = report
     return model.eval()
@@ -236,14 +243,12 @@ def _source_grid(converted: Converted) -> tuple[int, int] | None:
 
 
 # ---------------------------------------------------------------------- public entry points
-NUMERICS = ("norm_eps", "act_layer")  # not in the tensors, but part of what the reference model computes
-
-
-def _with_stated_numerics(config: ViTConfig, converted: Converted) -> ViTConfig:
-    """``config`` with the norm eps and activation the checkpoint's family states (e.g. HF ViT's 1e-12),
-    so a registry architecture loaded from it computes what the reference model does."""
-    stated = {k: converted.hints[k] for k in NUMERICS
-              if k in converted.hints and converted.hints[k] != getattr(config, k)}
+def _with_stated_numerics(config: ViTConfig, converted: Converted, explicit: tuple[str, ...] = ()) -> ViTConfig:
+    """``config`` with the norm eps, activation and resampling the checkpoint's family states (e.g. HF ViT's
+    1e-12, a Google file's tanh GELU), so a registry architecture loaded from it computes what the reference
+    model does; fields in ``explicit`` (set by the caller) are kept."""
+    stated = {k: converted.hints[k] for k in NUMERICS if k not in explicit
+              and k in converted.hints and converted.hints[k] != getattr(config, k)}
     if stated:
         logger.info("using the checkpoint's %s", ", ".join(f"{k}={v!r}" for k, v in stated.items()))
     return config.replace(**stated) if stated else config
@@ -264,6 +269,8 @@ def pretrained_cfg_for(converted: Converted, config: ViTConfig, source: str = "t
     base = dict(stated)
     base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
     base.setdefault("label_names", None)
+    if isinstance(base["label_names"], (list, tuple)) and len(base["label_names"]) != config.num_classes:
+        base["label_names"] = None  # the names describe the head the file was saved with, not a new one
     try:
         return PretrainedCfg.from_dict(base)
     except ConfigError as exc:
@@ -290,11 +297,14 @@ def stated_config(converted: Converted, known: Known | None, source: str, **over
 def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretrained_cfg: PretrainedCfg | None = None,
                     device: str | torch.device | None = None, model_name: str | None = None,
                     format: str | None = None, strict: bool = True, dtype: torch.dtype | None = None,
-                    allow_nonfinite: bool = False) -> VisionTransformer:
+                    allow_nonfinite: bool = False, explicit: tuple[str, ...] = ()) -> VisionTransformer:
     """A model of ``config`` (e.g. from the registry) with the weights of ``source`` loaded into it
-    (NaN/Inf weights refused unless ``allow_nonfinite``)."""
+    (NaN/Inf weights refused unless ``allow_nonfinite``).
+
+    The numerics the file's family states (activation, norm eps, resampling) replace the config's, except for
+    the fields named in ``explicit`` (those the caller chose)."""
     family, converted = _read(source, format)
-    config = _with_stated_numerics(config, converted)
+    config = _with_stated_numerics(config, converted, explicit)
     what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,

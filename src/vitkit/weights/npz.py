@@ -119,9 +119,11 @@ def _hints(ckpt: Checkpoint, tensors: Mapping[str, torch.Tensor]) -> dict[str, A
         raise CheckpointError(f"{ckpt.path} has an embedding/kernel but no Transformer/encoderblock_0/"
                               "MultiHeadDotProductAttention_*/query/kernel: not a ViT checkpoint vitkit knows.")
     # Whether position embeddings cover the class token (original) or not (big_vision) is read off their
-    # length by infer_config, since timm-converted files mix the two. The activation is not stated (the
-    # ViTConfig default, exact GELU, is what timm runs these files with).
-    return {"num_heads": tensor_info(tensors, query)[0][1]}  # (D, heads, head_dim)
+    # length by infer_config, since timm-converted files mix the two. The numerics are Google's Flax code's:
+    # flax.linen.gelu (tanh approximation by default) and scipy.ndimage.zoom(order=1) to resize position
+    # embeddings (timm runs these files with exact GELU and bilinear without aligned corners: TIMM_NUMERICS).
+    return {"num_heads": tensor_info(tensors, query)[0][1],  # (D, heads, head_dim)
+            "act_layer": "gelu_tanh", "posemb_resample": "google"}
 
 
 def write(model: VisionTransformer, path: Path) -> Path:
@@ -147,7 +149,7 @@ FAMILY = Family(
                 "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel, ...",
     signatures=(r"(^|/)embedding/kernel$",),
     rules=READ_RULES,
-    posemb_style="timm_npz",
+    posemb_style="google",
     prefixes=("params/img/", "opt/target/", "params/"),
     hints=_hints,
     prepare=_prepare,

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import ViTConfig
 from ..errors import ConfigError
 from ..model import VisionTransformer
 from .families import FORMATS, get_family
-from .infer import NON_INFERABLE, Known
+from .infer import Known
 from .load import from_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,59 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
 
 @torch.no_grad()
 def max_output_difference(a: VisionTransformer, b: VisionTransformer, *, batch: int = 2, seed: int = 0) -> float:
-    """The largest absolute difference between two models' features and outputs on one random batch."""
+    """The largest absolute difference between two models' features and outputs (when their heads match) on one
+    random batch at ``a``'s input size."""
     c = a.config
     x = torch.randn(batch, c.in_chans, *c.img_size, generator=torch.Generator().manual_seed(seed))
     a, b = a.eval(), b.eval()
-    diffs = [(a.forward_features(x) - b.forward_features(x)).abs().max(), (a(x) - b(x)).abs().max()]
+    diffs = [(a.forward_features(x) - b.forward_features(x)).abs().max()]
+    if a.num_classes == b.num_classes:
+        diffs.append((a(x) - b(x)).abs().max())
     return float(max(diffs))
+
+
+# ViTConfig fields with no effect on an eval-mode forward pass
+_NO_EFFECT = ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate")
+# fields that change outputs only at another input size than the configured one (reported, not a failure)
+ELSEWHERE = ("posemb_resample",)
+# PretrainedCfg fields that decide pixels or printed names
+_PREPROCESSING = ("input_size", "resize_size", "crop_mode", "interpolation", "mean", "std", "label_names",
+                  "crop_rounding")
+
+
+def _effective(config: ViTConfig) -> dict[str, Any]:
+    """The config as what it computes: defaults resolved, values read from the weights left out."""
+    out = {k: v for k, v in config.to_dict().items() if k not in _NO_EFFECT}
+    out.update(fc_norm=config.use_fc_norm, patch_bias=(not config.pre_norm) if config.patch_bias is None
+               else config.patch_bias, posemb_resample=config.posemb_resample or "timm",
+               mlp_ratio=int(config.embed_dim * config.mlp_ratio),  # as the hidden width it builds
+               init_values=config.init_values is not None,  # the layer-scale values are loaded, not this one
+               qk_scale=config.qk_scale or (config.embed_dim // config.num_heads) ** -0.5)
+    return out
+
+
+def _preprocessing(model: VisionTransformer) -> dict[str, Any]:
+    pcfg = model.pretrained_cfg
+    labels = pcfg.label_names
+    if labels is None and model.num_classes == 1000:
+        labels = "imagenet-1k"  # what predict prints for a 1000-class head without names
+    out = {k: labels if k == "label_names" else getattr(pcfg, k) for k in _PREPROCESSING}
+    if pcfg.crop_mode == "squash" and all((r - s) % 2 == 0 for r, s in zip(pcfg.resize_size, pcfg.input_size[1:])):
+        out["crop_rounding"] = None  # a squash crops even margins (or none): rounding cannot move it
+    return out
+
+
+def settings_lost(source: VisionTransformer, written: VisionTransformer) -> tuple[list[str], list[str]]:
+    """What a model loaded on its own from a written file does differently from ``source``: each differing
+    architecture, numerics or preprocessing setting, as 'name=source value (reads back as value)'; those that
+    matter only at other input sizes (``ELSEWHERE``) in a second list."""
+    lost, elsewhere = [], []
+    for before, after in ((_effective(source.config), _effective(written.config)),
+                          (_preprocessing(source), _preprocessing(written))):
+        for k, v in before.items():
+            if after[k] != v:
+                (elsewhere if k in ELSEWHERE else lost).append(f"{k}={v!r} (reads back as {after[k]!r})")
+    return lost, elsewhere
 
 
 @dataclass
@@ -58,19 +106,30 @@ class Conversion:
     source: str
     path: Path
     format: str
-    max_diff: float | None = None  # with verify: source vs written, same input
+    max_diff: float | None = None  # with verify: source vs written, each loaded on its own, same random input
+    lost: list[str] = field(default_factory=list)  # with verify: settings the written file does not carry
+    elsewhere: list[str] = field(default_factory=list)  # with verify: lost settings that act at other sizes only
+    # with verify: the source and the written file, each loaded on its own as its library's user would
+    source_model: VisionTransformer | None = field(default=None, repr=False)
+    written_model: VisionTransformer | None = field(default=None, repr=False)
 
 
 def convert(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, to: str, format: str | None = None,
             verify: bool = False, known: Known | None = None, **overrides: Any) -> Conversion:
-    """Load ``source`` (any format), write it to ``dest`` as ``to``; with ``verify``, reload the written
-    checkpoint and measure the largest output difference on a random batch."""
+    """Load ``source`` (any format), write it to ``dest`` as ``to``.
+
+    With ``verify``, load the written file on its own (as a user of the target library would, without the
+    source's settings) and compare it with the source loaded on its own: ``lost`` names every setting that
+    differs (an activation or norm eps the format cannot store, a changed head or input size, preprocessing,
+    class names), ``max_diff`` is the largest output difference on a random batch.
+    """
     model = from_checkpoint(source, format=format, known=known, **overrides)
     out = save_pretrained(model, dest, format=to)
     result = Conversion(source=os.fspath(source), path=out, format=to)
     if verify:
-        # what the written format cannot store (heads, eps, activation) is carried over from the source
-        carried = {k: getattr(model.config, k) for k in NON_INFERABLE}
-        again = from_checkpoint(out, format=to, known=known, **carried)
-        result.max_diff = max_output_difference(model, again)
+        original = from_checkpoint(source, format=format, known=known) if overrides else model
+        again = from_checkpoint(out, format=to, known=known)
+        result.lost, result.elsewhere = settings_lost(original, again)
+        result.max_diff = max_output_difference(original, again)
+        result.source_model, result.written_model = original, again
     return result

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import CheckpointError
 from .formats import Family
 from .infer import NON_INFERABLE
 from .io import Checkpoint, write_json, write_safetensors
@@ -28,7 +29,9 @@ RULES = (
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
              "mlp_ratio", "qkv_bias", "qk_norm", "proj_bias", "init_values", "class_token", "no_embed_class",
              "reg_tokens", "pre_norm", "final_norm", "fc_norm")
-PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes")
+PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation", "num_classes")
+# activations timm's get_act_layer builds from these names (model_args carries them to timm's constructor)
+TIMM_ACTS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 # vitkit's multi-label flag rides at the top level of config.json: timm ignores unknown top-level keys, but
 # builds its PretrainedCfg(**pretrained_cfg) and fails on an unknown key inside pretrained_cfg
 MULTI_LABEL_KEY = "multi_label"
@@ -50,6 +53,11 @@ def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
     if not isinstance(pcfg, dict):
         return None
     out = {k: pcfg[k] for k in PCFG_KEYS if k in pcfg}
+    if out.get("crop_mode") not in (None, "center", "squash"):
+        del out["crop_mode"]  # timm's 'border' has no vitkit equivalent; the centre crop is the nearest
+    labels = (ckpt.config or {}).get("label_names", pcfg.get("label_names"))  # top level, as timm writes it
+    if isinstance(labels, list) and all(isinstance(n, str) for n in labels):
+        out["label_names"] = tuple(labels)
     if (ckpt.config or {}).get(MULTI_LABEL_KEY) is True:
         out["multi_label"] = True
     if "architecture" in (ckpt.config or {}):
@@ -62,10 +70,14 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
     c = model.config
     args = {k: getattr(c, k) for k in TIMM_ARGS}
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
+    if c.act_layer != "gelu" and c.act_layer in TIMM_ACTS:  # timm builds it from the name
+        args["act_layer"] = c.act_layer
     pcfg = getattr(model, "pretrained_cfg", None)
     out = {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
            "num_features": c.num_features, "model_args": args,
            "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
+    if pcfg is not None and isinstance(pcfg.label_names, tuple) and len(pcfg.label_names) == c.num_classes:
+        out["label_names"] = list(pcfg.label_names)  # where timm's push_to_hub puts them
     if getattr(pcfg, "multi_label", False):
         out[MULTI_LABEL_KEY] = True
     return out
@@ -73,6 +85,10 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
 
 def write(model: VisionTransformer, path: Path) -> Path:
     """A timm state dict as safetensors: ``path`` itself if it ends in .safetensors, else a Hub-style folder."""
+    if model.config.posemb != "learn":
+        raise CheckpointError("Cannot save this model for timm: it has fixed sin-cos position embeddings "
+                              "(posemb='sincos2d'), which timm's VisionTransformer cannot build. Save it with "
+                              "format='vitkit' or 'npz' (big_vision's layout) instead.")
     state: dict[str, torch.Tensor] = model.state_dict()
     if path.suffix == ".safetensors":
         return write_safetensors(state, path)

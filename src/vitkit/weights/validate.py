@@ -331,13 +331,19 @@ def open_zip(path: Path, kind: str) -> zipfile.ZipFile:
         raise corrupt(path, kind, f"its zip directory is damaged ({type(exc).__name__}: {exc})") from None
 
 
+def is_bfloat16(dtype: Any) -> bool:
+    """numpy has no bfloat16: JAX/big_vision arrays (ml_dtypes.bfloat16) come back from np.load as |V2."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.fields is None
+
+
 def check_npy_header(path: Path, member: str, shape: Any, dtype: Any, data_bytes: int) -> None:
     """An .npy header inside an .npz: numeric dtype, sane shape, and exactly the bytes the member holds."""
     name = member.removesuffix(".npy")
     if dtype.hasobject:
         raise UnsafeCheckpointError(f"{path}: array {name!r} holds pickled Python objects ({dtype}); vitkit reads "
                                     "numeric arrays only and never unpickles. Re-save it as numbers.")
-    if dtype.kind not in "fiub" or dtype.fields is not None or dtype.subdtype is not None:
+    if (dtype.kind not in "fiub" and not is_bfloat16(dtype)) or dtype.fields is not None \
+            or dtype.subdtype is not None:
         raise CheckpointError(f"{path}: array {name!r} has dtype {dtype}, expected numbers (float, int or bool). "
                               "Convert it to float32 before saving.")
     if not (isinstance(shape, tuple) and all(_is_int(d) and d >= 0 for d in shape)):
