@@ -12,6 +12,7 @@ from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, evaluate, train
 from ..training.config import PRECISIONS
+from .train_extras import add_extra_args, extra_settings, lora_line
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -50,13 +51,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     settings.update(data=args.data, model_overrides=_overrides(args.set), plots=not args.no_plots,
                     clip_grad=None if args.clip_grad == 0 else args.clip_grad,
                     resume=args.resume, crop_scale=tuple(args.crop_scale) if args.crop_scale else None)
+    settings.update(extra_settings(args))  # issue 13's flags (cli/train_extras.py)
     return TrainConfig(**settings)
 
 
 def _print_start(s: dict[str, Any]) -> None:
     share = 100.0 * s["trainable_params"] / max(s["params"], 1)
     print(f"model {s['model']}: {s['params']:,} parameters, {s['trainable_params']:,} trainable ({share:.1f}%, "
-          f"freeze={s['freeze']})")
+          f"{lora_line(s) or 'freeze=' + s['freeze']})")
     skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
           f"{s['classes']} classes{skipped}")
@@ -174,6 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "augmentations, best/last checkpoints, metrics, plots and report.json under --out. "
                     "Runs distributed under `torchrun --nproc_per_node=N -m vitkit train ...`.")
     _add_train_args(p)
+    add_extra_args(p)  # issue 13's flags (cli/train_extras.py)
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("eval", help="accuracy of a model on a data split",

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import reject_unknown_fields
 from ..errors import ConfigError
+from .options import validate_options
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
@@ -70,6 +71,11 @@ class TrainConfig:
     grad_checkpointing: bool = False
     plots: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans all epochs)
+    # --- issue 13 settings, validated by training/options.py ---
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank (+ the head) instead of the weights (training/peft.py)
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("qkv",)  # among qkv, proj, fc1, fc2
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""
@@ -103,6 +109,7 @@ class TrainConfig:
         if self.save_every_steps < 0:
             _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
         parse_freeze(self.freeze)
+        validate_options(self)  # issue 13's settings
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -25,8 +25,10 @@ from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
+from .extras import summary_extras
 from .metrics import EvalCounts, write_metrics
-from .optim import WarmupCosine, apply_freeze, build_optimizer
+from .optim import WarmupCosine, build_optimizer
+from .peft import setup_trainable
 from .setup import (
     EvalTransform,
     autocast,
@@ -106,7 +108,7 @@ class Trainer:
         self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
                                  overrides=cfg.model_overrides)
         label_model(self.model, self.splits)
-        self.trainable, self.total = apply_freeze(self.model, cfg.freeze)
+        self.trainable, self.total = setup_trainable(self.model, cfg)  # issue 13: LoRA adapters or --freeze
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
         self.batch_size = self._global_batch()
@@ -164,7 +166,8 @@ class Trainer:
         return {"model": getattr(self.model, "model_name", self.cfg.model), "params": self.total,
                 "trainable_params": self.trainable, "freeze": self.cfg.freeze, **self.splits.describe(),
                 "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
-                "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out)}
+                "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out),
+                **summary_extras(self)}  # issue 13
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,12 @@
+"""Issue 13's additions to a run's summary, gathered in one place so the loop calls one function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .peft import lora_summary
+
+
+def summary_extras(trainer: Any) -> dict[str, Any]:
+    """What issue 13's settings add to ``Trainer.summary()``: the LoRA adapters when there are some."""
+    return {**lora_summary(trainer.model)}
