@@ -12,7 +12,7 @@ from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, evaluate, train
 from ..training.config import PRECISIONS
-from .train_extras import add_extra_args, extra_settings, lora_line
+from .train_extras import add_extra_args, data_details, extra_settings, lora_line
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -61,7 +61,7 @@ def _print_start(s: dict[str, Any]) -> None:
           f"{lora_line(s) or 'freeze=' + s['freeze']})")
     skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
-          f"{s['classes']} classes{skipped}")
+          f"{s['classes']} classes{skipped}{data_details(s)}")
     where = f"{s['world_size']} processes" if s["world_size"] > 1 else s["device"]
     resumed = f", resuming at epoch {s['start_epoch'] + 1}" if s["resumed"] else ""
     print(f"{s['epochs']} epochs x {s['steps_per_epoch']} steps of batch {s['batch_size']} on {where}{resumed} "

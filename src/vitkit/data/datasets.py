@@ -61,10 +61,11 @@ class DataSplits:
     classes: list[str]
     source: str
     skipped: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # what the source adds (kind, columns, labels per image)
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "classes": len(self.classes), "train_images": len(self.train),
-                "val_images": len(self.val), "skipped_files": len(self.skipped)}
+                "val_images": len(self.val), "skipped_files": len(self.skipped), **self.info}
 
 
 def find_classes(folder: Path) -> list[str]:

@@ -232,9 +232,17 @@ def load_label_splits(train: str | os.PathLike, val: str | os.PathLike | None = 
     logger.info("label file: %s", data.describe())
     if val is not None:
         held = read_label_file(val, classes=data.classes, multi_label=data.multi_label)
-        return DataSplits(data.images, held.images, data.classes, data.source, data.skipped + held.skipped)
+        return DataSplits(data.images, held.images, data.classes, data.source, data.skipped + held.skipped,
+                          info=_info(data, held))
     # multi-label sets have no single class to stratify by: one group, a seeded random fraction
     groups = [0] * len(data.images) if data.multi_label else data.images.labels
     train_idx, val_idx = stratified_split(groups, val_fraction, seed)
     return DataSplits(data.images.subset(train_idx), data.images.subset(val_idx), data.classes, data.source,
-                      data.skipped)
+                      data.skipped, info=_info(data))
+
+
+def _info(data: LabelFile, val: LabelFile | None = None) -> dict[str, Any]:
+    """What ``DataSplits.describe`` adds for label files: the kind, labels per image, the validation file."""
+    d = data.describe()
+    out = {"kind": d["kind"], "labels_per_image": d["labels_per_image"]}
+    return {**out, "val_source": val.source} if val is not None else out

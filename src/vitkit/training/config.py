@@ -76,10 +76,16 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("qkv",)  # among qkv, proj, fc1, fc2
+    labels: str | None = None  # a CSV/JSONL label file instead of ``data`` (training/sources.py)
+    val_labels: str | None = None  # its validation list (else ``val_fraction`` of ``labels`` is held out)
+    hf_dataset: str | None = None  # a Hugging Face dataset folder (save_to_disk) instead of ``data``
+    image_column: str | None = None  # its image and label columns (default: found by their feature types)
+    label_column: str | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""
-        preset = DIGITS_DEFAULTS if self.data in (None, "digits") else FOLDER_DEFAULTS
+        digits = self.data in (None, "digits") and not (self.labels or self.hf_dataset)  # issue 13: other sources
+        preset = DIGITS_DEFAULTS if digits else FOLDER_DEFAULTS
         changes = {k: v for k, v in preset.items() if getattr(self, k) is None and v is not None}
         if self.layer_decay is None and "layer_decay" not in changes:
             changes["layer_decay"] = 0.75 if self.weights else 1.0  # fine-tuning pretrained weights: LLRD

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..data.augment import MixupCutmix
-from ..data.datasets import DataSplits, load_splits
+from ..data.datasets import DataSplits
 from ..data.digits import export_samples
 from ..errors import VitkitError
 from ..fileio import remove_stale_temps
@@ -40,6 +40,7 @@ from .setup import (
     seed_everything,
     train_transform,
 )
+from .sources import load_data
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = dist.device
         seed_everything(cfg.seed)
-        self.splits: DataSplits = load_splits(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.splits: DataSplits = load_data(cfg)  # issue 13: folder, digits, label file or HF dataset
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
         self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,

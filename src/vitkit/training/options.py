@@ -33,6 +33,19 @@ def _check_lora(cfg: Any) -> None:
                           f"combined with it. Drop one of the two.")
 
 
+def _check_sources(cfg: Any) -> None:
+    given = [name for name, value in (("data", cfg.data), ("labels", cfg.labels), ("hf_dataset", cfg.hf_dataset))
+             if value is not None and not (name == "data" and value == "digits")]
+    if len(given) > 1:
+        raise ConfigError(f"Give one data source, not {' and '.join(given)}: an image folder (DATA), a label file "
+                          f"(--labels) or a saved Hugging Face dataset (--hf-dataset).")
+    if cfg.val_labels and not cfg.labels:
+        raise ConfigError("--val-labels lists the validation images of a --labels file; give --labels too.")
+    if (cfg.image_column or cfg.label_column) and not cfg.hf_dataset:
+        raise ConfigError("--image-column/--label-column name columns of a --hf-dataset; give --hf-dataset too.")
+
+
 def validate_options(cfg: Any) -> None:
     """Raise ConfigError naming the first issue-13 setting that is not allowed."""
     _check_lora(cfg)
+    _check_sources(cfg)
