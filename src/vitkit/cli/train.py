@@ -12,7 +12,7 @@ from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, evaluate, train
 from ..training.config import PRECISIONS
-from .train_extras import add_extra_args, data_details, extra_settings, lora_line
+from .train_extras import add_extra_args, best_line, data_details, extra_settings, lora_line, multilabel_epoch_line
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -69,6 +69,8 @@ def _print_start(s: dict[str, Any]) -> None:
 
 
 def _print_epoch(r: dict[str, Any]) -> None:
+    if "val_mAP" in r:  # a multi-label run (issue 13)
+        return print(multilabel_epoch_line(r), flush=True)
     print(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
           f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}  {r['images_per_sec']:.0f} img/s  "
           f"{r['epoch_time_s']:.1f}s" + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""),
@@ -83,8 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not result.completed:
         print(f"stopped after step {r['steps']} (--max-steps); continue with --resume")
     if r["epochs"]:
-        print(f"best top-1 {_pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {_pct(r['final_val_top1'])}; "
-              f"{r['train_time_s']:.1f}s of training")
+        print(f"{best_line(r)}; {r['train_time_s']:.1f}s of training")
         print(f"checkpoints: {r['checkpoints']['best']} {r['checkpoints']['last']} {r['checkpoints']['state']}")
         print(f"report: {Path(result.out) / 'report.json'}; plots: {' '.join(r['plots'].values()) or 'none'}")
     if r["samples"]:

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from ..lora import LORA_TARGETS
+from ..multilabel import LOSSES
 from ..training import TrainConfig
 
 
@@ -33,13 +34,39 @@ def add_extra_args(p: argparse.ArgumentParser) -> None:
                    "(its validation split, else --val-fraction of train)")
     g.add_argument("--image-column", help="the --hf-dataset's image column (default: the one of Image type)")
     g.add_argument("--label-column", help="the --hf-dataset's label column (default: the ClassLabel one)")
+    g = p.add_argument_group("multi-label (several classes per image; on by itself for a 'labels' column)")
+    g.add_argument("--multi-label", action="store_const", const=True, default=None,
+                   help="train with sigmoid outputs even on single-label data (one-element label sets)")
+    g.add_argument("--loss", choices=LOSSES, default=d.multilabel_loss,
+                   help="multi-label loss: bce (with --label-smoothing) or asl (asymmetric loss)")
+    g.add_argument("--threshold", type=float, default=d.threshold, help="score threshold of the F1 metrics")
 
 
 def extra_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig settings of issue 13's flags."""
     return {"lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
             "lora_targets": tuple(args.lora_targets), "labels": args.labels, "val_labels": args.val_labels,
-            "hf_dataset": args.hf_dataset, "image_column": args.image_column, "label_column": args.label_column}
+            "hf_dataset": args.hf_dataset, "image_column": args.image_column, "label_column": args.label_column,
+            "multi_label": args.multi_label, "multilabel_loss": args.loss, "threshold": args.threshold}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def multilabel_epoch_line(r: dict[str, Any]) -> str:
+    """A multi-label epoch row as the CLI prints it (mAP and F1 instead of top-1/top-5)."""
+    return (f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
+            f"mAP {_pct(r['val_mAP'])}  F1 micro {_pct(r['val_f1_micro'])} macro {_pct(r['val_f1_macro'])}  "
+            f"{r['images_per_sec']:.0f} img/s  {r['epoch_time_s']:.1f}s")
+
+
+def best_line(r: dict[str, Any]) -> str:
+    """'best top-1 X (epoch N), final Y' or, for a multi-label run, the same in mAP."""
+    if r.get("best_metric") == "val_mAP":
+        return (f"best mAP {_pct(r['best_val_mAP'])} (epoch {r['best_epoch']}), final mAP {_pct(r['final_val_mAP'])}"
+                f" (F1 micro {_pct(r['final_val_f1_micro'])}, macro {_pct(r['final_val_f1_macro'])})")
+    return f"best top-1 {_pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {_pct(r['final_val_top1'])}"
 
 
 def data_details(summary: dict[str, Any]) -> str:

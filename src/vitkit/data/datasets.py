@@ -214,4 +214,7 @@ def collate_skipping(batch: list[tuple[torch.Tensor, int, int] | None]) -> tuple
     skipped = len(batch) - len(good) + sum(b[2] for b in good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), skipped
+    labels = [b[1] for b in good]
+    if isinstance(labels[0], torch.Tensor):  # multi-hot (K,) targets of multi-label data -> (B, K)
+        return torch.stack([b[0] for b in good]), torch.stack(labels).float(), skipped
+    return torch.stack([b[0] for b in good]), torch.tensor(labels, dtype=torch.long), skipped

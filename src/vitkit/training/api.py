@@ -19,6 +19,7 @@ from .config import TrainConfig
 from .distributed import Dist, ShardBatchSampler, pick_device
 from .loop import Trainer, evaluate_loader
 from .metrics import METRICS_CSV, METRICS_JSONL, plot_confusion, plot_curves, write_report
+from .multilabel_task import multilabel_report
 from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader, run_settings
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
         "skipped_files": trainer.splits.skipped, "skipped_images": sum(r["skipped_images"] for r in rows),
         "summary": trainer.summary(), "config": trainer.cfg.to_dict(),
     }
+    report.update(multilabel_report(trainer.multi, rows, p.best_top1))  # issue 13: mAP/F1 for multi-label runs
     write_report(report, out)
     return report
 

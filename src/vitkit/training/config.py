@@ -81,6 +81,9 @@ class TrainConfig:
     hf_dataset: str | None = None  # a Hugging Face dataset folder (save_to_disk) instead of ``data``
     image_column: str | None = None  # its image and label columns (default: found by their feature types)
     label_column: str | None = None
+    multi_label: bool | None = None  # None: as the data says (a label file's 'labels' column); True: one-element sets
+    multilabel_loss: str = "bce"  # multi-label: 'bce' (with label_smoothing) or 'asl' (training/multilabel_task.py)
+    threshold: float = 0.5  # multi-label F1: a class is predicted when its sigmoid score exceeds this
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""

@@ -8,5 +8,6 @@ from .peft import lora_summary
 
 
 def summary_extras(trainer: Any) -> dict[str, Any]:
-    """What issue 13's settings add to ``Trainer.summary()``: the LoRA adapters when there are some."""
-    return {**lora_summary(trainer.model)}
+    """What issue 13's settings add to ``Trainer.summary()``: the LoRA adapters, the multi-label loss."""
+    multi = {"multi_label": True, "loss": trainer.cfg.multilabel_loss} if trainer.multi is not None else {}
+    return {**lora_summary(trainer.model), **multi}

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
 from .extras import summary_extras
 from .metrics import EvalCounts, write_metrics
+from .multilabel_task import BEST_METRIC, multilabel_task
 from .optim import WarmupCosine, build_optimizer
 from .peft import setup_trainable
 from .setup import (
@@ -104,6 +105,7 @@ class Trainer:
         self.device = dist.device
         seed_everything(cfg.seed)
         self.splits: DataSplits = load_data(cfg)  # issue 13: folder, digits, label file or HF dataset
+        self.multi = multilabel_task(cfg, self.splits)  # issue 13: None for a single-label run
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
         self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
@@ -219,7 +221,8 @@ class Trainer:
             mx, target = self.mix(mx, my, gen) if gen is not None else (mx, my)
             sync = self.ddp is None or i == len(pieces) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.precision):
-                loss = training_loss(self.net(mx), target, cfg.label_smoothing)
+                loss = training_loss(self.net(mx), target, cfg.label_smoothing) if self.multi is None else \
+                    self.multi.loss(self.net(mx), target)  # issue 13: multi-label
             value = float(loss.detach())
             if self.dist.any_true(not math.isfinite(value)):
                 self._diverged(value)
@@ -285,17 +288,19 @@ class Trainer:
                                     world_size=self.dist.world_size)
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
-        metrics, self.last_confusion, val_skipped = evaluate_loader(self.model, loader, len(self.splits.classes),
-                                                                    self.device, self.dist)
+        evaluate = evaluate_loader if self.multi is None else self.multi.evaluate  # issue 13: mAP and F1
+        metrics, self.last_confusion, val_skipped = evaluate(self.model, loader, len(self.splits.classes),
+                                                             self.device, self.dist)
         sums = self.dist.all_reduce_sum(torch.tensor(p.sums[:3], dtype=torch.float64, device=self.device)).tolist()
         row = {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.lr_at(max(p.step - 1, 0)),
                "train_loss": sums[0] / max(sums[1], 1.0), **metrics,
                "images_per_sec": sums[1] / max(p.sums[3], 1e-9), "epoch_time_s": p.sums[3],
                "skipped_images": int(sums[2]) + val_skipped}
         p.history.append(row)
-        improved = metrics["val_top1"] > p.best_top1
+        best_key = "val_top1" if self.multi is None else BEST_METRIC  # issue 13: best_top1 holds mAP then
+        improved = metrics[best_key] > p.best_top1
         if improved:
-            p.best_top1, p.best_epoch = metrics["val_top1"], p.epoch + 1
+            p.best_top1, p.best_epoch = metrics[best_key], p.epoch + 1
         p.epoch, p.batch, p.sums = p.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
         if self.dist.is_main:
             write_metrics(self.out, p.history)
@@ -309,7 +314,7 @@ class Trainer:
 
     def export_samples(self) -> list[Path]:
         """Write a few held-out images as ``OUT/samples/<class>_<i>.png`` (to try ``vitkit predict`` on)."""
-        if not self.cfg.export_samples or not self.dist.is_main:
+        if not self.cfg.export_samples or not self.dist.is_main or self.multi is not None:  # named by one class
             return []
         val = self.splits.val
         picked = sample_indices(val.labels, self.cfg.export_samples)

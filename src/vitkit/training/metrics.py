@@ -72,12 +72,15 @@ def plot_curves(rows: Sequence[dict[str, Any]], out: Path) -> dict[str, Path]:
     """Loss and accuracy per epoch as PNG files; returns {'loss': path, 'accuracy': path}."""
     epochs = [r["epoch"] for r in rows]
     specs = {"loss": (("train_loss", "train"), ("val_loss", "validation")),
-             "accuracy": (("val_top1", "validation top-1"), ("val_top5", "validation top-5"))}
+             "accuracy": (("val_top1", "validation top-1"), ("val_top5", "validation top-5"),
+                          ("val_mAP", "validation mAP"), ("val_f1_macro", "validation macro F1"))}  # multi-label
     written = {}
     for kind, series in specs.items():
         fig = _figure()
         ax = fig.add_subplot()
         for key, label in series:
+            if key not in rows[-1]:
+                continue  # top-1 for single-label runs, mAP for multi-label ones
             ax.plot(epochs, [r[key] for r in rows], marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel(kind)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..lora import LoRAConfig
+from ..multilabel import LOSSES
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -49,3 +50,7 @@ def validate_options(cfg: Any) -> None:
     """Raise ConfigError naming the first issue-13 setting that is not allowed."""
     _check_lora(cfg)
     _check_sources(cfg)
+    if cfg.multilabel_loss not in LOSSES:
+        _fail("multilabel_loss", cfg.multilabel_loss, f"one of {', '.join(LOSSES)}")
+    if not 0.0 < cfg.threshold < 1.0:
+        _fail("threshold", cfg.threshold, "a score threshold in (0, 1)")
