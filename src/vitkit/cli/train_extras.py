@@ -11,7 +11,7 @@ from ..multilabel import LOSSES
 from ..training import TrainConfig
 
 
-def _targets(text: str) -> tuple[str, ...]:
+def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
@@ -23,7 +23,7 @@ def add_extra_args(p: argparse.ArgumentParser) -> None:
                    help="train rank-R LoRA adapters and the head instead of the weights (0: off)")
     g.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="adapter scale alpha (update x alpha/R)")
     g.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="dropout on the adapters' input")
-    g.add_argument("--lora-targets", type=_targets, default=d.lora_targets, metavar="LIST",
+    g.add_argument("--lora-targets", type=_names, default=d.lora_targets, metavar="LIST",
                    help=f"comma-separated linears to adapt among {','.join(LORA_TARGETS)} "
                         f"(default: {','.join(d.lora_targets)})")
     g = p.add_argument_group("data sources (instead of DATA)")
@@ -40,6 +40,10 @@ def add_extra_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=LOSSES, default=d.multilabel_loss,
                    help="multi-label loss: bce (with --label-smoothing) or asl (asymmetric loss)")
     g.add_argument("--threshold", type=float, default=d.threshold, help="score threshold of the F1 metrics")
+    g = p.add_argument_group("experiment tracking")
+    g.add_argument("--report-to", type=_names, default=d.report_to, metavar="LIST",
+                   help="send each epoch's metrics row to these trackers too (comma-separated; built in: tensorboard, "
+                        "written to OUT/tensorboard)")
 
 
 def extra_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -47,7 +51,8 @@ def extra_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
             "lora_targets": tuple(args.lora_targets), "labels": args.labels, "val_labels": args.val_labels,
             "hf_dataset": args.hf_dataset, "image_column": args.image_column, "label_column": args.label_column,
-            "multi_label": args.multi_label, "multilabel_loss": args.loss, "threshold": args.threshold}
+            "multi_label": args.multi_label, "multilabel_loss": args.loss, "threshold": args.threshold,
+            "report_to": tuple(args.report_to)}
 
 
 def _pct(x: float | None) -> str:

@@ -42,6 +42,7 @@ from .setup import (
     train_transform,
 )
 from .sources import load_data
+from .tracking import open_reporters
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Trainer:
         self.progress = Progress()
         self.state_path = self.out / ckpt.STATE_FILE
         self.last_confusion: torch.Tensor | None = None
+        self.reporters = open_reporters(cfg, self.out, dist.is_main)  # issue 13: --report-to (rank 0)
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if dist.initialized else None)
@@ -158,6 +160,7 @@ class Trainer:
         worker still releasing a finished collective's tensors waits for: a deadlock at exit, seen under load.
         """
         self.ddp = None
+        self.reporters.close()  # issue 13
         gc.collect()  # DDP sits in reference cycles: free its reducer now, not at some later collection
 
     @property
@@ -304,6 +307,7 @@ class Trainer:
         p.epoch, p.batch, p.sums = p.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
         if self.dist.is_main:
             write_metrics(self.out, p.history)
+            self.reporters.log(row)  # issue 13: the same row to TensorBoard & co
             if improved:
                 ckpt.export_model(self.model, self.out / "best")
             ckpt.export_model(self.model, self.out / "last")

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..lora import LoRAConfig
 from ..multilabel import LOSSES
+from .tracking import check_report_to
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -54,3 +55,4 @@ def validate_options(cfg: Any) -> None:
         _fail("multilabel_loss", cfg.multilabel_loss, f"one of {', '.join(LOSSES)}")
     if not 0.0 < cfg.threshold < 1.0:
         _fail("threshold", cfg.threshold, "a score threshold in (0, 1)")
+    check_report_to(cfg.report_to)
