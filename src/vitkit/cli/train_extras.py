@@ -9,6 +9,7 @@ from typing import Any
 from ..lora import LORA_TARGETS
 from ..multilabel import LOSSES
 from ..training import TrainConfig
+from ..training.options import STRATEGIES
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -40,6 +41,10 @@ def add_extra_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=LOSSES, default=d.multilabel_loss,
                    help="multi-label loss: bce (with --label-smoothing) or asl (asymmetric loss)")
     g.add_argument("--threshold", type=float, default=d.threshold, help="score threshold of the F1 metrics")
+    g = p.add_argument_group("several processes (torchrun)")
+    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="ddp: every rank holds the whole model; fsdp: parameters, gradients and optimizer state "
+                        "sharded across ranks (torch FSDP2)")
     g = p.add_argument_group("experiment tracking")
     g.add_argument("--report-to", type=_names, default=d.report_to, metavar="LIST",
                    help="send each epoch's metrics row to these trackers too (comma-separated; built in: tensorboard, "
@@ -52,7 +57,7 @@ def extra_settings(args: argparse.Namespace) -> dict[str, Any]:
             "lora_targets": tuple(args.lora_targets), "labels": args.labels, "val_labels": args.val_labels,
             "hf_dataset": args.hf_dataset, "image_column": args.image_column, "label_column": args.label_column,
             "multi_label": args.multi_label, "multilabel_loss": args.loss, "threshold": args.threshold,
-            "report_to": tuple(args.report_to)}
+            "report_to": tuple(args.report_to), "strategy": args.strategy}
 
 
 def _pct(x: float | None) -> str:

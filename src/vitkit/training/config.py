@@ -85,6 +85,7 @@ class TrainConfig:
     multilabel_loss: str = "bce"  # multi-label: 'bce' (with label_smoothing) or 'asl' (training/multilabel_task.py)
     threshold: float = 0.5  # multi-label F1: a class is predicted when its sigmoid score exceeds this
     report_to: tuple[str, ...] = ()  # trackers of each epoch's row, e.g. ('tensorboard',) (training/tracking.py)
+    strategy: str = "ddp"  # several processes: 'ddp' (replicated) or 'fsdp' (sharded, training/fsdp.py)
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""

@@ -26,6 +26,14 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
 from .extras import summary_extras
+from .fsdp import (
+    full_model,
+    is_sharded,
+    load_model_and_optimizer_state,
+    model_and_optimizer_state,
+    shard_model,
+    unsharded,
+)
 from .metrics import EvalCounts, write_metrics
 from .multilabel_task import BEST_METRIC, multilabel_task
 from .optim import WarmupCosine, build_optimizer
@@ -115,6 +123,7 @@ class Trainer:
         self.trainable, self.total = setup_trainable(self.model, cfg)  # issue 13: LoRA adapters or --freeze
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
+        shard_model(self.model, cfg, dist)  # issue 13: --strategy fsdp (before the optimizer sees the parameters)
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -132,7 +141,7 @@ class Trainer:
         self.reporters = open_reporters(cfg, self.out, dist.is_main)  # issue 13: --report-to (rank 0)
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None) if dist.initialized else None)
+                                            else None) if dist.initialized and not is_sharded(self.model) else None)
 
     # ------------------------------------------------------------------ set-up helpers
     def _global_batch(self) -> int:
@@ -177,15 +186,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"version": ckpt.STATE_VERSION, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        return {"version": ckpt.STATE_VERSION, **model_and_optimizer_state(self.model, self.optimizer),  # FSDP: full
+                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "progress": self.progress.to_dict(),
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
                 "train_config": self.cfg.to_dict()}
 
     def save(self) -> None:
+        state = self.state_dict() if self.dist.is_main or is_sharded(self.model) else None  # FSDP: all ranks gather
         if self.dist.is_main:
-            ckpt.save_state(self.state_dict(), self.state_path)
+            ckpt.save_state(state, self.state_path)
         self.dist.barrier()
 
     def resume(self, path: str) -> bool:
@@ -198,8 +208,7 @@ class Trainer:
             return False
         state = ckpt.load_state(target)
         ckpt.check_compatible(state, self.model.config.to_dict(), list(self.splits.classes), str(target))
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_model_and_optimizer_state(self.model, self.optimizer, state)  # issue 13: FSDP scatters the full state
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -292,8 +301,9 @@ class Trainer:
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
         evaluate = evaluate_loader if self.multi is None else self.multi.evaluate  # issue 13: mAP and F1
-        metrics, self.last_confusion, val_skipped = evaluate(self.model, loader, len(self.splits.classes),
-                                                             self.device, self.dist)
+        with unsharded(self.model):  # issue 13: FSDP gathers the parameters once for the whole pass
+            metrics, self.last_confusion, val_skipped = evaluate(self.model, loader, len(self.splits.classes),
+                                                                 self.device, self.dist)
         sums = self.dist.all_reduce_sum(torch.tensor(p.sums[:3], dtype=torch.float64, device=self.device)).tolist()
         row = {"epoch": p.epoch + 1, "step": p.step, "lr": self.scheduler.lr_at(max(p.step - 1, 0)),
                "train_loss": sums[0] / max(sums[1], 1.0), **metrics,
@@ -305,12 +315,13 @@ class Trainer:
         if improved:
             p.best_top1, p.best_epoch = metrics[best_key], p.epoch + 1
         p.epoch, p.batch, p.sums = p.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
+        export = full_model(self.model)  # issue 13: FSDP gathers a plain model on rank 0 (every rank takes part)
         if self.dist.is_main:
             write_metrics(self.out, p.history)
             self.reporters.log(row)  # issue 13: the same row to TensorBoard & co
             if improved:
-                ckpt.export_model(self.model, self.out / "best")
-            ckpt.export_model(self.model, self.out / "last")
+                ckpt.export_model(export, self.out / "best")
+            ckpt.export_model(export, self.out / "last")
         self.save()
         if self.on_epoch is not None and self.dist.is_main:
             self.on_epoch(row)

@@ -11,6 +11,8 @@ from ..lora import LoRAConfig
 from ..multilabel import LOSSES
 from .tracking import check_report_to
 
+STRATEGIES = ("ddp", "fsdp")  # training/fsdp.py
+
 
 def _fail(name: str, value: Any, expected: str) -> None:
     raise ConfigError(f"Training setting {name}={value!r} is not allowed: expected {expected}.")
@@ -56,3 +58,5 @@ def validate_options(cfg: Any) -> None:
     if not 0.0 < cfg.threshold < 1.0:
         _fail("threshold", cfg.threshold, "a score threshold in (0, 1)")
     check_report_to(cfg.report_to)
+    if cfg.strategy not in STRATEGIES:
+        _fail("strategy", cfg.strategy, f"one of {', '.join(STRATEGIES)}")
