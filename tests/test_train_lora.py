@@ -12,7 +12,7 @@ import torch
 import vitkit
 from test_train_common import TINY, TINY_MODEL, one_thread  # noqa: F401 (fixture)
 from vitkit.cli import main
-from vitkit.errors import ConfigError
+from vitkit.errors import CheckpointError, ConfigError
 from vitkit.lora import load_adapters
 from vitkit.training import train
 from vitkit.training.checkpoint import load_state
@@ -98,3 +98,12 @@ def test_bad_lora_settings_fail_in_one_line(argv: list[str], message: str, tmp_p
     assert message in err and len(err.splitlines()) == 1
     with pytest.raises(ConfigError):
         train(**TINY, lora_rank=4, freeze="backbone", out=str(tmp_path))
+
+
+def test_resuming_with_other_lora_settings_fails_clearly(lora_run: Path, base: Path, tmp_path: Path):
+    settings = {k: v for k, v in TINY.items() if k != "model_overrides"}
+    saved = str(lora_run / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="with LoRA rank 4 on \\['qkv', 'fc1'\\], but this run has no LoRA"):
+        train(**settings, model=str(base), epochs=2, out=str(tmp_path), resume=saved)
+    with pytest.raises(CheckpointError, match="but this run has LoRA rank 2"):
+        train(**settings, **{**LORA, "lora_rank": 2}, model=str(base), epochs=2, out=str(tmp_path), resume=saved)

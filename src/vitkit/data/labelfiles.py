@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
-from .datasets import DataSplits, LabelledImages, stratified_split
+from .datasets import DataSplits, LabelledImages, collate_skipping, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,10 @@ def is_multi_label(splits: DataSplits) -> bool:
 
 def collate_multilabel(batch: list[tuple[torch.Tensor, torch.Tensor, int] | None],
                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``collate_skipping`` for multi-hot targets: (images (B, C, H, W), targets (B, K), unreadable count)."""
-    good = [b for b in batch if b is not None]
-    skipped = len(batch) - len(good) + sum(b[2] for b in good)
-    if not good:
-        return torch.empty(0), torch.empty(0), skipped
-    return torch.stack([b[0] for b in good]), torch.stack([b[1] for b in good]).float(), skipped
+    """``collate_skipping`` for multi-hot targets: (images (B, C, H, W), targets (B, K) float, unreadable count).
+    (``collate_skipping`` stacks tensor targets itself; this only makes the float dtype explicit.)"""
+    images, targets, skipped = collate_skipping(batch)
+    return images, targets.float(), skipped
 
 
 @dataclass

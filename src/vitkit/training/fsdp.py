@@ -32,6 +32,7 @@ from torch import nn
 
 from ..lora import apply_lora
 from ..model import VisionTransformer
+from .peft import check_lora_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def model_and_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
 
 def load_model_and_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Load a training state's model and optimizer (full state dicts, scattered to the shards when sharded)."""
+    check_lora_state(state, model)
     if not is_sharded(model):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import CheckpointError
 from ..lora import apply_lora, lora_layers, merge_lora, save_adapters, trainable_parameters
 from .optim import apply_freeze
 from .options import lora_config
@@ -59,3 +60,16 @@ def save_run_adapters(model: nn.Module, export_path: Path) -> Path | None:
     if not lora_layers(model):
         return None
     return save_adapters(model, export_path.parent / ADAPTERS_DIR / export_path.name)
+
+
+def check_lora_state(state: dict[str, Any], model: nn.Module, path: str = "The training checkpoint") -> None:
+    """Fail clearly when a training state's LoRA adapters do not match the run's (on or off, rank, targets)."""
+    saved = {k for k in state.get("model", {}) if ".lora_" in k}
+    ours = {k for k in model.state_dict() if ".lora_" in k}
+    cfg = state.get("train_config") or {}
+    if saved != ours or (saved and cfg.get("lora_rank") != model.lora_config.rank):
+        then = f"LoRA rank {cfg.get('lora_rank')} on {list(cfg.get('lora_targets') or [])}" if saved else "no LoRA"
+        now = getattr(model, "lora_config", None)
+        raise CheckpointError(f"{path} was written by a run with {then}, but this run has "
+                              f"{f'LoRA rank {now.rank} on {list(now.targets)}' if now else 'no LoRA'}. Resume with "
+                              f"the same --lora-rank/--lora-targets, or use another --out folder.")
