@@ -4,6 +4,7 @@ scikit-learn on the exported model), best checkpoint by mAP, sigmoid predictions
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.metrics import average_precision_score, f1_score
 
 import vitkit
 from test_train_common import TINY, TINY_ARGS, one_thread  # noqa: F401 (fixture)
+from test_train_dist import DETERMINISTIC, DETERMINISTIC_ARGS, _run_group
 from vitkit.cli import main
 from vitkit.data.digits import load_digits_images
 from vitkit.errors import ConfigError
@@ -118,3 +120,18 @@ def test_forced_multi_label_on_single_label_digits_and_asl(tmp_path: Path, capsy
 def test_bad_multi_label_settings(settings: dict, message: str, tmp_path: Path):
     with pytest.raises(ConfigError, match=message):
         train(**TINY, epochs=1, out=str(tmp_path), **settings)
+
+
+def test_two_ranks_gather_every_validation_row(tmp_path: Path):
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vitkit", "train",
+           *DETERMINISTIC_ARGS, "--multi-label", "--epochs", "1", "--out", str(ddp_out)]
+    proc = _run_group(cmd, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(**DETERMINISTIC, multi_label=True, epochs=1, out=str(single_out))
+    d_row = json.loads((ddp_out / "metrics.jsonl").read_text().splitlines()[-1])
+    s_row = json.loads((single_out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert d_row["val_images"] == s_row["val_images"] == 359  # both ranks' rows (180 + 179) in one mAP
+    # the weights differ by float-sum order only (~1e-4, as for DDP's top-1 test)
+    for key in ("val_mAP", "val_f1_micro", "val_f1_macro", "val_loss"):
+        assert d_row[key] == pytest.approx(s_row[key], abs=5e-3), key
