@@ -2,9 +2,12 @@
 
 (a) LoRA transfer: `vit_digits` trained from scratch on digits 0-4, saved; its head replaced by a fresh
     5-class one; then fine-tuned on digits 5-9 with LoRA adapters (and, for comparison, fully). Reports the
-    held-out top-1 on 5-9 (the last epoch's, not the best-of-run), the share of parameters trained, and the
-    peak memory of each training process (ru_maxrss; each phase runs in its own process) beside the bytes of
-    trainable state (weights' gradients + AdamW's two moments: 12 bytes per trained parameter).
+    held-out top-1 on 5-9 (the last epoch's, not the best-of-run) and the share of parameters trained.
+    Peak training memory: each phase runs in its own process; the kernel's RSS high-water mark is reset when
+    training starts (model built; /proc/self/clear_refs) and read at the end, so "above start" is what
+    training itself added (gradients, AdamW's moments, activations). On vit_digits that is dominated by
+    activations, so the same comparison also runs for a few steps of a ViT-B/16 (random init, 224x224,
+    batch 8; ``--memory-model``), where gradients + AdamW state (12 bytes per trained parameter) dominate.
 (b) Multi-label: 32x32 images of two 16x16 digits side by side (labels: the set of digits, 1 or 2 of 10)
     written as PNGs with a CSV label file (`path,labels`), `vit_digits` trained from scratch; reports mAP and
     micro/macro F1 on a held-out file.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import re
 import subprocess
 import sys
 import time
@@ -41,7 +44,11 @@ PHASES: dict[str, dict[str, Any]] = {
     "lora": dict(epochs=20, lr=4e-3, lora_rank=4, lora_alpha=8.0, lora_targets=("qkv", "proj", "fc2"),
                  weight_decay=0.0, layer_decay=1.0),
     "full": dict(epochs=20, lr=1e-3, layer_decay=1.0),
-    "multilabel": dict(model="vit_digits", epochs=20, lr=2e-3, label_smoothing=0.0),
+    "multilabel": dict(model="vit_digits", epochs=12, lr=2e-3, label_smoothing=0.0),
+    # a few optimizer steps of a larger model on the 5-9 files, for memory only (stops before any evaluation)
+    "mem_lora": dict(epochs=1, max_steps=3, batch_size=8, lr=1e-3, lora_rank=4, lora_alpha=8.0,
+                     lora_targets=("qkv", "proj", "fc2")),
+    "mem_full": dict(epochs=1, max_steps=3, batch_size=8, lr=1e-3),
 }
 
 
@@ -100,36 +107,51 @@ def fresh_head(base: Path, out: Path) -> Path:
     return out
 
 
-def run_phase(phase: str, work: Path) -> dict[str, Any]:
-    """One training run (in this process); returns its figures and the process's peak RSS."""
+def _status_mib(key: str) -> float:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def _reset_peak() -> float:
+    """Reset this process's RSS high-water mark (Linux) and return the RSS now, in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def run_phase(phase: str, work: Path, memory_model: str) -> dict[str, Any]:
+    """One training run (in this process); returns its figures and the peak RSS that training added."""
     files = json.loads((work / "files.json").read_text())
     settings = {**COMMON, **PHASES[phase], "out": str(work / phase)}
     if phase == "base":
         settings.update(labels=files["0-4_train"], val_labels=files["0-4_val"])
     elif phase in ("lora", "full"):
         settings.update(labels=files["5-9_train"], val_labels=files["5-9_val"], model=str(work / "base_fresh_head"))
+    elif phase.startswith("mem_"):
+        settings.update(labels=files["5-9_train"], val_labels=files["5-9_val"], model=memory_model)
     else:
         settings.update(labels=files["train"], val_labels=files["val"])
+    marks: dict[str, float] = {}
     start = time.perf_counter()
-    result = train(TrainConfig(**settings))
+    result = train(TrainConfig(**settings), on_start=lambda _: marks.update(rss_at_start=_reset_peak()))
     r, s = result.report, result.report["summary"]
-    out = {"phase": phase, "seconds": round(time.perf_counter() - start, 1), "epochs": r["epochs"],
+    peak = _status_mib("VmHWM")
+    out = {"phase": phase, "model": s["model"], "seconds": round(time.perf_counter() - start, 1), "steps": r["steps"],
            "params": s["params"], "trainable_params": s["trainable_params"],
            "trained_share": s["trainable_params"] / s["params"],
-           "trainable_state_bytes": 12 * s["trainable_params"],
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "trainable_state_mib": 12 * s["trainable_params"] / 2**20,
+           "rss_at_start_mib": marks["rss_at_start"], "train_peak_rss_mib": peak,
+           "train_peak_above_start_mib": peak - marks["rss_at_start"],
            "train_images": s["train_images"], "val_images": s["val_images"]}
     if phase == "multilabel":
         out.update({k: r[k] for k in ("final_val_mAP", "best_val_mAP", "final_val_f1_micro", "final_val_f1_macro")})
-    else:
+    elif not phase.startswith("mem_"):
         out.update(final_val_top1=r["final_val_top1"], best_val_top1=r["best_val_top1"])
     return out
 
 
-def _subprocess(phase: str, work: Path) -> dict[str, Any]:
+def _subprocess(phase: str, work: Path, memory_model: str) -> dict[str, Any]:
     """Run a phase in its own process, so its peak RSS is its own."""
-    proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--phase", phase], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--phase", phase, "--memory-model",
+                           memory_model], capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -139,32 +161,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="runs/finetune_digits", help="folder for data, runs and results.json")
     ap.add_argument("--only", choices=("lora", "multilabel"), help="run one of the two measurements")
+    ap.add_argument("--memory-model", default="vit_base_patch16_224",
+                    help="the larger model of the memory comparison (random init; '' to skip it)")
     ap.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)  # internal: one run in this process
     args = ap.parse_args()
     work = Path(args.work).resolve()
     if args.phase:
-        print(json.dumps(run_phase(args.phase, work)))
+        print(json.dumps(run_phase(args.phase, work, args.memory_model)))
         return
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     if args.only in (None, "lora"):
         files = {k: str(v) for k, v in prepare_transfer(work).items()}
         (work / "files.json").write_text(json.dumps(files))
-        results["base"] = _subprocess("base", work)
+        results["base"] = _subprocess("base", work, args.memory_model)
         fresh_head(work / "base" / "last", work / "base_fresh_head")
-        for phase in ("lora", "full"):
-            results[phase] = _subprocess(phase, work)
+        for phase in ("lora", "full") + (("mem_lora", "mem_full") if args.memory_model else ()):
+            results[phase] = _subprocess(phase, work, args.memory_model)
     if args.only in (None, "multilabel"):
         files = {k: str(v) for k, v in prepare_pairs(work).items()}
         (work / "files.json").write_text(json.dumps(files))
-        results["multilabel"] = _subprocess("multilabel", work)
+        results["multilabel"] = _subprocess("multilabel", work, args.memory_model)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for name, r in results.items():
-        score = (f"mAP {r['final_val_mAP']:.4f} (F1 micro {r['final_val_f1_micro']:.4f}, macro "
-                 f"{r['final_val_f1_macro']:.4f})" if "final_val_mAP" in r else f"top-1 {r['final_val_top1']:.4f}")
-        print(f"{name:10s} {score}  trained {r['trainable_params']:,}/{r['params']:,} ({100 * r['trained_share']:.2f}%)"
-              f"  state {r['trainable_state_bytes'] / 2**20:.2f} MiB  peak RSS {r['peak_rss_mib']:.0f} MiB  "
-              f"{r['seconds']:.0f}s ({r['train_images']} train / {r['val_images']} held-out images)")
+        print(f"{name:10s} {r['model']:22s} {_score(r):45s} trained {r['trainable_params']:,}/{r['params']:,} "
+              f"({100 * r['trained_share']:.2f}%, state {r['trainable_state_mib']:.2f} MiB)  training peak RSS "
+              f"+{r['train_peak_above_start_mib']:.0f} MiB over {r['rss_at_start_mib']:.0f}  {r['steps']} steps "
+              f"{r['seconds']:.0f}s")
+
+
+def _score(r: dict[str, Any]) -> str:
+    if "final_val_mAP" in r:
+        return (f"mAP {r['final_val_mAP']:.4f} (F1 micro {r['final_val_f1_micro']:.4f}, "
+                f"macro {r['final_val_f1_macro']:.4f})")
+    return f"held-out top-1 {r['final_val_top1']:.4f}" if "final_val_top1" in r else "(memory only)"
 
 
 if __name__ == "__main__":
