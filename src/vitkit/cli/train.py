@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
 from ..training.checkpoint import STATE_FILE
 from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
+from .train_extras import add_extra_args, best_line, data_details, extra_settings, lora_line, multilabel_epoch_line
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -70,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     settings.update(data=args.data, model_overrides=_overrides(args.set), plots=not args.no_plots,
                     clip_grad=None if args.clip_grad == 0 else args.clip_grad,
                     resume=args.resume, crop_scale=tuple(args.crop_scale) if args.crop_scale else None)
+    settings.update(extra_settings(args))  # issue 13's flags (cli/train_extras.py)
     return TrainConfig(**settings)
 
 
@@ -77,14 +79,15 @@ def _print_start(s: dict[str, Any]) -> None:
     data = "the digits" if s["source"] == "digits" else "an image folder"
     chosen = "" if s["model_given"] else f" (the default for {data}; choose with --model)"
     print(f"model {s['model']}{chosen} at {s['img_size']} pixels: {s['params']:,} parameters, "
-          f"{s['trainable_params']:,} trainable ({_share(s['trainable_params'], s['params'])}, freeze={s['freeze']})")
+          f"{s['trainable_params']:,} trainable ({_share(s['trainable_params'], s['params'])}, "
+          f"{lora_line(s) or 'freeze=' + s['freeze']})")
     if s.get("teacher"):
         t = s["teacher"]
         print(f"teacher {t['model']}: {t['mode']} distillation (alpha {t['alpha']:g}) through the student's "
               f"{t['through']}")
     skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
-          f"{_plural(s['classes'], 'class', 'classes')}{skipped}")
+          f"{_plural(s['classes'], 'class', 'classes')}{skipped}{data_details(s)}")
     where = f"{s['world_size']} processes" if s["world_size"] > 1 else s["device"]
     resumed = f", resuming at epoch {s['start_epoch'] + 1}, step {s['start_step']}" if s["resumed"] else ""
     print(f"{_plural(s['epochs'], 'epoch')} x {_plural(s['steps_per_epoch'], 'step')} of batch {s['batch_size']} on "
@@ -92,6 +95,8 @@ def _print_start(s: dict[str, Any]) -> None:
 
 
 def _print_epoch(r: dict[str, Any]) -> None:
+    if "val_mAP" in r:  # a multi-label run (issue 13)
+        return print(multilabel_epoch_line(r), flush=True)
     ema = f"  ema top1 {_pct(r['ema_val_top1'])}" if "ema_val_top1" in r else ""
     print(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
           f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}{ema}  {r['images_per_sec']:.0f} img/s  "
@@ -143,8 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not result.completed:
         print(f"stopped after step {r['steps']} (--max-steps); continue with --resume")
     if r["epochs"]:
-        print(f"best top-1 {_pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {_pct(r['final_val_top1'])}; "
-              f"{r['train_time_s']:.1f}s of training")
+        print(f"{best_line(r)}; {r['train_time_s']:.1f}s of training")
         if "best_ema_val_top1" in r:
             print(f"EMA best top-1 {_pct(r['best_ema_val_top1'])} (epoch {r['best_ema_epoch']}), final "
                   f"{_pct(r['final_ema_val_top1'])}; the best weights are the {r['best_weights']} ones")
@@ -339,6 +343,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "augmentations, best/last checkpoints, metrics, plots and report.json under --out. "
                     "Runs distributed under `torchrun --nproc_per_node=N -m vitkit train ...`.")
     _add_train_args(p)
+    add_extra_args(p)  # issue 13's flags (cli/train_extras.py)
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",

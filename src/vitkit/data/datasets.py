@@ -61,10 +61,11 @@ class DataSplits:
     classes: list[str]
     source: str
     skipped: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # what the source adds (kind, columns, labels per image)
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "classes": len(self.classes), "train_images": len(self.train),
-                "val_images": len(self.val), "skipped_files": len(self.skipped)}
+                "val_images": len(self.val), "skipped_files": len(self.skipped), **self.info}
 
 
 def find_classes(folder: Path) -> list[str]:
@@ -219,4 +220,7 @@ def collate_skipping(batch: list[tuple[torch.Tensor, int, int] | None]) -> tuple
     skipped = len(batch) - len(good) + sum(b[2] for b in good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), skipped
+    labels = [b[1] for b in good]
+    if isinstance(labels[0], torch.Tensor):  # multi-hot (K,) targets of multi-label data -> (B, K)
+        return torch.stack([b[0] for b in good]), torch.stack(labels).float(), skipped
+    return torch.stack([b[0] for b in good]), torch.tensor(labels, dtype=torch.long), skipped

@@ -221,8 +221,15 @@ def load_hf_splits(path: str | os.PathLike, *, split: str | None = None, val_spl
         if val.classes != train.classes:
             raise DataError(f"{val.source} has classes {val.classes[:5]}... but {train.source} has "
                             f"{train.classes[:5]}...; give both splits the same ClassLabel names.")
-        return DataSplits(train.images, val.images, train.classes, train.source, train.skipped + val.skipped)
+        return DataSplits(train.images, val.images, train.classes, train.source, train.skipped + val.skipped,
+                          info={**_info(train), "val_source": val.source})
     groups = [0] * len(train.images) if train.multi_label else train.images.labels
     train_idx, val_idx = stratified_split(groups, val_fraction, seed)
     return DataSplits(train.images.subset(train_idx), train.images.subset(val_idx), train.classes, train.source,
-                      train.skipped)
+                      train.skipped, info=_info(train))
+
+
+def _info(src: HFSource) -> dict[str, Any]:
+    """What ``DataSplits.describe`` adds for a saved dataset: the kind and the columns used."""
+    d = src.describe()
+    return {k: d[k] for k in ("kind", "image_column", "label_column")}

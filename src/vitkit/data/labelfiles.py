@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
-from .datasets import DataSplits, LabelledImages, stratified_split
+from .datasets import DataSplits, LabelledImages, collate_skipping, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,10 @@ def is_multi_label(splits: DataSplits) -> bool:
 
 def collate_multilabel(batch: list[tuple[torch.Tensor, torch.Tensor, int] | None],
                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``collate_skipping`` for multi-hot targets: (images (B, C, H, W), targets (B, K), unreadable count)."""
-    good = [b for b in batch if b is not None]
-    skipped = len(batch) - len(good) + sum(b[2] for b in good)
-    if not good:
-        return torch.empty(0), torch.empty(0), skipped
-    return torch.stack([b[0] for b in good]), torch.stack([b[1] for b in good]).float(), skipped
+    """``collate_skipping`` for multi-hot targets: (images (B, C, H, W), targets (B, K) float, unreadable count).
+    (``collate_skipping`` stacks tensor targets itself; this only makes the float dtype explicit.)"""
+    images, targets, skipped = collate_skipping(batch)
+    return images, targets.float(), skipped
 
 
 @dataclass
@@ -232,9 +230,17 @@ def load_label_splits(train: str | os.PathLike, val: str | os.PathLike | None = 
     logger.info("label file: %s", data.describe())
     if val is not None:
         held = read_label_file(val, classes=data.classes, multi_label=data.multi_label)
-        return DataSplits(data.images, held.images, data.classes, data.source, data.skipped + held.skipped)
+        return DataSplits(data.images, held.images, data.classes, data.source, data.skipped + held.skipped,
+                          info=_info(data, held))
     # multi-label sets have no single class to stratify by: one group, a seeded random fraction
     groups = [0] * len(data.images) if data.multi_label else data.images.labels
     train_idx, val_idx = stratified_split(groups, val_fraction, seed)
     return DataSplits(data.images.subset(train_idx), data.images.subset(val_idx), data.classes, data.source,
-                      data.skipped)
+                      data.skipped, info=_info(data))
+
+
+def _info(data: LabelFile, val: LabelFile | None = None) -> dict[str, Any]:
+    """What ``DataSplits.describe`` adds for label files: the kind, labels per image, the validation file."""
+    d = data.describe()
+    out = {"kind": d["kind"], "labels_per_image": d["labels_per_image"]}
+    return {**out, "val_source": val.source} if val is not None else out

@@ -20,6 +20,7 @@ from .config import TrainConfig
 from .distributed import Dist, ShardBatchSampler, pick_device
 from .loop import Trainer, evaluate_loader
 from .metrics import METRICS_CSV, METRICS_JSONL, PLOT_FILES, REPORT_FILE, plot_confusion, plot_curves, write_report
+from .multilabel_task import multilabel_report
 from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader, run_settings
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
     }
     if trainer.ema is not None and rows:
         report.update(_ema_report(trainer))
+    report.update(multilabel_report(trainer.multi, rows, p.best_top1))  # issue 13: mAP/F1 for multi-label runs
     write_report(report, out)
     return report
 

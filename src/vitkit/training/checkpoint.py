@@ -21,6 +21,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write
 from ..weights import save_pretrained
+from .peft import exportable, save_run_adapters
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +128,10 @@ def export_model(model: torch.nn.Module, path: Path) -> Path:
         old.rename(path)
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    save_pretrained(model, tmp, format="vitkit")
+    save_pretrained(exportable(model), tmp, format="vitkit")  # LoRA: a merged plain copy (issue 13)
     if path.exists():
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+    save_run_adapters(model, path)  # LoRA: the adapters alone too, in OUT/adapters/<name>
     return path

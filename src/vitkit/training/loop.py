@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..data.augment import MixupCutmix
-from ..data.datasets import DataSplits, load_splits
+from ..data.datasets import DataSplits
 from ..data.digits import export_samples
 from ..errors import ConfigError, DataError, VitkitError
 from ..fileio import remove_stale_temps
@@ -26,9 +26,20 @@ from .config import TrainConfig
 from .distill import distillation_loss, load_teacher
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
 from .ema import ModelEma
+from .extras import summary_extras
+from .fsdp import (
+    full_model,
+    is_sharded,
+    load_model_and_optimizer_state,
+    model_and_optimizer_state,
+    shard_model,
+    unsharded,
+)
 from .interrupt import StopRequest, TrainingInterrupted
 from .metrics import EvalCounts, write_metrics
-from .optim import WarmupCosine, apply_freeze, build_optimizer
+from .multilabel_task import BEST_METRIC, multilabel_task
+from .optim import WarmupCosine, build_optimizer
+from .peft import setup_trainable
 from .setup import (
     EvalTransform,
     autocast,
@@ -40,6 +51,8 @@ from .setup import (
     seed_everything,
     train_transform,
 )
+from .sources import load_data
+from .tracking import open_reporters
 
 logger = logging.getLogger(__name__)
 
@@ -148,15 +161,20 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = dist.device
         seed_everything(cfg.seed)
-        self.splits: DataSplits = load_splits(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.splits: DataSplits = load_data(cfg)  # issue 13: folder, digits, label file or HF dataset
+        self.multi = multilabel_task(cfg, self.splits)  # issue 13: None for a single-label run
+        if self.multi is not None and (cfg.teacher or cfg.ema):
+            raise ConfigError(f"--{'teacher' if cfg.teacher else 'ema'} is not available for multi-label data yet "
+                              "(distillation and the EMA's report are single-label). Drop it for this run.")
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
         self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
                                  overrides=cfg.model_overrides, img_size=cfg.img_size)
         label_model(self.model, self.splits)
-        self.trainable, self.total = apply_freeze(self.model, cfg.freeze)
+        self.trainable, self.total = setup_trainable(self.model, cfg)  # issue 13: LoRA adapters or --freeze
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
+        shard_model(self.model, cfg, dist)  # issue 13: --strategy fsdp (before the optimizer sees the parameters)
         self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
         self.teacher = load_teacher(cfg.teacher, cfg.teacher_weights, self.model, list(self.splits.classes),
                                     self.device) if cfg.teacher else None
@@ -176,9 +194,10 @@ class Trainer:
         self.stop = StopRequest()  # entered by ``train`` for the length of the training loop
         self.state_path = self.out / ckpt.STATE_FILE
         self.last_confusion: torch.Tensor | None = None
+        self.reporters = open_reporters(cfg, self.out, dist.is_main)  # issue 13: --report-to (rank 0)
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                            else None) if dist.initialized else None)
+                                            else None) if dist.initialized and not is_sharded(self.model) else None)
         # the training step's forward: compiled on request (the first steps pay the compile; shapes stay static
         # because every training batch has its full size)
         self.step_net: torch.nn.Module = torch.compile(self.net) if cfg.compile else self.net
@@ -210,6 +229,7 @@ class Trainer:
         """
         self.ddp = None
         self.step_net = self.model
+        self.reporters.close()  # issue 13
         gc.collect()  # DDP sits in reference cycles: free its reducer now, not at some later collection
 
     @property
@@ -226,12 +246,13 @@ class Trainer:
                 "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out),
                 "teacher": None if self.teacher is None else {
                     "model": self.cfg.teacher, "mode": self.cfg.distill, "alpha": self.cfg.distill_alpha,
-                    "through": "distillation head" if self.model.head_dist is not None else "logits"}}
+                    "through": "distillation head" if self.model.head_dist is not None else "logits"},
+                **summary_extras(self)}  # issue 13
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"version": ckpt.STATE_VERSION, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        return {"version": ckpt.STATE_VERSION, **model_and_optimizer_state(self.model, self.optimizer),  # FSDP: full
+                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "progress": self.progress.to_dict(),
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
                 "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
@@ -241,8 +262,9 @@ class Trainer:
     def save(self) -> None:
         """Write the training state (rank 0), after checking that no rank's loss went non-finite."""
         self.check_finite()
+        state = self.state_dict() if self.dist.is_main or is_sharded(self.model) else None  # FSDP: all ranks gather
         if self.dist.is_main:
-            ckpt.save_state(self.state_dict(), self.state_path)
+            ckpt.save_state(state, self.state_path)
         self.dist.barrier()
 
     def resume(self, path: str) -> bool:
@@ -255,8 +277,7 @@ class Trainer:
             return False
         state = ckpt.load_state(target)
         self._check_resumable(state, str(target))
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_model_and_optimizer_state(self.model, self.optimizer, state)  # issue 13: FSDP scatters the full state
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -314,6 +335,8 @@ class Trainer:
     def _loss(self, out: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The labels' loss, or DeiT's with the teacher scoring the same (augmented, mixed) batch ``x``."""
         cfg = self.cfg
+        if self.multi is not None:  # issue 13: multi-label (no teacher: refused when the options are checked)
+            return self.multi.loss(out, target)
         if self.teacher is None:
             return training_loss(out, target, cfg.label_smoothing)
         return distillation_loss(out, target, self.teacher(x), mode=cfg.distill, alpha=cfg.distill_alpha,
@@ -400,7 +423,9 @@ class Trainer:
                                     world_size=self.dist.world_size)
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
-        return evaluate_loader(model, loader, len(self.splits.classes), self.device, self.dist)
+        evaluate = evaluate_loader if self.multi is None else self.multi.evaluate  # issue 13: mAP and F1
+        with unsharded(model):  # issue 13: FSDP gathers the parameters once for the whole pass
+            return evaluate(model, loader, len(self.splits.classes), self.device, self.dist)
 
     def _train_row(self) -> dict[str, Any]:
         """The epoch's training figures, summed over the ranks (one all-reduce)."""
@@ -420,22 +445,25 @@ class Trainer:
         row = self._train_row()
         row = {**row, **metrics, "skipped_images": row["skipped_images"] + val_skipped}
         exports = ["last"]
-        if metrics["val_top1"] > p.best_top1:
-            p.best_top1, p.best_epoch = metrics["val_top1"], p.epoch + 1
+        best_key = "val_top1" if self.multi is None else BEST_METRIC  # issue 13: best_top1 holds mAP then
+        if metrics[best_key] > p.best_top1:
+            p.best_top1, p.best_epoch = metrics[best_key], p.epoch + 1
             exports.append("best")
         if self.ema is not None:
             ema_metrics, _, _ = self._validate(self.ema.module)
             row.update({f"ema_{k}": v for k, v in ema_metrics.items() if k != "val_images"})
             exports.append("ema")
-            if ema_metrics["val_top1"] > p.best_ema_top1:
+            if ema_metrics[best_key] > p.best_ema_top1:
                 p.best_ema_top1, p.best_ema_epoch = ema_metrics["val_top1"], p.epoch + 1
                 exports.append("best_ema")
         p.history.append(row)
         p.epoch, p.batch, p.stats = p.epoch + 1, 0, EpochStats(loss_sum=_loss_accumulator(self.device))
+        export = full_model(self.model)  # issue 13: FSDP gathers a plain model on rank 0 (every rank takes part)
         if self.dist.is_main:
             write_metrics(self.out, p.history)
+            self.reporters.log(row)  # issue 13: the same row to TensorBoard & co
             for name in exports:
-                ckpt.export_model(self.ema.module if "ema" in name else self.model, self.out / name)
+                ckpt.export_model(self.ema.module if "ema" in name else export, self.out / name)
         self.save()
         if self.on_epoch is not None and self.dist.is_main:
             self.on_epoch(row)
@@ -443,7 +471,7 @@ class Trainer:
 
     def export_samples(self) -> list[Path]:
         """Write a few held-out images as ``OUT/samples/<class>_<i>.png`` (to try ``vitkit predict`` on)."""
-        if not self.cfg.export_samples or not self.dist.is_main:
+        if not self.cfg.export_samples or not self.dist.is_main or self.multi is not None:  # named by one class
             return []
         val = self.splits.val
         picked = sample_indices(val.labels, self.cfg.export_samples)

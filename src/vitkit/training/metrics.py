@@ -77,18 +77,22 @@ def plot_curves(rows: Sequence[dict[str, Any]], out: Path, title: str = "") -> d
 
     epochs = [r["epoch"] for r in rows]
     specs = {"loss": (("train_loss", "train"), ("val_loss", "validation")),
-             "accuracy": (("val_top1", "validation top-1"), ("val_top5", "validation top-5"))}
-    best = max(rows, key=lambda r: r["val_top1"]) if rows else None
+             "accuracy": (("val_top1", "validation top-1"), ("val_top5", "validation top-5"),
+                          ("val_mAP", "validation mAP"), ("val_f1_macro", "validation macro F1"))}  # multi-label
+    best_key = "val_top1" if rows and "val_top1" in rows[-1] else "val_mAP"  # multi-label runs: mAP
+    best = max(rows, key=lambda r: r[best_key]) if rows else None
     written = {}
     for kind, series in specs.items():
         fig = _figure()
         ax = fig.add_subplot()
         for key, label in series:
+            if key not in rows[-1]:
+                continue  # top-1 for single-label runs, mAP for multi-label ones
             ax.plot(epochs, [r[key] for r in rows], marker="o", markersize=3, label=label)
         if kind == "accuracy" and best is not None:
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-            label = f"best {100 * best['val_top1']:.2f}% (epoch {best['epoch']})"
-            ax.annotate(label, (best["epoch"], best["val_top1"]), textcoords="offset points", xytext=(0, -14),
+            label = f"best {100 * best[best_key]:.2f}% (epoch {best['epoch']})"
+            ax.annotate(label, (best["epoch"], best[best_key]), textcoords="offset points", xytext=(0, -14),
                         ha="center", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

@@ -18,6 +18,7 @@ from PIL import Image
 from ..config import PretrainedCfg, ViTConfig
 from ..data.augment import SeededTransform, TrainTransform
 from ..data.datasets import DIGITS_SOURCE, DataSplits, LabelledImages, TransformedImages, collate_skipping
+from ..data.labelfiles import is_multi_label
 from ..errors import ConfigError, DataError
 from ..model import VisionTransformer
 from ..processor import ImageProcessor
@@ -87,7 +88,8 @@ def build_model(spec: str, *, num_classes: int | None, weights: str | None = Non
 def label_model(model: torch.nn.Module, splits: DataSplits) -> None:
     """Record the data's class names in the model's pretrained_cfg, so exports predict with names."""
     names: str | list[str] = "digits" if splits.source == DIGITS_SOURCE else list(splits.classes)
-    model.pretrained_cfg = model.pretrained_cfg.replace(num_classes=len(splits.classes), label_names=names)
+    model.pretrained_cfg = model.pretrained_cfg.replace(num_classes=len(splits.classes), label_names=names,
+                                                        multi_label=is_multi_label(splits))  # sigmoid scores
 
 
 def check_model_classes(model: torch.nn.Module, classes: list[str]) -> None:

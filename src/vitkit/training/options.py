@@ -1,0 +1,62 @@
+"""Validation of the settings that issue 13 added to TrainConfig (LoRA, data sources, multi-label,
+tracking, strategy), kept apart from config.py's own checks. ``validate_options`` runs inside
+``TrainConfig.validate``, so a bad value fails before any data or model is loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..lora import LoRAConfig
+from ..multilabel import LOSSES
+from .tracking import check_report_to
+
+STRATEGIES = ("ddp", "fsdp")  # training/fsdp.py
+
+
+def _fail(name: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"Training setting {name}={value!r} is not allowed: expected {expected}.")
+
+
+def lora_config(cfg: Any) -> LoRAConfig | None:
+    """The run's LoRAConfig (None when ``lora_rank`` is 0: LoRA off), validated with the flags' names."""
+    if not cfg.lora_rank:
+        return None
+    try:
+        return LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                          targets=tuple(cfg.lora_targets))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (set by --lora-rank/--lora-alpha/--lora-dropout/--lora-targets)") from None
+
+
+def _check_lora(cfg: Any) -> None:
+    if not isinstance(cfg.lora_rank, int) or isinstance(cfg.lora_rank, bool) or cfg.lora_rank < 0:
+        _fail("lora_rank", cfg.lora_rank, "0 (LoRA off) or a positive rank such as 8")
+    if lora_config(cfg) is not None and cfg.freeze != "none":
+        raise ConfigError(f"--lora-rank trains only the adapters and the head; --freeze {cfg.freeze} cannot be "
+                          f"combined with it. Drop one of the two.")
+
+
+def _check_sources(cfg: Any) -> None:
+    given = [name for name, value in (("data", cfg.data), ("labels", cfg.labels), ("hf_dataset", cfg.hf_dataset))
+             if value is not None and not (name == "data" and value == "digits")]
+    if len(given) > 1:
+        raise ConfigError(f"Give one data source, not {' and '.join(given)}: an image folder (DATA), a label file "
+                          f"(--labels) or a saved Hugging Face dataset (--hf-dataset).")
+    if cfg.val_labels and not cfg.labels:
+        raise ConfigError("--val-labels lists the validation images of a --labels file; give --labels too.")
+    if (cfg.image_column or cfg.label_column) and not cfg.hf_dataset:
+        raise ConfigError("--image-column/--label-column name columns of a --hf-dataset; give --hf-dataset too.")
+
+
+def validate_options(cfg: Any) -> None:
+    """Raise ConfigError naming the first issue-13 setting that is not allowed."""
+    _check_lora(cfg)
+    _check_sources(cfg)
+    if cfg.multilabel_loss not in LOSSES:
+        _fail("multilabel_loss", cfg.multilabel_loss, f"one of {', '.join(LOSSES)}")
+    if not 0.0 < cfg.threshold < 1.0:
+        _fail("threshold", cfg.threshold, "a score threshold in (0, 1)")
+    check_report_to(cfg.report_to)
+    if cfg.strategy not in STRATEGIES:
+        _fail("strategy", cfg.strategy, f"one of {', '.join(STRATEGIES)}")
