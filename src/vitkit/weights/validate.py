@@ -193,13 +193,16 @@ PREPROCESSOR_SCHEMA: dict[str, Checker] = {
     "size": int_or_dict, "crop_size": int_or_dict, "do_center_crop": boolean, "do_resize": boolean,
     "do_normalize": boolean}
 INDEX_SCHEMA: dict[str, Checker] = {"weight_map": mapping(), "metadata": mapping()}
+# Keys real files set to null, meaning "not set" (transformers' nested configs write "architectures": null);
+# the readers treat them as absent. A null anywhere else (a width, a depth) is refused.
+NULLABLE = frozenset({"architectures", "id2label", "label2id", "model_args", "model_name", "crop_size",
+                      "do_center_crop", "resample", "metadata"})
 
 
 def check_json(data: Mapping[str, Any], schema: Mapping[str, Checker], source: str, prefix: str = "") -> None:
-    """Raise a CheckpointError naming the first known key whose value has the wrong type (null is allowed: the
-    reader treats it as absent)."""
+    """Raise a CheckpointError naming the first known key whose value has the wrong type."""
     for key, check in schema.items():
-        if data.get(key) is None:  # null means "not set" in transformers' configs (nested configs write many)
+        if key not in data or (key in NULLABLE and data[key] is None):
             continue
         value = data[key]
         expected = check(value)
