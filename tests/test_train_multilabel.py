@@ -56,7 +56,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[li
 def run(files, tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:  # noqa: F811
     out = tmp_path_factory.mktemp("run")
     train_file, val_file, _ = files
-    train(**{**TINY, "plots": True}, model="vit_digits", labels=str(train_file), val_labels=str(val_file), epochs=4, aug="none", hflip=0.0,
+    train(**{**TINY, "plots": True},
+          model="vit_digits", labels=str(train_file), val_labels=str(val_file), epochs=4, aug="none", hflip=0.0,
           crop_scale=(0.9, 1.0), label_smoothing=0.0, out=str(out))
     return out
 

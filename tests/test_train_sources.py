@@ -69,7 +69,8 @@ def test_a_saved_hugging_face_dataset_trains_without_copying_images(pngs, tmp_pa
         {"picture": [str(root / p) for p, _ in rows], "digit": [names.index(c) for _, c in rows]},
         features=datasets.Features({"picture": datasets.Image(), "digit": datasets.ClassLabel(names=names)}))
     ds.train_test_split(test_size=0.25, seed=0)["train"].save_to_disk(str(tmp_path / "ds"))
-    result = train(**{**TINY, "batch_size": 16}, model="vit_digits", hf_dataset=str(tmp_path / "ds"), epochs=1, out=str(tmp_path / "o"))
+    result = train(**{**TINY, "batch_size": 16},
+                   model="vit_digits", hf_dataset=str(tmp_path / "ds"), epochs=1, out=str(tmp_path / "o"))
     s = result.report["summary"]
     assert (s["image_column"], s["label_column"], s["kind"]) == ("picture", "digit", "single-label")
     assert s["train_images"] + s["val_images"] == 90 and result.report["classes"] == names
