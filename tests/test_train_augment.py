@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def test_flip_probability_one_mirrors(photo: Image.Image):
 @pytest.mark.parametrize("bad", [dict(policy="autoaugment"), dict(scale=(0.5, 0.2)), dict(hflip=2.0),
                                  dict(magnitude=31)])
 def test_bad_settings_raise_config_error(bad: dict):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=re.escape(str(next(iter(bad.values()))))):  # the message names the value
         TrainTransform(size=(8, 8), mean=HALF, std=HALF, **bad)
 
 
@@ -102,5 +103,5 @@ def test_mixup_off_gives_smoothed_one_hot():
     xm, t = mix(x, torch.tensor([0, 3, 1]), torch.Generator().manual_seed(0))
     assert torch.equal(xm, x)
     torch.testing.assert_close(t[0], torch.tensor([0.85, 0.05, 0.05, 0.05]))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="mixup_alpha=-1.0"):
         MixupCutmix(num_classes=4, mixup_alpha=-1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -110,7 +111,8 @@ def test_evaluation_shards_cover_every_sample_once():
                                  dict(layer_decay=1.5), dict(precision="fp8"), dict(freeze="heads"),
                                  dict(label_smoothing=1.0)])
 def test_bad_training_settings_raise_config_error(bad: dict):
-    with pytest.raises(ConfigError):
+    key, value = next(iter(bad.items()))  # the message names the setting's value
+    with pytest.raises(ConfigError, match=re.escape(repr(value) if isinstance(value, str) else f"{key}={value}")):
         TrainConfig(**bad).resolved()
 
 

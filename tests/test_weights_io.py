@@ -91,7 +91,7 @@ def test_garbage_and_empty_files(tmp_path):
     with pytest.raises(CheckpointError, match="not a weight file"):
         vitkit.from_pretrained(tmp_path / "noise.bin")
     (tmp_path / "empty.safetensors").write_bytes(b"")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="empty.safetensors"):
         vitkit.from_pretrained(tmp_path / "empty.safetensors")
 
 
