@@ -25,7 +25,7 @@ from .fileio import atomic_write
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8")
-FORMATS = ("onnx", "torch-export")
+EXPORT_FORMATS = ("onnx", "torch-export")
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: what each format can hold (ONNX Runtime's CPU provider has no bf16 matrix multiply; torch.export
 #: cannot serialise torch's dynamically quantized Linear)
@@ -261,7 +261,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | Non
                  precision: str = "fp32", opset: int = 18, verify: bool = True) -> ExportResult:
     """Export by ``format`` ('onnx' or 'torch-export'; None: from the suffix, .pt2 -> torch-export)."""
     fmt = format or ("torch-export" if Path(path).suffix == ".pt2" else "onnx")
-    check_precision(fmt, FORMATS, "format")
+    check_precision(fmt, EXPORT_FORMATS, "format")
     check_precision(precision, FORMAT_PRECISIONS[fmt], f"{fmt} precision")
     if fmt == "onnx":
         return export_onnx(model, path, precision=precision, opset=opset, verify=verify)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .data.images import list_images
 from .errors import ConfigError, DataError, ImageError, OutputError
 from .featurestore import (
-    FORMATS,
+    OUTPUT_SUFFIXES,
     FeaturesResult,
     load_features,
     mark_done,
@@ -44,8 +44,8 @@ from .runtime import ModelSpec, inference, model_device, pick_device, resolve_mo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "POOLS", "POOL_ALIASES", "FeaturesResult", "check_pool", "compute_features", "extract_features",
-           "load_features", "merge_features", "pool_tokens", "resolve_rank", "sidecars"]
+__all__ = ["OUTPUT_SUFFIXES", "POOLS", "POOL_ALIASES", "FeaturesResult", "check_pool", "compute_features",
+           "extract_features", "load_features", "merge_features", "pool_tokens", "resolve_rank", "sidecars"]
 
 # The model's own pooling vocabulary (ViTConfig.global_pool), plus 'default': what its classifier reads
 POOLS = ("default", "token", "avg", "map", "none")
@@ -183,7 +183,7 @@ def extract_features(
             return _extract_in_memory(items, net, pool=pool, layers=layers, batch_size=batch_size,
                                       num_workers=num_workers)
     out = Path(out)
-    if out.suffix.lower() not in FORMATS:
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
@@ -201,7 +201,7 @@ def _out_and_model(out: Any, model: ModelSpec | None) -> tuple[Any, ModelSpec]:
     """Accept ``extract_features(images, model)``: a second argument that is a model, not an output file."""
     if model is not None:
         return out, model
-    if out is not None and (isinstance(out, torch.nn.Module) or Path(out).suffix.lower() not in FORMATS):
+    if out is not None and (isinstance(out, torch.nn.Module) or Path(out).suffix.lower() not in OUTPUT_SUFFIXES):
         return None, out
     raise ConfigError("extract_features needs a model: extract_features(images, model) for an array in memory, "
                       "or extract_features(images, 'feats.npy', model=...) for a file.")

@@ -42,7 +42,7 @@ from .filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
-FORMATS = (".npy", ".safetensors")
+OUTPUT_SUFFIXES = (".npy", ".safetensors")
 
 
 @dataclass

@@ -8,7 +8,6 @@ fixed size, optionally centre-crop). Pixel values equal those references' for th
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,8 +33,6 @@ from .errors import ConfigError, ImageError, InputSizeError
 from .runtime import inference, pretrained_cfg_of
 from .weights.hf import processor_to_pretrained_cfg
 from .weights.io import read_json
-
-logger = logging.getLogger(__name__)
 
 RESIZE_MODES = ("shorter", "fixed", "none")
 ImageInput = Image.Image | str | os.PathLike | np.ndarray

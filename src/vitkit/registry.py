@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +16,6 @@ from .errors import CheckpointError, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
 from .weights.io import download_from_hub
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

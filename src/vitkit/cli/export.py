@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import FORMATS, PRECISIONS, export_model
+from ..export import EXPORT_FORMATS, PRECISIONS, export_model
 from ..runtime import load_model
 
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "batch, height and width; verify it against eager PyTorch.")
     p.add_argument("model", help="registry name, or a saved model directory / checkpoint")
     p.add_argument("--out", required=True, help="the file to write (.onnx, or .pt2 for torch.export)")
-    p.add_argument("--format", choices=FORMATS, help="default: from the suffix of --out (.pt2: torch-export)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the suffix of --out (.pt2: torch-export)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32; int8 (ONNX: ONNX Runtime dynamic quantization); bf16 (torch-export)")
     p.add_argument("--weights", help="weights to load into a registry model")

@@ -8,7 +8,6 @@ moment leaves either the old or the new checkpoint, never half of one.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import shutil
@@ -22,8 +21,6 @@ from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write
 from ..weights import save_pretrained
 from .peft import exportable, save_run_adapters
-
-logger = logging.getLogger(__name__)
 
 STATE_FILE = "checkpoint.pt"
 STATE_VERSION = 1

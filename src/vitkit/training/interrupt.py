@@ -7,14 +7,11 @@ and raises ``TrainingInterrupted``. A second signal aborts at once (the state sa
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -10,7 +10,6 @@ pretrained_cfg, so ``vitkit predict`` scores classes with a sigmoid and a thresh
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -21,8 +20,6 @@ from ..data.datasets import DataSplits, LabelledImages
 from ..data.labelfiles import MultiLabelImages, is_multi_label
 from ..errors import ConfigError
 from ..multilabel import MultiLabelMeter, multilabel_loss
-
-logger = logging.getLogger(__name__)
 
 BEST_METRIC = "val_mAP"
 

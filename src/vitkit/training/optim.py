@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import parse_freeze
-
-logger = logging.getLogger(__name__)
 
 HEAD_PREFIXES = ("head.", "head_dist.")
 # Parameters after the blocks (final norm, pooling, pre-logits, heads) sit in the top layer

@@ -10,7 +10,6 @@ and load without vitkit.lora; ``OUT/adapters/{best,last}`` hold the adapters and
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from ..errors import CheckpointError
 from ..lora import apply_lora, lora_layers, merge_lora, save_adapters, trainable_parameters
 from .optim import apply_freeze
 from .options import lora_config
-
-logger = logging.getLogger(__name__)
 
 ADAPTERS_DIR = "adapters"
 

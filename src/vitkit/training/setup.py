@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import random
 from collections.abc import Iterator
@@ -24,8 +23,6 @@ from ..model import VisionTransformer
 from ..processor import ImageProcessor
 from ..runtime import load_model
 from ..weights import load_pretrained
-
-logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:

@@ -20,14 +20,11 @@ Only rank 0 reports; every numeric value of a row is logged at the row's optimiz
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
 

@@ -9,7 +9,6 @@ naming the file, what was expected and what to do.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import struct
@@ -28,8 +27,6 @@ from ..errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointEr
 from ..fileio import atomic_write
 from . import validate
 from .validate import corrupt
-
-logger = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npz")

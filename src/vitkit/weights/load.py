@@ -19,14 +19,13 @@ from torch import nn
 from ..config import PretrainedCfg, ViTConfig, check_fields
 from ..errors import CheckpointError, ConfigError, CorruptCheckpointError
 from ..model import VisionTransformer
-from .adapt import NUMERICS, Adapted, adapt, load_style, numerics_line
+from .adapt import NUMERICS, Adapted, Shape, adapt, load_style, numerics_line
 from .families import detect_format
 from .formats import Converted, Family
 from .infer import Known, config_from
 from .io import read_checkpoint
 
 logger = logging.getLogger(__name__)
-Shape = tuple[int, ...]
 MAX_ROWS = 25  # rows per section of a mismatch table
 # Set to 1 to load weights holding NaN or Inf (refused by default: they are almost always corruption)
 ALLOW_NONFINITE_ENV = "VITKIT_ALLOW_NONFINITE"
