@@ -93,3 +93,34 @@ def test_inference_borrows_in_eval_mode_and_restores_every_submodule():
     with pytest.raises(RuntimeError), eval_mode(model):
         raise RuntimeError("boom")
     assert model.training and not model.blocks[0].training
+
+
+# ---------------------------------------------------------------------------------------------- issue 8 bugs
+def test_image_processor_from_pretrained_reads_no_weights(tmp_path, monkeypatch):
+    """It reads the checkpoint's headers and config only: building or loading a model would fail here."""
+    folder = vitkit.save_pretrained(vitkit.create_model("vit_digits"), tmp_path / "m")
+    want = vitkit.ImageProcessor.from_model(vitkit.from_pretrained(folder))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("ImageProcessor.from_pretrained loaded the weights")
+
+    monkeypatch.setattr(vitkit.weights.load, "load_converted", no_loading)
+    monkeypatch.setattr(vitkit.model.VisionTransformer, "__init__", no_loading)
+    assert vitkit.ImageProcessor.from_pretrained(folder).to_dict() == want.to_dict()
+
+
+def test_summarize_copies_no_weight_of_the_callers_model(monkeypatch):
+    model = vitkit.create_model("vit_digits")
+
+    def no_copy(self, memo):
+        raise AssertionError("summarize deep-copied a parameter's data")
+
+    monkeypatch.setattr(torch.nn.Parameter, "__deepcopy__", no_copy)
+    summary = vitkit.summarize(model)
+    assert summary.to_text() and next(model.parameters()).device.type == "cpu"
+
+
+def test_config_has_no_unread_extra_field_and_reads_old_files():
+    assert "extra" not in vitkit.ViTConfig().to_dict()
+    legacy = {**vitkit.ViTConfig(depth=2).to_dict(), "extra": {}}  # what vitkit 0.1.0 wrote in every config.json
+    assert vitkit.ViTConfig.from_dict(legacy).depth == 2
