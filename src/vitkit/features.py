@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .data.images import list_images
 from .errors import ConfigError, DataError, ImageError, OutputError
+from .export import CastIO, convert_precision
 from .featurestore import (
     OUTPUT_SUFFIXES,
     FeaturesResult,
@@ -39,6 +40,7 @@ from .featurestore import (
     sound_chunk,
 )
 from .fileio import remove_stale_temps
+from .inference import plan_for
 from .processor import ImageInput, ImageProcessor
 from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
 
@@ -85,13 +87,33 @@ def compute_features(model: torch.nn.Module, x: torch.Tensor, *, pool: str = "de
     """Features of a batch (B, C, H, W): (B, ...) from the last block, or (B, len(layers), ...) from
     the given blocks (each with the final norm applied, as ``forward_intermediates(norm=True)``)."""
     pool = check_pool(model, pool)
+    x = x.to(model.pos_embed.dtype)  # a bf16 copy (``features_model``) takes bf16 images; features come back fp32
     if not layers:
-        return pool_tokens(model, model.forward_features(x), pool)
+        return pool_tokens(model, model.forward_features(x), pool).float()
     outs = model.forward_intermediates(x, list(layers), norm=True, output_fmt="NLC", return_prefix_tokens=True,
                                        intermediates_only=True)
     # each entry (patches (B, N, D), prefix (B, P, D)) -> tokens (B, P + N, D)
     per_layer = [pool_tokens(model, torch.cat([prefix, patches], dim=1), pool) for patches, prefix in outs]
-    return torch.stack(per_layer, dim=1)  # L x (B, ...) -> (B, L, ...)
+    return torch.stack(per_layer, dim=1).float()  # L x (B, ...) -> (B, L, ...)
+
+
+FEATURE_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+
+
+def features_model(net: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The model that computes features in ``precision``: ``net`` itself for fp32, else a converted copy (bf16
+    weights and activations, or int8 dynamic quantization of the Linear layers; see ``optimize_for_inference``).
+    'auto' takes the precision ``optimize_for_inference`` would (never bf16 without native bf16). Features need
+    the model's tokens, so they run in eager torch (the compile and ONNX Runtime paths give the output only)."""
+    if precision not in FEATURE_PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not supported for features: use one of "
+                          f"{', '.join(FEATURE_PRECISIONS)}.")
+    if precision == "auto":
+        precision = plan_for(model_device(net), "auto", "eager").precision
+    if precision == "fp32":
+        return net
+    work = convert_precision(net, precision)
+    return work.module if isinstance(work, CastIO) else work  # compute_features casts the images itself
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -161,6 +183,7 @@ def extract_features(
     device: str | torch.device | None = None,
     num_workers: int = 4,
     overwrite: bool = False,
+    precision: str = "fp32",
 ) -> FeaturesResult:
     """Features of every image in ``inputs`` (files and folders), in memory or written to ``out``.
 
@@ -181,7 +204,7 @@ def extract_features(
         net = resolve_model(model, weights=weights, device=_rank_device(device))
         with inference(net, device):
             return _extract_in_memory(items, net, pool=pool, layers=layers, batch_size=batch_size,
-                                      num_workers=num_workers)
+                                      num_workers=num_workers, precision=precision)
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
@@ -194,7 +217,7 @@ def extract_features(
     with inference(net, device):
         return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,
                         batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers,
-                        overwrite=overwrite)
+                        overwrite=overwrite, precision=precision)
 
 
 def _out_and_model(out: Any, model: ModelSpec | None) -> tuple[Any, ModelSpec]:
@@ -221,8 +244,9 @@ def _in_memory_inputs(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageIn
 
 
 def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: str, layers: Sequence[int] | None,
-                       batch_size: int, num_workers: int) -> FeaturesResult:
+                       batch_size: int, num_workers: int, precision: str) -> FeaturesResult:
     pool = check_pool(net, pool)
+    work = features_model(net, precision)
     processor = ImageProcessor.from_model(net)
     names = [str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>" for i, item in enumerate(items)]
     rows: list[int] = []
@@ -235,7 +259,7 @@ def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: s
             skipped += [(names[i], t) for i, t in zip(idx, loaded) if isinstance(t, str)]
             if ok:
                 x = torch.stack([t for _, t in ok]).to(model_device(net))  # list of (C, H, W) -> (B, C, H, W)
-                arrays.append(compute_features(net, x, pool=pool, layers=layers).float().cpu().numpy())
+                arrays.append(compute_features(work, x, pool=pool, layers=layers).float().cpu().numpy())
                 rows += [i for i, _ in ok]
     if not rows:
         raise DataError(f"None of the {len(items)} images could be read (e.g. {skipped[0][1]}).")
@@ -246,18 +270,20 @@ def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: s
 
 def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelSpec, weights: Any, pool: str,
              layers: Sequence[int] | None, batch_size: int, rank: int, world_size: int,
-             num_workers: int, overwrite: bool) -> FeaturesResult:
+             num_workers: int, overwrite: bool, precision: str) -> FeaturesResult:
     pool = check_pool(net, pool)
+    work = features_model(net, precision)
     processor = ImageProcessor.from_model(net)
     layers = [int(i) for i in layers] if layers else None
     name = getattr(net, "model_name", type(net).__name__) if isinstance(model, torch.nn.Module) else str(model)
     settings = {"model": str(name), "weights": None if weights is None else str(weights), "pool": pool,
-                "layers": layers, "processor": processor.to_dict(), "world_size": world_size, "files": files}
+                "layers": layers, "processor": processor.to_dict(), "world_size": world_size, "files": files,
+                "precision": precision}
     parts = parts_dir(out)
     lock = rank_lock(parts, out, rank, world_size, overwrite=overwrite)
     try:
         chunk_size = prepare_manifest(parts, settings, batch_size)
-        computed, reused = _run_rank(net, processor, files, rank_dir(parts, rank, world_size),
+        computed, reused = _run_rank(work, processor, files, rank_dir(parts, rank, world_size),
                                      mine=list(range(rank, len(files), world_size)), chunk_size=chunk_size,
                                      pool=pool, layers=layers, device=model_device(net), num_workers=num_workers)
         result = merge_if_complete(out)

@@ -9,7 +9,7 @@ import sys
 
 from ..attention import METHODS, save_attention_map
 from ..errors import ConfigError, DataError
-from ..features import POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
+from ..features import FEATURE_PRECISIONS, POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
 from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
 
@@ -107,7 +107,10 @@ def cmd_features(args: argparse.Namespace) -> int:
         result = extract_features(args.inputs, args.out, model=args.model, weights=args.weights, pool=args.pool,
                                   layers=args.layers, batch_size=args.batch_size, rank=args.rank,
                                   world_size=args.world_size, device=args.device, num_workers=args.workers,
-                                  overwrite=args.overwrite)
+                                  overwrite=args.overwrite, precision=args.precision)
+        if args.precision != "fp32":
+            print(f"features computed in {args.precision} (eager torch, a converted copy of the model)",
+                  file=sys.stderr)
         if result.reused:
             print(f"resumed: {result.reused} images were already done, {result.computed} computed now")
     for path, error in result.skipped:
@@ -170,6 +173,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--merge", action="store_true", help="only merge the finished parts of a split run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_device(p)
+    p.add_argument("--precision", choices=FEATURE_PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16 (only fast with native bf16), fp16 (GPUs), int8 (integer GEMMs) or "
+                        "auto (the fastest that keeps the accuracy floors here)")
     p.set_defaults(func=cmd_features)
 
     p = subparsers.add_parser("inspect", help="structure, output shapes, parameters and MACs of a model",
