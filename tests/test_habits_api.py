@@ -32,7 +32,7 @@ def test_features_only_matches_timm_and_forward_intermediates(timm):
         torch.testing.assert_close(b, c, atol=0, rtol=0)
     assert ours.channels() == ref.feature_info.channels() and ours.reduction() == ref.feature_info.reduction()
     assert [f["module"] for f in ours.feature_info] == ["blocks.1", "blocks.3", "blocks.5"]
-    with pytest.raises(vitkit.InputSizeError, match="out of range"):
+    with pytest.raises(vitkit.ConfigError, match="out of range"):
         vitkit.create_model("vit_digits", features_only=True, out_indices=(7,))
     assert len(vitkit.create_model("vit_digits", features_only=True)(torch.randn(1, 3, 32, 32))) == 3  # last 3
 
