@@ -84,3 +84,14 @@ def test_cli_inspect_text_and_json(capsys):
     assert data["total_params"] == sum(p.numel() for p in create_model("vit_digits", img_size=64).parameters())
     assert main(["inspect", "vit_bse_patch16_224"]) == 2
     assert "vit_base_patch16_224" in capsys.readouterr().err
+
+
+def test_wording_of_prefix_tokens():
+    """'a class token', 'no prefix tokens'; never 'token(s)' or 'prepend no prefix tokens' (issue 12)."""
+    plain = summarize("vit_digits").to_text()
+    siglip = summarize("vit_base_patch16_siglip_224").to_text()
+    dinov2 = summarize("vit_small_patch14_reg4_dinov2").to_text()
+    assert "prefix: a class token," in plain and "prepend class token, add pos_embed" in plain
+    assert "no prefix tokens," in siglip and "prepend" not in siglip
+    assert "prefix: a class token + 4 register tokens" in dinov2
+    assert not any("token(s)" in text for text in (plain, siglip, dinov2))

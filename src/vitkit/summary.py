@@ -180,10 +180,11 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
 
 def _describe(net: nn.Module, size: Sequence[int]) -> str:
     c = net.config
-    prefix = " + ".join(n for n, on in (("class", c.class_token), ("distillation", c.distilled),
-                                         (f"{c.reg_tokens} register", c.reg_tokens)) if on) or "no"
+    names = [n for n, on in (("a class token", c.class_token), ("a distillation token", c.distilled),
+                             (f"{c.reg_tokens} register token{'s' * (c.reg_tokens != 1)}", c.reg_tokens)) if on]
+    prefix = "prefix: " + " + ".join(names) if names else "no prefix tokens"
     return (f"{type(net).__name__}: {size[0]}x{size[1]} input, patch {c.patch_size[0]}x{c.patch_size[1]}, "
-            f"width {c.embed_dim}, {c.depth} blocks x {c.num_heads} heads, {prefix} prefix token(s), "
+            f"width {c.embed_dim}, {c.depth} blocks x {c.num_heads} heads, {prefix}, "
             f"pooling '{c.global_pool}', {c.num_classes} classes")
 
 
@@ -195,9 +196,11 @@ def _data_path(net: nn.Module, shapes: dict[str, list[int]], input_shape: list[i
     tokens = [B, grid[0] * grid[1] + net.num_prefix_tokens, D]
     prefix_names = [n for n, on in (("class token", c.class_token), ("distillation token", c.distilled),
                                     ("register tokens", c.reg_tokens)) if on]
-    pos = "add pos_embed to patches, prepend " if c.no_embed_class else "prepend "
-    pos += ", ".join(prefix_names) if prefix_names else "no prefix tokens"
-    pos += "" if c.no_embed_class else ", add pos_embed"
+    if prefix_names:
+        pos = ("add pos_embed to patches, prepend " if c.no_embed_class else "prepend ") + ", ".join(prefix_names)
+        pos += "" if c.no_embed_class else ", add pos_embed"
+    else:  # nothing to prepend (SigLIP-style MAP models)
+        pos = "add pos_embed to patches"
     ph, pw = c.patch_size
     path = [("input image", input_shape),
             (f"patch_embed: conv {ph}x{pw}, stride {ph}", shapes["patch_embed"]),

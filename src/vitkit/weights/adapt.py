@@ -119,8 +119,9 @@ def _pos_embed(out: Adapted, expected: Mapping[str, Shape], config: ViTConfig, s
         return
     out.state[key] = resample_posemb(pe, config.grid_size, num_prefix_tokens=prefix, old_grid=tuple(grid),
                                      style=style)
+    kept = f", {prefix} prefix token{'s' * (prefix != 1)} kept" if prefix else ""
     out.notes.append(f"{key}: grid {grid[0]}x{grid[1]} resampled to {config.grid_size[0]}x{config.grid_size[1]} "
-                     f"({style_name(style)}), {prefix} prefix token(s) kept")
+                     f"({style_name(style)}){kept}")
 
 
 def _heads(out: Adapted, expected: Mapping[str, Shape]) -> None:
