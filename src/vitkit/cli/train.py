@@ -18,6 +18,7 @@ from ..training import TrainConfig, TrainingInterrupted, evaluate, train
 from ..training.checkpoint import STATE_FILE
 from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
 from .train_extras import add_extra_args, best_line, data_details, extra_settings, lora_line, multilabel_epoch_line
+from .train_extras import pct as _pct
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -29,10 +30,6 @@ PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size"
                "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
                "log_every", "img_size", "overwrite", "ema",
                "teacher", "teacher_weights", "distill", "distill_alpha", "distill_tau", "compile")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _share(part: int, whole: int) -> str:

@@ -60,23 +60,24 @@ def extra_settings(args: argparse.Namespace) -> dict[str, Any]:
             "report_to": tuple(args.report_to), "strategy": args.strategy}
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A fraction as the console shows it ('99.72%'), '-' for none."""
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def multilabel_epoch_line(r: dict[str, Any]) -> str:
     """A multi-label epoch row as the CLI prints it (mAP and F1 instead of top-1/top-5)."""
     return (f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
-            f"mAP {_pct(r['val_mAP'])}  F1 micro {_pct(r['val_f1_micro'])} macro {_pct(r['val_f1_macro'])}  "
+            f"mAP {pct(r['val_mAP'])}  F1 micro {pct(r['val_f1_micro'])} macro {pct(r['val_f1_macro'])}  "
             f"{r['images_per_sec']:.0f} img/s  {r['epoch_time_s']:.1f}s")
 
 
 def best_line(r: dict[str, Any]) -> str:
     """'best top-1 X (epoch N), final Y' or, for a multi-label run, the same in mAP."""
     if r.get("best_metric") == "val_mAP":
-        return (f"best mAP {_pct(r['best_val_mAP'])} (epoch {r['best_epoch']}), final mAP {_pct(r['final_val_mAP'])}"
-                f" (F1 micro {_pct(r['final_val_f1_micro'])}, macro {_pct(r['final_val_f1_macro'])})")
-    return f"best top-1 {_pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {_pct(r['final_val_top1'])}"
+        return (f"best mAP {pct(r['best_val_mAP'])} (epoch {r['best_epoch']}), final mAP {pct(r['final_val_mAP'])}"
+                f" (F1 micro {pct(r['final_val_f1_micro'])}, macro {pct(r['final_val_f1_macro'])})")
+    return f"best top-1 {pct(r['best_val_top1'])} (epoch {r['best_epoch']}), final {pct(r['final_val_top1'])}"
 
 
 def data_details(summary: dict[str, Any]) -> str:

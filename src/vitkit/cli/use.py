@@ -65,11 +65,10 @@ def _print_path(args: argparse.Namespace) -> None:
     asked for (so the default run and its one-line errors stay quiet)."""
     if (args.precision, args.backend) == ("fp32", "eager"):
         return
-    import torch
-
     from ..inference import plan_for
+    from ..runtime import pick_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     print(f"inference path: {plan_for(device, args.precision, args.backend).reason}", file=sys.stderr)
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..registry import list_models
+from ..registry import is_registered
 from .setup import build_model, check_model_classes
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Teacher:
 def load_teacher(spec: str, weights: str | None, student: nn.Module, classes: list[str],
                  device: torch.device) -> Teacher:
     """The teacher ``spec`` (registry name with ``weights``, saved folder or checkpoint), checked against the data."""
-    if weights is None and spec in list_models():
+    if weights is None and is_registered(spec):
         raise ConfigError(f"--teacher {spec!r} is a registry name without weights: a teacher with random weights "
                           f"teaches nothing. Pass --teacher-weights SRC, or --teacher a trained model folder (e.g. "
                           f"runs/digits/best).")
