@@ -16,3 +16,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
     touch "$stamp"
 fi
+# torchvision (needed only by the test-only reference timm) is a CUDA build on PyPI: a start-up hook makes it
+# importable on CPU torch (scripts/env/torchvision_cpu.py says how). It lives in .venv only, never in vitkit.
+site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+printf '%s\nimport torchvision_cpu\n' "$PWD/scripts/env" > "$site/vitkit-dev-torchvision-cpu.pth"
