@@ -16,6 +16,7 @@ from .errors import CheckpointError, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
 from .weights.io import download_from_hub
+from .zoo_table import ROWS as ZOO_ROWS
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,20 @@ def _populate() -> None:
         description="a small ViT for 32x32 images (the bundled digits data)", tags=("small",)))
 
 
+FAMILY_SOURCES = {
+    "dinov3": "DINOv3 (Meta; timm's eva.py port)", "eva02": "EVA-02 (BAAI)", "pe": "Perception Encoder (Meta)",
+    "clip": "CLIP image tower (OpenAI / LAION / DataComp)", "aimv2": "AIMv2 (Apple)", "dinov2": "DINOv2 (Meta)",
+    "flexivit": "FlexiViT (Google)", "siglip": "SigLIP / SigLIP 2 image tower (Google)",
+}
+
+
+def _populate_families() -> None:
+    """Today's families, read off timm's definitions (zoo_table.py, written by scripts/gen_zoo.py)."""
+    for name, family, config, pcfg in ZOO_ROWS:
+        register(ModelEntry(name=name, config=config, pretrained_cfg=PretrainedCfg.from_dict(pcfg),
+                            description=f"{FAMILY_SOURCES[family]}: {name}", tags=(family,)))
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching ``pattern``, sorted: a shell-style pattern (``'vit_base_*'``), or a
     plain word matched anywhere in the name (``'deit'``), as timm's ``list_models`` users type it."""
@@ -283,4 +298,5 @@ def known_configs() -> dict[str, ViTConfig]:
 
 
 _populate()
+_populate_families()
 _with_default_tags()
