@@ -52,7 +52,8 @@ def test_longest_padding_gives_the_same_rows() -> None:
     budget = PatchProcessor(max_num_patches=64)(images)
     longest = PatchProcessor(max_num_patches=64, pad_to="longest")(images)
     L = longest.patches.shape[1]
-    assert L == int(longest.mask.sum(1).max()) and torch.equal(budget.patches[:, :L], longest.patches) and not budget.mask[:, L:].any()
+    assert int(longest.mask.sum(1).max()) == L and not budget.mask[:, L:].any()
+    assert torch.equal(budget.patches[:, :L], longest.patches)
 
 
 def test_bad_settings_are_refused_before_any_image() -> None:
