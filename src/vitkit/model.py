@@ -252,7 +252,7 @@ class VisionTransformer(nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False, *, pixel_values: torch.Tensor | None = None) -> Any:
+                output_attentions: bool = False, pixel_values: torch.Tensor | None = None) -> Any:
         """Logits (B, num_classes); a ``ViTOutput`` with the hidden states and/or attention weights when asked.
 
         ``model(pixel_values=x)`` (what ``model(**processor(images=..., return_tensors="pt"))`` passes) returns a
