@@ -22,7 +22,7 @@ ROPES = ("none", "eva", "dinov3")  # 2-D rotary embedding forms (rope.py)
 GRID_INDEXINGS = ("ij", "xy")
 MLP_LAYERS = ("mlp", "swiglu", "swiglu_packed")
 # How position embeddings are resampled to another grid, named by the code whose numbers they give (posemb.py)
-POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google")
+POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google", "siglip2")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

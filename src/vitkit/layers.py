@@ -105,6 +105,13 @@ class BlockSpec:
     num_prefix_tokens: int = 0  # tokens before the patches, not rotated
 
 
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last axis of attention scores, where ``mask`` (bool, broadcastable) is False giving 0."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention, fused (``qkv``) or separate (``q_proj``, ``k_proj``, ``v_proj``) projections,
     with rotary position embeddings applied to the patch tokens' queries and keys when a table is given.
@@ -151,8 +158,10 @@ class Attention(nn.Module):
         q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, return_attn: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, return_attn: bool = False,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``rope``: a rotary table (N, 2 * head_dim), or (B, 1, N, 2 * head_dim) per image. ``attn_mask``: which
+        keys each query may attend to, bool, broadcastable to (B, heads, N, N) (True: attend); None: all."""
         B, N, C = x.shape
         q, k, v = self._qkv(x)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -161,11 +170,11 @@ class Attention(nn.Module):
             k = apply_rope(k, rope, rotate_half=self.rotate_half, num_prefix_tokens=self.num_prefix_tokens)
         attn = None
         if return_attn:
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+            attn = masked_softmax((q * self.scale) @ k.transpose(-2, -1), attn_mask)  # (B, heads, N, N)
             x = self.attn_drop(attn) @ v
         else:
             x = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
         x = self.proj_drop(self.proj(self.norm(x)))
         return (x, attn) if return_attn else x
@@ -254,12 +263,12 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, spec.init_values) if spec.init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, return_attn: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, return_attn: bool = False,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if return_attn:
-            y, attn = self.attn(self.norm1(x), rope, return_attn=True)
+            y, attn = self.attn(self.norm1(x), rope, return_attn=True, attn_mask=attn_mask)
         else:
-            y, attn = self.attn(self.norm1(x), rope), None
+            y, attn = self.attn(self.norm1(x), rope, attn_mask=attn_mask), None
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return (x, attn) if return_attn else x
@@ -285,19 +294,21 @@ class AttentionPoolHead(nn.Module):
         self.norm = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, return_attn: bool = False, attn_mask: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Pool tokens (B, N, C) to (B, C); with ``return_attn`` also the query's weights (B, heads, 1, N),
-        computed explicitly (the fused kernel does not expose them)."""
+        computed explicitly (the fused kernel does not expose them). ``attn_mask``: (B, 1, 1, N) bool, the
+        tokens the query may read (True), e.g. not padding."""
         B, N, C = x.shape
         # (1, 1, C) -> (B, heads, 1, head_dim)
         q = self.q(self.latent.expand(B, -1, -1)).reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)
         # (B, N, 2C) -> (2, B, heads, N, head_dim)
         k, v = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if return_attn:
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, 1, N)
+            attn = masked_softmax((q * self.scale) @ k.transpose(-2, -1), attn_mask)  # (B, heads, 1, N)
             x = attn @ v
         else:
-            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         x = self.proj(x.transpose(1, 2).reshape(B, 1, C))  # (B, heads, 1, head_dim) -> (B, 1, C)
         x = x + self.mlp(self.norm(x))
         return (x[:, 0], attn) if return_attn else x[:, 0]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -243,27 +244,33 @@ class VisionTransformer(nn.Module):
             x = self._run_block(block, x, rope)
         return self.norm(x)
 
-    def pool(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+    def pool(self, x: torch.Tensor, mode: str | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, prefix + N, D) -> (B, D) by ``mode`` (default: the configured ``global_pool``): 'token' the
-        class token, 'avg' the mean patch token, 'map' the attention-pool head; 'none' keeps all tokens."""
+        class token, 'avg' the mean patch token, 'map' the attention-pool head; 'none' keeps all tokens.
+        ``mask`` (B, prefix + N) bool marks the real tokens of padded patch sequences (padding is ignored)."""
         mode = self.global_pool if mode is None else mode
         if mode == "map":  # over every token, as timm's attention pool reads them
-            return self.attn_pool(x)
+            return self.attn_pool(x, attn_mask=None if mask is None else mask[:, None, None, :])
         if mode == "token":
             return x[:, 0]
         if mode == "avg":
-            return x[:, self.num_prefix_tokens:].mean(dim=1)
+            patches = x[:, self.num_prefix_tokens:]
+            if mask is None:
+                return patches.mean(dim=1)
+            keep = mask[:, self.num_prefix_tokens:, None].to(patches.dtype)  # (B, N, 1)
+            return (patches * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
         return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> Any:
-        """Pooled features (``pre_logits=True``) or logits from the tokens of ``forward_features``."""
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False, mask: torch.Tensor | None = None) -> Any:
+        """Pooled features (``pre_logits=True``) or logits from the tokens of ``forward_features`` (or of
+        ``forward_patch_features``, with its token ``mask``)."""
         if self.head_dist is not None:
             cls, dist = self.pre_logits(self.head_drop(x[:, 0])), self.pre_logits(self.head_drop(x[:, 1]))
             if pre_logits:
                 return (cls + dist) / 2
             cls, dist = self.head(cls), self.head_dist(dist)
             return (cls, dist) if self.training else (cls + dist) / 2
-        x = self.fc_norm(self.pool(x))
+        x = self.fc_norm(self.pool(x, mask=mask))
         x = self.pre_logits(self.head_drop(x))
         return x if pre_logits else self.head(x)
 
@@ -281,6 +288,8 @@ class VisionTransformer(nn.Module):
         if x is None:
             raise InputSizeError("No images given: call model(x) with x of shape (B, C, H, W), or "
                                  "model(pixel_values=x).")
+        if hasattr(x, "patches") and hasattr(x, "mask") and hasattr(x, "grids"):  # a PatchBatch
+            return self.forward_patches(x.patches, x.mask, x.grids)
         if output_hidden_states or output_attentions:
             return self._forward_with_outputs(x, output_hidden_states, output_attentions)
         return self.forward_head(self.forward_features(x))
@@ -299,6 +308,103 @@ class VisionTransformer(nn.Module):
             hidden.append(x)
         return ViTOutput(logits=self.forward_head(self.norm(x)), hidden_states=tuple(hidden) if hidden_states else None,
                          attentions=tuple(attns) if attentions else None)
+
+    # ------------------------------------------------------------------ patch sequences (native aspect ratio)
+    def _check_patches(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor) -> None:
+        c = self.config
+        width = c.in_chans * c.patch_size[0] * c.patch_size[1]
+        if patches.ndim != 3 or patches.shape[-1] != width or c.patch_size[0] != c.patch_size[1]:
+            raise InputSizeError(f"Expected patch sequences (B, L, {width}) of {c.patch_size[0]}x{c.patch_size[1]} "
+                                 f"patches with {c.in_chans} channels, got {tuple(patches.shape)}; make them with "
+                                 f"vitkit.patches.PatchProcessor.from_model(model).")
+        B, L = patches.shape[:2]
+        if tuple(mask.shape) != (B, L) or mask.dtype != torch.bool or tuple(grids.shape) != (B, 2):
+            raise InputSizeError(f"Patch sequences {tuple(patches.shape)} need a bool mask ({B}, {L}) and grids "
+                                 f"({B}, 2); got a {mask.dtype} mask {tuple(mask.shape)} and grids "
+                                 f"{tuple(grids.shape)}.")
+        counts, cells = mask.sum(dim=1), grids.prod(dim=1)
+        if bool((grids < 1).any()) or not torch.equal(counts.cpu(), cells.cpu()):
+            raise InputSizeError(f"Each image's grid must have as many patches as its mask has True rows: grids "
+                                 f"{grids.tolist()}, real rows {counts.tolist()}.")
+
+    def _per_grid(self, grids: torch.Tensor, length: int, make: Any, width: int, device: torch.device,
+                  dtype: torch.dtype) -> torch.Tensor:
+        """(B, length, width): ``make(grid)`` -> (h*w, width) for each image's grid, zeros where padded (each
+        distinct grid computed once)."""
+        out = torch.zeros(grids.shape[0], length, width, device=device, dtype=dtype)
+        rows: dict[tuple[int, int], list[int]] = {}
+        for i, (h, w) in enumerate(grids.tolist()):
+            rows.setdefault((h, w), []).append(i)
+        for (h, w), index in rows.items():
+            out[index, : h * w] = make((h, w)).to(device=device, dtype=dtype)
+        return out
+
+    def embed_patches(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Padded patch sequences to the first block's input: (tokens (B, prefix + L, D), the token mask
+        (B, prefix + L), the rotary tables (B, 1, L, 2 * head_dim) or None).
+
+        The same arithmetic as ``embed`` on an image of each grid: the patch kernel as a linear map, the
+        position embeddings resampled per grid with the model's numerics (or sin-cos / rotary tables computed
+        per grid), the prefix tokens prepended.
+        """
+        self._check_patches(patches, mask, grids)
+        c, (B, L) = self.config, patches.shape[:2]
+        weight = self.patch_embed.proj.weight  # (D, C, p, p) -> (D, p*p*C): the patch order of to_patches
+        x = F.linear(patches.to(weight.dtype), weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1),
+                     self.patch_embed.proj.bias)  # (B, L, D)
+        x = self.patch_embed.norm(x)
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        embedded_prefix = 0 if c.no_embed_class else self.num_prefix_tokens
+        if c.posemb == "sincos2d":
+            x = x + self._per_grid(grids, L, lambda g: posemb_sincos_2d(g, self.embed_dim)[0], self.embed_dim,
+                                   x.device, x.dtype)
+        elif c.posemb != "none":
+            def patch_posemb(grid: tuple[int, int]) -> torch.Tensor:
+                return resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix, old_grid=c.grid_size,
+                                       style=c.posemb_resample or "timm")[0, embedded_prefix:]
+
+            x = x + self._per_grid(grids, L, patch_posemb, self.embed_dim, x.device, x.dtype)
+            if embedded_prefix:
+                prefix = [t + pe for t, pe in zip(prefix, self.pos_embed[:, :embedded_prefix].split(
+                    [t.shape[1] for t in prefix], dim=1))]
+        tokens = self.norm_pre(self.pos_drop(torch.cat(prefix + [x], dim=1)))
+        full_mask = torch.cat([mask.new_ones(B, self.num_prefix_tokens), mask], dim=1)
+        rope = None
+        if c.rope != "none":
+            head_dim = c.embed_dim // c.num_heads
+            rope = self._per_grid(grids, L, lambda g: self.rope_table(g, device=x.device), 2 * head_dim,
+                                  x.device, torch.float32)[:, None]  # (B, L, 2hd) -> (B, 1, L, 2hd)
+        return tokens, full_mask, rope
+
+    def forward_patch_features(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All tokens after the final norm, and the token mask: padded patch sequences (B, L, p*p*C) with their
+        mask (B, L) and grids (B, 2) -> ((B, prefix + L, D), (B, prefix + L)). Padding never changes a real
+        token: every block attends to real tokens only."""
+        x, full_mask, rope = self.embed_patches(patches, mask, grids)
+        keys = full_mask[:, None, None, :]  # (B, prefix + L) -> (B, 1, 1, prefix + L)
+        for block in self.blocks:
+            x = block(x, rope, attn_mask=keys)
+        return self.norm(x), full_mask
+
+    def forward_patches(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor, *,
+                        pre_logits: bool = False) -> torch.Tensor:
+        """Logits (or pooled features with ``pre_logits``) of images given as padded patch sequences (a
+        ``vitkit.patches.PatchBatch``'s patches, mask and grids): each image at its own aspect ratio."""
+        x, full_mask = self.forward_patch_features(patches, mask, grids)
+        return self.forward_head(x, pre_logits=pre_logits, mask=full_mask)
+
+    def forward_patch_attention(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor
+                                ) -> list[torch.Tensor]:
+        """Attention weights of every block for padded patch sequences, each (B, heads, prefix + L, prefix + L);
+        weights on padding are 0."""
+        x, full_mask, rope = self.embed_patches(patches, mask, grids)
+        maps = []
+        for block in self.blocks:
+            x, attn = block(x, rope, return_attn=True, attn_mask=full_mask[:, None, None, :])
+            maps.append(attn)
+        return maps
 
     # ------------------------------------------------------------------ timm's accessors
     def get_classifier(self) -> nn.Module:

@@ -18,6 +18,8 @@ RESAMPLE_STYLES: dict[str, dict[str, object]] = {
     # Google's own loaders (vit_jax interpolate_posembed, big_vision resample_posemb): scipy.ndimage.zoom(order=1),
     # which maps output i to input i * (n_in - 1) / (n_out - 1): bilinear with the corners aligned
     "google": {"mode": "bilinear", "antialias": False, "align_corners": True},
+    # SigLIP 2 NaFlex (transformers' resize_positional_embeddings, timm's naflexvit siglip models)
+    "siglip2": {"mode": "bilinear", "antialias": True},
 }
 assert tuple(RESAMPLE_STYLES) == POSEMB_RESAMPLES  # the config validates names against the same list
 

@@ -1,0 +1,156 @@
+"""Native aspect ratio: images as padded patch sequences through one VisionTransformer.
+
+Against transformers' Siglip2VisionModel (NaFlex) and timm's NaFlexVit on the same random weights (fp32,
+1e-5), and against vitkit's own fixed-size path: a patch sequence gives what the image resized to its grid
+gives, and padding never changes a result.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitkit
+from test_weights_refs import randomize
+from vitkit.errors import InputSizeError
+from vitkit.patches import PatchProcessor, pad_sequences, to_patches
+from vitkit.processor import sample_photos
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _photos():
+    wide, _, tall = sample_photos()  # 427x640 and 80x40
+    return [wide, tall, wide.crop((0, 0, 200, 120))]
+
+
+def _siglip2_pair(transformers, num_patches: int = 64):
+    cfg = transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                           num_attention_heads=4, num_patches=num_patches, patch_size=8)
+    ref = randomize(transformers.Siglip2VisionModel(cfg)).eval()
+    side = int(num_patches ** 0.5)
+    ours = vitkit.VisionTransformer(img_size=side * 8, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+                                    mlp_ratio=2.0, class_token=False, global_pool="map", act_layer="gelu_tanh",
+                                    norm_eps=1e-6, num_classes=0, posemb_resample="siglip2").eval()
+    sd = ref.state_dict()
+    p = ""
+    w = sd[p + "embeddings.patch_embedding.weight"]  # (D, p*p*C) -> (D, C, p, p)
+    mapped = {"patch_embed.proj.weight": w.reshape(64, 8, 8, 3).permute(0, 3, 1, 2),
+              "patch_embed.proj.bias": sd[p + "embeddings.patch_embedding.bias"],
+              "pos_embed": sd[p + "embeddings.position_embedding.weight"][None],
+              "norm.weight": sd[p + "post_layernorm.weight"], "norm.bias": sd[p + "post_layernorm.bias"]}
+    for i in range(2):
+        h, o = f"{p}encoder.layers.{i}.", f"blocks.{i}."
+        for a, b in [("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.out_proj", "attn.proj"),
+                     ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]:
+            mapped[o + b + ".weight"], mapped[o + b + ".bias"] = sd[h + a + ".weight"], sd[h + a + ".bias"]
+        for kind in ("weight", "bias"):
+            mapped[o + "attn.qkv." + kind] = torch.cat([sd[f"{h}self_attn.{x}_proj.{kind}"] for x in "qkv"])
+    hp = p + "head."
+    mapped.update({"attn_pool.latent": sd[hp + "probe"],
+                   "attn_pool.q.weight": sd[hp + "attention.in_proj_weight"][:64],
+                   "attn_pool.q.bias": sd[hp + "attention.in_proj_bias"][:64],
+                   "attn_pool.kv.weight": sd[hp + "attention.in_proj_weight"][64:],
+                   "attn_pool.kv.bias": sd[hp + "attention.in_proj_bias"][64:],
+                   "attn_pool.proj.weight": sd[hp + "attention.out_proj.weight"],
+                   "attn_pool.proj.bias": sd[hp + "attention.out_proj.bias"],
+                   "attn_pool.norm.weight": sd[hp + "layernorm.weight"], "attn_pool.norm.bias": sd[hp + "layernorm.bias"],
+                   "attn_pool.mlp.fc1.weight": sd[hp + "mlp.fc1.weight"], "attn_pool.mlp.fc1.bias": sd[hp + "mlp.fc1.bias"],
+                   "attn_pool.mlp.fc2.weight": sd[hp + "mlp.fc2.weight"], "attn_pool.mlp.fc2.bias": sd[hp + "mlp.fc2.bias"]})
+    ours.load_state_dict(mapped)
+    return ref, ours
+
+
+def test_siglip2_naflex_pooled_output_equals_transformers_batched_and_one_by_one(transformers):
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    ref, ours = _siglip2_pair(transformers)
+    images = _photos()
+    inputs = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=64)(images, return_tensors="pt")
+    batch = PatchProcessor(patch_size=8, max_num_patches=64)(images)
+    with torch.no_grad():
+        theirs = ref(pixel_values=inputs["pixel_values"], pixel_attention_mask=inputs["pixel_attention_mask"],
+                     spatial_shapes=inputs["spatial_shapes"]).pooler_output
+        mine = ours.forward_patches(batch.patches, batch.mask, batch.grids)
+        assert mine.shape == (3, 64)
+        torch.testing.assert_close(mine, theirs, **TOL)
+        for i in range(3):
+            one = PatchProcessor(patch_size=8, max_num_patches=64, pad_to="longest")(images[i])
+            torch.testing.assert_close(ours(one), mine[i:i + 1], **TOL)
+
+
+@pytest.mark.parametrize("form", ["learned", "rope", "registers"])
+def test_a_sequence_gives_what_the_image_resized_to_its_grid_gives(form: str) -> None:
+    kw = {"learned": {}, "rope": dict(rope="eva", posemb="none", class_token=True),
+          "registers": dict(reg_tokens=2, global_pool="avg", no_embed_class=True)}[form]
+    model = randomize(vitkit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                               num_classes=5, **kw)).eval()
+    pixels = [torch.randn(3, 24, 56), torch.randn(3, 48, 16), torch.randn(3, 32, 32)]
+    batch = pad_sequences([to_patches(p, 8) for p in pixels], [(p.shape[1] // 8, p.shape[2] // 8) for p in pixels],
+                          length=30)
+    with torch.no_grad():
+        seq = model.forward_patches(batch.patches, batch.mask, batch.grids)
+        for i, p in enumerate(pixels):
+            torch.testing.assert_close(seq[i], model(p[None])[0], **TOL)
+        tokens, full = model.forward_patch_features(batch.patches, batch.mask, batch.grids)
+        dense = model.forward_features(pixels[0][None])
+        torch.testing.assert_close(tokens[0, full[0]], dense[0], **TOL)
+
+
+def test_padding_never_changes_a_result() -> None:
+    model = randomize(vitkit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                               num_classes=5, global_pool="map", class_token=False)).eval()
+    p = to_patches(torch.randn(3, 24, 40), 8)
+    with torch.no_grad():
+        outs = []
+        for length in (15, 16, 40):
+            b = pad_sequences([p], [(3, 5)], length=length)
+            b.patches[0, 15:] = torch.randn(length - 15, p.shape[1]) * 100  # junk in the padding
+            outs.append(model.forward_patches(b.patches, b.mask, b.grids))
+    torch.testing.assert_close(outs[1], outs[0], **TOL)
+    torch.testing.assert_close(outs[2], outs[0], **TOL)
+
+
+def test_attention_on_padding_is_zero_and_bad_sequences_are_refused() -> None:
+    model = vitkit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5)
+    b = pad_sequences([to_patches(torch.randn(3, 16, 24), 8)], [(2, 3)], length=9)
+    maps = model.forward_patch_attention(b.patches, b.mask, b.grids)
+    assert maps[0].shape == (1, 2, 10, 10) and float(maps[0][..., 7:].detach().abs().max()) == 0.0
+    with pytest.raises(InputSizeError, match=r"\(B, L, 192\)"):
+        model.forward_patches(torch.zeros(1, 9, 100), b.mask, b.grids)
+    with pytest.raises(InputSizeError, match="as many patches"):
+        model.forward_patches(b.patches, b.mask, torch.tensor([[3, 3]]))
+
+
+def _coords(grids: torch.Tensor, length: int) -> torch.Tensor:
+    """timm's patch_coord (B, L, 2): each real patch's (row, column), zeros where padded."""
+    out = torch.zeros(len(grids), length, 2, dtype=torch.long)
+    for i, (h, w) in enumerate(grids.tolist()):
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        out[i, : h * w] = torch.stack([yy.flatten(), xx.flatten()], dim=-1)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["naflexvit_base_patch16_gap", "naflexvit_base_patch16_siglip"])
+def test_naflexvit_equals_timm_on_mixed_aspect_batches(timm, variant: str) -> None:
+    ref = randomize(timm.create_model(variant, pretrained=False, embed_dim=64, depth=2, num_heads=4,
+                                      num_classes=7)).eval()
+    sd = ref.state_dict()
+    gap = variant.endswith("gap")
+    ours = vitkit.VisionTransformer(
+        img_size=256, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=7,
+        class_token=False, reg_tokens=4 if gap else 0, no_embed_class=True, global_pool="avg" if gap else "map",
+        fc_norm=gap or None, init_values=1e-5 if gap else None, act_layer="gelu" if gap else "gelu_tanh",
+        posemb_resample="timm" if gap else "siglip2").eval()
+    w = sd.pop("embeds.proj.weight")
+    mapped = {"patch_embed.proj.weight": w.reshape(64, 16, 16, 3).permute(0, 3, 1, 2),
+              "patch_embed.proj.bias": sd.pop("embeds.proj.bias"),
+              "pos_embed": sd.pop("embeds.pos_embed").reshape(1, 256, 64)}
+    if gap:
+        mapped["reg_token"] = sd.pop("embeds.reg_token")
+    mapped.update({k.replace("attn_pool.", "attn_pool."): v for k, v in sd.items()})
+    ours.load_state_dict(mapped)
+    batch = PatchProcessor(patch_size=16, max_num_patches=96)(_photos())
+    with torch.no_grad():
+        theirs = ref(batch.patches, patch_coord=_coords(batch.grids, 96), patch_valid=batch.mask)
+        torch.testing.assert_close(ours(batch), theirs, **TOL)
