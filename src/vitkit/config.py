@@ -421,6 +421,7 @@ class PretrainedCfg:
     multi_label: bool = False  # independent sigmoid scores per class (predict thresholds them), not a softmax
     hf_hub_id: str | None = None
     timm_name: str | None = None
+    max_num_patches: int | None = None  # native-aspect (NaFlex) models: the patch budget per image
     tag: str | None = None  # timm's pretrained tag (e.g. 'augreg_in21k_ft_in1k'): weights at timm/<timm_name>.<tag>
 
     def __post_init__(self) -> None:
@@ -450,6 +451,9 @@ class PretrainedCfg:
             ("label_names", labels, None if labels is None or isinstance(labels, str) or (
                 isinstance(labels, tuple) and all(isinstance(n, str) for n in labels)) else
              "None, a label set's name or a list of class names"),
+            ("max_num_patches", self.max_num_patches, None if self.max_num_patches is None or (
+                _is_int(self.max_num_patches) and 0 < self.max_num_patches <= LIMITS.max_tokens)
+             else f"None or a positive integer up to {LIMITS.max_tokens}"),
             *((name, getattr(self, name), None if getattr(self, name) is None or isinstance(getattr(self, name), str)
                else "None or a string") for name in ("hf_hub_id", "timm_name")),
         ]

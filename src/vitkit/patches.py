@@ -135,6 +135,27 @@ class PatchProcessor:
         self.patch_size, self.max_num_patches, self.interpolation = patch_size, max_num_patches, interpolation
         self.mean, self.std, self.mode, self.pad_to = tuple(mean), tuple(std), mode, pad_to
 
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, *, max_num_patches: int | None = None, **overrides: Any
+                   ) -> PatchProcessor:
+        """The patch-sequence preprocessing of ``model``: its patch size, and the mean, std, interpolation and
+        patch budget of its pretrained cfg. ``max_num_patches`` defaults to the checkpoint's budget (NaFlex
+        models) or, for a fixed-size ViT, its configured number of patches (224 / 16: 196)."""
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "patch_size"):
+            raise ConfigError(f"{type(model).__name__} has no ViTConfig to read its patch size from; pass "
+                              f"PatchProcessor(patch_size=..., max_num_patches=...) instead.")
+        ph, pw = config.patch_size
+        if ph != pw:
+            raise ConfigError(f"Patch sequences need square patches; this model's are {ph}x{pw}.")
+        pcfg = getattr(model, "pretrained_cfg", None)
+        budget = max_num_patches or getattr(pcfg, "max_num_patches", None) or config.num_patches
+        settings: dict[str, Any] = {"patch_size": ph, "max_num_patches": budget,
+                                    "mode": "L" if config.in_chans == 1 else "RGB"}
+        if pcfg is not None:
+            settings.update(mean=pcfg.mean, std=pcfg.std, interpolation=pcfg.interpolation)
+        return cls(**{**settings, **overrides})
+
     def size_for(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) in pixels that an image of this size is resized to."""
         return size_for_patch_budget(height, width, patch_size=self.patch_size, max_num_patches=self.max_num_patches)
