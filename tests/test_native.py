@@ -51,12 +51,10 @@ def _siglip2_pair(transformers, num_patches: int = 64):
                    "attn_pool.q.weight": sd[hp + "attention.in_proj_weight"][:64],
                    "attn_pool.q.bias": sd[hp + "attention.in_proj_bias"][:64],
                    "attn_pool.kv.weight": sd[hp + "attention.in_proj_weight"][64:],
-                   "attn_pool.kv.bias": sd[hp + "attention.in_proj_bias"][64:],
-                   "attn_pool.proj.weight": sd[hp + "attention.out_proj.weight"],
-                   "attn_pool.proj.bias": sd[hp + "attention.out_proj.bias"],
-                   "attn_pool.norm.weight": sd[hp + "layernorm.weight"], "attn_pool.norm.bias": sd[hp + "layernorm.bias"],
-                   "attn_pool.mlp.fc1.weight": sd[hp + "mlp.fc1.weight"], "attn_pool.mlp.fc1.bias": sd[hp + "mlp.fc1.bias"],
-                   "attn_pool.mlp.fc2.weight": sd[hp + "mlp.fc2.weight"], "attn_pool.mlp.fc2.bias": sd[hp + "mlp.fc2.bias"]})
+                   "attn_pool.kv.bias": sd[hp + "attention.in_proj_bias"][64:]})
+    for a, b in [("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]:
+        for kind in ("weight", "bias"):
+            mapped[f"attn_pool.{b}.{kind}"] = sd[f"{hp}{a}.{kind}"]
     ours.load_state_dict(mapped)
     return ref, ours
 
@@ -154,3 +152,55 @@ def test_naflexvit_equals_timm_on_mixed_aspect_batches(timm, variant: str) -> No
     with torch.no_grad():
         theirs = ref(batch.patches, patch_coord=_coords(batch.grids, 96), patch_valid=batch.mask)
         torch.testing.assert_close(ours(batch), theirs, **TOL)
+
+
+def _digits_model():
+    return randomize(vitkit.create_model("vit_digits")).eval()
+
+
+def test_predict_with_max_patches_equals_the_image_resized_to_its_grid() -> None:
+    from vitkit.data.transforms import normalize, to_tensor
+
+    model = _digits_model()
+    tall = _photos()[1]  # 80x40
+    proc = PatchProcessor.from_model(model, max_num_patches=24)
+    h, w = proc.size_for(tall.height, tall.width)
+    p = model.config.patch_size[0]
+    assert (h // p) * (w // p) <= 24 and h > w
+    pixels = normalize(to_tensor(proc.transform_image(tall)), proc.mean, proc.std)  # (3, h, w)
+    with torch.no_grad():
+        expected = model(pixels[None]).softmax(-1)[0]
+    got = vitkit.predict([tall, _photos()[0]], model, max_patches=24, top_k=10)
+    assert [p.index for p in got[0].top_k] == expected.argsort(descending=True).tolist()
+    torch.testing.assert_close(torch.tensor([p.probability for p in got[0].top_k]),
+                               expected.sort(descending=True).values, **TOL)
+    with pytest.raises(vitkit.ConfigError, match="fp32 eager"):
+        vitkit.predict([tall], model, max_patches=24, precision="int8")
+
+
+def test_extract_features_on_three_aspects_in_one_call_equals_transformers(transformers) -> None:
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    ref, ours = _siglip2_pair(transformers)
+    images = _photos()
+    inputs = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=64)(images, return_tensors="pt")
+    with torch.no_grad():
+        theirs = ref(**inputs).pooler_output
+    feats = vitkit.extract_features(images, ours, max_patches=64, batch_size=2).features
+    torch.testing.assert_close(torch.from_numpy(feats), theirs, **TOL)
+    with pytest.raises(vitkit.ConfigError, match="one pooled feature"):
+        vitkit.extract_features(images, ours, max_patches=64, pool="none")
+
+
+def test_attention_map_is_on_the_images_own_grid(tmp_path) -> None:
+    from vitkit.attention import attention_map, save_attention_map
+
+    model = _digits_model()
+    tall = _photos()[1]  # 80x40: its own grid is taller than wide
+    seen, heat = attention_map(tall, model, max_patches=32)
+    h, w = PatchProcessor.from_model(model, max_num_patches=32).size_for(80, 40)
+    p = model.config.patch_size[0]
+    assert seen.size == tall.size and heat.shape == (h // p, w // p) and heat.shape[0] > heat.shape[1]
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    out = save_attention_map(tall, tmp_path / "tall.png", model=model, max_patches=32)
+    assert out.stat().st_size > 1000

@@ -19,7 +19,7 @@ from PIL import Image
 from .data.images import load_image
 from .errors import ConfigError, OutputError
 from .labels import labels_for_model
-from .processor import ImageProcessor
+from .patches import processor_for
 from .registry import is_registered
 from .runtime import ModelSpec, eval_mode, inference, resolve_model
 
@@ -36,9 +36,25 @@ def _patch_scores(model: torch.nn.Module, matrix: torch.Tensor) -> torch.Tensor:
     return rows[:, prefix:]
 
 
-def _to_grid(model: torch.nn.Module, scores: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    h, w = model.grid_for(x.shape[-2], x.shape[-1])
+def _to_grid(model: torch.nn.Module, scores: torch.Tensor, x: Any) -> torch.Tensor:
+    """Per-patch scores (B, h*w) on the patch grid of ``x``: images (B, C, H, W), or one image's patch
+    sequence (a ``PatchBatch`` of one, its own grid)."""
+    h, w = (int(v) for v in x.grids[0]) if hasattr(x, "grids") else model.grid_for(x.shape[-2], x.shape[-1])
     return scores.reshape(scores.shape[0], h, w)  # (B, h*w) -> (B, h, w)
+
+
+def _forward_attention(model: torch.nn.Module, x: Any) -> list[torch.Tensor]:
+    """Every block's attention weights for images or a patch sequence."""
+    if hasattr(x, "patches"):
+        return model.forward_patch_attention(x.patches, x.mask, x.grids)
+    return model.forward_attention(x)
+
+
+def _tokens(model: torch.nn.Module, x: Any) -> torch.Tensor:
+    """The tokens after the final norm for images or an unpadded patch sequence."""
+    if hasattr(x, "patches"):
+        return model.forward_patch_features(x.patches, x.mask, x.grids)[0]
+    return model.forward_features(x)
 
 
 def _check_discard_ratio(discard_ratio: float) -> None:
@@ -75,7 +91,7 @@ def _last_from(model: torch.nn.Module, maps: list[torch.Tensor] | None, x: torch
     if not _map_pooled(model):
         last = maps[-1].float().mean(dim=1)  # (B, heads, N, N) -> (B, N, N)
         return _to_grid(model, _patch_scores(model, last), x)
-    tokens = model.forward_features(x)[:, model.num_prefix_tokens:]  # (B, N, C)
+    tokens = _tokens(model, x)[:, model.num_prefix_tokens:]  # (B, N, C)
     _, weights = model.attn_pool(tokens, return_attn=True)  # (B, heads, 1, N)
     return _to_grid(model, weights.float().mean(dim=1)[:, 0], x)
 
@@ -89,7 +105,7 @@ def attention_rollout(model: torch.nn.Module, x: torch.Tensor, *, discard_ratio:
     """
     _check_discard_ratio(discard_ratio)
     with eval_mode(model):
-        return _rollout_from(model, model.forward_attention(x), x, discard_ratio)
+        return _rollout_from(model, _forward_attention(model, x), x, discard_ratio)
 
 
 @torch.inference_mode()
@@ -100,7 +116,7 @@ def last_layer_attention(model: torch.nn.Module, x: torch.Tensor) -> torch.Tenso
     query's weights. Otherwise (average pooling): the mean attention each patch receives.
     """
     with eval_mode(model):
-        return _last_from(model, None if _map_pooled(model) else model.forward_attention(x), x)
+        return _last_from(model, None if _map_pooled(model) else _forward_attention(model, x), x)
 
 
 Box = tuple[float, float, float, float]
@@ -108,15 +124,16 @@ Box = tuple[float, float, float, float]
 
 @torch.inference_mode()
 def _heatmaps(net: torch.nn.Module, img: Image.Image, methods: tuple[str, ...],
-              discard_ratio: float) -> tuple[dict[str, np.ndarray], Box]:
+              discard_ratio: float, max_patches: int | None = None) -> tuple[dict[str, np.ndarray], Box]:
     """Unscaled (h, w) maps of ``img`` for each of ``methods``, from the model's own preprocessing (the pixels
     predict and features give it) and at most one ``forward_attention`` pass; and the box of ``img`` (left, top,
-    right, bottom) that the model saw."""
-    processor = ImageProcessor.from_model(net)
-    x = processor(img).to(next(net.parameters()).device)  # (1, C, H, W)
+    right, bottom) that the model saw. With ``max_patches`` the image keeps its aspect ratio and the maps are on
+    its own patch grid."""
+    processor = processor_for(net, max_patches=max_patches)
+    x = processor(img).to(next(net.parameters()).device)  # (1, C, H, W), or one image's patch sequence
     if "rollout" in methods:
         _check_discard_ratio(discard_ratio)
-    maps = net.forward_attention(x) if "rollout" in methods or not _map_pooled(net) else None
+    maps = _forward_attention(net, x) if "rollout" in methods or not _map_pooled(net) else None
     return {m: (_rollout_from(net, maps, x, discard_ratio) if m == "rollout" else _last_from(net, maps, x))[0]
             .cpu().numpy() for m in methods}, processor.view_box(img.width, img.height)
 
@@ -200,7 +217,8 @@ def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path, *, 
     fig.savefig(out, format="png", dpi=DPI)
 
 
-def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image, *, random: bool = False) -> str:
+def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image, *, random: bool = False,
+           max_patches: int | None = None) -> str:
     """'<model> - <method>' and the predicted class with its probability (or why there is none)."""
     name = getattr(net, "model_name", None) or (str(model) if not isinstance(model, torch.nn.Module)
                                                 else type(model).__name__)
@@ -208,7 +226,7 @@ def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image
     what = {"rollout": "attention rollout", "last": "last-layer attention", "panels": "attention"}[method]
     if int(getattr(net, "num_classes", 0)) < 1:
         return f"{name} - {what}\nno classifier head: no predicted class"
-    processor = ImageProcessor.from_model(net)
+    processor = processor_for(net, max_patches=max_patches)
     with torch.inference_mode():
         logits = net(processor(img).to(next(net.parameters()).device))  # (1, num_classes)
     prob, index = logits.float().softmax(-1)[0].max(dim=0)
@@ -223,25 +241,27 @@ def _check_method(method: str) -> None:
 
 def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, weights: Any = None,
                   method: str = "rollout", discard_ratio: float = 0.0,
-                  device: str | torch.device | None = None) -> tuple[Image.Image, np.ndarray]:
+                  device: str | torch.device | None = None,
+                  max_patches: int | None = None) -> tuple[Image.Image, np.ndarray]:
     """The part of the image the model sees (its own preprocessing: e.g. the centre crop) and the attention map
-    (h, w) in [0, 1] over that part, for ``method`` 'rollout' or 'last'.
+    (h, w) in [0, 1] over that part, for ``method`` 'rollout' or 'last'. ``max_patches``: the whole image at its
+    own aspect ratio, within that many patches, the map on its own patch grid.
     """
     _check_method(method)
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):
-        heats, box = _heatmaps(net, img, (method,), discard_ratio)
+        heats, box = _heatmaps(net, img, (method,), discard_ratio, max_patches)
     return img.crop(tuple(round(v) for v in box)), _min_max(heats[method])
 
 
 def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.PathLike, *, model: ModelSpec,
                        weights: Any = None, method: str = "rollout", panels: bool = False, alpha: float = 0.5,
                        discard_ratio: float = 0.0, max_size: int = 1024,
-                       device: str | torch.device | None = None) -> Path:
+                       device: str | torch.device | None = None, max_patches: int | None = None) -> Path:
     """Write the attention map over the image as a PNG: the overlay with the image's aspect (longest side at
     most ``max_size``), a colour bar, and above it the model's name and predicted class. ``panels=True``
-    writes image | rollout | last-layer attention side by side instead."""
+    writes image | rollout | last-layer attention side by side instead. ``max_patches``: as ``attention_map``."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise OutputError(f"--out {str(out)!r} must be a .png file.")
@@ -250,9 +270,9 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):
-        heats, box = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio)
+        heats, box = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio, max_patches)
         random = isinstance(model, str) and weights is None and is_registered(model)
-        title = _title(net, model, "panels" if panels else method, img, random=random)
+        title = _title(net, model, "panels" if panels else method, img, random=random, max_patches=max_patches)
     shown = img.copy()
     shown.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)  # keeps the aspect
     scale = shown.width / img.width

@@ -41,6 +41,7 @@ from .featurestore import (
 )
 from .fileio import remove_stale_temps
 from .inference import plan_for
+from .patches import PatchProcessor, processor_for
 from .processor import ImageInput, ImageProcessor
 from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
 
@@ -56,15 +57,17 @@ POOL_ALIASES = {"cls": "token", "tokens": "none"}
 
 
 # ---------------------------------------------------------------------------------------------- pooling
-def pool_tokens(model: torch.nn.Module, tokens: torch.Tensor, pool: str) -> torch.Tensor:
+def pool_tokens(model: torch.nn.Module, tokens: torch.Tensor, pool: str, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
     """Tokens (B, prefix + N, D) to features: (B, D), or (B, prefix + N, D) for 'none'.
 
     'default' is what the model's classifier reads (``forward_head(pre_logits=True)``); the others are
     ``model.pool``'s modes: 'token' the class token, 'avg' the mean patch token, 'map' the attention-pool head.
+    ``mask`` (B, prefix + N): the real tokens of padded patch sequences.
     """
     if pool == "default":
-        return model.forward_head(tokens, pre_logits=True)
-    return model.pool(tokens, pool)
+        return model.forward_head(tokens, pre_logits=True, mask=mask)
+    return model.pool(tokens, pool, mask=mask)
 
 
 def check_pool(model: torch.nn.Module, pool: str) -> str:
@@ -82,11 +85,18 @@ def check_pool(model: torch.nn.Module, pool: str) -> str:
 
 
 @torch.inference_mode()
-def compute_features(model: torch.nn.Module, x: torch.Tensor, *, pool: str = "default",
+def compute_features(model: torch.nn.Module, x: Any, *, pool: str = "default",
                      layers: Sequence[int] | None = None) -> torch.Tensor:
-    """Features of a batch (B, C, H, W): (B, ...) from the last block, or (B, len(layers), ...) from
-    the given blocks (each with the final norm applied, as ``forward_intermediates(norm=True)``)."""
+    """Features of a batch (B, C, H, W) or a ``PatchBatch`` (images at their own aspect ratio): (B, ...) from
+    the last block, or (B, len(layers), ...) from the given blocks (each with the final norm applied, as
+    ``forward_intermediates(norm=True)``)."""
     pool = check_pool(model, pool)
+    if hasattr(x, "patches"):  # a PatchBatch: one pooled vector per image, padding ignored
+        if layers or pool == "none":
+            raise ConfigError("Images at their own aspect ratio (max_patches) give one pooled feature per image "
+                              "from the last block: drop layers and pool='none', or drop max_patches.")
+        tokens, mask = model.forward_patch_features(x.patches.to(model.pos_embed.dtype), x.mask, x.grids)
+        return pool_tokens(model, tokens, pool, mask).float()
     x = x.to(model.pos_embed.dtype)  # a bf16 copy (``features_model``) takes bf16 images; features come back fp32
     if not layers:
         return pool_tokens(model, model.forward_features(x), pool).float()
@@ -117,7 +127,7 @@ def features_model(net: torch.nn.Module, precision: str) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def _load_one(processor: ImageProcessor, path: ImageInput) -> torch.Tensor | str:
+def _load_one(processor: ImageProcessor | PatchProcessor, path: ImageInput) -> Any:
     try:
         return processor.preprocess_one(path)
     except ImageError as exc:
@@ -141,7 +151,7 @@ def _prefetched(executor: ThreadPoolExecutor, processor: ImageProcessor, files: 
         yield k, rows, [f.result() for f in current]
 
 
-def _run_rank(model: torch.nn.Module, processor: ImageProcessor, files: list[str], folder: Path, *,
+def _run_rank(model: torch.nn.Module, processor: ImageProcessor | PatchProcessor, files: list[str], folder: Path, *,
               mine: list[int], chunk_size: int, pool: str, layers: list[int] | None, device: torch.device,
               num_workers: int) -> tuple[int, int]:
     """Compute the chunks of this rank that are not on disk yet. Returns (computed, reused) image counts."""
@@ -160,7 +170,7 @@ def _run_rank(model: torch.nn.Module, processor: ImageProcessor, files: list[str
             images = [item for item in loaded if not isinstance(item, str)]
             feats = None
             if images:
-                x = torch.stack(images).to(device)  # list of (C, H, W) -> (B, C, H, W)
+                x = processor.collate(images).to(device)  # (B, C, H, W) or a PatchBatch
                 feats = compute_features(model, x, pool=pool, layers=layers)
             save_chunk(folder / f"chunk_{k:06d}.npz", rows, loaded,
                        None if feats is None else feats.float().cpu().numpy())
@@ -184,6 +194,7 @@ def extract_features(
     num_workers: int = 4,
     overwrite: bool = False,
     precision: str = "fp32",
+    max_patches: int | None = None,
 ) -> FeaturesResult:
     """Features of every image in ``inputs`` (files and folders), in memory or written to ``out``.
 
@@ -192,7 +203,9 @@ def extract_features(
     uint8 arrays. With ``out`` (.npy or .safetensors) the run is resumable: an interrupted run resumes
     where it stopped when rerun with the same arguments. With ``rank``/``world_size`` (or torchrun's
     RANK/WORLD_SIZE) each process computes its share; the last to finish merges the parts. Unreadable
-    images are skipped and listed in the result (and in ``<out>.json``).
+    images are skipped and listed in the result (and in ``<out>.json``). ``max_patches``: each image at its
+    own aspect ratio, resized to at most this many patches (one pooled feature per image; a native-aspect
+    checkpoint runs that way by default).
     """
     out, model = _out_and_model(out, model)
     if batch_size < 1:
@@ -204,7 +217,7 @@ def extract_features(
         net = resolve_model(model, weights=weights, device=_rank_device(device))
         with inference(net, device):
             return _extract_in_memory(items, net, pool=pool, layers=layers, batch_size=batch_size,
-                                      num_workers=num_workers, precision=precision)
+                                      num_workers=num_workers, precision=precision, max_patches=max_patches)
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
@@ -217,7 +230,7 @@ def extract_features(
     with inference(net, device):
         return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,
                         batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers,
-                        overwrite=overwrite, precision=precision)
+                        overwrite=overwrite, precision=precision, max_patches=max_patches)
 
 
 def _out_and_model(out: Any, model: ModelSpec | None) -> tuple[Any, ModelSpec]:
@@ -244,10 +257,11 @@ def _in_memory_inputs(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageIn
 
 
 def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: str, layers: Sequence[int] | None,
-                       batch_size: int, num_workers: int, precision: str) -> FeaturesResult:
+                       batch_size: int, num_workers: int, precision: str, max_patches: int | None
+                       ) -> FeaturesResult:
     pool = check_pool(net, pool)
     work = features_model(net, precision)
-    processor = ImageProcessor.from_model(net)
+    processor = processor_for(net, max_patches=max_patches)
     names = [str(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>" for i, item in enumerate(items)]
     rows: list[int] = []
     arrays: list[np.ndarray] = []
@@ -258,7 +272,7 @@ def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: s
             ok = [(i, t) for i, t in zip(idx, loaded) if not isinstance(t, str)]
             skipped += [(names[i], t) for i, t in zip(idx, loaded) if isinstance(t, str)]
             if ok:
-                x = torch.stack([t for _, t in ok]).to(model_device(net))  # list of (C, H, W) -> (B, C, H, W)
+                x = processor.collate([t for _, t in ok]).to(model_device(net))  # (B, C, H, W) or a PatchBatch
                 arrays.append(compute_features(work, x, pool=pool, layers=layers).float().cpu().numpy())
                 rows += [i for i, _ in ok]
     if not rows:
@@ -270,10 +284,10 @@ def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: s
 
 def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelSpec, weights: Any, pool: str,
              layers: Sequence[int] | None, batch_size: int, rank: int, world_size: int,
-             num_workers: int, overwrite: bool, precision: str) -> FeaturesResult:
+             num_workers: int, overwrite: bool, precision: str, max_patches: int | None) -> FeaturesResult:
     pool = check_pool(net, pool)
     work = features_model(net, precision)
-    processor = ImageProcessor.from_model(net)
+    processor = processor_for(net, max_patches=max_patches)
     layers = [int(i) for i in layers] if layers else None
     name = getattr(net, "model_name", type(net).__name__) if isinstance(model, torch.nn.Module) else str(model)
     settings = {"model": str(name), "weights": None if weights is None else str(weights), "pool": pool,

@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 
 from .config import HALF
-from .data.images import load_image, to_mode
+from .data.images import to_mode
 from .data.transforms import normalize, resample_filter, to_tensor
 from .errors import ConfigError, ImageError, InputSizeError
+from .processor import ImageInput, ImageProcessor, as_pil_image
 
 PAD_TO = ("budget", "longest")  # pad every sequence to max_num_patches, or to the longest in the batch
 
-ImageInput = Any  # a path, a Pillow image or a uint8 array (H, W[, C])
 
 
 def size_for_patch_budget(height: int, width: int, *, patch_size: int, max_num_patches: int,
@@ -168,16 +168,23 @@ class PatchProcessor:
 
     def preprocess_one(self, image: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
         """One image -> its patches (h * w, p * p * C) and grid (h, w)."""
-        img = self.transform_image(_as_pil(image, self.mode))
+        img = self.transform_image(as_pil_image(image, self.mode))
         x = normalize(to_tensor(img), self.mean, self.std)  # (C, H, W) float32
         return to_patches(x, self.patch_size), (img.height // self.patch_size, img.width // self.patch_size)
+
+    def collate(self, items: Sequence[tuple[torch.Tensor, tuple[int, int]]]) -> PatchBatch:
+        """Preprocessed images (``preprocess_one``'s patches and grids) as one padded batch."""
+        length = self.max_num_patches if self.pad_to == "budget" else None
+        return pad_sequences([p for p, _ in items], [g for _, g in items], length=length)
 
     def __call__(self, images: ImageInput | Sequence[ImageInput]) -> PatchBatch:
         if isinstance(images, (Image.Image, str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim <= 3):
             images = [images]
-        done = [self.preprocess_one(img) for img in images]
-        length = self.max_num_patches if self.pad_to == "budget" else None
-        return pad_sequences([p for p, _ in done], [g for _, g in done], length=length)
+        return self.collate([self.preprocess_one(img) for img in images])
+
+    def view_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The part of a ``width`` x ``height`` image the model sees: all of it (no crop)."""
+        return 0.0, 0.0, float(width), float(height)
 
     def to_dict(self) -> dict[str, Any]:
         return {"patch_size": self.patch_size, "max_num_patches": self.max_num_patches,
@@ -188,12 +195,15 @@ class PatchProcessor:
         return f"PatchProcessor({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
-def _as_pil(image: ImageInput, mode: str) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image, mode=mode)
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
-        return Image.fromarray(image)
-    raise ImageError(f"Cannot read an image from a {type(image).__name__}: expected a file path, a PIL image "
-                     f"or a uint8 numpy array (H, W[, C]).")
+def processor_for(model: torch.nn.Module, *, max_patches: int | None = None) -> ImageProcessor | PatchProcessor:
+    """The preprocessing the uses run ``model`` with: patch sequences at each image's own aspect ratio when
+    ``max_patches`` is given or the checkpoint is a native-aspect one (``pretrained_cfg.max_num_patches``),
+    padded to the longest image of each batch; else the fixed-size ``ImageProcessor``."""
+    native = getattr(getattr(model, "pretrained_cfg", None), "max_num_patches", None)
+    if max_patches is None and native is None:
+        return ImageProcessor.from_model(model)
+    if max_patches is not None and (not isinstance(max_patches, int) or isinstance(max_patches, bool)
+                                    or max_patches < 1):
+        raise ConfigError(f"max_patches={max_patches!r} is not allowed: expected a positive number of patches "
+                          f"per image (e.g. 256).")
+    return PatchProcessor.from_model(model, max_num_patches=max_patches, pad_to="longest")

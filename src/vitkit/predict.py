@@ -24,6 +24,7 @@ from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
 from .labels import labels_for_model
+from .patches import PatchProcessor, processor_for
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
 from .runtime import ModelSpec, inference, model_device, resolve_model
@@ -104,6 +105,7 @@ def predict(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     backend: str = "eager",
+    max_patches: int | None = None,
 ) -> list[ImagePredictions]:
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
@@ -114,7 +116,9 @@ def predict(
     (a built-in set, a file or a list); by default the model's. A multi-label model
     (``pretrained_cfg.multi_label``) scores each class with a sigmoid instead of a softmax, and each result
     also lists every class scoring above ``threshold``. ``precision``/``backend``: the inference path (see
-    ``optimize_for_inference``; 'auto' picks the fastest).
+    ``optimize_for_inference``; 'auto' picks the fastest). ``max_patches``: run each image at its own aspect
+    ratio, resized to at most this many patches (position embeddings resampled per image); a native-aspect
+    checkpoint (SigLIP 2 NaFlex) runs that way by default with its own budget.
     """
     if top_k < 1:
         raise ConfigError(f"top_k={top_k} is not allowed: expected a positive number of classes to show.")
@@ -124,12 +128,13 @@ def predict(
     net = resolve_model(model, weights=weights, device=device)
     _warn_if_random(model, weights)
     with inference(net, device):
-        return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels, processor=processor,
+        return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels,
+                        processor=processor or processor_for(net, max_patches=max_patches),
                         batch_size=batch_size, precision=precision, backend=backend)
 
 
 def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, threshold: float,
-             labels: str | os.PathLike | list[str] | None, processor: ImageProcessor | None,
+             labels: str | os.PathLike | list[str] | None, processor: ImageProcessor | PatchProcessor,
              batch_size: int, precision: str, backend: str) -> list[ImagePredictions]:
     device = model_device(net)
     num_classes = int(getattr(net, "num_classes", 0))
@@ -141,7 +146,9 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     if multi_label and not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold={threshold} is not allowed: expected a sigmoid score in [0, 1), e.g. 0.5.")
     names = labels_for_model(net, labels)
-    processor = processor or ImageProcessor.from_model(net)
+    if isinstance(processor, PatchProcessor) and (precision, backend) != ("fp32", "eager"):
+        raise ConfigError(f"Images at their own aspect ratio (max_patches) run on the fp32 eager path only; got "
+                          f"precision={precision!r}, backend={backend!r}. Leave those out, or drop max_patches.")
     k = min(top_k, num_classes)
     # the model as it is for the default path; else an optimized copy (the caller's model is not changed)
     run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(net, precision, backend)
@@ -152,7 +159,7 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
         loaded = _load_batch(processor, batch, start)
         readable = [i for i, item in enumerate(loaded) if not isinstance(item, ImagePredictions)]
         if readable:
-            x = torch.stack([loaded[i] for i in readable]).to(device)  # list of (C, H, W) -> (B, C, H, W)
+            x = processor.collate([loaded[i] for i in readable]).to(device)  # (B, C, H, W) or a PatchBatch
             # eval mode: a distilled model returns the mean of its two heads' logits
             logits = run(x).float()
             probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
@@ -173,10 +180,11 @@ def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list
                   key=lambda p: -p.probability)
 
 
-def _load_batch(processor: ImageProcessor, batch: Sequence[ImageInput],
-                start: int) -> list[torch.Tensor | ImagePredictions]:
-    """Each image preprocessed (C, H, W), or a result carrying the error when it cannot be read."""
-    out: list[torch.Tensor | ImagePredictions] = []
+def _load_batch(processor: ImageProcessor | PatchProcessor, batch: Sequence[ImageInput],
+                start: int) -> list[Any]:
+    """Each image preprocessed (``processor.preprocess_one``), or a result carrying the error when it cannot
+    be read."""
+    out: list[Any] = []
     for j, image in enumerate(batch):
         try:
             out.append(processor.preprocess_one(image))

@@ -161,7 +161,7 @@ class ImageProcessor:
 
     def preprocess_one(self, image: ImageInput) -> torch.Tensor:
         """One image to a float32 tensor (C, H, W)."""
-        x = to_tensor(self.transform_image(_as_pil(image, self.mode)), self.rescale_factor)
+        x = to_tensor(self.transform_image(as_pil_image(image, self.mode)), self.rescale_factor)
         return normalize(x, self.mean, self.std) if self.do_normalize else x
 
     def __call__(self, images: ImageInput | Sequence[ImageInput] | None = None, *,
@@ -180,6 +180,10 @@ class ImageProcessor:
         if return_tensors is None:
             return pixels
         return PixelBatch(pixel_values=pixels if return_tensors == "pt" else pixels.numpy())
+
+    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Preprocessed images (``preprocess_one``'s tensors) as one batch: list of (C, H, W) -> (B, C, H, W)."""
+        return torch.stack(list(items))
 
     def _batch(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         if isinstance(images, (Image.Image, str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim <= 3):
@@ -243,7 +247,7 @@ def compare_on_images(a: torch.nn.Module, b: torch.nn.Module, images: Sequence[I
     return diff, (not heads) or bool((outs[0].argmax(-1) == outs[1].argmax(-1)).all())
 
 
-def _as_pil(image: ImageInput, mode: str) -> Image.Image:
+def as_pil_image(image: ImageInput, mode: str) -> Image.Image:
     """A file path, Pillow image or uint8 array (H, W[, C]) as a Pillow image."""
     if isinstance(image, Image.Image):
         return image

@@ -60,6 +60,22 @@ def _add_path(p: argparse.ArgumentParser) -> None:
                    help="eager (default), compile, onnxruntime, or auto (the fastest for this machine)")
 
 
+def _max_patches(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of patches (e.g. 256)")
+    return value
+
+
+def _add_max_patches(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-patches", type=_max_patches, metavar="N",
+                   help="each image at its own aspect ratio, resized to at most N patches (default: a square "
+                        "input; a native-aspect checkpoint uses its own budget)")
+
+
 def _print_path(args: argparse.Namespace) -> None:
     """Say on stderr which inference path runs (stdout may be JSON), when one other than plain fp32 eager was
     asked for (so the default run and its one-line errors stay quiet)."""
@@ -76,7 +92,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _print_path(args)
     results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, threshold=args.threshold,
                       labels=args.labels, batch_size=args.batch_size, device=args.device,
-                      precision=args.precision, backend=args.backend)
+                      precision=args.precision, backend=args.backend, max_patches=args.max_patches)
     if args.output:
         save_predictions(results, args.output)
     skipped = [r for r in results if r.error is not None]
@@ -106,7 +122,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         result = extract_features(args.inputs, args.out, model=args.model, weights=args.weights, pool=args.pool,
                                   layers=args.layers, batch_size=args.batch_size, rank=args.rank,
                                   world_size=args.world_size, device=args.device, num_workers=args.workers,
-                                  overwrite=args.overwrite, precision=args.precision)
+                                  overwrite=args.overwrite, precision=args.precision, max_patches=args.max_patches)
         if args.precision != "fp32":
             print(f"features computed in {args.precision} (eager torch, a converted copy of the model)",
                   file=sys.stderr)
@@ -134,7 +150,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_attention(args: argparse.Namespace) -> int:
     out = save_attention_map(args.image, args.out, model=args.model, weights=args.weights, method=args.method,
                              panels=args.panels, alpha=args.alpha, discard_ratio=args.discard_ratio,
-                             device=args.device)
+                             device=args.device, max_patches=args.max_patches)
     print(f"wrote {out}")
     return 0
 
@@ -148,6 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="multi-label models: list the classes whose sigmoid score is above this (default 0.5)")
     p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    _add_max_patches(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--output", metavar="FILE",
                    help="also write every prediction to FILE: .csv (one row per image and rank) or .json")
@@ -165,6 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="default: what the classifier reads; token (class token), avg (mean patch token), "
                         "map (attention-pool head) or none (all tokens), as the model's global_pool")
     p.add_argument("--layers", type=int, nargs="+", help="block indices to take (negative from the end)")
+    _add_max_patches(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch and per saved chunk (default 32)")
     p.add_argument("--workers", type=int, default=4, help="threads that read images (default 4)")
     p.add_argument("--rank", type=int, help="this process's share of a split run (default: $RANK or 0)")
@@ -196,6 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--panels", action="store_true", help="image, rollout and last-layer maps side by side")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map (default 0.5)")
     p.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: drop this fraction of weakest weights")
+    _add_max_patches(p)
     _add_device(p)
     p.set_defaults(func=cmd_attention)
 
