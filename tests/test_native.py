@@ -174,8 +174,11 @@ def test_predict_with_max_patches_equals_the_image_resized_to_its_grid() -> None
     assert [p.index for p in got[0].top_k] == expected.argsort(descending=True).tolist()
     torch.testing.assert_close(torch.tensor([p.probability for p in got[0].top_k]),
                                expected.sort(descending=True).values, **TOL)
-    with pytest.raises(vitkit.ConfigError, match="fp32 eager"):
-        vitkit.predict([tall], model, max_patches=24, precision="int8")
+    fast = vitkit.predict([tall, _photos()[0]], model, max_patches=24, top_k=10, backend="onnxruntime")
+    for a, b in zip(fast, got):  # an exported graph of images of any size, run once per grid
+        assert [p.index for p in a.top_k] == [p.index for p in b.top_k]
+        torch.testing.assert_close(torch.tensor([p.probability for p in a.top_k]),
+                                   torch.tensor([p.probability for p in b.top_k]), atol=1e-4, rtol=0)
 
 
 def test_extract_features_on_three_aspects_in_one_call_equals_transformers(transformers) -> None:

@@ -195,6 +195,23 @@ class PatchProcessor:
         return f"PatchProcessor({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
+def run_by_grid(fn: Any, batch: PatchBatch, *, patch_size: int, channels: int) -> torch.Tensor:
+    """``fn`` (images (n, C, H, W) -> outputs (n, ...)) on a patch batch, one call per distinct grid: the images
+    of each grid rebuilt from their patches, so a runner that takes images of any size (an exported ONNX or
+    OpenVINO graph, a compiled model) serves images at their own aspect ratio with no padding. Outputs come
+    back in the batch's order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (h, w) in enumerate(batch.grids.tolist()):
+        groups.setdefault((h, w), []).append(i)
+    outs: list[torch.Tensor | None] = [None] * len(batch)
+    for grid, index in groups.items():
+        # each (h*w, p*p*C) -> (C, h*p, w*p), stacked (n, C, H, W)
+        pixels = torch.stack([from_patches(batch.patches[i], grid, patch_size, channels) for i in index])
+        for i, y in zip(index, fn(pixels)):
+            outs[i] = y
+    return torch.stack(outs)  # type: ignore[arg-type]
+
+
 def processor_for(model: torch.nn.Module, *, max_patches: int | None = None) -> ImageProcessor | PatchProcessor:
     """The preprocessing the uses run ``model`` with: patch sequences at each image's own aspect ratio when
     ``max_patches`` is given or the checkpoint is a native-aspect one (``pretrained_cfg.max_num_patches``),

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
 from .labels import labels_for_model
-from .patches import PatchProcessor, processor_for
+from .patches import PatchProcessor, processor_for, run_by_grid
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
 from .runtime import ModelSpec, inference, model_device, resolve_model
@@ -146,12 +147,11 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     if multi_label and not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold={threshold} is not allowed: expected a sigmoid score in [0, 1), e.g. 0.5.")
     names = labels_for_model(net, labels)
-    if isinstance(processor, PatchProcessor) and (precision, backend) != ("fp32", "eager"):
-        raise ConfigError(f"Images at their own aspect ratio (max_patches) run on the fp32 eager path only; got "
-                          f"precision={precision!r}, backend={backend!r}. Leave those out, or drop max_patches.")
     k = min(top_k, num_classes)
     # the model as it is for the default path; else an optimized copy (the caller's model is not changed)
     run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(net, precision, backend)
+    if run is not net and isinstance(processor, PatchProcessor):  # a runner of images: one call per grid
+        run = partial(run_by_grid, run, patch_size=processor.patch_size, channels=net.config.in_chans)
     results: list[ImagePredictions] = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="predict", unit="batch", disable=len(starts) < 2):
