@@ -26,7 +26,7 @@ _EXPORTS = {
     "export_onnx": "export", "optimize_for_inference": "inference", "extract_features": "features",
     "load_features": "features",
     "merge_features": "features", "load_labels": "labels", "VisionTransformer": "model", "predict": "predict",
-    "ImageProcessor": "processor", "ModelEntry": "registry", "create_model": "registry", "get_entry": "registry",
+    "ImageProcessor": "processor", "PatchProcessor": "patches", "PatchBatch": "patches", "ModelEntry": "registry", "create_model": "registry", "get_entry": "registry",
     "list_models": "registry", "register": "registry", "from_pretrained": "runtime", "load_model": "runtime",
     "resolve_data_config": "runtime", "summarize": "summary", "TrainConfig": "training",
     "TrainResult": "training", "evaluate": "training", "train": "training", "save_pretrained": "weights",
