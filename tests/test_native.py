@@ -207,3 +207,18 @@ def test_attention_map_is_on_the_images_own_grid(tmp_path) -> None:
     assert heat.min() >= 0.0 and heat.max() <= 1.0
     out = save_attention_map(tall, tmp_path / "tall.png", model=model, max_patches=32)
     assert out.stat().st_size > 1000
+
+
+def test_naflex_registry_entries_match_timm(timm) -> None:
+    names = vitkit.list_models("naflexvit_*")
+    assert len(names) == 6
+    for name in names:
+        with torch.device("meta"):
+            ref, ours = timm.create_model(name, pretrained=False), vitkit.create_model(name)
+        assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()), name
+        assert ours.num_prefix_tokens == ref.num_prefix_tokens and ours.global_pool == ref.global_pool, name
+        pcfg, theirs = ours.pretrained_cfg, ref.pretrained_cfg
+        assert (pcfg.mean, pcfg.std, pcfg.crop_pct, pcfg.interpolation) == (
+            theirs["mean"], theirs["std"], theirs["crop_pct"], theirs["interpolation"]), name
+        assert pcfg.max_num_patches in (256, 576)
+        assert isinstance(vitkit.patches.processor_for(ours), PatchProcessor)  # native by default

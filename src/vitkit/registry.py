@@ -189,6 +189,36 @@ def _populate_families() -> None:
                             description=f"{FAMILY_SOURCES[family]}: {name}", tags=(family,)))
 
 
+# timm's naflexvit_* models: (name, ViTConfig fields, patch budget, tag, published) at 16x16 learned positions
+_NAFLEX_BASE = dict(img_size=256, patch_size=16, class_token=False, no_embed_class=True)
+_NAFLEX_SO150M = dict(embed_dim=832, depth=21, num_heads=13, mlp_ratio=34 / 13, qkv_bias=False, reg_tokens=1,
+                      init_values=1e-5)
+_SIGLIP2 = dict(act_layer="gelu_tanh", global_pool="map", posemb_resample="siglip2", num_classes=0)
+NAFLEX = [
+    ("naflexvit_base_patch16_gap", dict(init_values=1e-5, global_pool="avg", reg_tokens=4, fc_norm=True), 576,
+     "e300_s576_in1k", True),
+    ("naflexvit_base_patch16_map", dict(init_values=1e-5, global_pool="map", reg_tokens=1), 576, "untrained", False),
+    ("naflexvit_so150m2_patch16_reg1_gap", dict(_NAFLEX_SO150M, global_pool="avg", fc_norm=True), 576, "untrained",
+     False),
+    ("naflexvit_so150m2_patch16_reg1_map", dict(_NAFLEX_SO150M, global_pool="map"), 576, "untrained", False),
+    ("naflexvit_base_patch16_siglip", dict(_SIGLIP2), 256, "v2_webli", True),
+    ("naflexvit_so400m_patch16_siglip", dict(_SIGLIP2, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362),
+     256, "v2_webli", True),
+]
+
+
+def _populate_naflex() -> None:
+    """Native-aspect (NaFlex) ViTs: each image at its own aspect ratio within a patch budget (vitkit.patches)."""
+    for name, fields, budget, tag, published in NAFLEX:
+        config = {**_NAFLEX_BASE, "posemb_resample": "timm", **fields}
+        pcfg = PretrainedCfg(input_size=(3, 384, 384), crop_pct=1.0, num_classes=config.get("num_classes", 1000),
+                             label_names="imagenet-1k" if config.get("num_classes", 1000) else None,
+                             timm_name=name if published else None, tag=tag if published else None,
+                             max_num_patches=budget)
+        register(ModelEntry(name=name, config=config, pretrained_cfg=pcfg, tags=("naflex",),
+                            description=f"NaFlex ViT (timm; SigLIP 2 NaFlex for the siglip ones): {name}"))
+
+
 def _matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
     """A test of a name against shell-style patterns, a plain word matching anywhere (``'deit'``)."""
     words = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -321,4 +351,5 @@ def known_configs() -> dict[str, ViTConfig]:
 
 _populate()
 _populate_families()
+_populate_naflex()
 _with_default_tags()
