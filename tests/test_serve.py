@@ -243,17 +243,24 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(server, files):
     assert server.proc.wait(timeout=30) == 0, server.output()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["no_such_model"], ["Unknown model 'no_such_model'"]),
-    (["vit_digits", "--port", "80"], ["port=80", "1024-65535"]),
-    (["vit_digits", "--max-batch-size", "0"], ["max_batch_size=0"]),
-    (["vit_digits", "--device", "cuda:7"], ["device="]),
-])
-def test_cli_errors_are_one_line_before_anything_starts(args, words):
+def test_cli_errors_are_one_line_before_anything_starts():
     from _cli import run_cli
 
-    res = run_cli("serve", *args, timeout=60)
+    res = run_cli("serve", "no_such_model", "--port", "8123", timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.strip() == ("vitkit serve: error: Unknown model 'no_such_model'. See vitkit.list_models() or "
+                                  "`vitkit models` for all names.")
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("port", 80, ["port=80", "1024-65535"]), ("max_batch_size", 0, ["max_batch_size=0", "positive"]),
+    ("precision", "fp8", ["precision='fp8'", "fp32"]), ("timeout_s", "3", ["timeout_s='3'"]),
+    ("batch_timeout_ms", -1, ["batch_timeout_ms=-1"])])
+def test_settings_are_checked(field, value, words):
+    from vitkit.errors import ConfigError
+    from vitkit.serve import ServeSettings
+
+    with pytest.raises(ConfigError) as err:
+        ServeSettings(**{field: value})
     for word in words:
-        assert word in res.stderr
+        assert word in str(err.value)
