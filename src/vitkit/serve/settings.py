@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..inference import BACKENDS, PRECISIONS
+
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what the HTTP framework binds to
 
 
