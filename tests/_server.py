@@ -71,6 +71,11 @@ class Served:
         return self.proc.stdout.read().decode(errors="replace")[-4000:]
 
     def stop(self) -> int:
+        """SIGTERM (the server's own clean stop), SIGKILL to its process group if it is not gone in 20 s."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.wait(timeout=30)
