@@ -50,3 +50,11 @@ def _restore_registry():
     yield
     vitkit.registry._REGISTRY.clear()
     vitkit.registry._REGISTRY.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _no_path_trials(monkeypatch, tmp_path_factory):
+    """backend='auto' takes the static rule in tests (a timed trial picks by the machine's load of the moment),
+    and no test writes the user's ~/.cache; tests of the trials turn them on explicitly."""
+    monkeypatch.setenv("VITKIT_AUTO_TRIAL", "0")
+    monkeypatch.setenv("VITKIT_CACHE_DIR", str(tmp_path_factory.mktemp("vitkit-cache")))

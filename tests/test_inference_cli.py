@@ -35,11 +35,11 @@ def test_predict_paths_give_the_same_probabilities(photo_files, precision, backe
 
 
 def test_predict_cli_says_which_path_ran(photo_files, capsys):
-    assert main(["predict", photo_files[0], "--model", "vit_digits", "--precision", "int8", "--backend", "auto",
+    assert main(["predict", photo_files[0], "--model", "vit_digits", "--precision", "fp32", "--backend", "auto",
                  "--json"]) == 0
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)[0]["predictions"]) == 5
-    assert "inference path: precision int8: as asked; backend onnxruntime" in captured.err
+    assert "inference path: precision fp32: as asked; backend onnxruntime" in captured.err
     assert main(["predict", photo_files[0], "--model", "vit_digits", "--precision", "fp16"]) == 2
     assert "for CUDA" in capsys.readouterr().err
 

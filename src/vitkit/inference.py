@@ -11,25 +11,30 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
 from .export import convert_precision, export_onnx, onnx_session
+from .openvino_runtime import default_calibration_images, openvino_available, openvino_runner
+from .processor import ImageProcessor
+from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_trial, trials_enabled
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "eager", "compile", "onnxruntime")
+BACKENDS = ("auto", "eager", "compile", "onnxruntime", "openvino")
 #: the precisions each backend runs (ONNX Runtime's CPU provider has no bf16/fp16 matmul; torch.compile of
 #: torch's dynamically quantized Linear falls back to eager, so int8 compiles to nothing faster)
 BACKEND_PRECISIONS = {"eager": ("fp32", "bf16", "fp16", "int8"), "compile": ("fp32", "bf16", "fp16"),
-                      "onnxruntime": ("fp32", "int8")}
+                      "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,15 @@ def onnxruntime_available() -> bool:
 
 
 def choose_path(device: str, precision: str = "auto", backend: str = "auto", *,
-                cpu: CpuCapability | None = None, has_onnxruntime: bool = False, cuda_bf16: bool = False) -> Plan:
-    """The precision and backend ``auto`` stands for on ``device`` ('cpu' or 'cuda'); explicit choices are
-    checked and kept. Measured on ViT-B/16 (see README, Performance): on a CPU, ONNX Runtime is the fastest
-    fp32 and int8 runtime (its int8 MatMul beats torch's dynamic int8 Linear); bf16 only pays with native
-    bf16, where torch's oneDNN bf16 GEMMs run eagerly. On CUDA: bf16 (fp16 without bf16 support),
-    eager with SDPA's flash kernel; int8 runs on the CPU only. ``auto`` precision never picks int8: it
-    trades more accuracy than bf16's floor, so a user asks for it.
+                cpu: CpuCapability | None = None, has_onnxruntime: bool = False, cuda_bf16: bool = False,
+                has_openvino: bool = False) -> Plan:
+    """The precision and backend ``auto`` stands for on ``device`` ('cpu' or 'cuda') when no trial is run
+    (``optimize_for_inference`` times the candidates instead by default); explicit choices are checked and kept.
+    From ViT-B/16 measurements (see README, Performance): on a CPU, OpenVINO for int8 (NNCF's static int8 beats
+    ONNX Runtime's dynamic int8) and for bf16 (native bf16 only); ONNX Runtime for fp32 (and int8 without
+    OpenVINO); bf16 only pays with native bf16. On CUDA: bf16 (fp16 without bf16 support), eager with SDPA's
+    flash kernel; int8 runs on the CPU only. ``auto`` precision never picks int8: it trades more accuracy than
+    bf16's floor, so a user asks for it.
     """
     for value, allowed, what in ((precision, PRECISIONS, "precision"), (backend, BACKENDS, "backend")):
         if value not in allowed:
@@ -88,7 +95,9 @@ def choose_path(device: str, precision: str = "auto", backend: str = "auto", *,
         why = "as asked"
     _check_device(device, precision, backend)
     if backend == "auto":
-        if device == "cpu" and precision in ("fp32", "int8") and has_onnxruntime:
+        if device == "cpu" and has_openvino and precision in ("bf16", "int8"):
+            backend, how = "openvino", f"OpenVINO is the fastest {precision} CPU runtime measured"
+        elif device == "cpu" and precision in ("fp32", "int8") and has_onnxruntime:
             backend, how = "onnxruntime", "ONNX Runtime is the fastest CPU runtime for fp32 and int8"
         else:
             backend, how = "eager", ("onnxruntime is not installed" if device == "cpu" and precision != "bf16"
@@ -102,7 +111,7 @@ def _check_device(device: str, precision: str, backend: str) -> None:
     if backend != "auto" and precision not in BACKEND_PRECISIONS[backend]:
         raise ConfigError(f"backend={backend!r} does not run precision={precision!r}: it runs "
                           f"{', '.join(BACKEND_PRECISIONS[backend])}.")
-    if device != "cpu" and (precision == "int8" or backend == "onnxruntime"):
+    if device != "cpu" and (precision == "int8" or backend in ("onnxruntime", "openvino")):
         raise ConfigError(f"precision={precision!r} with backend={backend!r} runs on the CPU only (the model is "
                           f"on {device}); use precision='bf16' or 'fp16' with backend 'eager' or 'compile'.")
     if device == "cpu" and precision == "fp16":
@@ -114,7 +123,8 @@ def plan_for(device: torch.device | str, precision: str = "fp32", backend: str =
     device = torch.device(device)
     cpu = CpuCapability.detect()
     plan = choose_path(device.type, precision, backend, cpu=cpu, has_onnxruntime=onnxruntime_available(),
-                       cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported())
+                       cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+                       has_openvino=openvino_available())
     if plan.precision == "bf16" and device.type == "cpu" and not cpu.native_bf16:
         log.warning("bf16 on a CPU without native bf16 (%s) is emulated and far slower than fp32", cpu.describe())
     return plan
@@ -161,24 +171,85 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor
     return torch.compile(module, options={"freezing": True})
 
 
-def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: str = "auto") -> InferenceRunner:
+def _build(model: nn.Module, plan: Plan, device: torch.device, *, calibration: Any, mode: str
+           ) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
+    """The callable of one path, and the converted module that runs (None outside torch)."""
+    if plan.backend == "onnxruntime":
+        return _onnx_runner(model, plan.precision), None
+    if plan.backend == "openvino":
+        return openvino_runner(model, plan.precision, calibration=calibration, mode=mode), None
+    module = convert_precision(model, plan.precision)
+    return (_compiled(module, device) if plan.backend == "compile" else module), module
+
+
+def _trial_input(model: nn.Module, batch_size: int) -> torch.Tensor:
+    """Real photos through the model's preprocessing (random pixels for a model without a pretrained cfg)."""
+    try:
+        processor = ImageProcessor.from_model(model)
+    except ConfigError:
+        c = model.config
+        return torch.randn(batch_size, c.in_chans, *c.img_size)
+    photos = default_calibration_images(batch_size)
+    return processor(photos)
+
+
+def _tuned(model: nn.Module, static: Plan, device: torch.device, *, batch_size: int, calibration: Any, mode: str,
+           cache: PathCache) -> tuple[Plan, Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
+    """The fastest installed CPU path in the static plan's precision, by a timed trial (or the cached winner)."""
+    cpu = CpuCapability.detect()
+    key = cache_key(model_fingerprint(model), cpu=cpu.describe(), threads=torch.get_num_threads(),
+                    batch=batch_size, precision=static.precision)
+    hit = cache.get(key)
+    if hit is not None and hit["backend"] in BACKENDS:
+        plan = Plan(static.precision, hit["backend"], f"{hit.get('reason', '')} (cached in {cache.path})")
+        return (plan, *_build(model, plan, device, calibration=calibration, mode=mode))
+    installed = {"eager": True, "onnxruntime": onnxruntime_available(), "openvino": openvino_available()}
+    backends = [b for b in ("eager", "onnxruntime", "openvino")
+                if installed[b] and static.precision in BACKEND_PRECISIONS[b]]
+    built = {b: _build(model, Plan(static.precision, b, ""), device, calibration=calibration, mode=mode)
+             for b in backends}
+    x = _trial_input(model, batch_size)
+    with torch.inference_mode():
+        reference = model(x).float()
+        result = run_trial({b: fn for b, (fn, _) in built.items()}, x, reference,
+                           {b: COSINE_FLOORS[static.precision] for b in built})
+    reason = (f"precision {static.precision}: {static.reason.split(';')[0].split(': ', 1)[-1]}; backend "
+              f"{result.winner}: the fastest that met the {COSINE_FLOORS[static.precision]} cosine floor, "
+              f"{result.describe(batch_size)} ({cpu.describe()}, {torch.get_num_threads()} threads)")
+    cache.put(key, {"precision": static.precision, "backend": result.winner, "reason": reason})
+    plan = Plan(static.precision, result.winner, reason)
+    return (plan, *built[result.winner])
+
+
+def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: str = "auto", *,
+                           calibration: Any = None, mode: str = "latency", trial: bool | None = None,
+                           batch_size: int = 8, cache_dir: str | os.PathLike | None = None) -> InferenceRunner:
     """A fast callable for ``model``'s inference: ``runner(x)`` for (B, 3, H, W) float images returns the
     output (logits, or pooled features for a headless model) as a tensor on the model's device.
 
-    ``precision``: 'fp32'; 'bf16' (bf16 weights and activations); 'fp16' (CUDA); 'int8' (integer GEMMs:
-    dynamic quantization of the Linear layers, CPU); 'auto' (bf16 where the device has it natively, else
-    fp32; never int8). ``backend``: 'eager', 'compile' (torch.compile), 'onnxruntime' (CPU) or 'auto'
-    (see ``choose_path``). The choice is in ``repr(runner)`` and the log. The caller's model is not changed.
+    ``precision``: 'fp32'; 'bf16' (bf16 weights and activations); 'fp16' (CUDA); 'int8' (integer GEMMs); 'auto'
+    (bf16 where the device has it natively, else fp32; never int8). ``backend``: 'eager', 'compile'
+    (torch.compile), 'onnxruntime', 'openvino' (CPU) or 'auto'. On a CPU, 'auto' times every installed runtime
+    in that precision on a batch of ``batch_size`` real photos and keeps the fastest that stays within the
+    precision's cosine floor of eager fp32 (``trials.COSINE_FLOORS``); the winner is cached (``cache_dir``,
+    default ``$VITKIT_CACHE_DIR`` or ~/.cache/vitkit) so the next run starts at once. ``trial=False`` (or
+    ``VITKIT_AUTO_TRIAL=0``) uses the static rule (``choose_path``) instead. The choice and why are in
+    ``repr(runner)`` and the log. The caller's model is not changed.
+
+    int8 is dynamic quantization for eager and ONNX Runtime, NNCF's static quantization for OpenVINO, calibrated
+    on ``calibration`` (batches from ``openvino_runtime.calibration_batches``; by default crops of
+    scikit-learn's sample photos). OpenVINO's ``mode``: 'latency' or 'throughput' (streams for batch jobs).
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is not allowed: expected a positive number of images.")
     device = next(model.parameters()).device
     plan = plan_for(device, precision, backend)
     name = getattr(model, "model_name", None) or type(model).__name__
-    module = None
-    if plan.backend == "onnxruntime":
-        fn = _onnx_runner(model, plan.precision)
+    if backend == "auto" and device.type == "cpu" and trials_enabled(trial):
+        plan, fn, module = _tuned(model, plan, device, batch_size=batch_size, calibration=calibration, mode=mode,
+                                  cache=PathCache(cache_dir))
     else:
-        module = convert_precision(model, plan.precision)
-        fn = _compiled(module, device) if plan.backend == "compile" else module
+        fn, module = _build(model, plan, device, calibration=calibration, mode=mode)
     runner = InferenceRunner(fn, plan, device, name, module)
     log.info("%r", runner)
     return runner
