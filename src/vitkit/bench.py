@@ -27,11 +27,21 @@ from torch import nn
 
 from .export import export_onnx, onnx_session, quantize_onnx
 from .inference import CpuCapability, onnxruntime_available, optimize_for_inference
+from .openvino_runtime import (
+    DEFAULT_CALIBRATION,
+    calibration_batches,
+    compile_openvino,
+    default_calibration_images,
+    openvino_available,
+    to_openvino,
+)
+from .processor import ImageProcessor
+from .trials import COSINE_FLOORS
 
 log = logging.getLogger(__name__)
 
 #: cosine similarity to eager fp32 a runtime must reach for its timing to count (the accuracy floors)
-FLOORS = {"fp32": 0.9999, "bf16": 0.999, "int8": 0.99}
+FLOORS = {k: COSINE_FLOORS[k] for k in ("fp32", "bf16", "int8")}
 REFERENCE = "timm eager"
 
 
@@ -92,13 +102,18 @@ def flops_per_image(model: nn.Module) -> float:  # reads model.config only
 
 
 def gemm_peak(dtype: torch.dtype, m: int, k: int, n: int, budget_s: float = 1.0) -> float:
-    """GFLOP/s of the best of repeated (m, k) @ (k, n) products in ``dtype`` within about ``budget_s``."""
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    torch.mm(a, b)  # warm-up: first-call allocation and kernel selection
+    """GFLOP/s (int8: GOP/s) of the best of repeated (m, k) @ (k, n) products in ``dtype`` within about
+    ``budget_s``; int8 through torch's integer GEMM (int32 accumulation, oneDNN's VNNI kernels where present)."""
+    if dtype == torch.int8:
+        a, b = torch.randint(-128, 128, (m, k), dtype=dtype), torch.randint(-128, 128, (k, n), dtype=dtype)
+        mm = torch._int_mm
+    else:
+        a, b, mm = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype), torch.mm
+    mm(a, b)  # warm-up: first-call allocation and kernel selection
     best, spent, reps = float("inf"), 0.0, 0
     while spent < budget_s or reps < 2:
         start = time.perf_counter()
-        torch.mm(a, b)
+        mm(a, b)
         took = time.perf_counter() - start
         best, spent, reps = min(best, took), spent + took, reps + 1
     return 2.0 * m * k * n / best / 1e9
@@ -170,6 +185,10 @@ def peer_runtimes(model: nn.Module, tmp: Path, notes: list[str]) -> list[Runtime
             out.append(Runtime("transformers eager", "fp32", lambda x: hf(pixel_values=x).logits))
         except Exception as exc:  # a family transformers has no classifier for: a note, not a failed benchmark
             notes.append(f"transformers: skipped ({exc})")
+    if openvino_available():
+        out += openvino_peers(model, notes)
+    else:
+        notes.append("openvino is not installed: its rows are skipped")
     if onnxruntime_available():
         # what a user gets from torch.onnx.export and ONNX Runtime's quantizer with its defaults
         plain = export_onnx(model, tmp / "plain.onnx", verify=False).path
@@ -179,6 +198,27 @@ def peer_runtimes(model: nn.Module, tmp: Path, notes: list[str]) -> list[Runtime
     else:
         notes.append("onnxruntime is not installed: its rows are skipped")
     return out
+
+
+def openvino_peers(model: nn.Module, notes: list[str]) -> list[Runtime]:
+    """What a user gets from OpenVINO directly: ``compile_model`` with its defaults (bf16 on a CPU with native
+    bf16), with the f32 precision hint, and NNCF's int8 (transformer preset) on the same calibration photos."""
+    cpu_bf16 = CpuCapability.detect().native_bf16
+    plain = to_openvino(model)
+    default = compile_openvino(plain, precision="default")
+    rows = [Runtime("openvino (default)", "bf16" if cpu_bf16 else "fp32", _ov_fn(default)),
+            Runtime("openvino f32", "fp32", _ov_fn(compile_openvino(plain, precision="fp32")))]
+    try:
+        int8 = to_openvino(model, precision="int8", calibration=calibration_batches(model))
+        rows.append(Runtime("openvino int8 (NNCF)", "int8", _ov_fn(compile_openvino(int8, precision="int8"))))
+    except Exception as exc:  # noqa: BLE001 (a peer that cannot quantize this model is a note)
+        notes.append(f"openvino int8 (NNCF): skipped ({exc})")
+    return rows
+
+
+def _ov_fn(compiled: object) -> Callable[[torch.Tensor], torch.Tensor]:
+    request = compiled.create_infer_request()  # type: ignore[attr-defined]
+    return lambda x: torch.from_numpy(next(iter(request.infer({0: x.numpy()}).values())).copy())
 
 
 def _ort_runtime(label: str, precision: str, path: Path) -> Runtime:
@@ -192,7 +232,7 @@ def vitkit_runtimes(model: nn.Module, cpu: CpuCapability, notes: list[str], comp
     if compile_:
         plans.insert(1, ("fp32", "compile"))
     if cpu.native_bf16:
-        plans.append(("bf16", "eager"))
+        plans += [("bf16", "eager"), ("bf16", "auto")]
     else:
         notes.append(f"bf16 not run: this CPU has no native bf16 ({cpu.describe()}); emulated bf16 is ~100x "
                      f"slower, and auto never picks it")
@@ -214,7 +254,8 @@ def run_bench(model: nn.Module, *, batch_sizes: tuple[int, ...] = (1, 8), iters:
     c = model.config
     tokens, hidden = c.num_patches + c.num_prefix_tokens, int(c.embed_dim * c.mlp_ratio)
     m = tokens * max(batch_sizes)
-    peak = {"fp32": gemm_peak(torch.float32, m, c.embed_dim, hidden)}
+    peak = {"fp32": gemm_peak(torch.float32, m, c.embed_dim, hidden),
+            "int8": gemm_peak(torch.int8, m, c.embed_dim, hidden)}
     if cpu.native_bf16:
         peak["bf16"] = gemm_peak(torch.bfloat16, m, c.embed_dim, hidden)
     else:  # emulated: one small product says enough (a full one would take seconds)
@@ -230,9 +271,16 @@ def run_bench(model: nn.Module, *, batch_sizes: tuple[int, ...] = (1, 8), iters:
     return report
 
 
+def bench_input(model: nn.Module, batch_size: int) -> torch.Tensor:
+    """A batch of real photos (crops of scikit-learn's sample photos, not those int8 is calibrated on) through
+    the model's preprocessing: activations as real inputs give them, which static int8 depends on."""
+    photos = default_calibration_images(batch_size + DEFAULT_CALIBRATION)[DEFAULT_CALIBRATION:]
+    return ImageProcessor.from_model(model)(photos)
+
+
 def _bench_batch(model: nn.Module, runtimes: list[Runtime], batch_size: int, warmup: int, iters: int,
                  notes: list[str]) -> list[Row]:
-    x = torch.randn(batch_size, model.config.in_chans, *model.config.img_size)
+    x = bench_input(model, batch_size)
     want = runtimes[0].fn(x).float()  # vitkit eager fp32
     agree = {}
     for rt in runtimes:
@@ -246,23 +294,41 @@ def _bench_batch(model: nn.Module, runtimes: list[Runtime], batch_size: int, war
     return [Row(rt.label, rt.precision, batch_size, times[rt.key], *agree[rt.key]) for rt in runtimes]
 
 
+def _against_peers(report: BenchReport) -> list[str]:
+    """Per batch and precision: vitkit auto against the fastest peer row (not vitkit) in that precision."""
+    lines = []
+    for batch_size in sorted({r.batch_size for r in report.rows}):
+        rows = [r for r in report.rows if r.batch_size == batch_size]
+        for precision in ("fp32", "bf16", "int8"):
+            ours = [r for r in rows if r.precision == precision and r.label.startswith("vitkit auto")]
+            peers = [r for r in rows if r.precision == precision and not r.label.startswith("vitkit")]
+            if ours and peers:
+                best = max(peers, key=lambda r: r.images_per_s)
+                lines.append(f"batch {batch_size} {precision}: {ours[0].label} {ours[0].images_per_s:.2f} img/s = "
+                             f"{ours[0].images_per_s / best.images_per_s:.2f}x the fastest peer ({best.label}, "
+                             f"{best.images_per_s:.2f})")
+    return lines
+
+
 def format_report(report: BenchReport) -> str:
     """The report as a Markdown table with a header saying what was measured where."""
     lines = [f"{report.model}, {report.threads} threads, CPU: {report.cpu.describe()}, torch {torch.__version__}",
              f"GEMM peak on the model's MLP matrix: fp32 {report.peak_gflops['fp32']:.1f} GFLOP/s, "
-             f"bf16 {report.peak_gflops['bf16']:.1f} GFLOP/s; {report.gflops_per_image:.1f} GFLOP per image",
+             f"bf16 {report.peak_gflops['bf16']:.1f} GFLOP/s, int8 {report.peak_gflops.get('int8', 0):.1f} GOP/s; "
+             f"{report.gflops_per_image:.1f} GFLOP per image",
              "", "| batch | runtime | precision | img/s | vs timm fp32 | share of GEMM peak | spread | cosine | "
              "max abs diff |", "|---|---|---|---|---|---|---|---|---|"]
     for batch_size in sorted({r.batch_size for r in report.rows}):
         rows = [r for r in report.rows if r.batch_size == batch_size]
         ref = next((r for r in rows if r.label == REFERENCE), rows[0])
         for r in rows:
-            peak = report.peak_gflops["bf16" if r.precision == "bf16" else "fp32"]
+            peak = report.peak_gflops.get(r.precision, report.peak_gflops["fp32"])
             share = r.images_per_s * report.gflops_per_image / peak
             lines.append(f"| {batch_size} | {r.label} | {r.precision} | {r.images_per_s:.2f} | "
                          f"{r.images_per_s / ref.images_per_s:.2f}x | {share:.0%} | {r.spread:.0%} | "
                          f"{r.cosine:.6f} | {r.max_abs_diff:.2g} |")
-    lines += ["", "share of GEMM peak: model FLOPs x img/s over the fp32 peak (bf16 rows: the bf16 peak; int8 rows "
-              "can pass 100%: integer GEMMs are not bound by it). spread: (slowest - fastest) / median round."]
+    lines += ["", "share of GEMM peak: model FLOPs x img/s over the GEMM peak of the row's precision (fp32, bf16, "
+              "int8) measured in this run: the physical limit of matrix multiplies here. spread: (slowest - "
+              "fastest) / median round.", *_against_peers(report)]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)

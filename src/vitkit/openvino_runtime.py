@@ -103,7 +103,7 @@ def compile_openvino(ov_model: Any, *, precision: str = "fp32", threads: int | N
     ov = _openvino()
     config: dict[str, Any] = {"PERFORMANCE_HINT": mode.upper(),
                               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-    if PRECISION_HINTS.get(precision):
+    if precision != "default" and PRECISION_HINTS.get(precision):  # 'default': the plugin's own choice
         config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
     return ov.Core().compile_model(ov_model, "CPU", config)
 
