@@ -182,6 +182,8 @@ def entry(name: str, family: str) -> tuple:
              crop_mode=pcfg.crop_mode if pcfg.crop_mode in ("center", "squash") else "center",
              interpolation=pcfg.interpolation, num_classes=pcfg.num_classes,
              label_names="imagenet-1k" if pcfg.num_classes == 1000 else None, timm_name=name, tag=pcfg.tag)
+    if pcfg.hf_hub_id and pcfg.hf_hub_id != f"timm/{name}.{pcfg.tag}":  # weights shared with another name
+        p["hf_hub_id"] = pcfg.hf_hub_id
     p = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
     p = {k: v for k, v in p.items() if v != PCFG_DEFAULTS[k]}
     return name, family, config, p

@@ -237,6 +237,8 @@ def pretrained_source(name: str) -> str:
     """The ``hf-hub:`` id of a registered model's published weights: timm's ``timm/<name>.<tag>`` where timm
     publishes them, else the Google/Hugging Face repository in its pretrained cfg."""
     pcfg = get_entry(name).pretrained_cfg
+    if pcfg.hf_hub_id and pcfg.hf_hub_id.startswith("timm/"):  # a timm name whose weights another name publishes
+        return f"hf-hub:{pcfg.hf_hub_id}"
     if pcfg.timm_name and pcfg.tag:
         return f"hf-hub:timm/{pcfg.timm_name}.{pcfg.tag}"
     if pcfg.hf_hub_id:
