@@ -184,9 +184,9 @@ FAMILY_SOURCES = {
 
 def _populate_families() -> None:
     """Today's families, read off timm's definitions (zoo_table.py, written by scripts/gen_zoo.py)."""
-    for name, family, config, pcfg in ZOO_ROWS:
-        register(ModelEntry(name=name, config=config, pretrained_cfg=PretrainedCfg.from_dict(pcfg),
-                            description=f"{FAMILY_SOURCES[family]}: {name}", tags=(family,)))
+    for name, family, count, config, pcfg in ZOO_ROWS:
+        register(ModelEntry(name=name, config=config, pretrained_cfg=PretrainedCfg.from_dict(pcfg), num_params=count,
+                            description=FAMILY_SOURCES[family], tags=(family,)))
 
 
 def _matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
