@@ -70,7 +70,7 @@ def clip_tokenizer(folder: Path, vocab_size: int = 300):
     return tok
 
 
-def test_image(size: int = 40, seed: int = 0) -> Image.Image:
+def sample_image(size: int = 40, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8))
 
@@ -92,7 +92,7 @@ def siglip_folder(folder: Path) -> tuple[object, object]:
     with torch.no_grad():
         model.logit_scale.fill_(2.3)
         model.logit_bias.fill_(-1.5)
-    image_processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    image_processor = transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32})
     processor = transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -114,7 +114,7 @@ def clip_folder(folder: Path) -> tuple[object, object]:
     redraw(model, seed=1)
     with torch.no_grad():
         model.logit_scale.fill_(2.0)
-    image_processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32,
+    image_processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32,
                                                                                               "width": 32})
     processor = transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder)

@@ -27,6 +27,7 @@ COMMANDS = {
     "weights": ("weights", "list a checkpoint's tensors, format and architecture"),
     "convert": ("weights", "convert a checkpoint to another format"),
     "predict": ("use", "top-k classes of images (files or folders)"),
+    "zero-shot": ("zero_shot", "classify images by class names with SigLIP or CLIP"),
     "features": ("use", "extract features of many images to .npy/.safetensors"),
     "inspect": ("use", "structure, output shapes, parameters and MACs of a model"),
     "attention": ("use", "attention map of an image as a PNG overlay"),

@@ -85,7 +85,8 @@ def vision_config(arch: str, config: dict[str, Any], where: str) -> ViTConfig:
                   mlp_ratio=int(v.get("intermediate_size", 3072)) / dim, posemb_resample="hf")
     if clip:
         return ViTConfig(**common, pre_norm=True, act_layer=_act(v, "quick_gelu", where),
-                         norm_eps=float(v.get("layer_norm_eps", 1e-5)), embed_proj=int(config.get("projection_dim", 512)))
+                         norm_eps=float(v.get("layer_norm_eps", 1e-5)),
+                         embed_proj=int(config.get("projection_dim", 512)))
     return ViTConfig(**common, class_token=False, global_pool="map", act_layer=_act(v, "gelu_pytorch_tanh", where),
                      norm_eps=float(v.get("layer_norm_eps", 1e-6)))
 
@@ -162,8 +163,8 @@ def read_transformers(source: str | os.PathLike[str]) -> ImageTextModel:
             state[name] = state[name].reshape(())  # (1,) -> ()
     if "visual.cls_token" in state:
         state["visual.cls_token"] = state["visual.cls_token"].reshape(1, 1, -1)  # (D,) -> (1, 1, D)
+    attach_tokenizer(model, ckpt.path)  # a tokenizer from another model is named before the weights' shapes
     _load_state(model, state, where)
-    attach_tokenizer(model, ckpt.path)
     pp = ckpt.extra.get("preprocessor_config.json") or (ckpt.extra.get("processor_config.json") or {}).get(
         "image_processor")  # transformers 5 saves a processor's parts in one processor_config.json
     if pp:
