@@ -120,3 +120,30 @@ def clip_folder(folder: Path) -> tuple[object, object]:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return model, processor
+
+
+def open_clip_folder(folder: Path, vocab_size: int) -> object:
+    """A tiny open_clip CLIP (created by name from its JSON config) saved as open_clip's hub folders are:
+    open_clip_config.json and open_clip_model.safetensors; returns the open_clip model."""
+    from safetensors.torch import save_file
+
+    from vitkit.bench import import_peer
+
+    import_peer("timm")  # open_clip imports timm and torchvision (the CPU workaround lives there)
+    open_clip = import_peer("open_clip")
+    assert open_clip is not None, "open_clip_torch is a test dependency (pip install -e '.[test]')"
+    cfg = {"embed_dim": 24, "quick_gelu": True,
+           "vision_cfg": {"image_size": 32, "layers": 2, "width": 48, "patch_size": 8, "head_width": 12},
+           "text_cfg": {"context_length": 77, "vocab_size": vocab_size, "width": 32, "heads": 4, "layers": 2}}
+    configs = folder / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "vitkit-tiny-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(configs)
+    model = open_clip.create_model("vitkit-tiny-clip").eval()
+    redraw(model, seed=2)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.5)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return model

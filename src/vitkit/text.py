@@ -18,7 +18,9 @@ from .errors import ConfigError, InputSizeError
 from .layers import Block, get_act_layer, init_module
 from .tokenizer import TextRules
 
-POOLS = ("last", "eot")  # the last position (SigLIP) or the first end-of-text token (CLIP)
+# the last position (SigLIP), the first end-of-text token (transformers' CLIP), the largest id (open_clip's CLIP,
+# whose end-of-text token is the last of the vocabulary)
+POOLS = ("last", "eot", "argmax")
 
 
 @dataclass
@@ -26,9 +28,9 @@ class TextConfig:
     """The architecture of a text tower, and the rules its texts are tokenized by.
 
     ``width``/``depth``/``num_heads``/``mlp_ratio``: the encoder; ``embed_dim``: the width of the text
-    embedding (after the head or projection); ``causal``: CLIP's causal mask; ``pool``: 'last' or 'eot'
-    (the first position holding ``eot_id``); ``head_bias``: the final layer has a bias (SigLIP's head) or
-    not (CLIP's projection).
+    embedding (after the head or projection); ``causal``: CLIP's causal mask; ``pool``: 'last', 'eot' (the
+    first position holding ``eot_id``) or 'argmax' (the position of the largest id); ``head_bias``: the
+    final layer has a bias (SigLIP's head) or not (CLIP's projection).
     """
 
     vocab_size: int = 32000
@@ -112,7 +114,8 @@ class TextTransformer(nn.Module):
         x = self.token_embed(ids) + self.pos_embed[:, :L]  # (B, L, width)
         x = self.norm(self.blocks(x))
         if c.pool == "last":
-            pooled = x[:, -1]
-        else:  # the first end-of-text token of each row (argmax of the match mask picks the first)
-            pooled = x[torch.arange(x.shape[0], device=x.device), (ids == c.eot_id).int().argmax(dim=-1)]
+            return self.head(x[:, -1])
+        # the first end-of-text token of each row (argmax of the match mask picks the first), or the largest id
+        where = (ids == c.eot_id).int().argmax(dim=-1) if c.pool == "eot" else ids.argmax(dim=-1)  # (B,)
+        pooled = x[torch.arange(x.shape[0], device=x.device), where]
         return self.head(pooled)

@@ -26,7 +26,7 @@ from .imagetext import ImageTextModel
 from .model import VisionTransformer
 from .predict import ImagePredictions, predict
 from .processor import ImageInput, ImageProcessor
-from .weights.text import read_transformers
+from .weights.text import OPEN_CLIP_CONFIG, read_open_clip, read_transformers
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -128,9 +128,12 @@ def zero_shot(images: ImageInput | Sequence[ImageInput], labels: Sequence[str], 
 
 
 def load_image_text(source: str | os.PathLike[str]) -> ImageTextModel:
-    """An image-text model from a transformers SiglipModel or CLIPModel folder, with its tokenizer and its
-    image preprocessing (``encode_text`` takes strings, ``encode_image`` takes images)."""
-    model = read_transformers(source)
+    """An image-text model from a transformers SiglipModel or CLIPModel folder, or an open_clip CLIP folder
+    (open_clip_config.json), with its tokenizer and its image preprocessing (``encode_text`` takes strings,
+    ``encode_image`` takes images)."""
+    folder = os.fspath(source)
+    is_open_clip = os.path.isdir(folder) and os.path.isfile(os.path.join(folder, OPEN_CLIP_CONFIG))
+    model = read_open_clip(source) if is_open_clip else read_transformers(source)
     if getattr(model.visual, "pretrained_cfg", None) is not None:
         model.image_processor = ImageProcessor.from_model(model.visual)
     return model

@@ -1,4 +1,4 @@
-"""Image-text checkpoints: transformers' SiglipModel and CLIPModel folders.
+"""Image-text checkpoints: transformers' SiglipModel and CLIPModel folders, open_clip CLIP folders.
 
 A folder holds config.json (both towers' architectures), model.safetensors and the tokenizer's own files
 (spiece.model, tokenizer.json, tokenizer_config.json). The text rules the model was trained with are
@@ -158,11 +158,7 @@ def read_transformers(source: str | os.PathLike[str]) -> ImageTextModel:
                            scoring="softmax" if arch == "CLIPModel" else "sigmoid")
     out = remap(ckpt.tensors, rules_for(arch), num_heads=vision.num_heads, source=where)
     state = out.tensors
-    for name in ("logit_scale", "logit_bias"):
-        if name in state:
-            state[name] = state[name].reshape(())  # (1,) -> ()
-    if "visual.cls_token" in state:
-        state["visual.cls_token"] = state["visual.cls_token"].reshape(1, 1, -1)  # (D,) -> (1, 1, D)
+    _fix_shapes(state)
     attach_tokenizer(model, ckpt.path)  # a tokenizer from another model is named before the weights' shapes
     _load_state(model, state, where)
     pp = ckpt.extra.get("preprocessor_config.json") or (ckpt.extra.get("processor_config.json") or {}).get(
@@ -171,6 +167,16 @@ def read_transformers(source: str | os.PathLike[str]) -> ImageTextModel:
         fields = processor_to_pretrained_cfg(pp, f"{where}/preprocessor_config.json")
         model.visual.pretrained_cfg = PretrainedCfg.from_dict({**fields, "label_names": None, "num_classes": 0})
     return model.eval()
+
+
+def _fix_shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' and open_clip's layouts of the scale, bias and class token, in place."""
+    for name in ("logit_scale", "logit_bias"):
+        if name in state:
+            state[name] = state[name].reshape(())  # (1,) -> ()
+    if "visual.cls_token" in state:
+        state["visual.cls_token"] = state["visual.cls_token"].reshape(1, 1, -1)  # (D,) -> (1, 1, D)
+    return state
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -186,3 +192,85 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: s
         raise CheckpointError(f"{where}: the weights do not fit the architecture its config.json states "
                               f"({'; '.join(parts)}). The file is damaged or from another model.")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
+# ---------------------------------------------------------------------- open_clip
+def _open_clip_blocks(src: str, dst: str) -> list[Rule]:
+    block = src + "transformer.resblocks.{}."
+    return [
+        *params(block + "ln_1", dst + "blocks.{}.norm1"),
+        *params(block + "attn", dst + "blocks.{}.attn.qkv", src_names=("in_proj_weight", "in_proj_bias")),
+        *params(block + "attn.out_proj", dst + "blocks.{}.attn.proj"),
+        *params(block + "ln_2", dst + "blocks.{}.norm2"),
+        *params(block + "mlp.c_fc", dst + "blocks.{}.mlp.fc1"),
+        *params(block + "mlp.c_proj", dst + "blocks.{}.mlp.fc2"),
+    ]
+
+
+OPEN_CLIP_RULES: list[Rule] = [
+    ("token_embedding.weight", "text.token_embed.weight", "id"),
+    ("positional_embedding", "text.pos_embed", "batch"),
+    *_open_clip_blocks("", "text."),
+    *params("ln_final", "text.norm"),
+    ("text_projection", "text.head.weight", "T"),  # (width, embed) -> Linear (embed, width)
+    ("visual.class_embedding", "visual.cls_token", "id"),  # (D,): reshaped to (1, 1, D) after the table
+    ("visual.positional_embedding", "visual.pos_embed", "batch"),
+    ("visual.conv1.weight", "visual.patch_embed.proj.weight", "id"),
+    *params("visual.ln_pre", "visual.norm_pre"),
+    *_open_clip_blocks("visual.", "visual."),
+    *params("visual.ln_post", "visual.norm"),
+    ("visual.proj", "visual.embed_proj.weight", "T"),
+    ("logit_scale", "logit_scale", "id"), ("logit_bias", "logit_bias", "id"),
+    ("attn_mask", None, "id"),
+]
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+# what a tower's config may say that these towers do not have, and what it must be for them
+_OPEN_CLIP_REFUSED = {"timm_model_name": None, "hf_model_name": None, "no_ln_pre": False, "attentional_pool": False,
+                      "pool_type": None, "output_tokens": False, "final_ln_after_pool": False}
+
+
+def _refuse(cfg: dict[str, Any], where: str) -> None:
+    for key, ok in _OPEN_CLIP_REFUSED.items():
+        if cfg.get(key, ok) not in (ok, "tok", "argmax"):
+            raise CheckpointError(f"{where}: open_clip's {key}={cfg[key]!r} is not supported; vitkit reads open_clip "
+                                  "CLIP models with its own VisionTransformer and TextTransformer towers.")
+
+
+def open_clip_configs(model_cfg: dict[str, Any], where: str) -> tuple[ViTConfig, TextConfig]:
+    v, t = model_cfg.get("vision_cfg") or {}, model_cfg.get("text_cfg") or {}
+    _refuse(v, where)
+    _refuse(t, where)
+    act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    embed = int(model_cfg["embed_dim"])
+    width = int(v.get("width", 768))
+    vision = ViTConfig(img_size=v.get("image_size", 224), patch_size=v.get("patch_size", 16), embed_dim=width,
+                       depth=int(v.get("layers", 12)), num_heads=width // int(v.get("head_width", 64)),
+                       mlp_ratio=float(v.get("mlp_ratio", 4.0)), num_classes=0, pre_norm=True, act_layer=act,
+                       norm_eps=1e-5, embed_proj=embed)
+    text_width, vocab = int(t.get("width", 512)), int(t.get("vocab_size", 49408))
+    rules = TextRules(kind="tokenizers", file="tokenizer.json", context_length=int(t.get("context_length", 77)),
+                      lowercase=False, canonicalize=False, eos_id=None, pad_id=0)
+    text = TextConfig(vocab_size=vocab, width=text_width, depth=int(t.get("layers", 12)),
+                      num_heads=int(t.get("heads", 8)), mlp_ratio=float(t.get("mlp_ratio", 4.0)), embed_dim=embed,
+                      act_layer=act, norm_eps=1e-5, causal=not t.get("no_causal_mask", False), pool="argmax",
+                      eot_id=vocab - 1, head_bias=False, rules=rules)
+    return vision, text
+
+
+def read_open_clip(source: str | os.PathLike[str]) -> ImageTextModel:
+    """An ``ImageTextModel`` from an open_clip CLIP checkpoint folder: open_clip_config.json and the weights
+    (open_clip_model.safetensors). A tokenizer.json there (CLIP's BPE) is read as the model's tokenizer."""
+    ckpt = read_checkpoint(source)
+    where = str(ckpt.path)
+    model_cfg = (ckpt.extra.get(OPEN_CLIP_CONFIG) or {}).get("model_cfg")
+    if not isinstance(model_cfg, dict) or "embed_dim" not in model_cfg:
+        raise CheckpointError(f"{where} is not an open_clip folder: expected {OPEN_CLIP_CONFIG} with a model_cfg "
+                              "(embed_dim, vision_cfg, text_cfg) next to the weights.")
+    vision, text = open_clip_configs(model_cfg, where)
+    model = ImageTextModel(vision=vision, text=text, scoring="sigmoid" if "init_logit_bias" in model_cfg
+                           else "softmax")
+    if (ckpt.path / text.rules.file).is_file():
+        attach_tokenizer(model, ckpt.path)
+    out = remap(ckpt.tensors, OPEN_CLIP_RULES, num_heads=vision.num_heads, source=where)
+    _load_state(model, _fix_shapes(out.tensors), where)
+    return model.eval()
