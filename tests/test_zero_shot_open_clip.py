@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 
 import vitkit
@@ -38,3 +39,10 @@ def test_open_clip_clip_matches(tmp_path):
     net = vitkit.zero_shot_classifier(model, LABELS, TEMPLATES)
     with torch.no_grad():
         torch.testing.assert_close(net(pixels).softmax(dim=-1), probs, atol=TOL, rtol=0)
+
+
+def test_a_published_name_comes_through_the_hub_cache_or_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(vitkit.CheckpointError, match="hf download google/siglip-base-patch16-224"):
+        vitkit.load_image_text("siglip_base_patch16_224")

@@ -29,6 +29,16 @@ from .processor import ImageInput, ImageProcessor
 from .weights.text import OPEN_CLIP_CONFIG, read_open_clip, read_transformers
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+# published image-text models by name: their transformers folders on the Hugging Face Hub (through its cache)
+PRETRAINED = {
+    "siglip_base_patch16_224": "google/siglip-base-patch16-224",
+    "siglip_base_patch16_384": "google/siglip-base-patch16-384",
+    "siglip_large_patch16_256": "google/siglip-large-patch16-256",
+    "siglip_so400m_patch14_384": "google/siglip-so400m-patch14-384",
+    "clip_vit_base_patch32": "openai/clip-vit-base-patch32",
+    "clip_vit_base_patch16": "openai/clip-vit-base-patch16",
+    "clip_vit_large_patch14": "openai/clip-vit-large-patch14",
+}
 
 
 @lru_cache(maxsize=1)
@@ -128,10 +138,13 @@ def zero_shot(images: ImageInput | Sequence[ImageInput], labels: Sequence[str], 
 
 
 def load_image_text(source: str | os.PathLike[str]) -> ImageTextModel:
-    """An image-text model from a transformers SiglipModel or CLIPModel folder, or an open_clip CLIP folder
+    """An image-text model from a name in ``PRETRAINED`` (its published weights, through the Hugging Face
+    cache), a transformers SiglipModel or CLIPModel folder, an ``hf-hub:`` id, or an open_clip CLIP folder
     (open_clip_config.json), with its tokenizer and its image preprocessing (``encode_text`` takes strings,
     ``encode_image`` takes images)."""
     folder = os.fspath(source)
+    if folder in PRETRAINED and not os.path.exists(folder):
+        source = folder = f"hf-hub:{PRETRAINED[folder]}"
     is_open_clip = os.path.isdir(folder) and os.path.isfile(os.path.join(folder, OPEN_CLIP_CONFIG))
     model = read_open_clip(source) if is_open_clip else read_transformers(source)
     if getattr(model.visual, "pretrained_cfg", None) is not None:

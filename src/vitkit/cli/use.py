@@ -10,7 +10,7 @@ import sys
 from ..attention import METHODS, save_attention_map
 from ..errors import ConfigError, DataError
 from ..features import FEATURE_PRECISIONS, POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
-from ..predict import format_predictions, predict, save_predictions
+from ..predict import ImagePredictions, format_predictions, predict, save_predictions
 from ..summary import summarize
 
 MODEL_HELP = "registry name (see `vitkit models`), or a saved model folder / checkpoint file"
@@ -80,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return show_predictions(results, output=args.output, as_json=args.json)
 
 
-def show_predictions(results: list, *, output: str | None, as_json: bool) -> int:
+def show_predictions(results: list[ImagePredictions], *, output: str | None, as_json: bool) -> int:
     """Print predictions as `vitkit predict` does (skipped images on stderr) and write them to ``output``."""
     if output:
         save_predictions(results, output)

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import ConfigError
 from ..labels import load_labels
-from ..zeroshot import template_sets, zero_shot
+from ..zeroshot import PRETRAINED, template_sets, zero_shot
 from .use import show_predictions
 
 ZERO_SHOT_TEXT = ("The most probable of the given class names for each image, with an image-text model: a "
@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("zero-shot", help="classify images by class names with SigLIP or CLIP",
                               description=ZERO_SHOT_TEXT)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
-    p.add_argument("--model", required=True, help="a transformers SiglipModel or CLIPModel folder")
+    p.add_argument("--model", required=True,
+                   help=f"a transformers SiglipModel or CLIPModel folder, an open_clip folder, or a published "
+                        f"model ({', '.join(PRETRAINED)})")
     p.add_argument("--labels", help="class names separated by commas, e.g. 'cat,dog,bird'")
     p.add_argument("--labels-file", metavar="FILE", help="class names, one per line (.txt) or a JSON list")
     p.add_argument("--template", action="append", metavar="T",

@@ -19,6 +19,7 @@ from ..imagetext import ImageTextModel
 from ..text import TextConfig
 from ..tokenizer import TextRules, TextTokenizer, special_id
 from .hf import HF_TO_ACT, SIGLIP_RULES, processor_to_pretrained_cfg
+from .infer import _mlp_ratio
 from .io import Checkpoint, read_checkpoint
 from .mapping import Rule, fused, params, remap
 
@@ -82,7 +83,7 @@ def vision_config(arch: str, config: dict[str, Any], where: str) -> ViTConfig:
     common = dict(img_size=int(v.get("image_size", 224)), patch_size=int(v.get("patch_size", 16 if not clip else 32)),
                   in_chans=int(v.get("num_channels", 3)), embed_dim=dim, depth=int(v.get("num_hidden_layers", 12)),
                   num_heads=int(v.get("num_attention_heads", 12)), num_classes=0,
-                  mlp_ratio=int(v.get("intermediate_size", 3072)) / dim, posemb_resample="hf")
+                  mlp_ratio=_mlp_ratio(int(v.get("intermediate_size", 3072)), dim), posemb_resample="hf")
     if clip:
         return ViTConfig(**common, pre_norm=True, act_layer=_act(v, "quick_gelu", where),
                          norm_eps=float(v.get("layer_norm_eps", 1e-5)),
@@ -98,7 +99,7 @@ def text_config(arch: str, config: dict[str, Any], rules: TextRules, where: str)
     return TextConfig(
         vocab_size=int(t.get("vocab_size", 49408 if clip else 32000)), width=width,
         depth=int(t.get("num_hidden_layers", 12)), num_heads=int(t.get("num_attention_heads", 8 if clip else 12)),
-        mlp_ratio=int(t.get("intermediate_size", 2048 if clip else 3072)) / width,
+        mlp_ratio=_mlp_ratio(int(t.get("intermediate_size", 2048 if clip else 3072)), width),
         embed_dim=int(config.get("projection_dim", 512)) if clip else int(t.get("projection_size", width)),
         act_layer=_act(t, "quick_gelu" if clip else "gelu_pytorch_tanh", where),
         norm_eps=float(t.get("layer_norm_eps", 1e-5 if clip else 1e-6)), causal=clip,
