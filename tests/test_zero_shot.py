@@ -103,6 +103,8 @@ def test_templates_are_averaged_per_class_as_open_clip_does(pair):
     from vitkit.zeroshot import class_embeddings
     torch.testing.assert_close(class_embeddings(model, LABELS, templates), expected, atol=TOL, rtol=0)
     assert len(vitkit.zeroshot.resolve_templates("imagenet")) == 80
+    assert vitkit.zeroshot.resolve_templates(["art of the {}.", "imagenet"])[1:] == vitkit.zeroshot.resolve_templates(
+        "imagenet")  # set names inside a list are expanded too
 
 
 def test_folded_classifier_predicts_zero_shot_probabilities_also_after_reload(pair, tmp_path):

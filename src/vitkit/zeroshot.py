@@ -57,8 +57,9 @@ def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
     if templates is None:
         return DEFAULT_TEMPLATES
     if isinstance(templates, str):
-        templates = _named_templates().get(templates, (templates,))
-    out = tuple(templates)
+        templates = [templates]
+    named = _named_templates()
+    out = tuple(t for item in templates for t in (named.get(item, (item,)) if isinstance(item, str) else (item,)))
     if not out:
         raise ConfigError("templates=[] is not allowed: expected templates with '{}' for the label, "
                           f"a set name ({', '.join(template_sets())}) or None for the default.")
