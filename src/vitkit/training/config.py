@@ -123,6 +123,16 @@ class TrainConfig:
             _fail("workers", self.workers, "0 (load in the main process) or more")
         if self.lr is not None and not self.lr > 0:
             _fail("lr", self.lr, "a learning rate > 0")
+        if not self.min_lr >= 0:
+            _fail("min_lr", self.min_lr, "a learning rate >= 0 (the end of the cosine)")
+        if not self.weight_decay >= 0:
+            _fail("weight_decay", self.weight_decay, "a decay >= 0 (0: none)")
+        if self.warmup_epochs is not None and not self.warmup_epochs >= 0:
+            _fail("warmup_epochs", self.warmup_epochs, "0 (no warmup) or more epochs")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            _fail("max_steps", self.max_steps, "a positive step count (leave it out to train every epoch)")
+        if self.export_samples is not None and (not isinstance(self.export_samples, int) or self.export_samples < 0):
+            _fail("export_samples", self.export_samples, "0 (none) or a number of images per class")
         if self.batch_size is not None and self.batch_size % self.accum_steps:
             _fail("batch_size", self.batch_size, f"a multiple of accum_steps={self.accum_steps}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
