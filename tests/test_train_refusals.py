@@ -7,14 +7,17 @@ import dataclasses
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import vitkit
 import vitkit.cli as cli
 from test_train_common import TINY, TINY_ARGS, TINY_MODEL
+from vitkit.errors import UnsafeCheckpointError
 from vitkit.training import train
 from vitkit.training.checkpoint import load_state
 from vitkit.training.metrics import MAX_CONFUSION_CLASSES, EvalCounts
@@ -135,3 +138,22 @@ def test_ctrl_c_while_starting_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     code, err = _cli(capsys, "train", "--epochs", "1")
     assert code == 130 and err == "vitkit train: interrupted while starting"
+
+
+def test_resume_reads_the_state_through_the_weight_loaders_zip_checks(tmp_path: Path):
+    torch.save({"version": 1, "model": {"w": torch.zeros(20 * 2**20)}}, tmp_path / "plain.pt")  # 80 MB of zeros
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, \
+            zipfile.ZipFile(tmp_path / "checkpoint.pt", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for info in src.infolist():  # the same members, deflated: 80 MB from ~80 KB, a zip bomb's ratio
+            dst.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(UnsafeCheckpointError, match="zip bomb"):
+        load_state(tmp_path / "checkpoint.pt")
+
+
+def test_resuming_non_finite_weights_says_so(capsys, tmp_path: Path):
+    train(**TINY, epochs=1, max_steps=2, out=str(tmp_path))
+    state = load_state(tmp_path / "checkpoint.pt")
+    state["model"]["cls_token"].fill_(float("nan"))
+    torch.save(state, tmp_path / "checkpoint.pt")
+    code, err = _cli(capsys, "train", *TINY_ARGS, "--epochs", "1", "--out", str(tmp_path), "--resume")
+    assert code == 2 and "'cls_token' holds NaN or Inf" in err and "intact" not in err, err

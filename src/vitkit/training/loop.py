@@ -240,21 +240,38 @@ class Trainer:
         target = self.state_path if path == "auto" else Path(path)
         if self.dist.is_main:
             remove_stale_temps(self.out)
-        state = ckpt.load_state(target)
-        self._check_resumable(state, str(target))
-        load_model_and_optimizer_state(self.model, self.optimizer, state)  # FSDP scatters the full state
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+        state, where = ckpt.load_state(target), str(target)
+        self._check_resumable(state, where)
+        with ckpt.restoring(where, "progress"):
+            progress = Progress.from_dict(state["progress"], self.device)
+        self._check_progress(progress, where)
+        with ckpt.restoring(where, "model or optimizer"):
+            load_model_and_optimizer_state(self.model, self.optimizer, state)  # FSDP scatters the full state
+        with ckpt.restoring(where, "scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        with ckpt.restoring(where, "scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        with ckpt.restoring(where, "rng"):
+            ckpt.set_rng_state(state["rng"])
         if self.ema is not None:
-            self.ema.load_state_dict(state.get("ema"))
-        self.progress = Progress.from_dict(state["progress"], self.device)
+            with ckpt.restoring(where, "ema"):
+                self.ema.load_state_dict(state.get("ema"))
+        self.progress = progress
         self.checked_step = self.progress.step
         if self.dist.is_main:
             write_metrics(self.out, self.progress.history)
         p = self.progress
         logger.info("resumed from %s at epoch %d, batch %d (step %d)", target, p.epoch, p.batch, p.step)
         return True
+
+    def _check_progress(self, p: Progress, path: str) -> None:
+        """Counters a run could have reached: within its epochs, steps and an epoch's batches."""
+        steps = self.cfg.epochs * self.steps_per_epoch
+        if not (0 <= p.epoch <= self.cfg.epochs and 0 <= p.batch <= self.steps_per_epoch
+                and 0 <= p.step <= steps and -1 <= p.best_epoch <= p.epoch and len(p.history) == p.epoch):
+            raise ckpt.damaged(path, "progress", f"(epoch {p.epoch}, batch {p.batch}, step {p.step}, best epoch "
+                                                 f"{p.best_epoch}, {len(p.history)} history rows) does not fit a "
+                                                 f"run of {self.cfg.epochs} epochs of {self.steps_per_epoch} steps")
 
     def _check_resumable(self, state: dict[str, Any], path: str) -> None:
         """Same architecture, classes, training split size and training settings as the checkpoint's run."""
