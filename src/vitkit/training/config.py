@@ -102,7 +102,8 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""
-        digits = self.data in (None, "digits") and not (self.labels or self.hf_dataset)  # files, datasets: folder preset
+        # a label file or a dataset takes the folder preset, as a folder does
+        digits = self.data in (None, "digits") and not (self.labels or self.hf_dataset)
         preset = DIGITS_DEFAULTS if digits else FOLDER_DEFAULTS
         changes = {k: v for k, v in preset.items() if getattr(self, k) is None and v is not None}
         if self.layer_decay is None and "layer_decay" not in changes:
