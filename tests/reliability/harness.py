@@ -44,7 +44,7 @@ def build(root: Path, long: bool) -> list[Case]:
     bases = Bases(root)
     cases = [*weight_cases(bases, root, rng), *json_cases(bases, root), *all_special(bases, root),
              *image_cases(root, rng), *config_cases(), *cli_cases(bases, root),
-             *run_folder_cases(root)]
+             *run_folder_cases(root, long)]
     if long:
         return cases
     per: dict[str, list[Case]] = defaultdict(list)

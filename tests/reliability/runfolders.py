@@ -1,7 +1,9 @@
 """Hostile run folders: a training run's checkpoint.pt with one part damaged (for ``train --resume``) and a
 report.json with wrong settings (for ``eval --run``). Every case must end in one error line, exit 2.
 
-One tiny run on the digits is trained when the first case is built; each case copies it and damages one thing.
+One tiny run on the digits is trained when the first case is built (the default run: the report cases;
+``--long`` adds the checkpoint cases, which build a run's data and model before refusing); each case copies
+it and damages one thing.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ REPORT_DAMAGE: dict[str, dict[str, Any]] = {
 }
 
 
-def run_folder_cases(root: Path) -> Iterator[Case]:
-    for name, damage in STATE_DAMAGE.items():
+def run_folder_cases(root: Path, long: bool) -> Iterator[Case]:
+    """The report cases always; the checkpoint cases (each builds a run before its refusal) with --long."""
+    for name, damage in STATE_DAMAGE.items() if long else ():
         yield Case(f"runfolder-state-{name}", "run folders", "cli", "error", _state_case(root, name, damage),
                    bulk=True)
     for name, config in REPORT_DAMAGE.items():
