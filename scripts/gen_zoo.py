@@ -173,7 +173,8 @@ def entry(name: str, family: str) -> tuple:
     pcfg = timm.models.get_pretrained_cfg(name)
     size = tuple(pcfg.input_size)
     with torch.device("meta"):  # the size timm builds it at (its pretrained config's, for most)
-        built = tuple(timm.create_model(name, pretrained=False).patch_embed.img_size)
+        ref = timm.create_model(name, pretrained=False)
+    built, count = tuple(ref.patch_embed.img_size), sum(t.numel() for t in ref.parameters())
     cfg["img_size"] = list(size[1:] if cfg.get("posemb") == "none" else built)
     cfg["num_classes"] = pcfg.num_classes
     cfg = ViTConfig.from_dict(cfg).to_dict()  # validated, normalised
@@ -182,9 +183,11 @@ def entry(name: str, family: str) -> tuple:
              crop_mode=pcfg.crop_mode if pcfg.crop_mode in ("center", "squash") else "center",
              interpolation=pcfg.interpolation, num_classes=pcfg.num_classes,
              label_names="imagenet-1k" if pcfg.num_classes == 1000 else None, timm_name=name, tag=pcfg.tag)
+    if pcfg.hf_hub_id and pcfg.hf_hub_id != f"timm/{name}.{pcfg.tag}":  # weights shared with another name
+        p["hf_hub_id"] = pcfg.hf_hub_id
     p = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
     p = {k: v for k, v in p.items() if v != PCFG_DEFAULTS[k]}
-    return name, family, config, p
+    return name, family, count, config, p
 
 
 def main() -> None:
@@ -202,8 +205,9 @@ def main() -> None:
                 print(f"skipped {name}: {e}")
     body = "[\n" + "".join(f"    {row!r},\n" for row in rows) + "]"  # one row a line (ruff: E501 waived here)
     text = (f'"""Registry entries of today\'s ViT families (written by scripts/gen_zoo.py from timm '
-            f'{timm.__version__}; do not edit by hand).\n\nEach row: (name, family, ViTConfig fields that differ from '
-            f'the defaults, PretrainedCfg fields that differ\nfrom the defaults).\n"""\n\nROWS = {body}\n')
+            f'{timm.__version__}; do not edit by hand).\n\nEach row: (name, family, timm\'s parameter count, '
+            f'ViTConfig fields that differ from the\ndefaults, PretrainedCfg fields that differ from the defaults).\n'
+            f'"""\n\nROWS = {body}\n')
     Path("src/vitkit/zoo_table.py").write_text(text)
     print(f"{len(rows)} entries")
 

@@ -98,12 +98,12 @@ LIMITS = limits_from_env(SizeLimits(), CONFIG_LIMITS_ENV)
 
 # ---------------------------------------------------------------------- field types
 _POSITIVE_INTS = ("in_chans", "embed_dim", "depth", "num_heads")
-_COUNTS = ("num_classes", "reg_tokens", "mlp_align")
+_COUNTS = ("num_classes", "reg_tokens", "embed_proj", "mlp_align")
 _NUMBERS = ("mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate", "norm_eps",
             "rope_temperature", "rope_grid_offset")
 _OPTIONAL_NUMBERS = ("qk_scale", "init_values", "attn_pool_mlp_ratio")
 _BOOLS = ("qkv_bias", "qk_norm", "proj_bias", "distilled", "class_token", "no_embed_class", "pre_norm", "final_norm",
-          "rope_rotate_half", "qkv_fused", "k_bias", "attn_norm", "mlp_norm", "patch_norm")
+          "normalize_features", "rope_rotate_half", "qkv_fused", "k_bias", "attn_norm", "mlp_norm", "patch_norm")
 _OPTIONAL_BOOLS = ("patch_bias", "fc_norm", "mlp_bias")
 _STRINGS = ("norm_layer", "act_layer", "global_pool", "rope", "rope_grid_indexing", "mlp_layer")
 _SIZES = ("img_size", "patch_size")
@@ -216,6 +216,10 @@ class ViTConfig:
     patch_norm: bool = False  # a norm right after the patch embedding (AIMv2)
     attn_pool_heads: int | None = None  # heads of the attention-pool head (None: num_heads)
     attn_pool_mlp_ratio: float | None = None  # MLP ratio of the attention-pool head (None: mlp_ratio)
+    # image-text models: a bias-free projection of the pooled feature to this width (CLIP's image projection;
+    # 0: none), and unit-length pooled features before the head (a zero-shot classifier's cosine similarities)
+    embed_proj: int = 0
+    normalize_features: bool = False
 
     def __post_init__(self) -> None:
         if self.global_pool == "":  # timm spells "no pooling" as ''
@@ -242,7 +246,7 @@ class ViTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 self._fail(name, value, "a positive integer")
-        for name in ("num_classes", "reg_tokens"):
+        for name in ("num_classes", "reg_tokens", "embed_proj"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 self._fail(name, value, "an integer >= 0")
@@ -316,6 +320,7 @@ class ViTConfig:
                   ("in_chans", self.in_chans, "max_in_chans"), ("reg_tokens", self.reg_tokens, "max_reg_tokens"),
                   ("mlp_ratio", self.mlp_ratio, "max_mlp_ratio"),
                   ("representation_size", self.representation_size or 0, "max_embed_dim"),
+                  ("embed_proj", self.embed_proj, "max_embed_dim"),
                   ("parameters (estimated)", None, "max_params")]  # estimated once the others are within bounds
         for name, value, limit in bounds:
             value = self.estimated_params() if value is None else value
@@ -328,7 +333,7 @@ class ViTConfig:
         d, hidden = self.embed_dim, int(self.embed_dim * self.mlp_ratio)
         block = 4 * d * d + (2 if self.mlp_layer == "mlp" else 3) * d * hidden
         tokens = self.num_patches + self.num_prefix_tokens
-        head = (self.num_classes + (self.representation_size or 0)) * self.num_features
+        head = (self.num_classes + (self.representation_size or 0) + self.embed_proj) * self.num_features
         return self.depth * block + d * self.in_chans * math.prod(self.patch_size) + tokens * d + head
 
     # ------------------------------------------------------------------ derived values
@@ -352,8 +357,8 @@ class ViTConfig:
 
     @property
     def num_features(self) -> int:
-        """Width of the pooled feature the head reads (after the representation layer, if any)."""
-        return self.representation_size or self.embed_dim
+        """Width of the pooled feature the head reads (after the representation layer and projection, if any)."""
+        return self.embed_proj or self.representation_size or self.embed_dim
 
     # ------------------------------------------------------------------ transformers' names (read-only)
     hidden_size = property(lambda self: self.embed_dim, doc="transformers' name of embed_dim.")

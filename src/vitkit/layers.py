@@ -103,6 +103,7 @@ class BlockSpec:
     init_values: float | None = None
     rotate_half: bool = False  # rotary layout ('half' or interleaved), when a table is given
     num_prefix_tokens: int = 0  # tokens before the patches, not rotated
+    causal: bool = False  # each token attends to itself and the tokens before it only (CLIP's text tower)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -117,7 +118,8 @@ class Attention(nn.Module):
     with rotary position embeddings applied to the patch tokens' queries and keys when a table is given.
 
     The fused kernel (``scaled_dot_product_attention``) runs unless attention weights are asked for
-    (``return_attn=True``); then the explicit path computes and returns them.
+    (``return_attn=True``); then the explicit path computes and returns them. ``causal``: each token attends
+    to itself and the tokens before it only (CLIP's text tower).
     """
 
     def __init__(self, dim: int, *, spec: BlockSpec, norm_layer: Callable[[int], nn.Module]) -> None:
@@ -126,6 +128,7 @@ class Attention(nn.Module):
         self.head_dim = dim // spec.num_heads
         self.scale = spec.qk_scale if spec.qk_scale is not None else self.head_dim ** -0.5
         self.rotate_half, self.num_prefix_tokens = spec.rotate_half, spec.num_prefix_tokens
+        self.causal = spec.causal
         separate_bias = spec.qkv_bias and not spec.k_bias
         if spec.qkv_fused:
             self.qkv = nn.Linear(dim, dim * 3, bias=spec.qkv_bias and not separate_bias)
@@ -170,11 +173,17 @@ class Attention(nn.Module):
             k = apply_rope(k, rope, rotate_half=self.rotate_half, num_prefix_tokens=self.num_prefix_tokens)
         attn = None
         if return_attn:
-            attn = masked_softmax((q * self.scale) @ k.transpose(-2, -1), attn_mask)  # (B, heads, N, N)
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+            if self.causal:
+                scores = scores.masked_fill(torch.ones(N, N, dtype=torch.bool, device=x.device).triu(1), -math.inf)
+            attn = masked_softmax(scores, attn_mask)
             x = self.attn_drop(attn) @ v
         else:
+            if self.causal and attn_mask is not None:  # both: one boolean mask (SDPA takes one or the other)
+                attn_mask = attn_mask & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
             x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale,
+                is_causal=self.causal and attn_mask is None)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
         x = self.proj_drop(self.proj(self.norm(x)))
         return (x, attn) if return_attn else x

@@ -184,9 +184,9 @@ FAMILY_SOURCES = {
 
 def _populate_families() -> None:
     """Today's families, read off timm's definitions (zoo_table.py, written by scripts/gen_zoo.py)."""
-    for name, family, config, pcfg in ZOO_ROWS:
-        register(ModelEntry(name=name, config=config, pretrained_cfg=PretrainedCfg.from_dict(pcfg),
-                            description=f"{FAMILY_SOURCES[family]}: {name}", tags=(family,)))
+    for name, family, count, config, pcfg in ZOO_ROWS:
+        register(ModelEntry(name=name, config=config, pretrained_cfg=PretrainedCfg.from_dict(pcfg), num_params=count,
+                            description=FAMILY_SOURCES[family], tags=(family,)))
 
 
 # timm's naflexvit_* models: (name, ViTConfig fields, patch budget, tag, published) at 16x16 learned positions
@@ -267,6 +267,8 @@ def pretrained_source(name: str) -> str:
     """The ``hf-hub:`` id of a registered model's published weights: timm's ``timm/<name>.<tag>`` where timm
     publishes them, else the Google/Hugging Face repository in its pretrained cfg."""
     pcfg = get_entry(name).pretrained_cfg
+    if pcfg.hf_hub_id and pcfg.hf_hub_id.startswith("timm/"):  # a timm name whose weights another name publishes
+        return f"hf-hub:{pcfg.hf_hub_id}"
     if pcfg.timm_name and pcfg.tag:
         return f"hf-hub:timm/{pcfg.timm_name}.{pcfg.tag}"
     if pcfg.hf_hub_id:
