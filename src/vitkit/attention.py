@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checks import number_between
 from .data.images import load_image
 from .errors import ConfigError, OutputError
 from .labels import labels_for_model
@@ -247,6 +248,9 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
         raise OutputError(f"--out {str(out)!r} must be a .png file.")
     if not panels:
         _check_method(method)
+    if number_between(0, 1)(alpha) is not None:
+        raise ConfigError(f"alpha={alpha!r} is not allowed: expected the map's opacity, a number from 0 to 1.")
+    _check_discard_ratio(discard_ratio)
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):

@@ -18,6 +18,7 @@ to checker built from the same checkers.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
@@ -248,8 +249,6 @@ def cli_arguments(cls: type, *, only: Iterable[str] | None = None) -> list[Argum
     (or the field's ``flag``), type, default, help (with the default) and choices from a ``one_of`` check.
     A bool field defaulting to False becomes a switch; one defaulting to True gets ``--no-`` beside it
     (``argparse.BooleanOptionalAction``). Values parsed this way are checked by the dataclass itself."""
-    import argparse  # the CLI's concern; imported only when flags are made
-
     wanted = None if only is None else set(only)
     hints = typing.get_type_hints(cls)
     out = []
@@ -272,6 +271,27 @@ def cli_arguments(cls: type, *, only: Iterable[str] | None = None) -> list[Argum
                 kwargs["help"] += f" (default: {default})"
         out.append(Argument(f.name, (flag,), kwargs))
     return out
+
+
+class FlagValueError(ConfigError, argparse.ArgumentTypeError):
+    """A command-line value its check refuses (argparse prints it as its one-line error and exits 2)."""
+
+
+def cli_type(check: Checker, flag: str, base: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses with ``base`` and then applies ``check``; a bad value raises a
+    ``FlagValueError`` (a ConfigError), which the CLI prints as one line with exit status 2:
+    ``argument --batch-size: 0 is not allowed: expected a positive integer``."""
+    def parse(text: str) -> Any:
+        try:
+            value = base(text)
+        except ValueError:
+            value = text
+        want = check(value)
+        if want is not None:
+            raise FlagValueError(f"{text} is not allowed for {flag}: expected {want}")
+        return value
+    parse.__name__ = getattr(base, "__name__", "value")  # argparse names the type in its own messages
+    return parse
 
 
 # ---------------------------------------------------------------------- limits from the environment

@@ -197,7 +197,22 @@ def format_predictions(results: list[ImagePredictions]) -> str:
             found = ", ".join(f"{p.label} ({p.probability:.2%})" for p in r.labels) or "none"
             lines.append(f"  labels above {r.threshold:g}: {found}")
         lines.extend(f"  {p.probability:7.2%}  {p.label} ({p.index})" for p in r.top_k)
-    return "\n".join(lines)
+    return printable("\n".join(lines))
+
+
+#: the first characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (a lone surrogate such as ``'\\ud800'``) as a backslash escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _cell(text: str) -> str:
+    """A CSV text cell a spreadsheet shows as text: a formula-leading value gets a leading ``'``."""
+    text = printable(text)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _csv_text(results: list[ImagePredictions]) -> str:
@@ -207,9 +222,9 @@ def _csv_text(results: list[ImagePredictions]) -> str:
     writer.writerow(["image", "rank", "index", "label", "probability", "error"])
     for r in results:
         if r.error is not None:
-            writer.writerow([r.source, "", "", "", "", r.error])
+            writer.writerow([_cell(r.source), "", "", "", "", _cell(r.error)])
         for rank, p in enumerate(r.top_k, start=1):
-            writer.writerow([r.source, rank, p.index, p.label, f"{p.probability:.6g}", ""])
+            writer.writerow([_cell(r.source), rank, p.index, _cell(p.label), f"{p.probability:.6g}", ""])
     return buf.getvalue()
 
 

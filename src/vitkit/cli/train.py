@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..checks import cli_type, int_between, positive_int
 from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
@@ -357,8 +358,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--val-fraction", type=float, help="held-out fraction (default 0.2)")
     e.add_argument("--seed", type=int, help="split seed (default 0)")
     e.add_argument("--split", choices=("val", "train"), default="val")
-    e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--workers", type=int)
+    e.add_argument(
+        "--batch-size", type=cli_type(positive_int, "--batch-size"), default=128)
+    e.add_argument(
+        "--workers", type=cli_type(int_between(0), "--workers"))
     e.add_argument("--device")
     e.add_argument("--json", action="store_true", help="machine-readable output (with the confusion matrix)")
     e.set_defaults(func=cmd_eval)
