@@ -64,3 +64,13 @@ def test_limits_from_env_ignores_unknown_names_and_non_numbers(monkeypatch: pyte
 
     monkeypatch.setenv("X_LIMITS", "a=5, b=x, c=3")
     assert limits_from_env(Limits(), "X_LIMITS") == Limits(a=5, b=2.0)
+
+
+def test_a_paper_style_model_name_suggests_registry_names() -> None:
+    from vitkit import create_model
+    from vitkit.errors import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match=r"Did you mean: vit_base_patch16_\w+"):
+        create_model("ViT-B/16")
+    with pytest.raises(UnknownModelError, match=r"Did you mean: vit_small_patch16"):
+        create_model("vit-s-16")

@@ -19,7 +19,7 @@ from PIL import Image
 from .checks import number_between
 from .data.images import load_image
 from .errors import ConfigError, OutputError
-from .labels import labels_for_model
+from .labels import class_scores, is_multi_label, labels_for_model
 from .processor import ImageProcessor
 from .registry import is_registered
 from .runtime import ModelSpec, eval_mode, inference, resolve_model
@@ -212,7 +212,7 @@ def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image
     processor = ImageProcessor.from_model(net)
     with torch.inference_mode():
         logits = net(processor(img).to(next(net.parameters()).device))  # (1, num_classes)
-    prob, index = logits.float().softmax(-1)[0].max(dim=0)
+    prob, index = class_scores(logits, multi_label=is_multi_label(net))[0].max(dim=0)
     label = labels_for_model(net)[int(index)]
     return f"{name} - {what}\npredicted: {label} ({int(index)}), {float(prob):.1%}"
 

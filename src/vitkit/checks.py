@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,6 +63,30 @@ def did_you_mean_any(word: str, choices: Iterable[str], n: int = 3, cutoff: floa
     """`` Did you mean: a, b?`` naming up to ``n`` choices close to ``word``, or ``''`` when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+_PAPER_SIZES = {"ti": "tiny", "t": "tiny", "s": "small", "b": "base", "l": "large", "h": "huge", "g": "giant"}
+
+
+def registry_style(name: str) -> str:
+    """A paper-style model name in the registry's spelling: ``'ViT-B/16'`` -> ``'vit_base_patch16'``
+    (names in another form come back lower-cased and unchanged)."""
+    match = re.fullmatch(r"vit[-_ ]?(ti|[tsblhg])[-_/ ]?(\d+)", name.strip().lower())
+    if match is None:
+        return name.strip().lower()
+    return f"vit_{_PAPER_SIZES[match.group(1)]}_patch{match.group(2)}"
+
+
+def did_you_mean_model(name: str, names: Iterable[str]) -> str:
+    """`` Did you mean: a, b?`` for a model name: a paper-style name (``ViT-B/16``) suggests the registry
+    names that start with its registry spelling, anything else the closest names."""
+    names = list(names)
+    guess = registry_style(name)
+    if guess != name.strip().lower():
+        close = sorted(n for n in names if n.startswith(guess))[:3]
+        if close:
+            return f" Did you mean: {', '.join(close)}?"
+    return did_you_mean_any(name, names)
 
 
 # ---------------------------------------------------------------------- checkers

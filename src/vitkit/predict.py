@@ -23,7 +23,7 @@ from .data.images import list_images
 from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
-from .labels import labels_for_model
+from .labels import class_scores, is_multi_label, labels_for_model
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
 from .runtime import ModelSpec, inference, model_device, resolve_model
@@ -137,7 +137,7 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
         raise ConfigError(f"Model {getattr(net, 'model_name', type(net).__name__)!r} has no classification head "
                           f"(num_classes=0), so there is nothing to predict. Use `vitkit features` for its "
                           f"embeddings, or load weights that include a classifier.")
-    multi_label = bool(getattr(getattr(net, "pretrained_cfg", None), "multi_label", False))
+    multi_label = is_multi_label(net)
     if multi_label and not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold={threshold} is not allowed: expected a sigmoid score in [0, 1), e.g. 0.5.")
     names = labels_for_model(net, labels)
@@ -155,7 +155,7 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
             x = torch.stack([loaded[i] for i in readable]).to(device)  # list of (C, H, W) -> (B, C, H, W)
             # eval mode: a distilled model returns the mean of its two heads' logits
             logits = run(x).float()
-            probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
+            probs = class_scores(logits, multi_label=multi_label)  # (B, num_classes)
             values, indices = probs.topk(k, dim=-1)  # (B, k)
             for row, (j, vals, idxs) in enumerate(zip(readable, values.tolist(), indices.tolist())):
                 top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
