@@ -147,6 +147,10 @@ class ViTConfig:
     posemb: str = _field("learn", string, one_of(POSEMBS))
     # resampling of position embeddings to another grid (at load and for other input sizes); None: timm's
     posemb_resample: str | None = _field(None, _OPT_STRING, optional_as(one_of(POSEMB_RESAMPLES)))
+    # image-text models: a bias-free projection of the pooled feature to this width (CLIP's image projection;
+    # 0: none), and unit-length pooled features before the head (a zero-shot classifier's cosine similarities)
+    embed_proj: int = _field(0, any_int, integer, help="Width of the image projection (0: none).")
+    normalize_features: bool = _field(False, boolean, help="Unit-length pooled features before the head.")
 
     def __post_init__(self) -> None:
         if self.global_pool == "":  # timm spells "no pooling" as ''
@@ -195,6 +199,7 @@ class ViTConfig:
                   ("in_chans", self.in_chans, "max_in_chans"), ("reg_tokens", self.reg_tokens, "max_reg_tokens"),
                   ("mlp_ratio", self.mlp_ratio, "max_mlp_ratio"),
                   ("representation_size", self.representation_size or 0, "max_embed_dim"),
+                  ("embed_proj", self.embed_proj, "max_embed_dim"),
                   ("parameters (estimated)", None, "max_params")]  # estimated once the others are within bounds
         for name, value, limit in bounds:
             value = self.estimated_params() if value is None else value
@@ -207,7 +212,7 @@ class ViTConfig:
         d, hidden = self.embed_dim, int(self.embed_dim * self.mlp_ratio)
         block = 4 * d * d + 2 * d * hidden
         tokens = self.num_patches + self.num_prefix_tokens
-        head = (self.num_classes + (self.representation_size or 0)) * self.num_features
+        head = (self.num_classes + (self.representation_size or 0) + self.embed_proj) * self.num_features
         return self.depth * block + d * self.in_chans * math.prod(self.patch_size) + tokens * d + head
 
     # ------------------------------------------------------------------ derived values
@@ -231,8 +236,8 @@ class ViTConfig:
 
     @property
     def num_features(self) -> int:
-        """Width of the pooled feature the head reads (after the representation layer, if any)."""
-        return self.representation_size or self.embed_dim
+        """Width of the pooled feature the head reads (after the representation layer and projection, if any)."""
+        return self.embed_proj or self.representation_size or self.embed_dim
 
     # ------------------------------------------------------------------ transformers' names (read-only)
     hidden_size = property(lambda self: self.embed_dim, doc="transformers' name of embed_dim.")

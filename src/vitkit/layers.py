@@ -76,12 +76,15 @@ class Attention(nn.Module):
     """Multi-head self-attention.
 
     The fused kernel (``scaled_dot_product_attention``) runs unless attention weights are asked for
-    (``return_attn=True``); then the explicit path computes and returns them.
+    (``return_attn=True``); then the explicit path computes and returns them. ``causal``: each token attends
+    to itself and the tokens before it only (CLIP's text tower).
     """
 
     def __init__(self, dim: int, *, num_heads: int, qkv_bias: bool, qk_scale: float | None, qk_norm: bool,
-                 proj_bias: bool, attn_drop: float, proj_drop: float, norm_layer: Callable[[int], nn.Module]) -> None:
+                 proj_bias: bool, attn_drop: float, proj_drop: float, norm_layer: Callable[[int], nn.Module],
+                 causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
@@ -100,11 +103,14 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         attn = None
         if return_attn:
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+            if self.causal:
+                scores = scores.masked_fill(torch.ones(N, N, dtype=torch.bool, device=x.device).triu(1), -math.inf)
+            attn = scores.softmax(dim=-1)
             x = self.attn_drop(attn) @ v
         else:
             x = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale, is_causal=self.causal)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
         x = self.proj_drop(self.proj(x))
         return (x, attn) if return_attn else x
@@ -129,11 +135,12 @@ class Block(nn.Module):
     def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float, qkv_bias: bool, qk_scale: float | None,
                  qk_norm: bool, proj_bias: bool, drop: float, attn_drop: float, drop_path: float,
                  init_values: float | None, norm_layer: Callable[[int], nn.Module],
-                 act_layer: Callable[[], nn.Module]) -> None:
+                 act_layer: Callable[[], nn.Module], causal: bool = False) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, qk_norm=qk_norm,
-                              proj_bias=proj_bias, attn_drop=attn_drop, proj_drop=drop, norm_layer=norm_layer)
+                              proj_bias=proj_bias, attn_drop=attn_drop, proj_drop=drop, norm_layer=norm_layer,
+                              causal=causal)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -100,6 +101,8 @@ class VisionTransformer(nn.Module):
                 fc=nn.Linear(c.embed_dim, c.representation_size), act=nn.Tanh()))
         else:
             self.pre_logits = nn.Identity()
+        width = c.representation_size or c.embed_dim
+        self.embed_proj = nn.Linear(width, c.embed_proj, bias=False) if c.embed_proj else nn.Identity()
         self.head_drop = nn.Dropout(c.head_drop_rate)
         self.head = self._new_head(c.num_classes)
         self.head_dist = self._new_head(c.num_classes) if c.distilled else None
@@ -248,7 +251,9 @@ class VisionTransformer(nn.Module):
             cls, dist = self.head(cls), self.head_dist(dist)
             return (cls, dist) if self.training else (cls + dist) / 2
         x = self.fc_norm(self.pool(x))
-        x = self.pre_logits(self.head_drop(x))
+        x = self.embed_proj(self.pre_logits(self.head_drop(x)))
+        if self.config.normalize_features:
+            x = F.normalize(x, dim=-1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor | None = None, output_hidden_states: bool = False,

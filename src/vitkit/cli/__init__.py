@@ -30,6 +30,7 @@ COMMANDS = {
     "features": ("use", "extract features of many images to .npy/.safetensors"),
     "inspect": ("use", "structure, output shapes, parameters and MACs of a model"),
     "attention": ("use", "attention map of an image as a PNG overlay"),
+    "zero-shot": ("zero_shot", "classify images by class names with SigLIP or CLIP"),
     "train": ("train", "fine-tune a model on an image folder (default: the bundled digits)"),
     "eval": ("train", "accuracy of a model on a data split"),
     "export": ("export", "export a model to ONNX (dynamic batch and size), int8, or torch.export"),

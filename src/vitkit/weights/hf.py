@@ -219,6 +219,7 @@ UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
     (lambda c: c.patch_size[0] != c.patch_size[1] or (c.global_pool == "map" and c.img_size[0] != c.img_size[1]),
      "non-square patches (or a non-square SigLIP input)"),
     (lambda c: c.posemb != "learn", "fixed sin-cos position embeddings (posemb='sincos2d')"),
+    (lambda c: c.embed_proj > 0 or c.normalize_features, "an embedding projection or unit-length features"),
 ]
 
 

@@ -166,7 +166,7 @@ def download_from_hub(repo: str) -> Path:
         from huggingface_hub import snapshot_download
 
         folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                        allow_patterns=["*.json", "*.safetensors"]))
+                                        allow_patterns=["*.json", "*.safetensors", "spiece.model"]))
         if not any(folder.glob("*.safetensors")):
             folder = Path(snapshot_download(repo_id, revision=revision or None,
                                             allow_patterns=["*.json", "*.bin", "*.pth", "*.npz"]))
