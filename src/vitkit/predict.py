@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data.images import list_images
+from .data.images import expand_inputs
 from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
@@ -69,14 +69,8 @@ def _describe(image: ImageInput, i: int) -> str:
 
 def _expand(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """A flat list of images: folders replaced by the image files in them (sorted, recursively)."""
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-        images = [images]
-    out: list[ImageInput] = []
-    for item in images:  # a path that does not exist is a typo to report now, not an image to skip later
-        if isinstance(item, (str, os.PathLike)):
-            out.extend(str(p) for p in list_images(item))
-        else:
-            out.append(item)
+    # a path that does not exist is a typo to report now, not an image to skip later
+    out: list[ImageInput] = expand_inputs(images if isinstance(images, Sequence) else [images])
     if not out:
         raise DataError("No images given to predict; pass image files or folders of images.")
     return out
