@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data.images import list_images
+from .data.images import expand_inputs
 from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
@@ -69,14 +69,8 @@ def _describe(image: ImageInput, i: int) -> str:
 
 def _expand(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """A flat list of images: folders replaced by the image files in them (sorted, recursively)."""
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-        images = [images]
-    out: list[ImageInput] = []
-    for item in images:  # a path that does not exist is a typo to report now, not an image to skip later
-        if isinstance(item, (str, os.PathLike)):
-            out.extend(str(p) for p in list_images(item))
-        else:
-            out.append(item)
+    # a path that does not exist is a typo to report now, not an image to skip later
+    out: list[ImageInput] = expand_inputs(images if isinstance(images, Sequence) else [images])
     if not out:
         raise DataError("No images given to predict; pass image files or folders of images.")
     return out
@@ -120,9 +114,12 @@ def predict(
         raise ConfigError(f"top_k={top_k} is not allowed: expected a positive number of classes to show.")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive number of images.")
-    images = _expand(images)
+    tensor = isinstance(images, torch.Tensor)
+    images = images if tensor else _expand(images)
     net = resolve_model(model, weights=weights, device=device)
     _warn_if_random(model, weights)
+    if tensor:
+        images = _tensor_images(images, int(net.config.in_chans))
     with inference(net, device):
         return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels, processor=processor,
                         batch_size=batch_size, precision=precision, backend=backend)
@@ -173,13 +170,27 @@ def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list
                   key=lambda p: -p.probability)
 
 
+def _is_model_input(image: Any) -> bool:
+    return isinstance(image, torch.Tensor) and image.is_floating_point()
+
+
+def _tensor_images(images: torch.Tensor, in_chans: int) -> list[torch.Tensor]:
+    """A tensor batch (B, C, H, W) or image (C, H, W) as a list of (C, H, W): float ones are model inputs
+    (preprocessed), uint8 ones 0-255 images the processor resizes and normalises."""
+    batch = images.unsqueeze(0) if images.ndim == 3 else images  # (C, H, W) -> (1, C, H, W)
+    if batch.ndim != 4 or batch.shape[1] != in_chans or not (images.is_floating_point() or images.dtype == torch.uint8):
+        raise ImageError(f"A tensor input must be (B, C, H, W) or (C, H, W) with C={in_chans}, float (preprocessed "
+                         f"pixels) or uint8 (0-255), got {images.dtype} {tuple(images.shape)}.")
+    return list(batch.detach().cpu())
+
+
 def _load_batch(processor: ImageProcessor, batch: Sequence[ImageInput],
                 start: int) -> list[torch.Tensor | ImagePredictions]:
     """Each image preprocessed (C, H, W), or a result carrying the error when it cannot be read."""
     out: list[torch.Tensor | ImagePredictions] = []
     for j, image in enumerate(batch):
-        try:
-            out.append(processor.preprocess_one(image))
+        try:  # a float tensor (C, H, W) is a model input already
+            out.append(image if _is_model_input(image) else processor.preprocess_one(image))
         except ImageError as exc:
             logger.info("skipped unreadable image: %s", exc)
             out.append(ImagePredictions(source=_describe(image, start + j), error=str(exc)))
