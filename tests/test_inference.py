@@ -192,12 +192,23 @@ def digits(tmp_path_factory):
     return model, x, torch.tensor(val.labels)
 
 
-def test_digits_top1_of_bf16_and_int8_within_half_a_point_of_fp32(digits):
+#: a fp32 top-1 logit this far ahead of the runner-up is a clear answer, which bf16 and int8 must keep (their
+#: rounding moves logits by at most ~0.11 here, so a flip needs a margin under ~0.22; closer calls are near-ties
+#: that may flip on any CPU's kernels, AVX2, AVX-512 or AVX-512-BF16)
+CLEAR_MARGIN = 0.25
+
+
+def test_digits_bf16_and_int8_keep_every_clear_answer_of_fp32(digits):
     model, x, labels = digits
-    top1 = {}
-    for precision, backend in [("fp32", "eager"), ("bf16", "eager"), ("int8", "eager"), ("int8", "onnxruntime")]:
-        runner = optimize_for_inference(model, precision=precision, backend=backend)
-        top1[precision, backend] = float((runner(x).argmax(-1) == labels).float().mean()) * 100
-    assert top1["fp32", "eager"] > 50, top1  # 5x chance after 4 tiny epochs: a model that learned something
-    for path, acc in top1.items():
-        assert abs(acc - top1["fp32", "eager"]) <= 0.5, (path, top1)
+    with torch.no_grad():
+        ref = model(x).float()  # (N, classes)
+    top2 = ref.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > CLEAR_MARGIN
+    want = ref.argmax(-1)
+    assert float((want == labels).float().mean()) > 0.5  # 5x chance after 4 tiny epochs: a model that learned
+    assert clear.float().mean() > 0.5, float(clear.float().mean())  # most answers are clear: the check has teeth
+    for precision, backend in [("bf16", "eager"), ("int8", "eager"), ("int8", "onnxruntime")]:
+        got = optimize_for_inference(model, precision=precision, backend=backend)(x).float().argmax(-1)
+        kept = got[clear] == want[clear]
+        assert bool(kept.all()), (precision, backend, int((~kept).sum()), int(clear.sum()))
+        assert float((got == want).float().mean()) >= 0.97, (precision, backend)  # near-ties: a few may flip

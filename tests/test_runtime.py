@@ -95,7 +95,7 @@ def test_inference_borrows_in_eval_mode_and_restores_every_submodule():
     assert model.training and not model.blocks[0].training
 
 
-# ---------------------------------------------------------------------------------------------- issue 8 bugs
+# ---------------------------------------------------------------------------------------------- reported bugs
 def test_image_processor_from_pretrained_reads_no_weights(tmp_path, monkeypatch):
     """It reads the checkpoint's headers and config only: building or loading a model would fail here."""
     folder = vitkit.save_pretrained(vitkit.create_model("vit_digits"), tmp_path / "m")

@@ -117,3 +117,11 @@ def test_the_title_names_the_model_and_its_predicted_class(photos):
     tower = create_model("vit_base_patch16_siglip_224", depth=1, embed_dim=192, num_heads=3)
     assert "no classifier head" in _title(tower, "siglip", "last", img)
     assert _title(model, "vit_digits", "last", img, random=True).startswith("vit_digits (RANDOM weights) - last")
+
+
+def test_the_title_of_a_multi_label_model_shows_its_sigmoid_score_as_predict_does(photos):
+    model = create_model("vit_digits").eval()
+    model.pretrained_cfg = model.pretrained_cfg.replace(multi_label=True)
+    img = Image.fromarray(photos["coffee"])
+    top = vitkit.predict(img, model, top_k=1)[0].top_k[0]
+    assert f"predicted: {top.label} ({top.index}), {top.probability:.1%}" in _title(model, model, "rollout", img)

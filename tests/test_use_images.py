@@ -168,3 +168,20 @@ def test_list_images(tmp_path, chelsea):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="No image files"):
         list_images(tmp_path / "empty")
+
+
+def test_a_folder_named_like_an_image_is_walked_or_skipped_not_fatal(tmp_path):
+    import vitkit
+    from vitkit.data.images import expand_inputs
+
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
+    (tmp_path / "empty.png").mkdir()
+    (tmp_path / "full.jpg").mkdir()
+    Image.new("RGB", (30, 40), "blue").save(tmp_path / "full.jpg" / "b.png")
+    inputs = [str(tmp_path / "a.png"), str(tmp_path / "empty.png"), str(tmp_path / "full.jpg")]
+    assert expand_inputs(inputs) == [str(tmp_path / "a.png"), str(tmp_path / "full.jpg" / "b.png")]
+    model = vitkit.create_model("vit_digits").eval()
+    results = vitkit.predict(inputs, model, top_k=1)
+    assert [r.error for r in results] == [None, None] and len(results[1].top_k) == 1
+    with pytest.raises(DataError, match="No image files found"):
+        expand_inputs([str(tmp_path / "empty.png")])

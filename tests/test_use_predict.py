@@ -107,3 +107,30 @@ def test_weights_option_loads_into_a_registry_model(capsys, photo_files, tmp_pat
     expected = predict(photo_files[0], model)[0]
     assert [p["index"] for p in out[0]["predictions"]] == [p.index for p in expected.top_k]
     assert out[0]["predictions"][0]["label"] == expected.top_k[0].label
+
+
+def test_predict_takes_tensors_float_as_model_input_and_uint8_as_images():
+    import numpy as np
+    from PIL import Image
+
+    import vitkit
+    from vitkit.errors import ImageError
+    from vitkit.processor import ImageProcessor
+
+    model = vitkit.create_model("vit_digits").eval()
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (40, 30, 3), dtype=np.uint8) for _ in range(2)]
+    processor = ImageProcessor.from_model(model)
+    x = processor([Image.fromarray(a) for a in arrays])  # (2, C, H, W)
+    def scores(results):  # (index, probability) per image and rank; a batch of one may round differently
+        return [[(p.index, pytest.approx(p.probability, abs=1e-6)) for p in r.top_k] for r in results]
+
+    want = scores(vitkit.predict([Image.fromarray(a) for a in arrays], model, top_k=3))
+    assert scores(vitkit.predict(x, model, top_k=3)) == want
+    assert scores(vitkit.predict(x[0], model, top_k=3)) == want[:1]
+    u8 = torch.from_numpy(arrays[0]).permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    assert scores(vitkit.predict([u8], model, top_k=3)) == want[:1]
+    assert scores(vitkit.predict(u8, model, top_k=3)) == want[:1]
+    assert torch.equal(processor(u8), x[:1])
+    with pytest.raises(ImageError, match="C=3"):
+        vitkit.predict(torch.zeros(2, 5, 8, 8), model)

@@ -87,7 +87,7 @@ def test_cli_inspect_text_and_json(capsys):
 
 
 def test_wording_of_prefix_tokens():
-    """'a class token', 'no prefix tokens'; never 'token(s)' or 'prepend no prefix tokens' (issue 12)."""
+    """'a class token', 'no prefix tokens'; never 'token(s)' or 'prepend no prefix tokens'."""
     plain = summarize("vit_digits").to_text()
     siglip = summarize("vit_base_patch16_siglip_224").to_text()
     dinov2 = summarize("vit_small_patch14_reg4_dinov2").to_text()

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checks import number_between
 from .data.images import load_image
 from .errors import ConfigError, OutputError
-from .labels import labels_for_model
+from .labels import class_scores, is_multi_label, labels_for_model
 from .patches import processor_for
 from .registry import is_registered
 from .runtime import ModelSpec, eval_mode, inference, resolve_model
@@ -229,7 +230,7 @@ def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image
     processor = processor_for(net, max_patches=max_patches)
     with torch.inference_mode():
         logits = net(processor(img).to(next(net.parameters()).device))  # (1, num_classes)
-    prob, index = logits.float().softmax(-1)[0].max(dim=0)
+    prob, index = class_scores(logits, multi_label=is_multi_label(net))[0].max(dim=0)
     label = labels_for_model(net)[int(index)]
     return f"{name} - {what}\npredicted: {label} ({int(index)}), {float(prob):.1%}"
 
@@ -267,6 +268,9 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
         raise OutputError(f"--out {str(out)!r} must be a .png file.")
     if not panels:
         _check_method(method)
+    if number_between(0, 1)(alpha) is not None:
+        raise ConfigError(f"alpha={alpha!r} is not allowed: expected the map's opacity, a number from 0 to 1.")
+    _check_discard_ratio(discard_ratio)
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with inference(net, device):

@@ -3,53 +3,50 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
+from .checks import (
+    any_int,
+    boolean,
+    check_types,
+    check_values,
+    checked,
+    did_you_mean,
+    did_you_mean_any,
+    fraction,
+    int_between,
+    integer,
+    is_int,
+    is_number,
+    limits_from_env,
+    number,
+    one_of,
+    optional_as,
+    positive,
+    positive_int,
+    probability,
+    reject_unknown_fields,
+    string,
+)
 from .errors import ConfigError
+
+__all__ = ["ViTConfig", "PretrainedCfg", "SizeLimits", "LIMITS", "did_you_mean", "did_you_mean_any",
+           "reject_unknown_fields", "limits_from_env", "check_fields", "nearest_multiple"]
 
 GLOBAL_POOLS = ("token", "avg", "map", "none")
 NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
-# learned position embeddings, big_vision's fixed 2-D sin-cos ones, or none (rotary embeddings alone: DINOv3)
-POSEMBS = ("learn", "sincos2d", "none")
-ROPES = ("none", "eva", "dinov3")  # 2-D rotary embedding forms (rope.py)
-GRID_INDEXINGS = ("ij", "xy")
-MLP_LAYERS = ("mlp", "swiglu", "swiglu_packed")
+POSEMBS = ("learn", "sincos2d")  # learned position embeddings, or big_vision's fixed 2-D sin-cos ones
 # How position embeddings are resampled to another grid, named by the code whose numbers they give (posemb.py)
 POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google", "siglip2")
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` naming the choice closest to ``word``, or ``''`` when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def did_you_mean_any(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.5) -> str:
-    """`` Did you mean: a, b?`` naming up to ``n`` choices close to ``word``, or ``''`` when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
 def nearest_multiple(value: int, step: int) -> int:
     """The positive multiple of ``step`` nearest to ``value`` (for "e.g. resize to ..." hints)."""
     return max(1, round(value / step)) * step
-
-
-def reject_unknown_fields(cls: type, names: Any, what: str) -> None:
-    """Raise a ConfigError naming each of ``names`` that is not a field of dataclass ``cls``, with the
-    closest field as a hint."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(names) - known)
-    if unknown:
-        hints = [f"{u}{did_you_mean(u, known)}" for u in unknown]
-        raise ConfigError(f"Unknown {what}: {', '.join(hints)}. Known: {', '.join(sorted(known))}.")
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -59,21 +56,6 @@ def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------- size limits
-L = TypeVar("L")
-
-
-def limits_from_env(limits: L, variable: str) -> L:
-    """``limits`` with fields overridden by ``VARIABLE="name=value,name=value"`` (unknown names ignored)."""
-    for item in filter(None, os.environ.get(variable, "").split(",")):
-        name, _, value = (s.strip() for s in item.partition("="))
-        if name in {f.name for f in dataclasses.fields(limits)}:  # type: ignore[arg-type]
-            try:
-                setattr(limits, name, type(getattr(limits, name))(float(value)))
-            except ValueError:
-                continue
-    return limits
-
-
 @dataclass
 class SizeLimits:
     """Upper bounds on a ViTConfig, checked before any layer is built, so a hostile or mistyped config fails
@@ -96,64 +78,32 @@ class SizeLimits:
 CONFIG_LIMITS_ENV = "VITKIT_CONFIG_LIMITS"
 LIMITS = limits_from_env(SizeLimits(), CONFIG_LIMITS_ENV)
 
-# ---------------------------------------------------------------------- field types
-_POSITIVE_INTS = ("in_chans", "embed_dim", "depth", "num_heads")
-_COUNTS = ("num_classes", "reg_tokens", "embed_proj", "mlp_align")
-_NUMBERS = ("mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate", "norm_eps",
-            "rope_temperature", "rope_grid_offset")
-_OPTIONAL_NUMBERS = ("qk_scale", "init_values", "attn_pool_mlp_ratio")
-_BOOLS = ("qkv_bias", "qk_norm", "proj_bias", "distilled", "class_token", "no_embed_class", "pre_norm", "final_norm",
-          "normalize_features", "rope_rotate_half", "qkv_fused", "k_bias", "attn_norm", "mlp_norm", "patch_norm")
-_OPTIONAL_BOOLS = ("patch_bias", "fc_norm", "mlp_bias")
-_STRINGS = ("norm_layer", "act_layer", "global_pool", "rope", "rope_grid_indexing", "mlp_layer")
-_SIZES = ("img_size", "patch_size")
+# ---------------------------------------------------------------------- field checks
+def _size(v: Any) -> str | None:
+    pair = isinstance(v, (list, tuple)) and len(v) == 2 and all(is_int(x) for x in v)
+    return None if is_int(v) or pair else "an integer or a pair (height, width) of integers"
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _positive_pair(v: Any) -> str | None:
+    return None if not isinstance(v, tuple) or min(v) >= 1 else "positive integers"
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _optional_bool(v: Any) -> str | None:
+    return None if v is None or isinstance(v, bool) else "None, true or false"
 
 
-def _expected_type(name: str, value: Any) -> str | None:
-    """What ``name`` must hold, if ``value`` has the wrong type (JSON configs bring strings, lists, nulls)."""
-    if name in _POSITIVE_INTS or name in _COUNTS:
-        return None if _is_int(value) else "an integer"
-    if name in ("representation_size", "attn_pool_heads"):
-        return None if value is None or _is_int(value) else "None or an integer"
-    if name == "rope_ref_grid" and value is not None:
-        pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
-        return None if _is_int(value) or pair else "None, an integer or a pair (height, width) of integers"
-    if name in _NUMBERS:
-        return None if _is_number(value) else "a finite number"
-    if name in _OPTIONAL_NUMBERS:
-        return None if value is None or _is_number(value) else "None or a finite number"
-    if name in _BOOLS:
-        return None if isinstance(value, bool) else "true or false"
-    if name in _OPTIONAL_BOOLS:
-        return None if value is None or isinstance(value, bool) else "None, true or false"
-    if name in _STRINGS:
-        return None if isinstance(value, str) else "a string"
-    if name in _SIZES:
-        pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
-        return None if _is_int(value) or pair else "an integer or a pair (height, width) of integers"
-    return None
+_OPT_INT = optional_as(any_int)
+_OPT_NUMBER = optional_as(number)
+_OPT_STRING = optional_as(string)
+
+
+def _field(default: Any, kind: Any, check: Any = None, help: str = "") -> Any:  # noqa: A002
+    return checked(default, check, kind=kind, help=help)
 
 
 def check_fields(fields: dict[str, Any], what: str = "ViTConfig") -> None:
     """Raise a ConfigError naming the first of ``fields`` whose value has the wrong type (names are not checked)."""
-    for name, value in fields.items():
-        expected = _expected_type(name, value)
-        if expected is not None:
-            raise ConfigError(f"{what}.{name}={_short(value)} ({type(value).__name__}) is not allowed: expected "
-                              f"{expected}.")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    check_types(ViTConfig, fields, what)
 
 
 @dataclass
@@ -164,62 +114,44 @@ class ViTConfig:
     can be read off any published ViT. ``fc_norm=None`` means "norm after pooling when pooling is avg".
     """
 
-    img_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    in_chans: int = 3
-    num_classes: int = 1000
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    qk_scale: float | None = None
-    qk_norm: bool = False
-    proj_bias: bool = True
-    representation_size: int | None = None
-    distilled: bool = False
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    head_drop_rate: float = 0.0
-    norm_layer: str = "layernorm"
-    norm_eps: float = 1e-6
-    act_layer: str = "gelu"
-    global_pool: str = "token"
-    class_token: bool = True
-    no_embed_class: bool = False
-    reg_tokens: int = 0
-    init_values: float | None = None
-    pre_norm: bool = False
-    patch_bias: bool | None = None
-    fc_norm: bool | None = None
-    final_norm: bool = True
+    img_size: int | tuple[int, int] = _field(224, _size, help="Input size, one side or (height, width).")
+    patch_size: int | tuple[int, int] = _field(16, _size, _positive_pair, help="Patch size, one side or (h, w).")
+    in_chans: int = _field(3, any_int, positive_int, help="Input channels.")
+    num_classes: int = _field(1000, any_int, integer, help="Classes of the head (0: no head).")
+    embed_dim: int = _field(768, any_int, positive_int, help="Token width.")
+    depth: int = _field(12, any_int, positive_int, help="Transformer blocks.")
+    num_heads: int = _field(12, any_int, positive_int, help="Attention heads.")
+    mlp_ratio: float = _field(4.0, number, help="MLP width / embed_dim.")
+    qkv_bias: bool = _field(True, boolean)
+    qk_scale: float | None = _field(None, _OPT_NUMBER, optional_as(positive), help="Attention scale (None: d^-0.5).")
+    qk_norm: bool = _field(False, boolean)
+    proj_bias: bool = _field(True, boolean)
+    representation_size: int | None = _field(None, _OPT_INT, optional_as(positive_int))
+    distilled: bool = _field(False, boolean, help="DeiT distillation token and head.")
+    drop_rate: float = _field(0.0, number, probability)
+    attn_drop_rate: float = _field(0.0, number, probability)
+    drop_path_rate: float = _field(0.0, number, probability)
+    head_drop_rate: float = _field(0.0, number, probability)
+    norm_layer: str = _field("layernorm", string, one_of(NORM_LAYERS))
+    norm_eps: float = _field(1e-6, number, positive)
+    act_layer: str = _field("gelu", string, one_of(ACT_LAYERS))
+    global_pool: str = _field("token", string, one_of(GLOBAL_POOLS))
+    class_token: bool = _field(True, boolean)
+    no_embed_class: bool = _field(False, boolean)
+    reg_tokens: int = _field(0, any_int, integer, help="Register tokens.")
+    init_values: float | None = _field(None, _OPT_NUMBER, help="LayerScale init (None: no LayerScale).")
+    pre_norm: bool = _field(False, boolean)
+    patch_bias: bool | None = _field(None, _optional_bool)
+    fc_norm: bool | None = _field(None, _optional_bool)
+    final_norm: bool = _field(True, boolean)
     # 'sincos2d': no learned tensor; fixed sin-cos embeddings of the patch grid (big_vision), added to patches only
-    posemb: str = "learn"
+    posemb: str = _field("learn", string, one_of(POSEMBS))
     # resampling of position embeddings to another grid (at load and for other input sizes); None: timm's
-    posemb_resample: str | None = None
-    # 2-D rotary position embeddings of the patch tokens' queries and keys (rope.py): 'eva' (EVA-02, Perception
-    # Encoder) or 'dinov3'; computed for each input's grid
-    rope: str = "none"
-    rope_temperature: float = 10000.0
-    rope_grid_offset: float = 0.0
-    rope_grid_indexing: str = "ij"  # 'xy': the column coordinate first (Perception Encoder)
-    rope_ref_grid: int | tuple[int, int] | None = None  # 'eva': positions rescaled onto this grid
-    rope_rotate_half: bool = False  # rotate channel i with i + head_dim/2 (DINOv3), else neighbouring pairs
-    qkv_fused: bool = True  # one qkv projection; False: q_proj, k_proj, v_proj (EVA-02-B/L)
-    k_bias: bool = True  # False: with qkv_bias, q and v get biases and k none (EVA's attention)
-    attn_norm: bool = False  # a norm of the attention output before its projection (EVA-CLIP)
-    mlp_layer: str = "mlp"  # 'swiglu' (fc1_g, fc1_x) or 'swiglu_packed' (one fc1); width int(embed_dim * mlp_ratio)
-    mlp_norm: bool = False  # a norm of the MLP's hidden activations (EVA-02)
-    mlp_align: int = 0  # SwiGLU width rounded up to a multiple of this (DINOv3)
-    mlp_bias: bool | None = None  # None: as proj_bias
-    patch_norm: bool = False  # a norm right after the patch embedding (AIMv2)
-    attn_pool_heads: int | None = None  # heads of the attention-pool head (None: num_heads)
-    attn_pool_mlp_ratio: float | None = None  # MLP ratio of the attention-pool head (None: mlp_ratio)
+    posemb_resample: str | None = _field(None, _OPT_STRING, optional_as(one_of(POSEMB_RESAMPLES)))
     # image-text models: a bias-free projection of the pooled feature to this width (CLIP's image projection;
     # 0: none), and unit-length pooled features before the head (a zero-shot classifier's cosine similarities)
-    embed_proj: int = 0
-    normalize_features: bool = False
+    embed_proj: int = _field(0, any_int, integer, help="Width of the image projection (0: none).")
+    normalize_features: bool = _field(False, boolean, help="Unit-length pooled features before the head.")
 
     def __post_init__(self) -> None:
         if self.global_pool == "":  # timm spells "no pooling" as ''
@@ -227,8 +159,7 @@ class ViTConfig:
         check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.img_size = _pair(self.img_size)
         self.patch_size = _pair(self.patch_size)
-        if self.rope_ref_grid is not None:
-            self.rope_ref_grid = _pair(self.rope_ref_grid)
+        check_values(self, "ViTConfig")
         self._validate()
         self._check_limits()
 
@@ -236,22 +167,8 @@ class ViTConfig:
     def _fail(self, name: str, value: Any, expected: str) -> None:
         raise ConfigError(f"ViTConfig.{name}={value!r} is not allowed: expected {expected}.")
 
-    def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
-        value = getattr(self, name)
-        if value not in allowed:
-            self._fail(name, value, f"one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
-
     def _validate(self) -> None:
-        for name in ("in_chans", "embed_dim", "depth", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                self._fail(name, value, "a positive integer")
-        for name in ("num_classes", "reg_tokens", "embed_proj"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                self._fail(name, value, "an integer >= 0")
-        if min(self.patch_size) < 1:
-            self._fail("patch_size", self.patch_size, "positive integers")
+        """The rules that join fields (each field's own rule is its check)."""
         for i, (img, patch) in enumerate(zip(self.img_size, self.patch_size)):
             if img < patch or img % patch:
                 self._fail("img_size", self.img_size,
@@ -262,23 +179,6 @@ class ViTConfig:
         if not self.mlp_ratio > 0 or int(self.embed_dim * min(self.mlp_ratio, LIMITS.max_mlp_ratio)) < 1:
             self._fail("mlp_ratio", self.mlp_ratio, "a number > 0 that gives an MLP at least 1 wide "
                                                     "(embed_dim * mlp_ratio >= 1)")
-        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                self._fail(name, value, "a probability in [0, 1)")
-        if self.qk_scale is not None and not self.qk_scale > 0:
-            self._fail("qk_scale", self.qk_scale, "None or a number > 0")
-        if self.representation_size is not None and self.representation_size < 1:
-            self._fail("representation_size", self.representation_size, "None or a positive integer")
-        if not self.norm_eps > 0:
-            self._fail("norm_eps", self.norm_eps, "a number > 0")
-        self._choice("global_pool", GLOBAL_POOLS)
-        self._choice("norm_layer", NORM_LAYERS)
-        self._choice("act_layer", ACT_LAYERS)
-        self._choice("posemb", POSEMBS)
-        if self.posemb_resample is not None:
-            self._choice("posemb_resample", POSEMB_RESAMPLES)
-        self._validate_rope_mlp()
         if self.posemb == "sincos2d" and self.embed_dim % 4:
             self._fail("embed_dim", self.embed_dim, "a multiple of 4 with posemb='sincos2d' (four sin/cos quarters)")
         if self.global_pool == "token" and not self.class_token:
@@ -290,26 +190,6 @@ class ViTConfig:
             if self.global_pool != "token":
                 self._fail("global_pool", self.global_pool,
                            "'token' when distilled=True (the heads read the class and distillation tokens)")
-
-    def _validate_rope_mlp(self) -> None:
-        self._choice("rope", ROPES)
-        self._choice("rope_grid_indexing", GRID_INDEXINGS)
-        self._choice("mlp_layer", MLP_LAYERS)
-        if self.rope != "none" and (self.embed_dim // self.num_heads) % 4:
-            self._fail("rope", self.rope, f"'none' when the head width {self.embed_dim // self.num_heads} is not a "
-                                          "multiple of 4 (2-D rotary embeddings rotate pairs along two axes)")
-        if not self.rope_temperature > 0:
-            self._fail("rope_temperature", self.rope_temperature, "a number > 0")
-        if self.rope_ref_grid is not None and min(self.rope_ref_grid) < 1:
-            self._fail("rope_ref_grid", self.rope_ref_grid, "None or positive integers")
-        if self.mlp_align < 0:
-            self._fail("mlp_align", self.mlp_align, "an integer >= 0")
-        if self.mlp_align and self.mlp_layer != "swiglu":
-            self._fail("mlp_align", self.mlp_align, "0 unless mlp_layer='swiglu' (only its width is aligned)")
-        if self.attn_pool_heads is not None and (self.attn_pool_heads < 1 or self.embed_dim % self.attn_pool_heads):
-            self._fail("attn_pool_heads", self.attn_pool_heads, f"None or a divisor of embed_dim={self.embed_dim}")
-        if self.attn_pool_mlp_ratio is not None and not self.attn_pool_mlp_ratio > 0:
-            self._fail("attn_pool_mlp_ratio", self.attn_pool_mlp_ratio, "None or a number > 0")
 
     def _check_limits(self) -> None:
         """Sizes against ``LIMITS`` (checked after the fields are valid, before any layer is built)."""
@@ -331,7 +211,7 @@ class ViTConfig:
     def estimated_params(self) -> int:
         """The parameter count to within a few percent (no layer is built)."""
         d, hidden = self.embed_dim, int(self.embed_dim * self.mlp_ratio)
-        block = 4 * d * d + (2 if self.mlp_layer == "mlp" else 3) * d * hidden
+        block = 4 * d * d + 2 * d * hidden
         tokens = self.num_patches + self.num_prefix_tokens
         head = (self.num_classes + (self.representation_size or 0) + self.embed_proj) * self.num_features
         return self.depth * block + d * self.in_chans * math.prod(self.patch_size) + tokens * d + head
@@ -381,8 +261,6 @@ class ViTConfig:
         data = dataclasses.asdict(self)
         data["img_size"] = list(self.img_size)
         data["patch_size"] = list(self.patch_size)
-        if self.rope_ref_grid is not None:
-            data["rope_ref_grid"] = list(self.rope_ref_grid)
         return data
 
     @classmethod
@@ -409,59 +287,54 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
 
+def _input_size(v: Any) -> str | None:
+    ok = isinstance(v, tuple) and len(v) == 3 and all(is_int(x) and 0 < x <= LIMITS.max_img_size for x in v)
+    return None if ok else f"(channels, height, width), positive integers up to {LIMITS.max_img_size}"
+
+
+def _mean(v: Any) -> str | None:
+    ok = isinstance(v, tuple) and 0 < len(v) <= LIMITS.max_in_chans and all(map(is_number, v))
+    return None if ok else "one finite number per channel"
+
+
+def _std(v: Any) -> str | None:
+    ok = isinstance(v, tuple) and 0 < len(v) <= LIMITS.max_in_chans and all(is_number(x) and x > 0 for x in v)
+    return None if ok else "one number > 0 per channel"
+
+
+def _crop_mode(v: Any) -> str | None:
+    return None if v in ("center", "squash") else "'center' or 'squash'"
+
+
+def _label_names(v: Any) -> str | None:
+    ok = v is None or isinstance(v, str) or (isinstance(v, tuple) and all(isinstance(n, str) for n in v))
+    return None if ok else "None, a label set's name or a list of class names"
+
+
 @dataclass(frozen=True)
 class PretrainedCfg:
     """How the pretrained weights of a model expect their images, and where they come from."""
 
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = HALF
-    std: tuple[float, ...] = HALF
-    crop_pct: float = 0.9
+    input_size: tuple[int, int, int] = checked((3, 224, 224), _input_size, help="(channels, height, width).")
+    mean: tuple[float, ...] = checked(HALF, _mean, help="Per-channel mean subtracted from pixels in [0, 1].")
+    std: tuple[float, ...] = checked(HALF, _std, help="Per-channel standard deviation.")
+    crop_pct: float = checked(0.9, fraction, help="Crop size / resize size.")
     # 'center': shorter side to size / crop_pct, centre crop; 'squash': both sides to size / crop_pct, centre crop
-    crop_mode: str = "center"
+    crop_mode: str = checked("center", _crop_mode)
     crop_rounding: str = "round"  # an odd crop margin: 'round' (torchvision, timm) or 'floor' (transformers)
-    interpolation: str = "bicubic"
-    num_classes: int = 1000
-    label_names: str | tuple[str, ...] | None = "imagenet-1k"  # a built-in set's name, or the class names
+    interpolation: str = checked("bicubic", string)
+    num_classes: int = checked(1000, integer)
+    label_names: str | tuple[str, ...] | None = checked("imagenet-1k", _label_names,  # a set's name, or the names
+                                                        help="A built-in label set's name, or the class names.")
     multi_label: bool = False  # independent sigmoid scores per class (predict thresholds them), not a softmax
-    hf_hub_id: str | None = None
-    timm_name: str | None = None
-    max_num_patches: int | None = None  # native-aspect (NaFlex) models: the patch budget per image
+    hf_hub_id: str | None = checked(None, _OPT_STRING)
+    timm_name: str | None = checked(None, _OPT_STRING)
+    # native-aspect (NaFlex) models: the patch budget per image (vitkit.patches)
+    max_num_patches: int | None = checked(None, optional_as(int_between(1, LIMITS.max_tokens)))
     tag: str | None = None  # timm's pretrained tag (e.g. 'augreg_in21k_ft_in1k'): weights at timm/<timm_name>.<tag>
 
     def __post_init__(self) -> None:
-        problems = [(name, value, want) for name, value, want in self._checks() if want]
-        if problems:
-            name, value, want = problems[0]
-            raise ConfigError(f"PretrainedCfg.{name}={_short(value)} is not allowed: expected {want}.")
-
-    def _checks(self) -> list[tuple[str, Any, str | None]]:
-        """(field, value, what was expected if the value is wrong) for every field."""
-        size, mean, std = self.input_size, self.mean, self.std
-        labels = self.label_names
-        return [
-            ("input_size", size, None if isinstance(size, tuple) and len(size) == 3 and all(
-                _is_int(v) and 0 < v <= LIMITS.max_img_size for v in size) else
-             f"(channels, height, width), positive integers up to {LIMITS.max_img_size}"),
-            ("mean", mean, None if isinstance(mean, tuple) and 0 < len(mean) <= LIMITS.max_in_chans and all(
-                map(_is_number, mean)) else "one finite number per channel"),
-            ("std", std, None if isinstance(std, tuple) and 0 < len(std) <= LIMITS.max_in_chans and all(
-                _is_number(v) and v > 0 for v in std) else "one number > 0 per channel"),
-            ("crop_pct", self.crop_pct, None if _is_number(self.crop_pct) and 0 < self.crop_pct <= 1
-             else "a fraction in (0, 1]"),
-            ("crop_mode", self.crop_mode, None if self.crop_mode in ("center", "squash") else "'center' or 'squash'"),
-            ("interpolation", self.interpolation, None if isinstance(self.interpolation, str) else "a string"),
-            ("num_classes", self.num_classes, None if _is_int(self.num_classes) and self.num_classes >= 0
-             else "an integer >= 0"),
-            ("label_names", labels, None if labels is None or isinstance(labels, str) or (
-                isinstance(labels, tuple) and all(isinstance(n, str) for n in labels)) else
-             "None, a label set's name or a list of class names"),
-            ("max_num_patches", self.max_num_patches, None if self.max_num_patches is None or (
-                _is_int(self.max_num_patches) and 0 < self.max_num_patches <= LIMITS.max_tokens)
-             else f"None or a positive integer up to {LIMITS.max_tokens}"),
-            *((name, getattr(self, name), None if getattr(self, name) is None or isinstance(getattr(self, name), str)
-               else "None or a string") for name in ("hf_hub_id", "timm_name")),
-        ]
+        check_values(self, "PretrainedCfg")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order, tuples as lists (JSON-ready)."""

@@ -24,8 +24,12 @@ from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
+EXPORT_PRECISIONS = ("fp32", "bf16", "int8")
 EXPORT_FORMATS = ("onnx", "torch-export")
+#: the suffix of an output file -> the format written there
+FORMAT_SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export"}
+#: the ONNX opsets the TorchScript-based exporter writes (torch.onnx._constants)
+ONNX_OPSETS = (7, 20)
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: what each format can hold (ONNX Runtime's CPU provider has no bf16 matrix multiply; torch.export
 #: cannot serialise torch's dynamically quantized Linear)
@@ -43,11 +47,28 @@ class ExportResult:
     checks: dict[tuple[int, int], float] = field(default_factory=dict)
 
 
-def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "precision") -> str:
+def check_precision(precision: str, allowed: tuple[str, ...] = EXPORT_PRECISIONS, what: str = "precision") -> str:
     """``precision`` if it is one of ``allowed``, else a ConfigError that lists them."""
     if precision not in allowed:
         raise ConfigError(f"{what}={precision!r} is not supported: use one of {', '.join(allowed)}.")
     return precision
+
+
+def export_format(path: str | os.PathLike, format: str | None = None, *, opset: int = 18) -> str:  # noqa: A002
+    """The format to write ``path`` in: ``format``, or the one its suffix names; a ConfigError for an unknown
+    format, a suffix that names none, or an opset the exporter cannot write (checked before any work)."""
+    suffix = Path(path).suffix.lower()
+    if format is None and suffix not in FORMAT_SUFFIXES:
+        known = ", ".join(f"{s} ({f})" for s, f in FORMAT_SUFFIXES.items())
+        raise ConfigError(f"Cannot tell the export format from {str(path)!r}: its suffix {suffix or '(none)'!r} is "
+                          f"not one of {known}. Name the file with one of them, or pass the format.")
+    fmt = format or FORMAT_SUFFIXES[suffix]
+    check_precision(fmt, EXPORT_FORMATS, "format")
+    low, high = ONNX_OPSETS
+    if fmt == "onnx" and not (isinstance(opset, int) and low <= opset <= high):
+        raise ConfigError(f"opset={opset!r} is not supported: the ONNX exporter writes opsets {low} to {high} "
+                          f"(default 18).")
+    return fmt
 
 
 def example_input(model: nn.Module, batch_size: int, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -77,7 +98,7 @@ def convert_precision(model: nn.Module, precision: str) -> nn.Module:
     fp32), input cast in, output cast back to float32; fp16 alike (for CUDA). int8: torch's dynamic
     quantization of every ``nn.Linear`` (int8 weights per output channel, activations per batch; integer GEMMs).
     """
-    check_precision(precision, (*PRECISIONS, "fp16"))
+    check_precision(precision, (*EXPORT_PRECISIONS, "fp16"))
     dup = copy.deepcopy(model).eval()
     if precision == "fp32":
         return dup.float()
@@ -211,13 +232,6 @@ def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def verify_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 2) -> float:
-    """Max abs difference between ONNX Runtime and eager fp32 PyTorch over ``verify_sizes``."""
-    session = onnx_session(path)
-    checks = _verify(lambda t: torch.from_numpy(session.run(None, {"pixel_values": t.numpy()})[0]), model, batch_size)
-    return max(checks.values())
-
-
 # ---------------------------------------------------------------------------------------------- torch.export
 def export_program(model: nn.Module, *, precision: str = "fp32", batch_size: int = 2) -> torch.export.ExportedProgram:
     """A torch.export ExportedProgram of ``model`` with dynamic batch, height and width (multiples of the
@@ -259,9 +273,8 @@ def export_torch(model: nn.Module, path: str | os.PathLike, *, precision: str = 
 
 def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | None = None,
                  precision: str = "fp32", opset: int = 18, verify: bool = True) -> ExportResult:
-    """Export by ``format`` ('onnx' or 'torch-export'; None: from the suffix, .pt2 -> torch-export)."""
-    fmt = format or ("torch-export" if Path(path).suffix == ".pt2" else "onnx")
-    check_precision(fmt, EXPORT_FORMATS, "format")
+    """Export by ``format`` ('onnx' or 'torch-export'; None: from the suffix, .onnx or .pt2)."""
+    fmt = export_format(path, format, opset=opset)
     check_precision(precision, FORMAT_PRECISIONS[fmt], f"{fmt} precision")
     if fmt == "onnx":
         return export_onnx(model, path, precision=precision, opset=opset, verify=verify)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data.images import list_images
+from .data.images import expand_inputs, list_images
 from .errors import ConfigError, DataError, ImageError, OutputError
 from .export import CastIO, convert_precision
 from .featurestore import (
@@ -247,13 +247,7 @@ def _in_memory_inputs(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageIn
     """Paths expanded (folders searched), PIL images and arrays kept as they are."""
     if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray)):
         inputs = [inputs]
-    items: list[ImageInput] = []
-    for item in inputs:
-        if isinstance(item, (str, os.PathLike)):
-            items.extend(str(p) for p in list_images(item))
-        else:
-            items.append(item)
-    return items
+    return expand_inputs(list(inputs))
 
 
 def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: str, layers: Sequence[int] | None,

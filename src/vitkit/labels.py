@@ -99,3 +99,15 @@ def labels_for_model(model: torch.nn.Module, labels: str | os.PathLike | list[st
         logger.info("label set %s has %d names but the model has %d classes; using class indices",
                        builtin, len(names), num_classes)
     return [f"class_{i}" for i in range(num_classes)]
+
+
+def is_multi_label(model: torch.nn.Module) -> bool:
+    """Whether ``model`` scores each class on its own (``pretrained_cfg.multi_label``) rather than with a softmax."""
+    return bool(getattr(getattr(model, "pretrained_cfg", None), "multi_label", False))
+
+
+def class_scores(logits: torch.Tensor, *, multi_label: bool) -> torch.Tensor:
+    """What the uses report for logits (B, num_classes): independent sigmoid scores for a multi-label model,
+    softmax probabilities otherwise (float32, same shape)."""
+    logits = logits.float()
+    return logits.sigmoid() if multi_label else logits.softmax(dim=-1)

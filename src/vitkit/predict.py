@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data.images import list_images
+from .data.images import expand_inputs
 from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
-from .labels import labels_for_model
+from .labels import class_scores, is_multi_label, labels_for_model
 from .patches import PatchProcessor, processor_for, run_by_grid
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
@@ -71,14 +71,8 @@ def _describe(image: ImageInput, i: int) -> str:
 
 def _expand(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """A flat list of images: folders replaced by the image files in them (sorted, recursively)."""
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-        images = [images]
-    out: list[ImageInput] = []
-    for item in images:  # a path that does not exist is a typo to report now, not an image to skip later
-        if isinstance(item, (str, os.PathLike)):
-            out.extend(str(p) for p in list_images(item))
-        else:
-            out.append(item)
+    # a path that does not exist is a typo to report now, not an image to skip later
+    out: list[ImageInput] = expand_inputs(images if isinstance(images, Sequence) else [images])
     if not out:
         raise DataError("No images given to predict; pass image files or folders of images.")
     return out
@@ -125,9 +119,12 @@ def predict(
         raise ConfigError(f"top_k={top_k} is not allowed: expected a positive number of classes to show.")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is not allowed: expected a positive number of images.")
-    images = _expand(images)
+    tensor = isinstance(images, torch.Tensor)
+    images = images if tensor else _expand(images)
     net = resolve_model(model, weights=weights, device=device)
     _warn_if_random(model, weights)
+    if tensor:
+        images = _tensor_images(images, int(net.config.in_chans))
     with inference(net, device):
         return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels,
                         processor=processor or processor_for(net, max_patches=max_patches),
@@ -143,7 +140,7 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
         raise ConfigError(f"Model {getattr(net, 'model_name', type(net).__name__)!r} has no classification head "
                           f"(num_classes=0), so there is nothing to predict. Use `vitkit features` for its "
                           f"embeddings, or load weights that include a classifier.")
-    multi_label = bool(getattr(getattr(net, "pretrained_cfg", None), "multi_label", False))
+    multi_label = is_multi_label(net)
     if multi_label and not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold={threshold} is not allowed: expected a sigmoid score in [0, 1), e.g. 0.5.")
     names = labels_for_model(net, labels)
@@ -162,7 +159,7 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
             x = processor.collate([loaded[i] for i in readable]).to(device)  # (B, C, H, W) or a PatchBatch
             # eval mode: a distilled model returns the mean of its two heads' logits
             logits = run(x).float()
-            probs = logits.sigmoid() if multi_label else logits.softmax(dim=-1)  # (B, num_classes)
+            probs = class_scores(logits, multi_label=multi_label)  # (B, num_classes)
             values, indices = probs.topk(k, dim=-1)  # (B, k)
             for row, (j, vals, idxs) in enumerate(zip(readable, values.tolist(), indices.tolist())):
                 top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
@@ -180,14 +177,29 @@ def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list
                   key=lambda p: -p.probability)
 
 
+def _is_model_input(image: Any) -> bool:
+    return isinstance(image, torch.Tensor) and image.is_floating_point()
+
+
+def _tensor_images(images: torch.Tensor, in_chans: int) -> list[torch.Tensor]:
+    """A tensor batch (B, C, H, W) or image (C, H, W) as a list of (C, H, W): float ones are model inputs
+    (preprocessed), uint8 ones 0-255 images the processor resizes and normalises."""
+    batch = images.unsqueeze(0) if images.ndim == 3 else images  # (C, H, W) -> (1, C, H, W)
+    if batch.ndim != 4 or batch.shape[1] != in_chans or not (images.is_floating_point() or images.dtype == torch.uint8):
+        raise ImageError(f"A tensor input must be (B, C, H, W) or (C, H, W) with C={in_chans}, float (preprocessed "
+                         f"pixels) or uint8 (0-255), got {images.dtype} {tuple(images.shape)}.")
+    return list(batch.detach().cpu())
+
+
 def _load_batch(processor: ImageProcessor | PatchProcessor, batch: Sequence[ImageInput],
                 start: int) -> list[Any]:
     """Each image preprocessed (``processor.preprocess_one``), or a result carrying the error when it cannot
     be read."""
     out: list[Any] = []
     for j, image in enumerate(batch):
-        try:
-            out.append(processor.preprocess_one(image))
+        try:  # a float tensor (C, H, W) is a model input already
+            out.append(image if _is_model_input(image) and isinstance(processor, ImageProcessor)
+                       else processor.preprocess_one(image))
         except ImageError as exc:
             logger.info("skipped unreadable image: %s", exc)
             out.append(ImagePredictions(source=_describe(image, start + j), error=str(exc)))
@@ -205,7 +217,22 @@ def format_predictions(results: list[ImagePredictions]) -> str:
             found = ", ".join(f"{p.label} ({p.probability:.2%})" for p in r.labels) or "none"
             lines.append(f"  labels above {r.threshold:g}: {found}")
         lines.extend(f"  {p.probability:7.2%}  {p.label} ({p.index})" for p in r.top_k)
-    return "\n".join(lines)
+    return printable("\n".join(lines))
+
+
+#: the first characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (a lone surrogate such as ``'\\ud800'``) as a backslash escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _cell(text: str) -> str:
+    """A CSV text cell a spreadsheet shows as text: a formula-leading value gets a leading ``'``."""
+    text = printable(text)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _csv_text(results: list[ImagePredictions]) -> str:
@@ -215,9 +242,9 @@ def _csv_text(results: list[ImagePredictions]) -> str:
     writer.writerow(["image", "rank", "index", "label", "probability", "error"])
     for r in results:
         if r.error is not None:
-            writer.writerow([r.source, "", "", "", "", r.error])
+            writer.writerow([_cell(r.source), "", "", "", "", _cell(r.error)])
         for rank, p in enumerate(r.top_k, start=1):
-            writer.writerow([r.source, rank, p.index, p.label, f"{p.probability:.6g}", ""])
+            writer.writerow([_cell(r.source), rank, p.index, _cell(p.label), f"{p.probability:.6g}", ""])
     return buf.getvalue()
 
 

@@ -186,7 +186,8 @@ class ImageProcessor:
         return torch.stack(list(items))
 
     def _batch(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
-        if isinstance(images, (Image.Image, str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim <= 3):
+        arrays = (np.ndarray, torch.Tensor)
+        if isinstance(images, (Image.Image, str, os.PathLike)) or (isinstance(images, arrays) and images.ndim <= 3):
             images = [images]
         tensors = [self.preprocess_one(img) for img in images]
         if not tensors:
@@ -258,5 +259,13 @@ def as_pil_image(image: ImageInput, mode: str) -> Image.Image:
             raise ImageError(f"Array images must be uint8 of shape (H, W) or (H, W, C), got {image.dtype} "
                              f"{image.shape}; convert with (array * 255).astype(np.uint8).")
         return Image.fromarray(image)
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim not in (2, 3):
+            raise ImageError(f"Tensor images must be uint8 0-255 of shape (C, H, W) or (H, W), got {image.dtype} "
+                             f"{tuple(image.shape)}; a float tensor is a model input already: call the model on it "
+                             f"(or vitkit.predict(tensor) for its classes).")
+        array = image.numpy(force=True)
+        return Image.fromarray(array if array.ndim == 2 else array.transpose(1, 2, 0).squeeze(-1)
+                               if array.shape[0] == 1 else array.transpose(1, 2, 0))  # (C, H, W) -> (H, W, C)
     raise ImageError(f"Cannot read an image from a {type(image).__name__}: expected a file path, a PIL image "
-                     f"or a uint8 numpy array.")
+                     f"or a uint8 numpy array or tensor.")

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig, did_you_mean_any
+from .checks import did_you_mean_model
+from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig
 from .errors import CheckpointError, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
@@ -256,7 +257,7 @@ def get_entry(name: str) -> ModelEntry:
         entry = _REGISTRY[arch]
     except KeyError:
         raise UnknownModelError(
-            f"Unknown model {name!r}.{did_you_mean_any(name, _REGISTRY)} "
+            f"Unknown model {name!r}.{did_you_mean_model(name, _REGISTRY)} "
             "See vitkit.list_models() or `vitkit models` for all names.") from None
     if tag is None:
         return entry

@@ -7,7 +7,10 @@ import argparse
 import torch
 
 from ..bench import format_report, run_bench
+from ..checks import cli_type, int_between, positive_int
 from ..runtime import load_model
+
+MAX_BATCH = 4096  # images per timed call; more is a typo, not a benchmark
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -29,11 +32,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "eager, share of this machine's GEMM peak.")
     p.add_argument("model", help="registry name, or a saved model directory / checkpoint")
     p.add_argument("--weights", help="weights to load into a registry model (default: random)")
-    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
-    p.add_argument("--iters", type=int, default=10, help="timed rounds per batch size (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per runtime first (default 2)")
-    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument(
+        "--img-size", type=cli_type(positive_int, "--img-size"), help="input size (default: the model's)")
+    p.add_argument(
+        "--batch-size", type=cli_type(int_between(1, MAX_BATCH), "--batch-size"), nargs="+", default=[1, 8],
+        help="batch sizes (default: 1 8)")
+    p.add_argument(
+        "--iters", type=cli_type(positive_int, "--iters"), default=10,
+        help="timed rounds per batch size (default 10)")
+    p.add_argument(
+        "--warmup", type=cli_type(int_between(0), "--warmup"), default=2,
+        help="untimed calls per runtime first (default 2)")
+    p.add_argument(
+        "--threads", type=cli_type(positive_int, "--threads"),
+        help="torch and ONNX Runtime threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its cold compile takes minutes)")
     p.add_argument("--no-peers", action="store_true", help="vitkit's paths only (no timm, transformers, plain ORT)")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import EXPORT_FORMATS, PRECISIONS, export_model
+from ..checks import cli_type, int_between, positive_int
+from ..export import EXPORT_FORMATS, EXPORT_PRECISIONS, ONNX_OPSETS, export_format, export_model
 from ..runtime import load_model
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    export_format(args.out, args.format, opset=args.opset)  # a bad --out or --opset fails before the model loads
     model = load_model(args.model, weights=args.weights, img_size=args.img_size)
     result = export_model(model, args.out, format=args.format, precision=args.precision,
                           opset=args.opset, verify=not args.no_verify)
@@ -26,10 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="registry name, or a saved model directory / checkpoint")
     p.add_argument("--out", required=True, help="the file to write (.onnx, or .pt2 for torch.export)")
     p.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the suffix of --out (.pt2: torch-export)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32",
                    help="fp32; int8 (ONNX: ONNX Runtime dynamic quantization); bf16 (torch-export)")
     p.add_argument("--weights", help="weights to load into a registry model")
-    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--img-size", type=cli_type(positive_int, "--img-size"), help="input size (default: the model's)")
+    p.add_argument(
+        "--opset", type=cli_type(int_between(*ONNX_OPSETS), "--opset"), default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
     p.set_defaults(func=cmd_export)

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..checks import cli_type, int_between, positive_int
 from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
@@ -413,8 +414,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "val: the split `vitkit train` held out; train: the rest. Default: all for a folder DATA, val "
                    "for --run, the digits, a label file or a dataset")
     add_source_args(e, training=False)
-    e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--workers", type=int)
+    e.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=128)
+    e.add_argument("--workers", type=cli_type(int_between(0), "--workers"))
     e.add_argument("--device")
     e.add_argument("--json", action="store_true", help="machine-readable output (with the confusion matrix)")
     e.set_defaults(func=cmd_eval)

@@ -8,12 +8,21 @@ import os
 import sys
 
 from ..attention import METHODS, save_attention_map
+from ..checks import cli_type, int_between, number_between, positive_int, probability
 from ..errors import ConfigError, DataError
 from ..features import FEATURE_PRECISIONS, POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
 from ..predict import ImagePredictions, format_predictions, predict, save_predictions
 from ..summary import summarize
 from .engine import add_engine_flags, run_features, run_predict
 
+BATCH = cli_type(positive_int, "--batch-size")
+TOP_K = cli_type(positive_int, "--top-k")
+THRESHOLD = cli_type(number_between(0, 1), "--threshold", float)
+WORKERS = cli_type(int_between(0), "--workers")
+IMG_SIZE = cli_type(positive_int, "--img-size")
+DEPTH = cli_type(int_between(0), "--depth")
+ALPHA = cli_type(number_between(0, 1), "--alpha", float)
+DISCARD = cli_type(probability, "--discard-ratio", float)
 MODEL_HELP = "registry name (see `vitkit models`), or a saved model folder / checkpoint file"
 WEIGHTS_HELP = ("weights to load into a registry model: a file, a folder, hf-hub:ORG/NAME, or 'pretrained' "
                 "for the model's published weights (from the Hugging Face cache; downloaded if missing)")
@@ -169,11 +178,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="top-k classes of images (files or folders)", description=PREDICT_TEXT)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     _add_model(p)
-    p.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--threshold", type=float, default=0.5,
+    p.add_argument("--top-k", type=TOP_K, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--threshold", type=THRESHOLD, default=0.5,
                    help="multi-label models: list the classes whose sigmoid score is above this (default 0.5)")
     p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--batch-size", type=BATCH, default=32, help="images per forward pass (default 32)")
     _add_max_patches(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--output", metavar="FILE",
@@ -194,8 +203,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "map (attention-pool head) or none (all tokens), as the model's global_pool")
     p.add_argument("--layers", type=int, nargs="+", help="block indices to take (negative from the end)")
     _add_max_patches(p)
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch and per saved chunk (default 32)")
-    p.add_argument("--workers", type=int, default=4, help="threads that read images (default 4)")
+    p.add_argument("--batch-size", type=BATCH, default=32, help="images per batch and per saved chunk (default 32)")
+    p.add_argument("--workers", type=WORKERS, default=4, help="threads that read images (default 4)")
     p.add_argument("--rank", type=int, help="this process's share of a split run (default: $RANK or 0)")
     p.add_argument("--world-size", type=int, help="number of processes splitting the run (default: $WORLD_SIZE or 1)")
     p.add_argument("--merge", action="store_true", help="only merge the finished parts of a split run")
@@ -210,9 +219,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("inspect", help="structure, output shapes, parameters and MACs of a model",
                               description=INSPECT_TEXT)
     _add_model(p, positional=True)
-    p.add_argument("--img-size", type=int, help="input size (default: the model's)")
-    p.add_argument("--batch-size", type=int, help="show shapes for this batch size instead of 'B'")
-    p.add_argument("--depth", type=int, default=3, help="module tree depth to show (default 3)")
+    p.add_argument("--img-size", type=IMG_SIZE, help="input size (default: the model's)")
+    p.add_argument("--batch-size", type=BATCH, help="show shapes for this batch size instead of 'B'")
+    p.add_argument("--depth", type=DEPTH, default=3, help="module tree depth to show (default 3)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_inspect)
 
@@ -224,8 +233,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="rollout",
                    help="rollout (all layers) or last (last-layer class-token attention)")
     p.add_argument("--panels", action="store_true", help="image, rollout and last-layer maps side by side")
-    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map (default 0.5)")
-    p.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: drop this fraction of weakest weights")
+    p.add_argument("--alpha", type=ALPHA, default=0.5, help="opacity of the map (default 0.5)")
+    p.add_argument("--discard-ratio", type=DISCARD, default=0.0, help="rollout: drop this fraction of weakest weights")
     _add_max_patches(p)
     _add_device(p)
     p.set_defaults(func=cmd_attention)

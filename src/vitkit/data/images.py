@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -159,11 +159,12 @@ def is_image_file(path: PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(paths_or_dirs: PathLike | Iterable[PathLike], *, recursive: bool = True) -> list[Path]:
+def list_images(paths_or_dirs: PathLike | Iterable[PathLike], *, recursive: bool = True,
+                allow_empty: bool = False) -> list[Path]:
     """Image files named directly or found in folders (recursively, sorted, hidden files skipped).
 
     A file named directly is kept whatever its extension (reading it reports any problem); a path that
-    does not exist raises ``DataError``, as does a list that yields no image at all.
+    does not exist raises ``DataError``, as does a list that yields no image at all (unless ``allow_empty``).
     """
     if isinstance(paths_or_dirs, (str, os.PathLike)):
         paths_or_dirs = [paths_or_dirs]
@@ -182,7 +183,30 @@ def list_images(paths_or_dirs: PathLike | Iterable[PathLike], *, recursive: bool
             found.append(p)
         else:
             raise DataError(f"Input {str(p)!r} does not exist. Pass image files or folders of images.")
-    if not found:
+    if not found and not allow_empty:
         raise DataError(f"No image files found in {', '.join(map(str, paths_or_dirs))}. Expected files with "
                         f"one of the extensions {', '.join(sorted(IMAGE_EXTENSIONS))}.")
     return found
+
+
+def expand_inputs(items: Any) -> list[Any]:
+    """The inputs of a use (predict, features, attention) as a flat list, in order: paths to image files as
+    ``str``, folders replaced by the image files in them (``list_images``), anything else (a PIL image, an
+    array, a tensor) kept as it is. A folder without images (even one named like an image, ``x.png/``) is
+    skipped with a warning; ``DataError`` only when no input is left at all or a path does not exist."""
+    if isinstance(items, (str, os.PathLike)) or not isinstance(items, (list, tuple)):
+        items = [items]
+    out: list[Any] = []
+    paths: list[Any] = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            paths.append(item)
+            if Path(item).is_dir():
+                out.extend(str(p) for p in list_images(item, allow_empty=True))
+            else:
+                out.extend(str(p) for p in list_images(item))
+        else:
+            out.append(item)
+    if not out and paths:
+        list_images(paths)  # raises its "No image files found in ..." naming every input
+    return out

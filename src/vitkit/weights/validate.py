@@ -9,18 +9,31 @@ header fails in microseconds instead of reaching the allocator.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import stat
 import struct
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checks import (
+    Checker,
+    boolean,
+    int_or_pair,
+    integer,
+    is_int,
+    limits_from_env,
+    list_of,
+    mapping,
+    number,
+    optional,
+    short,
+    string,
+)
 from ..config import check_fields
 from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, UnsafeCheckpointError
 
@@ -39,16 +52,7 @@ class CheckpointLimits:
 
     @classmethod
     def from_env(cls) -> CheckpointLimits:
-        limits = cls()
-        for item in filter(None, os.environ.get(ENV_LIMITS, "").split(",")):
-            name, _, value = item.partition("=")
-            if name.strip() not in {f.name for f in dataclasses.fields(cls)}:
-                continue
-            try:
-                setattr(limits, name.strip(), type(getattr(limits, name.strip()))(float(value)))
-            except ValueError:
-                continue
-        return limits
+        return limits_from_env(cls(), ENV_LIMITS)
 
 
 LIMITS = CheckpointLimits.from_env()
@@ -87,9 +91,8 @@ def inside_folder(folder: Path, name: object, what: str) -> Path:
     return path
 
 
-def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
+def _short(value: object) -> str:
+    return short(value, 80, "...'")
 
 
 # ---------------------------------------------------------------------- JSON
@@ -123,54 +126,11 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
-# A schema maps a key to a checker; a checker returns a description of what was expected, or None if fine.
-Checker = Callable[[Any], "str | None"]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def integer(v: Any) -> str | None:
-    return None if _is_int(v) and v >= 0 else "an integer >= 0"
-
-
-def number(v: Any) -> str | None:
-    return None if _is_num(v) else "a finite number"
-
-
-def boolean(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def string(v: Any) -> str | None:
-    return None if isinstance(v, str) else "a string"
-
-
-def optional(check: Checker) -> Checker:
-    return lambda v: None if v is None else (None if check(v) is None else f"null or {check(v)}")
-
-
-def list_of(check: Checker, what: str) -> Checker:
-    return lambda v: None if isinstance(v, list) and all(check(x) is None for x in v) else f"a list of {what}"
-
-
-def int_or_pair(v: Any) -> str | None:
-    ok = (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v))
-    return None if ok else "a positive integer or a list [height, width] of them"
-
-
-def mapping(schema: Mapping[str, Checker] | None = None) -> Checker:
-    """An object (whose known keys follow ``schema``); the nested keys' own errors are found by ``check_json``."""
-    return lambda v: None if isinstance(v, dict) else "an object ({...})"
+# A schema maps a key to a checker (vitkit.checks): it returns what was expected, or None if the value is fine.
 
 
 def int_or_dict(v: Any) -> str | None:
-    return None if (_is_int(v) and v > 0) or isinstance(v, dict) else "a positive integer or an object"
+    return None if (is_int(v) and v > 0) or isinstance(v, dict) else "a positive integer or an object"
 
 
 PRETRAINED_SCHEMA: dict[str, Checker] = {
@@ -182,17 +142,17 @@ CONFIG_SCHEMA: dict[str, Checker] = {
     "architectures": list_of(string, "strings"), "model_type": string, "hidden_size": integer,
     "num_hidden_layers": integer, "num_attention_heads": integer, "num_channels": integer,
     "layer_norm_eps": number, "image_size": int_or_pair, "patch_size": int_or_pair, "hidden_act": string,
-    "intermediate_size": integer, "qkv_bias": boolean, "id2label": mapping(), "label2id": mapping(),
+    "intermediate_size": integer, "qkv_bias": boolean, "id2label": mapping, "label2id": mapping,
     # timm
-    "architecture": string, "num_classes": integer, "num_features": integer, "model_args": mapping(),
+    "architecture": string, "num_classes": integer, "num_features": integer, "model_args": mapping,
     # vitkit
-    "format": string, "config": mapping(), "model_name": optional(string), "vitkit_version": string}
+    "format": string, "config": mapping, "model_name": optional(string), "vitkit_version": string}
 NESTED_SCHEMAS: dict[str, dict[str, Checker]] = {"vision_config": CONFIG_SCHEMA, "pretrained_cfg": PRETRAINED_SCHEMA}
 PREPROCESSOR_SCHEMA: dict[str, Checker] = {
     "image_mean": list_of(number, "numbers"), "image_std": list_of(number, "numbers"), "resample": integer,
     "size": int_or_dict, "crop_size": int_or_dict, "do_center_crop": boolean, "do_resize": boolean,
     "do_normalize": boolean}
-INDEX_SCHEMA: dict[str, Checker] = {"weight_map": mapping(), "metadata": mapping()}
+INDEX_SCHEMA: dict[str, Checker] = {"weight_map": mapping, "metadata": mapping}
 # Keys real files set to null, meaning "not set" (transformers' nested configs write "architectures": null);
 # the readers treat them as absent. A null anywhere else (a width, a depth) is refused.
 NULLABLE = frozenset({"architectures", "id2label", "label2id", "model_args", "model_name", "crop_size",
@@ -284,9 +244,9 @@ def _check_safetensors_entry(path: Path, name: str, info: Any, data_size: int) -
     if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
         raise CheckpointError(f"{path}: tensor {name!r} has dtype {_short(dtype)}, expected one of "
                               f"{', '.join(SAFETENSORS_DTYPES)}. Convert it to float32 or float16 and save again.")
-    if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(is_int(d) and d >= 0 for d in shape)):
         raise corrupt(path, "safetensors", f"tensor {name!r} has shape {_short(shape)}, expected a list of sizes")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(o) for o in offsets)):
         raise corrupt(path, "safetensors", f"tensor {name!r} has data_offsets {_short(offsets)}, expected [begin, end]")
     nbytes = math.prod(shape) * SAFETENSORS_DTYPES[dtype]
     begin, end = offsets
@@ -349,7 +309,7 @@ def check_npy_header(path: Path, member: str, shape: Any, dtype: Any, data_bytes
             or dtype.subdtype is not None:
         raise CheckpointError(f"{path}: array {name!r} has dtype {dtype}, expected numbers (float, int or bool). "
                               "Convert it to float32 before saving.")
-    if not (isinstance(shape, tuple) and all(_is_int(d) and d >= 0 for d in shape)):
+    if not (isinstance(shape, tuple) and all(is_int(d) and d >= 0 for d in shape)):
         raise corrupt(path, "npz", f"array {name!r} has shape {_short(shape)}")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != data_bytes:
