@@ -12,7 +12,15 @@ from safetensors.torch import load_file, save_file
 import vitkit
 from vitkit.config import ViTConfig
 from vitkit.errors import CheckpointError
-from vitkit.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoRAConfig, apply_lora, load_adapters, lora_layers, save_adapters
+from vitkit.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    LoRAConfig,
+    apply_lora,
+    load_adapters,
+    lora_layers,
+    save_adapters,
+)
 
 TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
 
