@@ -117,9 +117,9 @@ def parse_json(text: str | bytes, source: str, *, error: type[VitkitError], fix:
     try:
         return json.loads(text, parse_constant=no_constant)
     except RecursionError:
-        raise error(f"{source} nests JSON too deeply. {fix}") from None
+        raise error(f"{source}: JSON nested too deeply. {fix}") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise error(f"Cannot read {source} as JSON: {exc}. {fix}") from None
+        raise error(f"{source}: not valid JSON ({exc}). {fix}") from None
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
