@@ -76,7 +76,8 @@ def test_csv_multi_label_with_both_separators_and_empty_sets(digits):
     for n, (rel, y) in enumerate(rows):
         sep = ";" if n % 2 else "|"
         lines.append(f"{rel},{sep.join(_multi_labels(y))}")
-    lines.append("imgs/00.png,")  # an image showing none of the classes is allowed
+    Image.open(root / "imgs/00.png").save(root / "imgs/none.png")
+    lines.append("imgs/none.png,")  # an image showing none of the classes is allowed
     (root / "multi.csv").write_text("\n".join(lines) + "\n")
     data = read_label_file(root / "multi.csv")
     assert data.multi_label and isinstance(data.images, MultiLabelImages)

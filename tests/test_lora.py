@@ -214,7 +214,7 @@ def test_unreadable_adapter_folders_are_refused(tmp_path):
         load_adapters(_base(), tmp_path)
     out = save_adapters(_adapted(), tmp_path / "a")
     (out / ADAPTER_WEIGHTS).write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointError, match="Cannot read the adapter weights"):
+    with pytest.raises(CheckpointError, match="is not a weight file vitkit can read"):
         load_adapters(_base(), out)
     (out / ADAPTER_CONFIG).write_text('{"format": "other"}')
     with pytest.raises(CheckpointError, match="not a vitkit LoRA adapter config"):

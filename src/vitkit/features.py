@@ -38,6 +38,7 @@ from .featurestore import (
     save_chunk,
     sidecars,
     sound_chunk,
+    weights_fingerprint,
 )
 from .fileio import remove_stale_temps
 from .inference import plan_for
@@ -286,7 +287,7 @@ def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelS
     name = getattr(net, "model_name", type(net).__name__) if isinstance(model, torch.nn.Module) else str(model)
     settings = {"model": str(name), "weights": None if weights is None else str(weights), "pool": pool,
                 "layers": layers, "processor": processor.to_dict(), "world_size": world_size, "files": files,
-                "precision": precision}
+                "precision": precision, "weights_digest": weights_fingerprint(net.state_dict())}
     parts = parts_dir(out)
     lock = rank_lock(parts, out, rank, world_size, overwrite=overwrite)
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .errors import ConfigError, DataError
 from .fileio import TEMP_SUFFIX, atomic_write
@@ -109,6 +111,17 @@ def rank_lock(parts: Path, out: Path, rank: int, world_size: int, *, overwrite: 
     return lock
 
 
+def weights_fingerprint(state: dict[str, Any]) -> str:
+    """A digest of a state dict's names, shapes, dtypes and bytes: chunks are resumed only onto the same
+    weights (two random initialisations, or a retrained run folder, give another digest)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # (N,) -> bytes
+    return digest.hexdigest()
+
+
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Rank and world size from the arguments, else torchrun's RANK / WORLD_SIZE, else (0, 1)."""
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
@@ -145,6 +158,10 @@ def prepare_manifest(parts: Path, settings: dict[str, Any], chunk_size: int) -> 
     if old is not None:
         if old["settings"] != settings:
             changed = sorted(k for k in settings if old["settings"].get(k) != settings[k])
+            if changed == ["weights_digest"]:
+                raise DataError(f"{str(parts)!r} holds an unfinished run computed with other weights (random weights "
+                                "are drawn anew by each run; a run folder may have been retrained). Rerun with the "
+                                "same weights file to resume, or delete that folder to start over.")
             raise DataError(f"{str(parts)!r} holds an unfinished run with other settings ({', '.join(changed)}). "
                             f"Rerun with the same arguments to resume it, or delete that folder to start over.")
         return int(old["chunk_size"])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .errors import OutputError
+from .errors import OutputError, VitkitError
 
 TEMP_SUFFIX = ".tmp"
 # Kernel and device file systems: a file written there is never what the user meant (and replacing
@@ -58,10 +62,64 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise OutputError(f"Cannot write {str(path)!r}: {exc.strerror or exc}. Free space on that disk (or "
+                              "raise the quota), or choose an output on another disk.") from exc
         raise
     return path
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# characters that never go into a file name made from data: separators, NUL and control characters
+_UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_NAME_CHARS = 100
+
+
+def safe_filename(name: object, *, fallback: str) -> str:
+    """``name`` (a class name, a label: data, not a path) as one plain file name that stays in its folder:
+    separators, NUL and control characters become ``_``, leading dots are dropped (no ``..``, no hidden
+    file), and it is cut to ``MAX_NAME_CHARS``; ``fallback`` when nothing is left."""
+    text = _UNSAFE_NAME.sub("_", str(name)).lstrip(". ")[:MAX_NAME_CHARS].rstrip(" ")
+    return text or fallback
+
+
+# ---------------------------------------------------------------------- bounded reads
+def read_regular_bytes(path: Path, *, what: str, max_bytes: int, error: type[VitkitError]) -> bytes:
+    """The bytes of ``path``, refused with ``error`` naming it unless it is a regular file of at most
+    ``max_bytes`` (a FIFO would block forever, /dev/zero would read until memory runs out)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
+    except OSError as exc:
+        raise error(f"Cannot open {what} {str(path)!r}: {exc.strerror or exc}. Check the path.") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise error(f"{what.capitalize()} {str(path)!r} is {kind}, expected a regular file.")
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise error(f"{what.capitalize()} {str(path)!r} is {size:,} bytes, more than the {max_bytes:,} allowed. "
+                        "Check that it is the right file.")
+        try:
+            return f.read(max_bytes + 1)[:max_bytes]
+        except OSError as exc:
+            raise error(f"Cannot read {what} {str(path)!r}: {exc.strerror or exc}.") from None
+
+
+def parse_json(text: str | bytes, source: str, *, error: type[VitkitError], fix: str) -> Any:
+    """JSON, every failure (bad syntax, bad UTF-8, nesting too deep, NaN/Infinity) raised as ``error``
+    naming ``source``; ``fix`` says what to do."""
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except RecursionError:
+        raise error(f"{source}: JSON nested too deeply. {fix}") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise error(f"{source}: not valid JSON ({exc}). {fix}") from None
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

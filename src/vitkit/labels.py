@@ -8,7 +8,6 @@ class order (sorted WordNet ids), made from the first WordNet lemma of each syns
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from functools import cache
@@ -19,6 +18,7 @@ import torch
 
 from .data.digits import DIGITS_CLASSES
 from .errors import DataError
+from .fileio import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,8 @@ def _read_label_file(path: Path) -> list[str]:
                         f"name per line, or a JSON list.") from None
     if path.suffix.lower() != ".json":
         return [line.strip() for line in text.splitlines() if line.strip()]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"Label file {str(path)!r} is not valid JSON ({exc}).") from None
+    data = parse_json(text, f"Label file {str(path)!r}", error=DataError,
+                      fix="Give a JSON list of class names or a {\"0\": \"name\", ...} mapping.")
     if isinstance(data, dict):
         try:
             indexed = {int(k): str(v) for k, v in data.items()}

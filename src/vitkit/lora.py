@@ -44,10 +44,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ViTConfig, reject_unknown_fields
+from .config import PretrainedCfg, ViTConfig, reject_unknown_fields
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write
 from .model import VisionTransformer
+from .weights import validate
+from .weights.io import read_weight_file
+from .weights.load import ALLOW_NONFINITE_ENV, check_dtypes, check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_FORMAT = "vitkit-lora"
 # ViTConfig fields that do not change the base weights' shapes or values (training-only or the head)
+MAX_CLASSES = 1_000_000  # a head this wide is already 768 M weights
+MAX_RANK = 4096  # beyond any linear's width in a ViT; a hostile config's 10**12 is refused, never allocated
 _NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate")
 
 
@@ -75,20 +80,25 @@ class LoRAConfig:
     train_head: bool = True
 
     def __post_init__(self) -> None:
-        targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
+        raw = self.targets
+        targets = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else ()
         object.__setattr__(self, "targets", targets)  # lists from JSON become tuples
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
-            self._fail("rank", self.rank, "a positive integer (e.g. 8)")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or not 1 <= self.rank <= MAX_RANK:
+            self._fail("rank", self.rank, f"a positive integer up to {MAX_RANK} (e.g. 8)")
+        if not (_is_number(self.alpha) and math.isfinite(self.alpha) and self.alpha > 0):
             self._fail("alpha", self.alpha, "a number > 0 (e.g. 16; the update is scaled by alpha / rank)")
-        if not 0.0 <= self.dropout < 1.0:
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             self._fail("dropout", self.dropout, "a probability in [0, 1)")
-        bad = [t for t in targets if t not in LORA_TARGETS]
+        bad = [t for t in targets if not isinstance(t, str) or t not in LORA_TARGETS]
         if bad or not targets or len(set(targets)) != len(targets):
-            self._fail("targets", list(targets), f"distinct names among {', '.join(LORA_TARGETS)} (at least one)")
+            self._fail("targets", raw, f"distinct names among {', '.join(LORA_TARGETS)} (at least one)")
+        if not isinstance(self.train_head, bool):
+            self._fail("train_head", self.train_head, "true or false")
 
     def _fail(self, name: str, value: Any, expected: str) -> None:
-        raise ConfigError(f"LoRAConfig.{name}={value!r} is not allowed: expected {expected}.")
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
+        raise ConfigError(f"LoRAConfig.{name}={shown} is not allowed: expected {expected}.")
 
     @property
     def scaling(self) -> float:
@@ -99,8 +109,14 @@ class LoRAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoRAConfig:
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"A LoRA config must be an object of LoRAConfig fields, got {type(data).__name__}.")
         reject_unknown_fields(cls, data, "LoRAConfig field(s)")
         return cls(**data)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class LoRALinear(nn.Linear):
@@ -261,30 +277,52 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
 def _read_adapter_config(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_CONFIG
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise CheckpointError(f"{str(folder)!r} holds no {ADAPTER_CONFIG}: expected a folder written by "
-                              f"vitkit.lora.save_adapters ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}).") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"Cannot read {str(path)!r} ({exc}). Save the adapters again with "
-                              f"vitkit.lora.save_adapters.") from None
-    if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT or not isinstance(meta.get("lora"), dict):
+                              f"vitkit.lora.save_adapters ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}).")
+    meta = validate.read_json_file(path)  # a regular file, bounded in size and depth
+    if meta.get("format") != ADAPTER_FORMAT or not isinstance(meta.get("lora"), dict):
         raise CheckpointError(f"{str(path)!r} is not a vitkit LoRA adapter config (expected \"format\": "
                               f"\"{ADAPTER_FORMAT}\" and a \"lora\" section).")
     return meta
 
 
 def _read_adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """The saved tensors, read and checked as weights are: a regular file, a sound header and checksums,
+    floating point, and finite unless the caller allows otherwise (``VITKIT_ALLOW_NONFINITE=1``)."""
     path = folder / ADAPTER_WEIGHTS
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{str(folder)!r} holds no {ADAPTER_WEIGHTS}: save the adapters again with "
+                              "vitkit.lora.save_adapters.")
+    ckpt = read_weight_file(path)
+    if ckpt.kind != "safetensors":
+        raise CheckpointError(f"{str(path)!r} is a {ckpt.kind} file, expected safetensors. Save the adapters again "
+                              "with vitkit.lora.save_adapters.")
+    state = dict(ckpt.tensors)
+    check_dtypes(state, str(path))
+    if os.environ.get(ALLOW_NONFINITE_ENV) != "1":
+        check_finite(state, str(path))
+    return state
+
+
+def _saved_head(meta: dict[str, Any], model: VisionTransformer, path: Path) -> tuple[int, PretrainedCfg | None]:
+    """(the saved head's class count, the model's pretrained config as it will be), checked before any change."""
+    num_classes = meta.get("num_classes", model.num_classes)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 0 <= num_classes <= MAX_CLASSES:
+        raise CheckpointError(f"{str(path)!r} holds num_classes={validate._short(num_classes)}, expected an "
+                              f"integer in 0..{MAX_CLASSES}. Save the adapters again with vitkit.lora.save_adapters.")
+    saved = meta.get("pretrained_cfg") or {}
+    pcfg = getattr(model, "pretrained_cfg", None)
+    if pcfg is None or num_classes == model.num_classes:
+        return num_classes, pcfg
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{str(path)!r} holds a pretrained_cfg that is a {type(saved).__name__}, expected "
+                              "an object.")
     try:
-        return load_file(str(path))  # safetensors: tensors only, nothing is executed
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"Cannot read the adapter weights {str(path)!r} ({exc}). Save the adapters again "
-                              f"with vitkit.lora.save_adapters.") from None
+        return num_classes, pcfg.replace(num_classes=num_classes,
+                                         **{k: saved[k] for k in ("label_names", "multi_label") if k in saved})
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{str(path)!r} holds an invalid head description: {exc}") from None
 
 
 def _expected_shapes(model: VisionTransformer, cfg: LoRAConfig, num_classes: int) -> dict[str, tuple[int, ...]]:
@@ -331,23 +369,22 @@ def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> VisionTrans
         raise CheckpointError(f"{str(folder / ADAPTER_CONFIG)!r} holds an invalid LoRA config: {exc}") from None
     saved_hash, ours = meta.get("base_architecture_hash"), architecture_hash(model.config)
     if saved_hash != ours:
-        base = meta.get("base_model") or "a model"
-        raise CheckpointError(f"The adapters in {str(folder)!r} were trained on {base!r} with another architecture "
-                              f"(hash {saved_hash} vs this model's {ours}). Load them onto the base model they were "
-                              f"trained on.")
+        base = meta.get("base_model") if isinstance(meta.get("base_model"), str) else "a model"
+        raise CheckpointError(f"The adapters in {str(folder)!r} were trained on {validate._short(base)} with another "
+                              f"architecture (hash {validate._short(saved_hash)} vs this model's {ours}). Load them "
+                              "onto the base model they were trained on.")
     current = getattr(model, "lora_config", None)
     if lora_layers(model) and current != cfg:
         raise CheckpointError(f"This model already has adapters ({current}) that differ from the saved ones ({cfg}). "
                               f"Load the adapters onto the plain base model.")
-    num_classes = int(meta.get("num_classes", model.num_classes))
+    num_classes, pcfg = _saved_head(meta, model, folder / ADAPTER_CONFIG)
     state = _read_adapter_tensors(folder)
     _check_shapes(state, _expected_shapes(model, cfg, num_classes), folder)
+    # everything is checked: only now does the model change
     if cfg.train_head and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
-        saved = meta.get("pretrained_cfg") or {}
-        if getattr(model, "pretrained_cfg", None) is not None:
-            model.pretrained_cfg = model.pretrained_cfg.replace(
-                num_classes=num_classes, **{k: saved[k] for k in ("label_names", "multi_label") if k in saved})
+        if pcfg is not None:
+            model.pretrained_cfg = pcfg
     if not lora_layers(model):
         apply_lora(model, cfg)
     result = model.load_state_dict(state, strict=False)

@@ -8,6 +8,7 @@ records a checksum, when an error message echoes a file the user did not name, o
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import subprocess
@@ -39,12 +40,23 @@ class Verdict:
     undetectable: bool = False  # loaded changed numbers from a format without checksums (counted, not failed)
 
 
+def case_modules() -> list[Any]:
+    """The surface modules beside this one (``cases_<surface>.py``), in name order. Each defines
+    ``cases(root, rng) -> list[Case]`` and may define ``ACTIONS`` (action name -> function), which the worker
+    adds to its own; a new surface is a new file, nothing here changes."""
+    return [importlib.import_module(p.stem) for p in sorted(Path(__file__).parent.glob("cases_*.py"))]
+
+
 def build(root: Path, long: bool) -> list[Case]:
     rng = random.Random(1234)
     bases = Bases(root)
     cases = [*weight_cases(bases, root, rng), *json_cases(bases, root), *all_special(bases, root),
              *image_cases(root, rng), *config_cases(), *cli_cases(bases, root),
              *run_folder_cases(root, long)]
+    for module in case_modules():
+        folder = root / module.__name__
+        folder.mkdir()
+        cases += module.cases(folder, random.Random(f"{module.__name__}-1234"))
     if long:
         return cases
     per: dict[str, list[Case]] = defaultdict(list)

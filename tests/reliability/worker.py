@@ -112,6 +112,14 @@ class _CliError(VitkitError):
 ACTIONS = {"load": act_load, "inventory": act_inventory, "config": act_config, "image": act_image, "cli": act_cli}
 
 
+def add_surface_actions() -> None:
+    """The actions the ``cases_<surface>.py`` modules beside this file define (their ``ACTIONS``)."""
+    import importlib
+
+    for path in sorted(Path(__file__).parent.glob("cases_*.py")):
+        ACTIONS.update(getattr(importlib.import_module(path.stem), "ACTIONS", {}))
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """Run one case: outcome 'error' (a VitkitError), 'loaded', 'loaded-different', or 'crash' (anything else)."""
     start = time.perf_counter()
@@ -163,6 +171,7 @@ def warm_up() -> None:
 def main(cases_path: str, results_path: str) -> None:
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)
+    add_surface_actions()
     warm_up()
     cases = [json.loads(line) for line in Path(cases_path).read_text().splitlines() if line]
     done = set()

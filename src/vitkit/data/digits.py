@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..fileio import safe_filename
+
 logger = logging.getLogger(__name__)
 
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
@@ -47,7 +49,7 @@ def export_samples(images: list[Image.Image], labels: list[int], out_dir: str | 
     counts: dict[int, int] = {}
     for img, label in zip(images, labels):
         i = counts[label] = counts.get(label, -1) + 1
-        path = out / f"{classes[label]}_{i}.png"
+        path = out / f"{safe_filename(classes[label], fallback=f'class{label}')}_{i}.png"  # a name is data, not a path
         img.save(path)
         written.append(path)
     logger.info("wrote %d sample images to %s", len(written), out)

@@ -9,6 +9,13 @@ values are sorted. A ``DatasetDict`` gives its ``train`` split and, when present
 
 ``datasets`` is optional: ``pip install datasets``.
 
+The folder is often a stranger's, so it is checked before ``datasets`` reads it: ``state.json`` must name
+data files inside the folder, JSON files are read bounded. The image column is read undecoded
+(``Image(decode=False)``) and decoded by vitkit: embedded bytes with the same size limits as image files,
+a path only when it is a regular file inside the dataset folder (``allow_outside_images=True`` or
+``VITKIT_HF_ALLOW_OUTSIDE_IMAGES=1`` lifts that), a URL never. A refused image is skipped and counted,
+its row and path named.
+
 Intended ``vitkit train`` flags: ``--hf-dataset DIR`` (instead of a folder), ``--image-column NAME``,
 ``--label-column NAME``, ``--hf-split NAME`` (default: train), and ``--val-fraction`` when there is no
 validation split. The loop calls ``load_hf_splits(...)`` -> ``DataSplits`` and, when
@@ -17,6 +24,7 @@ validation split. The loop calls ``load_hf_splits(...)`` -> ``DataSplits`` and, 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -27,15 +35,18 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, ImageError
+from ..fileio import parse_json, read_regular_bytes
 from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, stratified_split
-from .images import to_mode
+from .images import MAX_ASPECT_RATIO, MAX_PIXELS, load_image, to_mode
 from .labelfiles import MultiLabelImages, sort_class_names
 
 logger = logging.getLogger(__name__)
 
 LABEL_NAMES = ("label", "labels")
 TRAIN_SPLIT = "train"
+ALLOW_OUTSIDE_ENV = "VITKIT_HF_ALLOW_OUTSIDE_IMAGES"
+MAX_JSON_BYTES = 64 << 20  # state.json, dataset_info.json, dataset_dict.json
 
 
 def _datasets() -> Any:
@@ -46,36 +57,57 @@ def _datasets() -> Any:
     return datasets
 
 
-def _decode(value: Any) -> Image.Image:
-    """An RGB image from what the image column holds: a decoded PIL image, a path, or {'bytes', 'path'}."""
-    import io
+def _decode_bytes(data: bytes) -> Image.Image:
+    """Embedded image bytes, with the pixel and aspect-ratio limits image files get."""
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
+        raise ImageError(f"the embedded image is {width}x{height}, beyond the limits of {MAX_PIXELS:,} pixels and "
+                         f"{MAX_ASPECT_RATIO:g}:1")
+    return to_mode(img, "RGB")
 
+
+def _image_path(name: str, folder: Path, allow_outside: bool) -> Path:
+    """The file an image cell names, refused when it is a URL or (unless allowed) outside the dataset folder."""
+    if "://" in name or name.startswith(("hf:", "s3:", "gs:")):
+        raise ImageError(f"the image path {name[:200]!r} is a URL; vitkit does not fetch images while training")
+    path = Path(name) if os.path.isabs(name) else folder / name
+    inside = os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
+    if not (inside or allow_outside):
+        raise ImageError(f"the image path {name[:200]!r} is outside the dataset folder {str(folder)!r} (pass "
+                         f"allow_outside_images=True or set {ALLOW_OUTSIDE_ENV}=1 if you trust it)")
+    return path
+
+
+def _decode(value: Any, folder: Path, allow_outside: bool) -> Image.Image:
+    """An RGB image from what an undecoded image column holds: {'bytes', 'path'}, a path, or a PIL image."""
     if isinstance(value, Image.Image):
         return to_mode(value, "RGB")
     if isinstance(value, dict) and value.get("bytes"):
-        return to_mode(Image.open(io.BytesIO(value["bytes"])), "RGB")
+        return _decode_bytes(value["bytes"])
     if isinstance(value, dict) and value.get("path"):
         value = value["path"]
     if isinstance(value, str):
-        from .images import load_image
-
-        return load_image(value)
-    raise ValueError(f"not an image: {type(value).__name__}")
+        return load_image(_image_path(value, folder, allow_outside))  # a regular file, bounded in pixels
+    raise ImageError(f"not an image: {type(value).__name__}")
 
 
 class HFImages(LabelledImages):
     """``LabelledImages`` over rows of a ``datasets.Dataset``: ``items`` are row numbers, images are read
     and decoded by ``load`` only (the Arrow data stays memory-mapped)."""
 
-    def __init__(self, dataset: Any, image_column: str, rows: list[int], labels: list[Any]) -> None:
+    def __init__(self, dataset: Any, image_column: str, rows: list[int], labels: list[Any], *, folder: Path,
+                 allow_outside: bool) -> None:
         super().__init__(list(rows), labels)
-        self.dataset = dataset.select_columns([image_column])  # reading a row decodes no other column
-        self.image_column = image_column
+        ds = _datasets()
+        # reading a row decodes no other column, and the image column is decoded by vitkit, not by datasets
+        self.dataset = dataset.select_columns([image_column]).cast_column(image_column, ds.Image(decode=False))
+        self.image_column, self.folder, self.allow_outside = image_column, folder, allow_outside
 
     def load(self, index: int) -> Image.Image | None:
         row = int(self.items[index])  # type: ignore[arg-type]
         try:
-            return _decode(self.dataset[row][self.image_column])
+            return _decode(self.dataset[row][self.image_column], self.folder, self.allow_outside)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a skipped image, as for files
             logger.warning("skipping an unreadable image (row %d of %s): %s", row, self.image_column, exc)
             return None
@@ -84,6 +116,7 @@ class HFImages(LabelledImages):
         out = type(self).__new__(type(self))  # keeps MultiLabelHFImages multi-label
         LabelledImages.__init__(out, [self.items[i] for i in indices], [self.labels[i] for i in indices])
         out.dataset, out.image_column = self.dataset, self.image_column
+        out.folder, out.allow_outside = self.folder, self.allow_outside
         return out
 
 
@@ -147,9 +180,16 @@ def _encode(values: list[Any], multi: bool, classes: Sequence[str] | None, where
 
 def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tuple[list[int], list[Any]]:
     """(kept row numbers, labels: ints, or multi-hot float tensors) from class indices per row."""
-    rows = [i for i, v in enumerate(values) if v is not None and (multi or v >= 0)]  # -1: ClassLabel's "no label"
+    if multi:  # -1 is ClassLabel's "no label", inside a list as well
+        values = [None if v is None else [x for x in v if x != -1] for v in values]
+    rows = [i for i, v in enumerate(values) if v is not None and (multi or v >= 0)]
     if not rows:
         raise DataError(f"{where}: no row has a label. Name the label column with --label-column.")
+    bad = next(((i, x) for i in rows for x in (values[i] if multi else [values[i]])
+                if not isinstance(x, int) or not 0 <= x < len(names)), None)
+    if bad is not None:
+        raise DataError(f"{where}: row {bad[0]} has the label {bad[1]!r}, but the label column names "
+                        f"{len(names)} classes (0..{len(names) - 1}). Fix the ClassLabel names or the data.")
     if not multi:
         return rows, [int(values[i]) for i in rows]
     targets = []
@@ -161,7 +201,7 @@ def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tu
 
 
 def _source(dataset: Any, where: str, image_column: str | None, label_column: str | None,
-            classes: Sequence[str] | None = None) -> HFSource:
+            classes: Sequence[str] | None, folder: Path, allow_outside: bool) -> HFSource:
     ds = _datasets()
     features = dict(dataset.features)
     image_col = _column(features, image_column, "image", lambda c, f: isinstance(f, ds.Image), where)
@@ -176,7 +216,8 @@ def _source(dataset: Any, where: str, image_column: str | None, label_column: st
     rows, labels = _targets(values, multi, names, where)
     skipped = [f"row {i}: no label" for i in sorted(set(range(len(dataset))) - set(rows))]
     cls = MultiLabelHFImages if multi else HFImages
-    return HFSource(cls(dataset, image_col, rows, labels), names, multi, where, image_col, label_col, skipped)
+    images = cls(dataset, image_col, rows, labels, folder=folder, allow_outside=allow_outside)
+    return HFSource(images, names, multi, where, image_col, label_col, skipped)
 
 
 def _load(path: str | os.PathLike) -> Any:
@@ -185,39 +226,94 @@ def _load(path: str | os.PathLike) -> Any:
     if not folder.is_dir():
         raise DataError(f"Hugging Face dataset folder {str(folder)!r} does not exist. Give the folder that "
                         f"datasets' save_to_disk wrote.")
+    _check_folder(folder)
     try:
         return ds.load_from_disk(str(folder))
-    except (FileNotFoundError, ValueError) as exc:
-        raise DataError(f"{str(folder)!r} is not a dataset saved with save_to_disk ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - whatever datasets or pyarrow raise on a damaged folder
+        raise DataError(f"{str(folder)!r} is not a dataset saved with save_to_disk ({type(exc).__name__}: "
+                        f"{str(exc)[:300]}).") from None
+
+
+def _json(path: Path) -> Any:
+    data = read_regular_bytes(path, what="dataset file", max_bytes=MAX_JSON_BYTES, error=DataError)
+    return parse_json(data, f"Dataset file {str(path)!r}", error=DataError, fix="Save the dataset again.")
+
+
+def _inside(folder: Path, name: Any, what: str) -> Path:
+    """``folder / name`` for a file a dataset's JSON names, refused unless it stays inside ``folder``."""
+    if not isinstance(name, str) or not name or "\x00" in name or os.path.isabs(name) or \
+            os.path.normpath(name).split(os.sep)[0] == "..":
+        raise DataError(f"{what} names {str(name)[:200]!r}, expected a file inside {str(folder)!r}; vitkit only "
+                        "reads files inside a dataset folder. Save the dataset again.")
+    path = folder / name
+    if not os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep):
+        raise DataError(f"{what} names {name!r}, a link leading outside {str(folder)!r}. Save the dataset again.")
+    return path
+
+
+def _check_split(folder: Path) -> None:
+    """A Dataset folder: state.json naming Arrow files inside it (regular files), JSON files sound."""
+    state = _json(folder / "state.json")
+    files = state.get("_data_files") if isinstance(state, dict) else None
+    where = f"{str(folder / 'state.json')!r}"
+    if not isinstance(files, list) or not files or not all(isinstance(f, dict) for f in files):
+        raise DataError(f"{where} has _data_files={str(files)[:80]!r}, expected a non-empty list of "
+                        "{\"filename\": ...} entries. Save the dataset again.")
+    for entry in files:
+        path = _inside(folder, entry.get("filename"), where)
+        if not path.is_file():
+            raise DataError(f"{where} names the data file {path.name!r}, which is missing or not a regular file. "
+                            "Save the dataset again.")
+    if (folder / "dataset_info.json").exists() and not isinstance(_json(folder / "dataset_info.json"), dict):
+        raise DataError(f"{str(folder / 'dataset_info.json')!r} is not a JSON object. Save the dataset again.")
+
+
+def _check_folder(folder: Path) -> None:
+    """Check what ``datasets.load_from_disk`` would follow, before it reads anything."""
+    if (folder / "dataset_dict.json").exists():
+        splits = _json(folder / "dataset_dict.json")
+        names = splits.get("splits") if isinstance(splits, dict) else None
+        if not isinstance(names, list) or not names:
+            raise DataError(f"{str(folder / 'dataset_dict.json')!r} has splits={str(names)[:80]!r}, expected a "
+                            "list of split names. Save the dataset again.")
+        for name in names:
+            _check_split(_inside(folder, name, str(folder / "dataset_dict.json")))
+    elif (folder / "state.json").exists():
+        _check_split(folder)
 
 
 def read_hf_dataset(path: str | os.PathLike, *, split: str | None = None, image_column: str | None = None,
-                    label_column: str | None = None, classes: Sequence[str] | None = None) -> HFSource:
+                    label_column: str | None = None, classes: Sequence[str] | None = None,
+                    allow_outside_images: bool | None = None) -> HFSource:
     """One split of a saved dataset (``split``: a DatasetDict's split, default 'train'; ignored for a Dataset).
-    ``classes`` orders plain (non-ClassLabel) label values; ClassLabel names are used as they are."""
+    ``classes`` orders plain (non-ClassLabel) label values; ClassLabel names are used as they are.
+    ``allow_outside_images``: read image paths outside the folder (default: ``VITKIT_HF_ALLOW_OUTSIDE_IMAGES``)."""
     data = _load(path)
+    folder = Path(path).expanduser()
+    allow = os.environ.get(ALLOW_OUTSIDE_ENV) == "1" if allow_outside_images is None else allow_outside_images
     where = os.fspath(path)
     if hasattr(data, "keys"):  # a DatasetDict
         split = split or TRAIN_SPLIT
         if split not in data:
             raise DataError(f"{where} has no split {split!r}; its splits: {', '.join(data)}. Choose one.")
-        data, where = data[split], f"{where}[{split}]"
-    return _source(data, where, image_column, label_column, classes)
+        data, where, folder = data[split], f"{where}[{split}]", folder / split
+    return _source(data, where, image_column, label_column, classes, folder, allow)
 
 
 def load_hf_splits(path: str | os.PathLike, *, split: str | None = None, val_split: str | None = None,
                    image_column: str | None = None, label_column: str | None = None, val_fraction: float = 0.2,
-                   seed: int = 0) -> DataSplits:
+                   seed: int = 0, allow_outside_images: bool | None = None) -> DataSplits:
     """Training and validation splits of a saved dataset: the DatasetDict's validation split when it has one
     (or ``val_split``), else a seeded ``val_fraction`` of the training rows (stratified when single-label)."""
     data = _load(path)
     if val_split is None and hasattr(data, "keys"):
         val_split = next((n for n in VAL_DIR_NAMES if n in data), None)
-    train = read_hf_dataset(path, split=split, image_column=image_column, label_column=label_column)
+    train = read_hf_dataset(path, split=split, image_column=image_column, label_column=label_column,
+                            allow_outside_images=allow_outside_images)
     logger.info("hf dataset: %s", train.describe())
     if val_split is not None:
         val = read_hf_dataset(path, split=val_split, image_column=train.image_column, label_column=train.label_column,
-                              classes=train.classes)
+                              classes=train.classes, allow_outside_images=allow_outside_images)
         if val.classes != train.classes:
             raise DataError(f"{val.source} has classes {val.classes[:5]}... but {train.source} has "
                             f"{train.classes[:5]}...; give both splits the same ClassLabel names.")

@@ -3,8 +3,11 @@
 CSV: a header with ``path`` and either ``label`` (one class per image) or ``labels`` (any number,
 separated by ``;`` or ``|``, possibly none). JSONL: one object per line, ``{"path": ..., "label": ...}``
 or ``{"path": ..., "labels": [...]}``. Relative paths are resolved against the label file's folder
-(absolute paths are kept, so images may live anywhere). Files that do not exist are skipped and
-counted; unreadable images are skipped later, when loaded, as for image folders.
+(absolute paths are kept, so images may live anywhere). Files that do not exist, are not regular files
+(a FIFO, a device) or whose path cannot be used (too long) are skipped and counted; unreadable images are
+skipped later, when loaded, as for image folders. An image listed twice with the same labels is kept
+once (with a warning); listed with different labels, the file is refused, naming both lines. The file is
+read bounded: at most ``MAX_LABEL_FILE_BYTES``, fields of at most ``MAX_FIELD_CHARS``.
 
 Single-label files give ``LabelledImages`` (integer labels), exactly as ``datasets.load_folder``
 does; multi-label files give ``MultiLabelImages``, whose labels are multi-hot float tensors (K,), which
@@ -21,10 +24,10 @@ a ``label`` column), ``--classes FILE`` (a fixed class order). The loop calls
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
+from ..fileio import parse_json, read_regular_bytes
 from .datasets import DataSplits, LabelledImages, collate_skipping, stratified_split
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ logger = logging.getLogger(__name__)
 LABEL_SEPARATORS = re.compile(r"[;|]")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 Row = tuple[int, str, list[str]]  # (line number, path as written, class names)
+MAX_LABEL_FILE_BYTES = 1 << 30  # ~10 million rows
+MAX_FIELD_CHARS = 131_072  # csv's own field limit: a longer field is no path or label list
 
 
 @dataclass
@@ -118,8 +124,7 @@ def _csv_rows(path: Path, text: str) -> tuple[bool, list[Row]]:
     col = label_cols[0]
     multi = col == "labels"
     rows = []
-    for row in reader:
-        line = reader.line_num
+    for line, row in _csv_records(reader, path):
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
             continue  # a blank line
         image = (row.get("path") or "").strip()
@@ -129,16 +134,30 @@ def _csv_rows(path: Path, text: str) -> tuple[bool, list[Row]]:
     return multi, rows
 
 
+def _csv_records(reader: csv.DictReader, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of each record; a field beyond the limit is refused naming its line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _fail(path, reader.line_num + 1, f"cannot be parsed as CSV ({exc}; fields may hold at most "
+                        f"{MAX_FIELD_CHARS:,} characters)", "Fix the line (is a quote left open?)") from None
+        yield reader.line_num, row
+
+
 def _jsonl_rows(path: Path, text: str) -> tuple[bool | None, list[Row]]:
     kinds: set[bool] = set()
     rows = []
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _fail(path, line, f"not valid JSON ({exc.msg})", "Write one JSON object per line") from None
+        if len(raw) > MAX_FIELD_CHARS:
+            raise _fail(path, line, f"the line has {len(raw):,} characters, more than {MAX_FIELD_CHARS:,}",
+                        "Write one short JSON object per line")
+        obj = parse_json(raw, f"Label file {str(path)!r}, line {line}", error=DataError,
+                         fix="Write one JSON object per line")
         keys = [k for k in ("label", "labels") if isinstance(obj, dict) and k in obj]
         if not isinstance(obj, dict) or not isinstance(obj.get("path"), str) or len(keys) != 1:
             raise _fail(path, line, f"expected {{\"path\": ..., \"label\": ...}} or {{\"path\": ..., \"labels\": "
@@ -152,11 +171,12 @@ def _jsonl_rows(path: Path, text: str) -> tuple[bool | None, list[Row]]:
 
 
 def _read_rows(path: Path) -> tuple[bool | None, list[Row]]:
+    if not os.path.lexists(path):
+        raise _fail(path, None, "no such file", "Check the path")
+    data = read_regular_bytes(path, what="label file", max_bytes=MAX_LABEL_FILE_BYTES, error=DataError)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise _fail(path, None, "no such file", "Check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise _fail(path, None, f"cannot be read ({exc})", "Give a UTF-8 CSV or JSONL file") from None
     jsonl = path.suffix.lower() in JSONL_SUFFIXES or (path.suffix.lower() != ".csv" and text.lstrip().startswith("{"))
     return _jsonl_rows(path, text) if jsonl else _csv_rows(path, text)
@@ -175,6 +195,42 @@ def _resolve(rows: list[Row], folder: Path) -> Iterator[tuple[Row, Path]]:
         yield row, (p if p.is_absolute() else folder / p)
 
 
+def _why_unusable(image: Path) -> str | None:
+    """Why an image path is skipped (the checks folder images get), or None: it is a regular file."""
+    try:
+        mode = os.stat(image).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as exc:  # a name too long or holding NUL, a component that is a file
+        return f"cannot be used ({getattr(exc, 'strerror', None) or exc})"
+    return None if stat.S_ISREG(mode) else "not a regular file (a folder, FIFO, device or socket)"
+
+
+def _found_images(file: Path, rows: list[Row]) -> tuple[list[tuple[Row, Path]], list[str]]:
+    """The rows whose image can be read, each image once, and the skipped ones with why. The same image with
+    other labels is refused naming both lines: it could otherwise land in both training and validation."""
+    found: dict[str, tuple[Row, Path]] = {}
+    skipped: list[str] = []
+    copies = 0
+    for row, image in _resolve(rows, file.parent):
+        why = _why_unusable(image)
+        if why is not None:
+            skipped.append(f"{str(image)[:300]} (line {row[0]}): {why}")
+            continue
+        key = os.path.normpath(os.path.abspath(image))
+        if key in found:
+            first = found[key][0]
+            if sorted(first[2]) != sorted(row[2]):
+                raise _fail(file, row[0], f"{row[1]!r} is listed again with labels {row[2]} (line {first[0]} gives "
+                            f"{first[2]})", "Keep one line per image, with all its labels")
+            copies += 1
+            continue
+        found[key] = (row, image)
+    if copies:
+        logger.warning("%s: %d image(s) listed more than once with the same labels; each is used once", file, copies)
+    return list(found.values()), skipped
+
+
 def read_label_file(path: str | os.PathLike, *, classes: Sequence[str] | None = None,
                     multi_label: bool | None = None) -> LabelFile:
     """The images a label file lists, with their labels.
@@ -189,14 +245,10 @@ def read_label_file(path: str | os.PathLike, *, classes: Sequence[str] | None = 
     if multi_label is False and any(len(names) != 1 for _, _, names in rows):
         bad = next(line for line, _, names in rows if len(names) != 1)
         raise _fail(file, bad, "expected exactly one label (multi_label=False)", "Give one class per image")
-    found, skipped = [], []
-    for row, image in _resolve(rows, file.parent):
-        if image.is_file():
-            found.append((row, image))
-        else:
-            skipped.append(f"{image} (line {row[0]}): no such file")
+    found, skipped = _found_images(file, rows)
     if skipped:
-        logger.warning("%s: skipped %d missing image files (first: %s)", file, len(skipped), skipped[0])
+        logger.warning("%s: skipped %d image files that are missing or unusable (first: %s)", file, len(skipped),
+                       skipped[0])
     if not found:
         raise _fail(file, None, f"none of its {len(rows)} images exist (first missing: "
                     f"{skipped[0] if skipped else 'the file lists none'})",
@@ -230,6 +282,7 @@ def load_label_splits(train: str | os.PathLike, val: str | os.PathLike | None = 
     logger.info("label file: %s", data.describe())
     if val is not None:
         held = read_label_file(val, classes=data.classes, multi_label=data.multi_label)
+        _warn_overlap(data, held)
         return DataSplits(data.images, held.images, data.classes, data.source, data.skipped + held.skipped,
                           info=_info(data, held))
     # multi-label sets have no single class to stratify by: one group, a seeded random fraction
@@ -237,6 +290,16 @@ def load_label_splits(train: str | os.PathLike, val: str | os.PathLike | None = 
     train_idx, val_idx = stratified_split(groups, val_fraction, seed)
     return DataSplits(data.images.subset(train_idx), data.images.subset(val_idx), data.classes, data.source,
                       data.skipped, info=_info(data))
+
+
+def _warn_overlap(train: LabelFile, val: LabelFile) -> None:
+    """An image in both the training and the validation file is validated on what it learnt: said, not refused
+    (the two files are the user's choice)."""
+    seen = {os.path.normpath(os.path.abspath(p)) for p in train.images.items}
+    both = [p for p in val.images.items if os.path.normpath(os.path.abspath(p)) in seen]
+    if both:
+        logger.warning("%d image(s) are in both %s and %s (first: %s); validation scores will be optimistic",
+                       len(both), train.source, val.source, both[0])
 
 
 def _info(data: LabelFile, val: LabelFile | None = None) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -20,6 +19,7 @@ from ..data.augment import SeededTransform, TrainTransform
 from ..data.datasets import DIGITS_SOURCE, DataSplits, LabelledImages, TransformedImages, collate_skipping
 from ..data.labelfiles import is_multi_label
 from ..errors import ConfigError, DataError
+from ..fileio import parse_json, read_regular_bytes
 from ..model import VisionTransformer
 from ..processor import ImageProcessor
 from ..runtime import load_model
@@ -71,11 +71,9 @@ def quiet_new_head(enabled: bool) -> Iterator[None]:
 
 def _model_from_json(path: Path, num_classes: int, weights: str | None, overrides: dict[str, Any]) -> torch.nn.Module:
     """A model from a JSON file of ViTConfig fields (optionally with weights loaded into it)."""
-    try:
-        fields = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"Model config {str(path)!r} cannot be read as JSON ({exc}). Expected a JSON object "
-                          f"of ViTConfig fields, e.g. {{\"embed_dim\": 192, \"depth\": 12, ...}}.") from None
+    fields = parse_json(read_regular_bytes(path, what="model config", max_bytes=1 << 20, error=ConfigError),
+                        f"Model config {str(path)!r}", error=ConfigError,
+                        fix='Expected a JSON object of ViTConfig fields, e.g. {"embed_dim": 192, "depth": 12, ...}.')
     if not isinstance(fields, dict):
         raise ConfigError(f"Model config {str(path)!r} holds a JSON {type(fields).__name__}; expected an object "
                           f"of ViTConfig fields.")

@@ -9,7 +9,6 @@ header fails in microseconds instead of reaching the allocator.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
@@ -36,6 +35,7 @@ from ..checks import (
 )
 from ..config import check_fields
 from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, UnsafeCheckpointError
+from ..fileio import parse_json
 
 ENV_LIMITS = "VITKIT_CHECKPOINT_LIMITS"
 
@@ -98,16 +98,7 @@ def _short(value: object) -> str:
 # ---------------------------------------------------------------------- JSON
 def load_json_text(text: str | bytes, source: str) -> Any:
     """Parse JSON, turning every failure (bad syntax, bad UTF-8, nesting too deep, NaN) into a CheckpointError."""
-    def no_constant(name: str) -> None:
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        return json.loads(text, parse_constant=no_constant)
-    except RecursionError:
-        raise CorruptCheckpointError(f"{source} nests JSON too deeply to be a config. Restore the file from its "
-                                     "source.") from None
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise CorruptCheckpointError(f"Cannot read {source} as JSON: {exc}. Restore the file or delete it.") from None
+    return parse_json(text, source, error=CorruptCheckpointError, fix="Restore the file from its source or delete it.")
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
