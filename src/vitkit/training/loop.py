@@ -257,7 +257,8 @@ class Trainer:
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
                 "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "confusion": self.last_confusion}  # the last validation's, for the plot of a run resumed at its end
+                "confusion": self.last_confusion,  # the last validation's, for the plot of a run resumed at its end
+                "pretrained_cfg": self.model.pretrained_cfg.to_dict()}  # so the file alone predicts as best/ does
 
     def save(self) -> None:
         """Write the training state (rank 0), after checking that no rank's loss went non-finite."""
