@@ -16,3 +16,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
     touch "$stamp"
 fi
+# torchvision (needed only by the test-only reference timm) is a CUDA build on PyPI: a start-up hook makes it
+# importable on CPU torch (scripts/env/torchvision_cpu.py says how). It lives in .venv only, never in vitkit.
+site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+printf '%s\nimport torchvision_cpu\n' "$PWD/scripts/env" > "$site/vitkit-dev-torchvision-cpu.pth"
+# The page of `vitkit serve` is tested in a real browser: Debian's chromium (playwright drives it; its own browser
+# download is not reachable here). Installed once, only where missing, only as root, without questions.
+if [ ! -x /usr/lib/chromium/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi

@@ -191,6 +191,8 @@ class ViTConfig:
     posemb_resample: str | None = None
 
     def __post_init__(self) -> None:
+        if self.global_pool == "":  # timm spells "no pooling" as ''
+            self.global_pool = "none"
         check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.img_size = _pair(self.img_size)
         self.patch_size = _pair(self.patch_size)
@@ -302,6 +304,22 @@ class ViTConfig:
     def num_features(self) -> int:
         """Width of the pooled feature the head reads (after the representation layer, if any)."""
         return self.representation_size or self.embed_dim
+
+    # ------------------------------------------------------------------ transformers' names (read-only)
+    hidden_size = property(lambda self: self.embed_dim, doc="transformers' name of embed_dim.")
+    num_hidden_layers = property(lambda self: self.depth, doc="transformers' name of depth.")
+    num_attention_heads = property(lambda self: self.num_heads, doc="transformers' name of num_heads.")
+    num_channels = property(lambda self: self.in_chans, doc="transformers' name of in_chans.")
+    num_labels = property(lambda self: self.num_classes, doc="transformers' name of num_classes.")
+    intermediate_size = property(lambda self: int(self.embed_dim * self.mlp_ratio),
+                                 doc="transformers' name of the MLP width (embed_dim * mlp_ratio).")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("id2label", "label2id"):
+            raise AttributeError(f"ViTConfig has no {name}: it describes the architecture only. The class names "
+                                 f"are model.pretrained_cfg.label_names (vitkit.labels.labels_for_model(model) "
+                                 f"lists them by index).")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -153,6 +153,7 @@ class VisionTransformer(nn.Module):
         architecture and cannot be added or removed here.
         """
         changes: dict[str, Any] = {"num_classes": num_classes}
+        global_pool = "none" if global_pool == "" else global_pool  # timm spells "no pooling" as ''
         if global_pool is not None and global_pool != self.global_pool:
             if "map" in (global_pool, self.global_pool) or self.head_dist is not None:
                 raise ConfigError(f"reset_classifier cannot switch pooling from {self.global_pool!r} to "
@@ -250,13 +251,27 @@ class VisionTransformer(nn.Module):
         x = self.pre_logits(self.head_drop(x))
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False) -> Any:
-        """Logits (B, num_classes); a ``ViTOutput`` with the hidden states and/or attention weights when asked."""
+    def forward(self, x: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False, pixel_values: torch.Tensor | None = None) -> Any:
+        """Logits (B, num_classes); a ``ViTOutput`` with the hidden states and/or attention weights when asked.
+
+        ``model(pixel_values=x)`` (what ``model(**processor(images=..., return_tensors="pt"))`` passes) returns a
+        ``ViTOutput`` as transformers' models do, so ``.logits`` reads the logits.
+        """
+        if pixel_values is not None:
+            if x is not None:
+                raise InputSizeError("Pass the images once: either model(x) or model(pixel_values=x), not both.")
+            return self._forward_with_outputs(pixel_values, output_hidden_states, output_attentions)
+        if x is None:
+            raise InputSizeError("No images given: call model(x) with x of shape (B, C, H, W), or "
+                                 "model(pixel_values=x).")
         if output_hidden_states or output_attentions:
             return self._forward_with_outputs(x, output_hidden_states, output_attentions)
         return self.forward_head(self.forward_features(x))
 
     def _forward_with_outputs(self, x: torch.Tensor, hidden_states: bool, attentions: bool) -> ViTOutput:
+        if not (hidden_states or attentions):
+            return ViTOutput(logits=self.forward_head(self.forward_features(x)))
         x = self.embed(x)
         hidden, attns = [x], []
         for block in self.blocks:
@@ -350,6 +365,30 @@ class VisionTransformer(nn.Module):
         return maps
 
 
+class FeatureInfo(list):
+    """timm's ``feature_info``: one dict per map (num_chs, reduction, module, index), a list that also answers
+    ``channels()``, ``reduction()`` and ``module_name()`` (all maps, or the one at ``idx``) as timm's does."""
+
+    def _get(self, key: str, idx: int | Sequence[int] | None) -> Any:
+        if idx is None:
+            return [f[key] for f in self]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self._get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self._get("module", idx)
+
+    def get_dicts(self) -> list[dict[str, Any]]:
+        return [dict(f) for f in self]
+
+
 class FeatureMaps(nn.Module):
     """timm's ``features_only=True`` for a ViT: the outputs of chosen blocks as NCHW maps (B, D, h, w).
 
@@ -364,14 +403,14 @@ class FeatureMaps(nn.Module):
         self.out_indices = model._resolve_indices(out_indices if isinstance(out_indices, int) else list(out_indices))
         self.norm = norm
         reduction = model.config.patch_size[0]
-        self.feature_info = [{"num_chs": model.embed_dim, "reduction": reduction, "module": f"blocks.{i}",
-                              "index": i} for i in self.out_indices]
+        self.feature_info = FeatureInfo({"num_chs": model.embed_dim, "reduction": reduction, "module": f"blocks.{i}",
+                                         "index": i} for i in self.out_indices)
 
     def channels(self) -> list[int]:
-        return [f["num_chs"] for f in self.feature_info]
+        return self.feature_info.channels()
 
     def reduction(self) -> list[int]:
-        return [f["reduction"] for f in self.feature_info]
+        return self.feature_info.reduction()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images (B, C, H, W) -> one map (B, D, H / patch, W / patch) per chosen block."""

@@ -164,8 +164,24 @@ class ImageProcessor:
         x = to_tensor(self.transform_image(_as_pil(image, self.mode)), self.rescale_factor)
         return normalize(x, self.mean, self.std) if self.do_normalize else x
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
-        """One image or a list of them to a float32 tensor (B, C, H, W)."""
+    def __call__(self, images: ImageInput | Sequence[ImageInput] | None = None, *,
+                 return_tensors: str | None = None) -> torch.Tensor | PixelBatch:
+        """One image or a list of them to a float32 tensor (B, C, H, W).
+
+        ``return_tensors='pt'`` (or ``'np'``) returns ``{"pixel_values": ...}`` instead, as transformers'
+        processors do, so ``model(**processor(images=img, return_tensors="pt"))`` works.
+        """
+        if return_tensors not in (None, "pt", "np"):
+            raise ConfigError(f"return_tensors={return_tensors!r} is not supported: expected 'pt' (torch), 'np' "
+                              f"(numpy) or None (a tensor).")
+        if images is None:
+            raise ImageError("No images given to the processor; pass processor(images) or processor(images=...).")
+        pixels = self._batch(images)
+        if return_tensors is None:
+            return pixels
+        return PixelBatch(pixel_values=pixels if return_tensors == "pt" else pixels.numpy())
+
+    def _batch(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         if isinstance(images, (Image.Image, str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim <= 3):
             images = [images]
         tensors = [self.preprocess_one(img) for img in images]
@@ -187,6 +203,20 @@ class ImageProcessor:
 
     def __repr__(self) -> str:
         return f"ImageProcessor({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+
+class PixelBatch(dict):
+    """``{"pixel_values": (B, C, H, W)}`` as transformers' ``BatchFeature``: keys also read as attributes,
+    ``.to(device)`` moves the tensors."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"PixelBatch has no {name!r}; it holds {', '.join(self)}.") from None
+
+    def to(self, device: torch.device | str) -> PixelBatch:
+        return PixelBatch({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
 
 
 def sample_photos() -> list[Image.Image]:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,12 +174,33 @@ def _populate() -> None:
         description="a small ViT for 32x32 images (the bundled digits data)", tags=("small",)))
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching ``pattern``, sorted: a shell-style pattern (``'vit_base_*'``), or a
-    plain word matched anywhere in the name (``'deit'``), as timm's ``list_models`` users type it."""
-    if not any(ch in pattern for ch in "*?["):
-        pattern = f"*{pattern}*"
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+def _matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
+    """A test of a name against shell-style patterns, a plain word matching anywhere (``'deit'``)."""
+    words = [patterns] if isinstance(patterns, str) else list(patterns)
+    words = [w if any(ch in w for ch in "*?[") else f"*{w}*" for w in words if w]
+    return lambda name: any(fnmatch.fnmatch(name, w) for w in words)
+
+
+def has_published_weights(name: str) -> bool:
+    """Whether ``pretrained=True`` has weights to fetch for ``name`` (a timm tag or a hub repository)."""
+    pcfg = get_entry(name).pretrained_cfg
+    return bool((pcfg.timm_name and pcfg.tag) or pcfg.hf_hub_id)
+
+
+def list_models(filter: str | Sequence[str] = "*", *, pretrained: bool = False,
+                exclude_filters: str | Sequence[str] = "", include_tags: bool | None = None) -> list[str]:
+    """Registered model names matching ``filter``, sorted, as timm's ``list_models`` answers.
+
+    ``filter``: a shell-style pattern (``'vit_base_*'``), a plain word matched anywhere (``'deit'``), or a list
+    of them. ``pretrained=True``: only names with published weights; ``exclude_filters``: patterns to leave out;
+    ``include_tags`` (default: as ``pretrained``): names with their default tag, ``name.tag``, as timm does.
+    """
+    keep, drop = _matcher(filter or "*"), _matcher(exclude_filters)
+    names = sorted(n for n in _REGISTRY if keep(n) and not drop(n) and (not pretrained or has_published_weights(n)))
+    if include_tags if include_tags is not None else pretrained:
+        tags = {n: _REGISTRY[n].pretrained_cfg.tag for n in names}
+        names = [f"{n}.{tags[n]}" if tags[n] else n for n in names]
+    return names
 
 
 def get_entry(name: str) -> ModelEntry:

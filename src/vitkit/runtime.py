@@ -67,10 +67,34 @@ def _as_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     return dtype
 
 
-def resolve_data_config(model: torch.nn.Module | str | os.PathLike[str]) -> dict[str, Any]:
-    """The preprocessing a model expects, as the dict timm's ``resolve_data_config({}, model=model)`` returns:
-    input_size (C, H, W), interpolation, mean, std, crop_pct, crop_mode. ``model``: a model object, a registry
-    name or a weight source (only its headers are read)."""
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def resolve_data_config(args: Any = None, pretrained_cfg: dict[str, Any] | None = None, model: Any = None,
+                        **_: Any) -> dict[str, Any]:
+    """The preprocessing a model expects, as the dict timm's ``resolve_data_config`` returns: input_size
+    (C, H, W), interpolation, mean, std, crop_pct, crop_mode.
+
+    Called as timm users call it, ``resolve_data_config({}, model=model)``, or ``resolve_data_config(model)``.
+    ``model``: a model object, a registry name or a weight source (only its headers are read); values in
+    ``args`` (a dict) or ``pretrained_cfg`` override the model's (``img_size`` sets the input's height and width).
+    """
+    if model is None and not isinstance(args, dict) and args is not None:
+        args, model = {}, args  # resolve_data_config(model)
+    if model is None and pretrained_cfg is None:
+        raise ConfigError("resolve_data_config needs a model: resolve_data_config({}, model=model) or "
+                          "resolve_data_config(model).")
+    config = _data_config_of(model) if model is not None else {}
+    for source in (pretrained_cfg or {}, args or {}):
+        config.update({k: source[k] for k in DATA_CONFIG_KEYS if source.get(k) is not None})
+        if source.get("img_size") is not None:
+            size = source["img_size"]
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            config["input_size"] = (config.get("input_size", (3,))[0], h, w)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
+def _data_config_of(model: torch.nn.Module | str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(model, torch.nn.Module):
         inner = getattr(model, "model", model)  # a FeatureMaps wrapper: the model inside
         cfg = getattr(inner, "default_cfg", None) or {}

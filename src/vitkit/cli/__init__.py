@@ -34,6 +34,7 @@ COMMANDS = {
     "eval": ("train", "accuracy of a model on a data split"),
     "export": ("export", "export a model to ONNX (dynamic batch and size), int8, or torch.export"),
     "bench": ("bench", "time vitkit's inference paths against timm, transformers and ONNX Runtime"),
+    "serve": ("serve", "serve a model over HTTP (dynamic batching, a page to try it)"),
 }
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 

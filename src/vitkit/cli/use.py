@@ -12,6 +12,7 @@ from ..errors import ConfigError, DataError
 from ..features import FEATURE_PRECISIONS, POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
 from ..predict import format_predictions, predict, save_predictions
 from ..summary import summarize
+from .engine import add_engine_flags, run_features, run_predict
 
 MODEL_HELP = "registry name (see `vitkit models`), or a saved model folder / checkpoint file"
 WEIGHTS_HELP = ("weights to load into a registry model: a file, a folder, hf-hub:ORG/NAME, or 'pretrained' "
@@ -73,6 +74,8 @@ def _print_path(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return run_predict(args)
     _print_path(args)
     results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, threshold=args.threshold,
                       labels=args.labels, batch_size=args.batch_size, device=args.device,
@@ -98,6 +101,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return run_features(args)
     if args.merge:
         result = merge_features(args.out)
     else:
@@ -153,6 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write every prediction to FILE: .csv (one row per image and rank) or .json")
     _add_device(p)
     _add_path(p)
+    add_engine_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p = subparsers.add_parser("features", help="extract features of many images to .npy/.safetensors",
@@ -175,6 +181,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=FEATURE_PRECISIONS, default="fp32",
                    help="fp32 (default), bf16 (only fast with native bf16), fp16 (GPUs), int8 (integer GEMMs) or "
                         "auto (the fastest that keeps the accuracy floors here)")
+    add_engine_flags(p)
     p.set_defaults(func=cmd_features)
 
     p = subparsers.add_parser("inspect", help="structure, output shapes, parameters and MACs of a model",

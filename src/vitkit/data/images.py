@@ -7,11 +7,13 @@ grayscale, palette images with transparency, RGBA, CMYK, 16-bit PNG/TIFF. A file
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -45,10 +47,18 @@ def _open(path: Path, max_pixels: int | None, max_aspect_ratio: float | None = M
         raise ImageError(f"{str(path)!r} is a device, FIFO or socket, expected an image file.")
     if path.stat().st_size == 0:
         raise ImageError(f"Image {str(path)!r} is empty (0 bytes). Re-download or remove the file.")
+    return _decode(path, str(path), max_pixels, max_aspect_ratio)
+
+
+def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None,
+            max_aspect_ratio: float | None) -> Image.Image:
+    """Fully decode ``source`` (a file or a binary stream called ``name`` in messages), every failure an
+    ``ImageError`` that names it."""
+    path = name  # the messages below name the image by this
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
                 img.close()
@@ -121,13 +131,26 @@ def load_image(path: PathLike, *, mode: str = "RGB", max_pixels: int | None = MA
     times its width (None: no limit). ``path`` must be a regular file (a FIFO would block forever).
     """
     path = Path(path)
-    img = _open(path, max_pixels, max_aspect_ratio)
+    return _upright(_open(path, max_pixels, max_aspect_ratio), str(path), mode, exif_transpose)
+
+
+def decode_image(data: bytes, *, name: str = "the uploaded image", mode: str = "RGB",
+                 max_pixels: int | None = MAX_PIXELS, exif_transpose: bool = True,
+                 max_aspect_ratio: float | None = MAX_ASPECT_RATIO) -> Image.Image:
+    """``load_image`` for the bytes of an image file (an upload): the same checks, with ``name`` in messages."""
+    if not data:
+        raise ImageError(f"Image {name!r} is empty (0 bytes). Send the bytes of a JPEG, PNG or WebP file.")
+    img = _decode(io.BytesIO(data), name, max_pixels, max_aspect_ratio)
+    return _upright(img, name, mode, exif_transpose)
+
+
+def _upright(img: Image.Image, name: str, mode: str, exif_transpose: bool) -> Image.Image:
     try:
         if exif_transpose:
             img = ImageOps.exif_transpose(img)
         return to_mode(img, mode)
     except (OSError, ValueError) as exc:
-        raise ImageError(f"Image {str(path)!r} was read but cannot be converted to {mode} ({exc}). "
+        raise ImageError(f"Image {name!r} was read but cannot be converted to {mode} ({exc}). "
                          f"Re-save it as an 8-bit RGB JPEG or PNG.") from None
 
 

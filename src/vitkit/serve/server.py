@@ -1,0 +1,159 @@
+"""``vitkit serve``: a model behind HTTP on LitServe, with dynamic batching, a page to try it, metrics, and a
+graceful stop.
+
+One ``ModelWorker`` (a LitAPI) per worker process holds the model; every task endpoint feeds the same request
+queue, so requests of different tasks share the batches and the model is loaded once per worker. LitServe gives
+the batching, ``/health`` (503 until every worker has loaded and warmed up its model), the request timeout (504)
+and FastAPI's OpenAPI page (``/docs``, ``/openapi.json``). Added here: the endpoints' own request parsing
+(``http.read_request``), the body limits and request metrics (``http.Guard``), ``/metrics``, the page at ``/``,
+and SIGTERM: stop accepting, finish the requests in flight, then exit 0.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from typing import Any
+
+import torch
+
+from ..runtime import load_model, pick_device, pretrained_cfg_of
+from .settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 30.0  # how long SIGTERM waits for the requests in flight
+
+
+def _litserve() -> Any:
+    from ..errors import MissingDependencyError
+
+    try:
+        import litserve
+    except ImportError:
+        raise MissingDependencyError("vitkit serve needs LitServe: pip install 'vitkit[serve]'.") from None
+    return litserve
+
+
+def build_server(model: Any, settings: ServeSettings, *, weights: Any = None, labels: str | None = None) -> Any:
+    """The LitServer for ``model`` (any model spec ``vitkit.predict`` takes), not started."""
+    ls = _litserve()
+    from fastapi import Request
+    from fastapi.responses import HTMLResponse, Response
+    from litserve.server import RegularRequestHandler
+
+    from . import metrics
+    from .http import Guard, read_request
+    from .worker import TASKS, ModelWorker
+
+    class TaskHandler(RegularRequestHandler):
+        """LitServe's request handler, with the payload read by ``read_request`` for one task."""
+
+        def __init__(self, lit_api: Any, server: Any, task: str) -> None:
+            super().__init__(lit_api, server)
+            self.task = task
+
+        async def _prepare_request(self, request: Any, request_type: Any) -> dict[str, Any]:
+            return await read_request(request, self.task, settings)
+
+    class Server(ls.LitServer):
+        def register_endpoints(self) -> None:
+            page = importlib.resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+            self.app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
+            self.app.add_api_route("/metrics", lambda: Response(metrics.exposition(), media_type=(
+                "text/plain; version=0.0.4; charset=utf-8")), methods=["GET"], summary="Prometheus metrics")
+            self._register_internal_endpoints()  # /health, /info (its own '/' comes after ours, so ours answers)
+            self._callback_runner.trigger_event("on_server_start", litserver=self)
+            for task in TASKS:
+                handler = TaskHandler(self.lit_api, self, task)
+                self.app.add_api_route(f"/{task}", _endpoint(handler, Request), methods=["POST"],
+                                       summary=_SUMMARIES[task], openapi_extra=_openapi(task))
+
+        def _init_manager(self, *args: Any, **kwargs: Any) -> Any:
+            # the manager process holds the queues: it must outlive a SIGTERM sent to the whole process group
+            # (systemd, `timeout`), so it starts with SIGTERM ignored and is stopped by LitServe's shutdown
+            handler = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                return super()._init_manager(*args, **kwargs)
+            finally:
+                signal.signal(signal.SIGTERM, handler)
+
+        def _start_server(self, *args: Any, **kwargs: Any) -> Any:
+            self.http_processes = super()._start_server(*args, **kwargs)  # kept for the graceful stop
+            return self.http_processes
+
+    worker = ModelWorker(model, settings=settings, weights=weights, labels=labels)
+    accelerator = "cuda" if settings.device.startswith("cuda") else "cpu"
+    return Server(worker, accelerator=accelerator, devices=1, workers_per_device=settings.workers,
+                  timeout=settings.timeout_s, middlewares=[(Guard, {"max_body_bytes": settings.max_body_bytes,
+                                                                    "body_timeout_s": settings.timeout_s})])
+
+
+def _endpoint(handler: Any, request_type: Any) -> Any:
+    async def endpoint(request: Any) -> Any:
+        return await handler.handle_request(request, request_type)
+    endpoint.__annotations__ = {"request": request_type}  # FastAPI passes the request itself (not a string)
+    return endpoint
+
+
+_SUMMARIES = {"predict": "Top-k classes of an image (?top_k=)",
+              "features": "The pooled feature vector of an image (?pool=default|token|avg|map)",
+              "attention": "The attention map over an image as a PNG overlay, base64 (?method=rollout|last)"}
+
+
+def _openapi(task: str) -> dict[str, Any]:
+    """The request body in the OpenAPI page: a multipart field 'image' or the raw image bytes."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    form = {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}},
+                       "required": ["image"]}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": form, "image/jpeg": binary,
+                                                          "image/png": binary, "application/octet-stream": binary}}}
+
+
+def _drain_on_sigterm(server: Any) -> None:
+    """SIGTERM: the HTTP processes stop accepting and finish what is in flight (uvicorn's graceful shutdown),
+    the model workers (which ignore SIGTERM, so a signal to the whole process group cannot cut a batch short)
+    are stopped once nothing is left for them, and LitServe's own shutdown makes ``run`` return."""
+    main = os.getpid()
+
+    def drain() -> None:
+        procs = list(getattr(server, "http_processes", {}).values())
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.join(timeout=DRAIN_TIMEOUT_S)
+        for proc in getattr(server, "inference_workers", []):
+            proc.kill()
+        server._shutdown_event.set()
+
+    def on_term(signum: int, frame: Any) -> None:
+        if os.getpid() != main:  # an HTTP process (forked) that uvicorn has drained, raising it again: done
+            os._exit(0)
+        logger.info("SIGTERM: finishing the requests in flight, then stopping")
+        threading.Thread(target=drain, name="vitkit-serve-drain", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def serve(model: Any, settings: ServeSettings | None = None, *, weights: Any = None, labels: str | None = None,
+          log_level: str = "warning") -> None:
+    """Serve ``model`` until SIGTERM or Ctrl-C (blocking)."""
+    settings = settings or ServeSettings()
+    if not isinstance(model, torch.nn.Module):  # a bad name or file: one error here, not a worker's traceback
+        pretrained_cfg_of(model) if weights is None else load_model(model, weights=weights, device="meta")
+    pick_device(settings.device)
+    metrics_dir = tempfile.mkdtemp(prefix="vitkit-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
+    try:
+        server = build_server(model, settings, weights=weights, labels=labels)
+        _drain_on_sigterm(server)
+        server.run(host=settings.host, port=settings.port, num_api_servers=1, log_level=log_level,
+                   generate_client_file=False)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

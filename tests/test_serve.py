@@ -1,0 +1,266 @@
+"""`vitkit serve` as a client meets it: the library's numbers over HTTP, hostile requests answered with a 4xx
+(and the server still serving), metrics, the OpenAPI page, the page at / in a real browser, and SIGTERM
+finishing the request in flight before exiting 0. One server (a tiny model) serves the whole module."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vitkit
+from _server import Served
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's chromium (scripts/setup.sh installs it)
+
+
+@pytest.fixture(scope="module")
+def files(photos, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    model = root / "digits"
+    vitkit.save_pretrained(vitkit.create_model("vit_digits"), model)
+    Image.fromarray(photos["chelsea"]).save(root / "cat.jpg", quality=90)
+    Image.fromarray(photos["coffee"]).save(root / "coffee.png")
+    return {"root": root, "model": model, "cat": (root / "cat.jpg").read_bytes(),
+            "coffee": (root / "coffee.png").read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    served = Served(str(files["model"]), "--max-batch-size", "8", "--batch-timeout-ms", "20", "--timeout-s", "3",
+                    "--max-body-mb", "4")
+    yield served
+    served.stop()
+
+
+def _alive(server) -> None:
+    status, body = server.post_image("/predict?top_k=1", _cat_png())
+    assert status == 200 and len(body["predictions"]) == 1
+
+
+def _cat_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 120, 40)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_predict_equals_the_library(server, files):
+    want = vitkit.predict([files["root"] / "cat.jpg", files["root"] / "coffee.png"], str(files["model"]), top_k=3)
+    for key, w in zip(("cat", "coffee"), want):
+        status, raw = server.post_image("/predict?top_k=3", files[key])
+        status2, form = server.post_form("/predict?top_k=3", {"image": (f"{key}.img", files[key])})
+        assert status == status2 == 200
+        assert form["image"] == f"{key}.img"
+        for got in (raw, form):
+            assert [p["index"] for p in got["predictions"]] == [p.index for p in w.top_k]
+            assert [p["label"] for p in got["predictions"]] == [p.label for p in w.top_k]
+            np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
+                                       [p.probability for p in w.top_k], atol=1e-4)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, files):
+    want = {k: vitkit.predict([files["root"] / n], str(files["model"]), top_k=k)[0]
+            for k, n in ((1, "cat.jpg"), (4, "coffee.png"))}
+    jobs = [(1, "cat"), (4, "coffee")] * 8
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda job: server.post_image(f"/predict?top_k={job[0]}", files[job[1]]), jobs))
+    for (k, _), (status, body) in zip(jobs, answers):
+        assert status == 200
+        assert [p["index"] for p in body["predictions"]] == [p.index for p in want[k].top_k]
+        np.testing.assert_allclose([p["probability"] for p in body["predictions"]],
+                                   [p.probability for p in want[k].top_k], atol=1e-4)
+    _, metrics = server.request("GET", "/metrics")
+    sizes = [line for line in metrics.decode().splitlines() if line.startswith("vitkit_serve_batch_size_bucket")]
+    one = next(float(line.split()[-1]) for line in sizes if 'le="1.0"' in line)
+    total = next(float(line.split()[-1]) for line in sizes if 'le="+Inf"' in line)
+    assert total > one, f"no batch held more than one request: {sizes}"
+
+
+def test_features_equal_the_library(server, files):
+    for pool in ("default", "avg"):
+        want = vitkit.extract_features([files["root"] / "cat.jpg"], str(files["model"]), pool=pool).features[0]
+        status, body = server.post_image(f"/features?pool={pool}", files["cat"])
+        assert status == 200 and body["shape"] == list(want.shape) and body["pool"] == pool
+        np.testing.assert_allclose(body["features"], want, atol=1e-5)
+
+
+def test_attention_is_a_png_overlay(server, files):
+    import base64
+
+    status, body = server.post_image("/attention", files["cat"])
+    assert status == 200
+    img = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"])))
+    assert img.format == "PNG" and img.mode == "RGB" and min(img.size) > 32
+    assert np.asarray(img).std() > 5  # an image, not a blank
+
+
+def _assert_clean_error(status, body, code, *words):
+    assert status == code, (status, body)
+    detail = body["detail"]
+    assert isinstance(detail, str) and "Traceback" not in detail
+    for word in words:
+        assert word in detail, detail
+
+
+def test_bad_requests_get_a_4xx_naming_the_problem(server, files):
+    text = b"just some text, not an image\n" * 10
+    _assert_clean_error(*server.post_image("/predict", text, content_type="text/plain"), 415, "text/plain")
+    _assert_clean_error(*server.post_image("/predict", text), 400, "not an image")
+    assert "just some text" not in json.dumps(server.post_image("/predict", text)[1])  # the bytes are not echoed
+    truncated = files["cat"][: len(files["cat"]) // 3]
+    _assert_clean_error(*server.post_image("/predict", truncated), 400, "truncated")
+    _assert_clean_error(*server.post_image("/predict", b""), 400, "empty")
+    _assert_clean_error(*server.post_form("/predict", {"image": ("a.jpg", files["cat"]), "x": ("b", b"1")}), 422,
+                        "'image'")
+    _assert_clean_error(*server.post_form("/predict", {"photo": ("a.jpg", files["cat"])}), 422, "'photo'")
+    _assert_clean_error(*server.post_image("/predict?topk=3", files["cat"]), 422, "'topk'", "top_k")
+    _assert_clean_error(*server.post_image("/predict?top_k=0", files["cat"]), 422, "top_k")
+    _assert_clean_error(*server.post_image("/features?pool=max", files["cat"]), 422, "pool")
+    _alive(server)
+
+
+def test_a_64_mb_body_is_refused_before_it_is_read(server):
+    junk = np.random.default_rng(0).integers(0, 256, 64 * 2**20, dtype=np.uint8).tobytes()
+    start = time.monotonic()
+    try:  # the server answers 413 from the Content-Length, and may close before the client has sent it all
+        status, body = server.post_image("/predict", junk)
+        _assert_clean_error(status, body, 413, "4 MB")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert time.monotonic() - start < 20
+    # without a Content-Length (chunked): refused as soon as the limit is passed
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n" % 2**20 + junk[: 2**20] + b"\r\n"
+        try:
+            for _ in range(64):
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    _alive(server)
+
+
+def test_a_slow_client_times_out_and_others_are_served_meanwhile(server, files):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
+        s.sendall(files["cat"][:100])  # ... and the rest never comes
+        _alive(server)  # served while the slow one waits
+        start = time.monotonic()
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert time.monotonic() - start < 10  # --timeout-s 3
+    _alive(server)
+
+
+def test_100_concurrent_connections(server, files):
+    def one(_):
+        try:
+            return server.post_image("/predict?top_k=1", files["cat"], timeout=60)[0]
+        except OSError as exc:
+            return type(exc).__name__
+    with ThreadPoolExecutor(100) as pool:
+        codes = list(pool.map(one, range(100)))
+    # every one answered: 200, or 504 for one that waited in the queue longer than --timeout-s
+    assert set(codes) <= {200, 504}, codes
+    assert codes.count(200) >= 50, codes
+    _alive(server)
+
+
+def test_metrics_and_openapi(server):
+    status, text = server.request("GET", "/metrics")
+    text = text.decode()
+    assert status == 200
+    assert 'vitkit_serve_requests_total{code="200",endpoint="/predict"}' in text
+    assert 'vitkit_serve_errors_total{code="415",endpoint="/predict"}' in text
+    assert 'vitkit_serve_errors_total{code="413",endpoint="/predict"}' in text
+    assert 'vitkit_serve_request_seconds_bucket{endpoint="/predict",le="+Inf"}' in text
+    status, spec = server.request("GET", "/openapi.json")
+    paths = json.loads(spec)["paths"]
+    assert status == 200 and {"/predict", "/features", "/attention", "/metrics"} <= set(paths)
+    assert "multipart/form-data" in paths["/predict"]["post"]["requestBody"]["content"]
+    assert server.request("GET", "/docs")[0] == 200
+
+
+def test_the_page_in_a_headless_browser(server, files, tmp_path):
+    assert CHROMIUM.exists(), ("Debian's chromium is not installed: scripts/setup.sh installs it with apt "
+                               "(as root); the page cannot be tested without a browser")
+    from playwright.sync_api import sync_playwright
+
+    (tmp_path / "cat.jpg").write_bytes(files["cat"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(f"http://127.0.0.1:{server.port}/", timeout=10_000)
+            page.set_input_files("#file", str(tmp_path / "cat.jpg"))
+            page.wait_for_selector("#classes tr:nth-child(5)", timeout=10_000)
+            page.wait_for_function("document.getElementById('overlay').naturalWidth > 0", timeout=10_000)
+            rows = page.locator("#classes tr").all_inner_texts()
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    status, want = server.post_image("/predict?top_k=5", files["cat"])
+    assert [r.split("\t")[0] for r in rows] == [p["label"] for p in want["predictions"]]
+    assert Image.open(shot).size[0] >= 1000
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(server, files):
+    """Last in this module: it stops the module's server."""
+    out = {}
+
+    def slow_upload():  # in flight while SIGTERM arrives: half the body now, the rest after
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+            data = files["cat"]
+            s.sendall(b"POST /predict?top_k=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(data) + data[:1000])
+            out["sent"] = True
+            time.sleep(1.0)
+            s.sendall(data[1000:])
+            out["reply"] = b"".join(iter(lambda: s.recv(65536), b""))
+
+    t = threading.Thread(target=slow_upload)
+    t.start()
+    while "sent" not in out:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    server.proc.send_signal(signal.SIGTERM)
+    t.join(timeout=30)
+    assert out["reply"].startswith(b"HTTP/1.1 200"), out.get("reply", b"")[:300]
+    assert b'"predictions"' in out["reply"]
+    assert server.proc.wait(timeout=30) == 0, server.output()
+
+
+def test_cli_errors_are_one_line_before_anything_starts():
+    from _cli import run_cli
+
+    res = run_cli("serve", "no_such_model", "--port", "8123", timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == ("vitkit serve: error: Unknown model 'no_such_model'. See vitkit.list_models() or "
+                                  "`vitkit models` for all names.")
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("port", 80, ["port=80", "1024-65535"]), ("max_batch_size", 0, ["max_batch_size=0", "positive"]),
+    ("precision", "fp8", ["precision='fp8'", "fp32"]), ("timeout_s", "3", ["timeout_s='3'"]),
+    ("batch_timeout_ms", -1, ["batch_timeout_ms=-1"])])
+def test_settings_are_checked(field, value, words):
+    from vitkit.errors import ConfigError
+    from vitkit.serve import ServeSettings
+
+    with pytest.raises(ConfigError) as err:
+        ServeSettings(**{field: value})
+    for word in words:
+        assert word in str(err.value)
