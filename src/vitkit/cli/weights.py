@@ -51,7 +51,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         else:
             _remove(result.path)
             verdict += f"; {result.path} removed (--keep-failed keeps it)"
-    print(verdict)
+    if verdict:
+        print(verdict)
     return code
 
 
@@ -82,7 +83,7 @@ def _verify(args: argparse.Namespace, result: Conversion) -> tuple[int, str]:
     if lost.metadata:
         return EXIT_METADATA_LOST, (f"verify: outputs kept, {len(lost.metadata)} description(s) lost (exit "
                                     f"{EXIT_METADATA_LOST}; --accept-loss accepts it)")
-    return 0, "verify: ok"
+    return 0, ""
 
 
 def _remove(path: Path) -> None:
