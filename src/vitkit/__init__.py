@@ -30,6 +30,8 @@ _EXPORTS = {
     "list_models": "registry", "register": "registry", "from_pretrained": "runtime", "load_model": "runtime",
     "resolve_data_config": "runtime", "summarize": "summary", "TrainConfig": "training",
     "TrainResult": "training", "evaluate": "training", "train": "training", "save_pretrained": "weights",
+    "ImageTextModel": "imagetext", "TextConfig": "text", "load_image_text": "zeroshot", "zero_shot": "zeroshot",
+    "zero_shot_classifier": "zeroshot",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -81,6 +83,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     )
     from .export import export_onnx  # noqa: F401
     from .features import extract_features, load_features, merge_features  # noqa: F401
+    from .imagetext import ImageTextModel  # noqa: F401
     from .inference import optimize_for_inference  # noqa: F401
     from .labels import load_labels  # noqa: F401
     from .model import VisionTransformer  # noqa: F401
@@ -89,5 +92,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .registry import ModelEntry, create_model, get_entry, list_models, register  # noqa: F401
     from .runtime import from_pretrained, load_model, resolve_data_config  # noqa: F401
     from .summary import summarize  # noqa: F401
+    from .text import TextConfig  # noqa: F401
     from .training import TrainConfig, TrainResult, evaluate, train  # noqa: F401
     from .weights import save_pretrained  # noqa: F401
+    from .zeroshot import load_image_text, zero_shot, zero_shot_classifier  # noqa: F401

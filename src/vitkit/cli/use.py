@@ -10,7 +10,7 @@ import sys
 from ..attention import METHODS, save_attention_map
 from ..errors import ConfigError, DataError
 from ..features import FEATURE_PRECISIONS, POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
-from ..predict import format_predictions, predict, save_predictions
+from ..predict import ImagePredictions, format_predictions, predict, save_predictions
 from ..summary import summarize
 from .engine import add_engine_flags, run_features, run_predict
 
@@ -80,8 +80,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = predict(args.images, args.model, weights=args.weights, top_k=args.top_k, threshold=args.threshold,
                       labels=args.labels, batch_size=args.batch_size, device=args.device,
                       precision=args.precision, backend=args.backend)
-    if args.output:
-        save_predictions(results, args.output)
+    return show_predictions(results, output=args.output, as_json=args.json)
+
+
+def show_predictions(results: list[ImagePredictions], *, output: str | None, as_json: bool) -> int:
+    """Print predictions as `vitkit predict` does (skipped images on stderr) and write them to ``output``."""
+    if output:
+        save_predictions(results, output)
     skipped = [r for r in results if r.error is not None]
     for r in skipped if len(results) > 1 else []:
         print(f"skipped {r.source}: {r.error}", file=sys.stderr)
@@ -89,14 +94,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError(skipped[0].error if len(results) == 1 else
                         f"None of the {len(results)} images could be read (each is listed above); nothing was "
                         f"predicted.")
-    if args.json:
+    if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         print(format_predictions(results))
     if skipped:
         print(f"{len(skipped)} of {len(results)} image(s) could not be read and were skipped.", file=sys.stderr)
-    if args.output:
-        print(f"wrote the predictions of {len(results)} image(s) to {args.output}", file=sys.stderr)
+    if output:
+        print(f"wrote the predictions of {len(results)} image(s) to {output}", file=sys.stderr)
     return 0
 
 

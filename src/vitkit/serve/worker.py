@@ -95,7 +95,10 @@ class ModelWorker(ls.LitAPI):
     def batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return inputs
 
-    def predict(self, items: list[dict[str, Any]]) -> list[Any]:
+    def predict(self, items: list[dict[str, Any]] | dict[str, Any]) -> list[Any] | Any:
+        """A batch's answers in order; with ``max_batch_size=1`` LitServe passes one request and takes one answer."""
+        if isinstance(items, dict):
+            return self.predict([items])[0]
         self.metrics.BATCH_SIZE.observe(len(items))
         out: list[Any] = [None] * len(items)
         for task in TASKS:

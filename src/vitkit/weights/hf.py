@@ -16,6 +16,8 @@ from ..config import HALF, ViTConfig
 from ..data.transforms import PIL_CODES
 from ..errors import CheckpointError
 from .formats import Family
+from .hf_towers import ALL_RULES as TOWER_RULES
+from .hf_towers import prepare as prepare_towers
 from .io import Checkpoint, write_json, write_safetensors
 from .mapping import Rule, fused, params, remap
 
@@ -88,7 +90,7 @@ ARCHS: dict[str, tuple[str, list[Rule], list[Rule]]] = {
 
 DROPPED = [("embeddings.mask_token", None, "id"), ("text_model.*", None, "id"),  # other towers of SiglipModel
            ("logit_scale", None, "id"), ("logit_bias", None, "id")]
-READ_RULES = tuple(dict.fromkeys([*vit_rules(), *VIT5_RULES, *SIGLIP_RULES, *DROPPED,
+READ_RULES = tuple(dict.fromkeys([*vit_rules(), *VIT5_RULES, *SIGLIP_RULES, *TOWER_RULES, *DROPPED,
                                   *(row for _, _, heads in ARCHS.values() for row in heads)]))
 
 ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "relu": "relu",
@@ -223,6 +225,7 @@ UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
     (lambda c: c.patch_size[0] != c.patch_size[1] or (c.global_pool == "map" and c.img_size[0] != c.img_size[1]),
      "non-square patches (or a non-square SigLIP input)"),
     (lambda c: c.posemb != "learn", "fixed sin-cos position embeddings (posemb='sincos2d')"),
+    (lambda c: c.embed_proj > 0 or c.normalize_features, "an embedding projection or unit-length features"),
 ]
 
 
@@ -317,6 +320,7 @@ FAMILY = Family(
     posemb_style="hf",
     prefixes=("vit.", "deit.", "vision_model."),
     hints=_hints,
+    prepare=prepare_towers,
     pretrained_cfg=_pretrained_cfg,
     write=write,
     marker=lambda ckpt: "model_type" in (ckpt.config or {}),

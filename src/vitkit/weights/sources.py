@@ -58,7 +58,7 @@ def download_from_hub(repo: str) -> Path:
     storage = check_cache_entry(repo_id, revision or "main")
     try:
         folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                        allow_patterns=["*.json", "*.safetensors"]))
+                                        allow_patterns=["*.json", "*.safetensors", "spiece.model"]))
         if not any(folder.glob("*.safetensors")):
             folder = Path(snapshot_download(repo_id, revision=revision or None,
                                             allow_patterns=["*.json", "*.bin", "*.pth", "*.npz"]))

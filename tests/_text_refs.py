@@ -1,0 +1,149 @@
+"""Test-only builders of tiny image-text checkpoints: transformers' SiglipModel and CLIPModel folders with
+random weights (every parameter re-drawn, so zero-initialised pieces count) and tokenizers trained here
+(a SentencePiece model with sentencepiece's trainer, a byte-level BPE with ``tokenizers``)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from _refs import import_transformers
+
+CORPUS = [
+    "a photo of a cat", "a photo of a dog", "an origami bird on a table", "the small red car in the street",
+    "a bad photo of the big house", "art of the old tree", "a sculpture of a horse", "many birds over the sea",
+    "itap of a truck", "a plushie fish", "a tattoo of a flower", "the cartoon robot", "hello world 123",
+    "numbers 0 1 2 3 4 5 6 7 8 9", "Café, naïve façade — déjà vu!", "zebra giraffe elephant lion tiger",
+]
+HOSTILE = [
+    "", " ", "   \t\n  ", "a photo of a cat.", "A PHOTO OF A CAT!!!", "dog,cat;bird:fish?", "...???!!!", "--",
+    "Café naïve façade déjà-vu", "日本語のテキスト", "emoji 🐱🐶🚗 party 🎉", "tabs\tand\nnewlines\r\nhere",
+    "  leading and trailing  ", "it's a dog's life, isn't it?", "x" * 500, " ".join(["word"] * 200),
+    "ﬁ ligature and ＦＵＬＬ width", "zero\u200bwidth\u00a0nbsp", "numbers 3.14159 and 1,000,000",
+    "<html>&amp; tags</html>", "quotes “curly” ‘single’ «guillemets»",
+]
+TEXT_CORPUS = CORPUS * 20 + HOSTILE
+
+
+def redraw(model: torch.nn.Module, seed: int = 0) -> None:
+    """Every parameter re-drawn from a normal distribution (LayerNorm weights around 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            values = torch.randn(p.shape, generator=g) * 0.2
+            p.copy_(values + 1.0 if ("norm" in name and name.endswith("weight")) else values)
+
+
+def train_sentencepiece(path: Path, vocab_size: int = 120) -> Path:
+    import sentencepiece
+
+    buf = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([t.lower() for t in TEXT_CORPUS if t.strip()]), model_writer=buf,
+        vocab_size=vocab_size, character_coverage=1.0, model_type="unigram", hard_vocab_limit=False,
+        minloglevel=2)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def clip_tokenizer(folder: Path, vocab_size: int = 300):
+    """transformers' CLIPTokenizer over a BPE trained here with its own pipeline (saved in ``folder``)."""
+    transformers = import_transformers()
+    from tokenizers import pre_tokenizers, trainers
+
+    base = transformers.CLIPTokenizer()
+    backend = base.backend_tokenizer
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+                                  end_of_word_suffix="</w>", show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(TEXT_CORPUS, trainer=trainer)
+    model_json = json.loads(backend.to_str())["model"]
+    vocab = model_json["vocab"]  # the trained vocabulary, the two special tokens first
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
+    tok = transformers.CLIPTokenizer(vocab=vocab, merges=merges)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def sample_image(size: int = 40, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8))
+
+
+def siglip_folder(folder: Path) -> tuple[object, object]:
+    """A tiny SiglipModel folder (64 text positions, as the pipeline pads to 64) with its tokenizer and
+    processor; returns (model, processor)."""
+    transformers = import_transformers()
+    folder.mkdir(parents=True, exist_ok=True)
+    train_sentencepiece(folder / "spiece.model")
+    tokenizer = transformers.SiglipTokenizer(vocab_file=str(folder / "spiece.model"))
+    text = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=64, projection_size=32)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=32, patch_size=8)
+    config = transformers.SiglipConfig(text_config=text, vision_config=vision)
+    model = transformers.SiglipModel(config).eval()
+    redraw(model)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-1.5)
+    image_processor = transformers.SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    processor = transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+def clip_folder(folder: Path) -> tuple[object, object]:
+    """A tiny CLIPModel folder with its BPE tokenizer and processor; returns (model, processor)."""
+    transformers = import_transformers()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = clip_tokenizer(folder)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=32, patch_size=8)
+    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
+    model = transformers.CLIPModel(config).eval()
+    redraw(model, seed=1)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)
+    image_processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32,
+                                                                                              "width": 32})
+    processor = transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+def open_clip_folder(folder: Path, vocab_size: int) -> object:
+    """A tiny open_clip CLIP (created by name from its JSON config) saved as open_clip's hub folders are:
+    open_clip_config.json and open_clip_model.safetensors; returns the open_clip model."""
+    from safetensors.torch import save_file
+
+    from vitkit.bench import import_peer
+
+    import_peer("timm")  # open_clip imports timm and torchvision (the CPU workaround lives there)
+    open_clip = import_peer("open_clip")
+    assert open_clip is not None, "open_clip_torch is a test dependency (pip install -e '.[test]')"
+    cfg = {"embed_dim": 24, "quick_gelu": True,
+           "vision_cfg": {"image_size": 32, "layers": 2, "width": 48, "patch_size": 8, "head_width": 12},
+           "text_cfg": {"context_length": 77, "vocab_size": vocab_size, "width": 32, "heads": 4, "layers": 2}}
+    configs = folder / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "vitkit-tiny-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(configs)
+    model = open_clip.create_model("vitkit-tiny-clip").eval()
+    redraw(model, seed=2)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.5)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return model
