@@ -17,7 +17,7 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig
 from .errors import CheckpointError, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
-from .weights.io import download_from_hub
+from .weights.sources import HubUnavailableError, download_from_hub
 from .zoo_table import ROWS as ZOO_ROWS
 
 
@@ -283,7 +283,7 @@ def _fetch_published(name: str) -> str:
     repo = pretrained_source(name).removeprefix("hf-hub:")
     try:
         return str(download_from_hub(repo))
-    except CheckpointError:
+    except HubUnavailableError:  # a damaged cache entry is reported as damaged
         raise CheckpointError(
             f"The published weights of {name!r} ({repo}) are not in the Hugging Face cache and cannot be "
             f"downloaded here (offline or no network). Fetch them once where there is network with "

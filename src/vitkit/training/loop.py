@@ -225,7 +225,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "progress": self.progress.to_dict(),
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
                 "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None}
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "pretrained_cfg": self.model.pretrained_cfg.to_dict()}  # so the file alone predicts as best/ does
 
     def save(self) -> None:
         """Write the training state (rank 0), after checking that no rank's loss went non-finite."""

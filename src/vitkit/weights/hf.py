@@ -102,7 +102,11 @@ HF_FIELDS = {"hidden_size": "embed_dim", "num_hidden_layers": "depth", "num_atte
 # architectures whose outputs vitkit cannot reproduce, and why
 REFUSED = {"DeiTForImageClassification": "its classifier reads the class token only, while a distilled vitkit "
                                          "model averages the class and distillation heads; use DeiTModel or "
-                                         "DeiTForImageClassificationWithTeacher weights"}
+                                         "DeiTForImageClassificationWithTeacher weights",
+           **dict.fromkeys(("Siglip2VisionModel", "Siglip2Model"), (
+               "SigLIP 2 NaFlex embeds flattened patches with a linear layer and resizes its position grid per "
+               "image, while vitkit loads fixed-resolution ViTs with a convolutional patch embedding; use a "
+               "fixed-resolution SigLIP 2 checkpoint (SiglipVisionModel / SiglipModel)"))}
 # Pillow's integer resample codes (as preprocessor configs store them) of the filters written and read
 RESAMPLE = {code: name for code, name in PIL_CODES.items() if name in ("nearest", "bilinear", "bicubic")}
 RESAMPLE_CODES = {name: code for code, name in RESAMPLE.items()}
