@@ -39,7 +39,11 @@ __all__ = ["ViTConfig", "PretrainedCfg", "SizeLimits", "LIMITS", "did_you_mean",
 GLOBAL_POOLS = ("token", "avg", "map", "none")
 NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
-POSEMBS = ("learn", "sincos2d")  # learned position embeddings, or big_vision's fixed 2-D sin-cos ones
+# learned position embeddings, big_vision's fixed 2-D sin-cos ones, or none (rotary embeddings alone: DINOv3)
+POSEMBS = ("learn", "sincos2d", "none")
+ROPES = ("none", "eva", "dinov3")  # 2-D rotary embedding forms (rope.py)
+GRID_INDEXINGS = ("ij", "xy")
+MLP_LAYERS = ("mlp", "swiglu", "swiglu_packed")
 # How position embeddings are resampled to another grid, named by the code whose numbers they give (posemb.py)
 POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google", "siglip2")
 
@@ -148,6 +152,28 @@ class ViTConfig:
     posemb: str = _field("learn", string, one_of(POSEMBS))
     # resampling of position embeddings to another grid (at load and for other input sizes); None: timm's
     posemb_resample: str | None = _field(None, _OPT_STRING, optional_as(one_of(POSEMB_RESAMPLES)))
+    # 2-D rotary position embeddings of the patch tokens' queries and keys (rope.py): 'eva' (EVA-02, Perception
+    # Encoder) or 'dinov3'; computed for each input's grid
+    rope: str = _field("none", string, one_of(ROPES), help="Rotary embedding form: none, eva or dinov3.")
+    rope_temperature: float = _field(10000.0, number, positive)
+    rope_grid_offset: float = _field(0.0, number)
+    rope_grid_indexing: str = _field("ij", string, one_of(GRID_INDEXINGS),
+                                     help="'xy': the column coordinate first (Perception Encoder).")
+    rope_ref_grid: int | tuple[int, int] | None = _field(None, optional_as(_size), optional_as(_positive_pair),
+                                                         help="'eva': positions rescaled onto this grid.")
+    rope_rotate_half: bool = _field(False, boolean, help="Rotate channel i with i + head_dim/2 (DINOv3).")
+    qkv_fused: bool = _field(True, boolean, help="One qkv projection; False: q_proj, k_proj, v_proj.")
+    k_bias: bool = _field(True, boolean, help="False: with qkv_bias, q and v get biases and k none (EVA).")
+    attn_norm: bool = _field(False, boolean, help="A norm of the attention output before its projection.")
+    mlp_layer: str = _field("mlp", string, one_of(MLP_LAYERS), help="mlp, swiglu or swiglu_packed.")
+    mlp_norm: bool = _field(False, boolean, help="A norm of the MLP's hidden activations (EVA-02).")
+    mlp_align: int = _field(0, any_int, integer, help="SwiGLU width rounded up to a multiple of this (DINOv3).")
+    mlp_bias: bool | None = _field(None, _optional_bool, help="None: as proj_bias.")
+    patch_norm: bool = _field(False, boolean, help="A norm right after the patch embedding (AIMv2).")
+    attn_pool_heads: int | None = _field(None, _OPT_INT, optional_as(positive_int),
+                                         help="Heads of the attention-pool head (None: num_heads).")
+    attn_pool_mlp_ratio: float | None = _field(None, _OPT_NUMBER, optional_as(positive),
+                                               help="MLP ratio of the attention-pool head (None: mlp_ratio).")
     # image-text models: a bias-free projection of the pooled feature to this width (CLIP's image projection;
     # 0: none), and unit-length pooled features before the head (a zero-shot classifier's cosine similarities)
     embed_proj: int = _field(0, any_int, integer, help="Width of the image projection (0: none).")
@@ -159,6 +185,8 @@ class ViTConfig:
         check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.img_size = _pair(self.img_size)
         self.patch_size = _pair(self.patch_size)
+        if self.rope_ref_grid is not None:
+            self.rope_ref_grid = _pair(self.rope_ref_grid)
         check_values(self, "ViTConfig")
         self._validate()
         self._check_limits()
@@ -179,6 +207,13 @@ class ViTConfig:
         if not self.mlp_ratio > 0 or int(self.embed_dim * min(self.mlp_ratio, LIMITS.max_mlp_ratio)) < 1:
             self._fail("mlp_ratio", self.mlp_ratio, "a number > 0 that gives an MLP at least 1 wide "
                                                     "(embed_dim * mlp_ratio >= 1)")
+        if self.rope != "none" and (self.embed_dim // self.num_heads) % 4:
+            self._fail("rope", self.rope, f"'none' when the head width {self.embed_dim // self.num_heads} is not a "
+                                          "multiple of 4 (2-D rotary embeddings rotate pairs along two axes)")
+        if self.mlp_align and self.mlp_layer != "swiglu":
+            self._fail("mlp_align", self.mlp_align, "0 unless mlp_layer='swiglu' (only its width is aligned)")
+        if self.attn_pool_heads is not None and self.embed_dim % self.attn_pool_heads:
+            self._fail("attn_pool_heads", self.attn_pool_heads, f"None or a divisor of embed_dim={self.embed_dim}")
         if self.posemb == "sincos2d" and self.embed_dim % 4:
             self._fail("embed_dim", self.embed_dim, "a multiple of 4 with posemb='sincos2d' (four sin/cos quarters)")
         if self.global_pool == "token" and not self.class_token:
@@ -211,7 +246,7 @@ class ViTConfig:
     def estimated_params(self) -> int:
         """The parameter count to within a few percent (no layer is built)."""
         d, hidden = self.embed_dim, int(self.embed_dim * self.mlp_ratio)
-        block = 4 * d * d + 2 * d * hidden
+        block = 4 * d * d + (2 if self.mlp_layer == "mlp" else 3) * d * hidden
         tokens = self.num_patches + self.num_prefix_tokens
         head = (self.num_classes + (self.representation_size or 0) + self.embed_proj) * self.num_features
         return self.depth * block + d * self.in_chans * math.prod(self.patch_size) + tokens * d + head
