@@ -190,7 +190,11 @@ def _populate_families() -> None:
                             description=FAMILY_SOURCES[family], tags=(family,)))
 
 
-# timm's naflexvit_* models: (name, ViTConfig fields, patch budget, tag, published) at 16x16 learned positions
+# timm's naflexvit_* models: (name, ViTConfig fields, patch budget, tag, published) at 16x16 learned positions;
+# their published parameter counts (timm 1.0.31, default heads)
+NAFLEX_PARAMS = {"naflexvit_base_patch16_gap": 86_633_704, "naflexvit_base_patch16_map": 93_718_504,
+                 "naflexvit_so150m2_patch16_reg1_gap": 136_058_728, "naflexvit_so150m2_patch16_reg1_map": 142_457_320,
+                 "naflexvit_base_patch16_siglip": 92_930_304, "naflexvit_so400m_patch16_siglip": 427_888_064}
 _NAFLEX_BASE = dict(img_size=256, patch_size=16, class_token=False, no_embed_class=True)
 _NAFLEX_SO150M = dict(embed_dim=832, depth=21, num_heads=13, mlp_ratio=34 / 13, qkv_bias=False, reg_tokens=1,
                       init_values=1e-5)
@@ -217,6 +221,7 @@ def _populate_naflex() -> None:
                              timm_name=name if published else None, tag=tag if published else None,
                              max_num_patches=budget)
         register(ModelEntry(name=name, config=config, pretrained_cfg=pcfg, tags=("naflex",),
+                            num_params=NAFLEX_PARAMS[name],
                             description=f"NaFlex ViT (timm; SigLIP 2 NaFlex for the siglip ones): {name}"))
 
 
