@@ -4,7 +4,8 @@
 before reading it, or as soon as a body without one passes the limit; a body that stops arriving gets 408; and it
 counts every answer by endpoint and status code. ``read_request`` turns a request into a worker's payload: the
 image from a multipart field ``image`` or the raw body, the query parameters the endpoint takes (any other: 422),
-and the image checked to decode (400) so that no bad upload ever reaches a batch.
+and the image checked to decode (400) so that no bad upload ever reaches a batch. ``/zero-shot`` also takes
+its labels, templates and top_k from the query or the form, checked by ``vitkit.zeroshot``'s own rules (422).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import torch
 from ..errors import ConfigError
 from ..imagetext import ImageTextModel
 from ..predict import ImagePredictions, Prediction, _above
-from ..zeroshot import PRETRAINED, class_embeddings, resolve_templates
 from ..weights.text import ARCHITECTURES, OPEN_CLIP_CONFIG
+from ..zeroshot import PRETRAINED, class_embeddings, resolve_templates
 from .settings import ServeSettings
 
 CACHE_SIZE = 64  # label sets whose class embeddings a worker keeps
