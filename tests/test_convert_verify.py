@@ -82,3 +82,23 @@ def test_class_names_and_crop_reach_transformers(transformers, tmp_path, capsys)
     code, out = convert(capsys, saved(tmp_path), str(tmp_path / "hf2"), "--to", "hf")
     assert code == 1 and "crop_rounding='round' (reads back as 'floor')" in out  # timm's odd-margin rounding
     assert transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf").config.id2label[1] == "coffee"
+
+
+def test_lost_class_names_alone_are_a_warning_not_a_failure(tmp_path, capsys):
+    """timm's config.json keeps no named label set ('digits'): the outputs are the same, only the names are lost."""
+    plain = PretrainedCfg(input_size=(3, 32, 32), num_classes=10, crop_pct=0.875, label_names="digits")
+    src = saved(tmp_path, pcfg=plain, num_classes=10)
+    code, out = convert(capsys, src, str(tmp_path / "out"), "--to", "timm")
+    assert "max |difference|: 0" in out and "FAILED" not in out, out
+    assert code == 3 and "warning:" in out and "label_names='digits' (reads back as None)" in out, out
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    code, out = convert(capsys, src, str(tmp_path / "out2"), "--to", "timm", "--accept-loss")
+    assert code == 0 and "accepted" in out
+
+
+def test_a_failed_conversion_leaves_nothing_unless_asked(tmp_path, capsys):
+    code, out = convert(capsys, saved(tmp_path), str(tmp_path / "out.npz"), "--to", "npz")
+    assert code == 1 and "FAILED" in out and "removed (--keep-failed keeps it)" in out
+    assert not (tmp_path / "out.npz").exists()
+    code, out = convert(capsys, saved(tmp_path), str(tmp_path / "kept.npz"), "--to", "npz", "--keep-failed")
+    assert code == 1 and (tmp_path / "kept.npz").is_file()

@@ -47,7 +47,7 @@ def test_feature_info_answers_timms_questions(timm):
 
 def test_list_models_takes_timms_arguments(timm):
     assert vitkit.list_models(filter="deit_tiny*") == ["deit_tiny_distilled_patch16_224", "deit_tiny_patch16_224"]
-    assert vitkit.list_models(["deit_tiny*", "vit_tiny*"], exclude_filters=["*distilled*", "*384"]) == [
+    assert vitkit.list_models(["deit_tiny*", "vit_tiny*"], exclude_filters=["*distilled*", "*384", "*dinov3*"]) == [
         "deit_tiny_patch16_224", "vit_tiny_patch16_224"]
     published = vitkit.list_models("vit_tiny*", pretrained=True)
     assert published and all("." in n for n in published)  # name.tag, as timm lists them

@@ -62,8 +62,10 @@ def test_fsdp_on_two_ranks_matches_ddp_and_resumes(tmp_path: Path):
     assert len(list((fsdp / "tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
-def test_fsdp_alone_trains_unsharded_and_bad_strategies_fail(tmp_path: Path):
-    result = train(**TINY, epochs=1, max_steps=2, strategy="fsdp", out=str(tmp_path))
+def test_fsdp_alone_trains_unsharded_says_so_and_bad_strategies_fail(tmp_path: Path, caplog):
+    with caplog.at_level("WARNING", logger="vitkit"):
+        result = train(**TINY, epochs=1, max_steps=2, strategy="fsdp", out=str(tmp_path))
+    assert any("trains unsharded" in r.getMessage() and "torchrun" in r.getMessage() for r in caplog.records)
     assert result.report["steps"] == 2 and "strategy" not in result.report["summary"]  # one process: nothing sharded
     with pytest.raises(ConfigError, match="strategy='zero3'.*ddp, fsdp"):
         train(**TINY, strategy="zero3", out=str(tmp_path))

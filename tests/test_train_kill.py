@@ -69,19 +69,24 @@ def _rows(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def _resuming(cmd: list[str], out: Path) -> list[str]:
+    """``cmd`` with --resume once a killed run has left a training state to continue (--resume needs one)."""
+    return [*cmd, "--resume"] if (out / "checkpoint.pt").exists() else cmd
+
+
 def _kill_chain(tmp_path: Path, extra: list[str], settings: dict, kills: int, seed: int) -> None:
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     reference = train(**{**TINY, **settings}, epochs=2, deterministic=True, out=str(clean), save_every_steps=5)
     span = reference.report["wall_time_s"]
     rng = random.Random(seed)
     cmd = [sys.executable, "-m", "vitkit", "train", *TINY_ARGS, *extra, "--epochs", "2", "--deterministic",
-           "--save-every-steps", "5", "--threads", "1", "--export-samples", "0", "--out", str(killed), "--resume"]
+           "--save-every-steps", "5", "--threads", "1", "--export-samples", "0", "--out", str(killed)]
     landed = 0
     for _ in range(kills):  # each run resumes the last; delays of ~0.75 x span / kills spread the kills over the run
-        landed += _start_and_kill(cmd, rng.uniform(0.0, 1.5 * span / kills))
+        landed += _start_and_kill(_resuming(cmd, killed), rng.uniform(0.0, 1.5 * span / kills))
         _assert_whole_files(killed)
     assert landed >= 1, "no kill landed inside a run: the runs are faster than the reference"
-    final = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    final = subprocess.run(_resuming(cmd, killed), env=_env(), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     _assert_whole_files(killed)
     for name in ("last", "ema"):

@@ -16,7 +16,11 @@ from .errors import ConfigError
 GLOBAL_POOLS = ("token", "avg", "map", "none")
 NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
-POSEMBS = ("learn", "sincos2d")  # learned position embeddings, or big_vision's fixed 2-D sin-cos ones
+# learned position embeddings, big_vision's fixed 2-D sin-cos ones, or none (rotary embeddings alone: DINOv3)
+POSEMBS = ("learn", "sincos2d", "none")
+ROPES = ("none", "eva", "dinov3")  # 2-D rotary embedding forms (rope.py)
+GRID_INDEXINGS = ("ij", "xy")
+MLP_LAYERS = ("mlp", "swiglu", "swiglu_packed")
 # How position embeddings are resampled to another grid, named by the code whose numbers they give (posemb.py)
 POSEMB_RESAMPLES = ("timm", "timm_npz", "hf", "google")
 
@@ -94,13 +98,14 @@ LIMITS = limits_from_env(SizeLimits(), CONFIG_LIMITS_ENV)
 
 # ---------------------------------------------------------------------- field types
 _POSITIVE_INTS = ("in_chans", "embed_dim", "depth", "num_heads")
-_COUNTS = ("num_classes", "reg_tokens", "embed_proj")
-_NUMBERS = ("mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate", "norm_eps")
-_OPTIONAL_NUMBERS = ("qk_scale", "init_values")
+_COUNTS = ("num_classes", "reg_tokens", "embed_proj", "mlp_align")
+_NUMBERS = ("mlp_ratio", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate", "norm_eps",
+            "rope_temperature", "rope_grid_offset")
+_OPTIONAL_NUMBERS = ("qk_scale", "init_values", "attn_pool_mlp_ratio")
 _BOOLS = ("qkv_bias", "qk_norm", "proj_bias", "distilled", "class_token", "no_embed_class", "pre_norm", "final_norm",
-          "normalize_features")
-_OPTIONAL_BOOLS = ("patch_bias", "fc_norm")
-_STRINGS = ("norm_layer", "act_layer", "global_pool")
+          "normalize_features", "rope_rotate_half", "qkv_fused", "k_bias", "attn_norm", "mlp_norm", "patch_norm")
+_OPTIONAL_BOOLS = ("patch_bias", "fc_norm", "mlp_bias")
+_STRINGS = ("norm_layer", "act_layer", "global_pool", "rope", "rope_grid_indexing", "mlp_layer")
 _SIZES = ("img_size", "patch_size")
 
 
@@ -116,8 +121,11 @@ def _expected_type(name: str, value: Any) -> str | None:
     """What ``name`` must hold, if ``value`` has the wrong type (JSON configs bring strings, lists, nulls)."""
     if name in _POSITIVE_INTS or name in _COUNTS:
         return None if _is_int(value) else "an integer"
-    if name == "representation_size":
+    if name in ("representation_size", "attn_pool_heads"):
         return None if value is None or _is_int(value) else "None or an integer"
+    if name == "rope_ref_grid" and value is not None:
+        pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
+        return None if _is_int(value) or pair else "None, an integer or a pair (height, width) of integers"
     if name in _NUMBERS:
         return None if _is_number(value) else "a finite number"
     if name in _OPTIONAL_NUMBERS:
@@ -190,6 +198,24 @@ class ViTConfig:
     posemb: str = "learn"
     # resampling of position embeddings to another grid (at load and for other input sizes); None: timm's
     posemb_resample: str | None = None
+    # 2-D rotary position embeddings of the patch tokens' queries and keys (rope.py): 'eva' (EVA-02, Perception
+    # Encoder) or 'dinov3'; computed for each input's grid
+    rope: str = "none"
+    rope_temperature: float = 10000.0
+    rope_grid_offset: float = 0.0
+    rope_grid_indexing: str = "ij"  # 'xy': the column coordinate first (Perception Encoder)
+    rope_ref_grid: int | tuple[int, int] | None = None  # 'eva': positions rescaled onto this grid
+    rope_rotate_half: bool = False  # rotate channel i with i + head_dim/2 (DINOv3), else neighbouring pairs
+    qkv_fused: bool = True  # one qkv projection; False: q_proj, k_proj, v_proj (EVA-02-B/L)
+    k_bias: bool = True  # False: with qkv_bias, q and v get biases and k none (EVA's attention)
+    attn_norm: bool = False  # a norm of the attention output before its projection (EVA-CLIP)
+    mlp_layer: str = "mlp"  # 'swiglu' (fc1_g, fc1_x) or 'swiglu_packed' (one fc1); width int(embed_dim * mlp_ratio)
+    mlp_norm: bool = False  # a norm of the MLP's hidden activations (EVA-02)
+    mlp_align: int = 0  # SwiGLU width rounded up to a multiple of this (DINOv3)
+    mlp_bias: bool | None = None  # None: as proj_bias
+    patch_norm: bool = False  # a norm right after the patch embedding (AIMv2)
+    attn_pool_heads: int | None = None  # heads of the attention-pool head (None: num_heads)
+    attn_pool_mlp_ratio: float | None = None  # MLP ratio of the attention-pool head (None: mlp_ratio)
     # image-text models: a bias-free projection of the pooled feature to this width (CLIP's image projection;
     # 0: none), and unit-length pooled features before the head (a zero-shot classifier's cosine similarities)
     embed_proj: int = 0
@@ -201,6 +227,8 @@ class ViTConfig:
         check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         self.img_size = _pair(self.img_size)
         self.patch_size = _pair(self.patch_size)
+        if self.rope_ref_grid is not None:
+            self.rope_ref_grid = _pair(self.rope_ref_grid)
         self._validate()
         self._check_limits()
 
@@ -250,6 +278,7 @@ class ViTConfig:
         self._choice("posemb", POSEMBS)
         if self.posemb_resample is not None:
             self._choice("posemb_resample", POSEMB_RESAMPLES)
+        self._validate_rope_mlp()
         if self.posemb == "sincos2d" and self.embed_dim % 4:
             self._fail("embed_dim", self.embed_dim, "a multiple of 4 with posemb='sincos2d' (four sin/cos quarters)")
         if self.global_pool == "token" and not self.class_token:
@@ -261,6 +290,26 @@ class ViTConfig:
             if self.global_pool != "token":
                 self._fail("global_pool", self.global_pool,
                            "'token' when distilled=True (the heads read the class and distillation tokens)")
+
+    def _validate_rope_mlp(self) -> None:
+        self._choice("rope", ROPES)
+        self._choice("rope_grid_indexing", GRID_INDEXINGS)
+        self._choice("mlp_layer", MLP_LAYERS)
+        if self.rope != "none" and (self.embed_dim // self.num_heads) % 4:
+            self._fail("rope", self.rope, f"'none' when the head width {self.embed_dim // self.num_heads} is not a "
+                                          "multiple of 4 (2-D rotary embeddings rotate pairs along two axes)")
+        if not self.rope_temperature > 0:
+            self._fail("rope_temperature", self.rope_temperature, "a number > 0")
+        if self.rope_ref_grid is not None and min(self.rope_ref_grid) < 1:
+            self._fail("rope_ref_grid", self.rope_ref_grid, "None or positive integers")
+        if self.mlp_align < 0:
+            self._fail("mlp_align", self.mlp_align, "an integer >= 0")
+        if self.mlp_align and self.mlp_layer != "swiglu":
+            self._fail("mlp_align", self.mlp_align, "0 unless mlp_layer='swiglu' (only its width is aligned)")
+        if self.attn_pool_heads is not None and (self.attn_pool_heads < 1 or self.embed_dim % self.attn_pool_heads):
+            self._fail("attn_pool_heads", self.attn_pool_heads, f"None or a divisor of embed_dim={self.embed_dim}")
+        if self.attn_pool_mlp_ratio is not None and not self.attn_pool_mlp_ratio > 0:
+            self._fail("attn_pool_mlp_ratio", self.attn_pool_mlp_ratio, "None or a number > 0")
 
     def _check_limits(self) -> None:
         """Sizes against ``LIMITS`` (checked after the fields are valid, before any layer is built)."""
@@ -282,7 +331,7 @@ class ViTConfig:
     def estimated_params(self) -> int:
         """The parameter count to within a few percent (no layer is built)."""
         d, hidden = self.embed_dim, int(self.embed_dim * self.mlp_ratio)
-        block = 4 * d * d + 2 * d * hidden
+        block = 4 * d * d + (2 if self.mlp_layer == "mlp" else 3) * d * hidden
         tokens = self.num_patches + self.num_prefix_tokens
         head = (self.num_classes + (self.representation_size or 0) + self.embed_proj) * self.num_features
         return self.depth * block + d * self.in_chans * math.prod(self.patch_size) + tokens * d + head
@@ -332,6 +381,8 @@ class ViTConfig:
         data = dataclasses.asdict(self)
         data["img_size"] = list(self.img_size)
         data["patch_size"] = list(self.patch_size)
+        if self.rope_ref_grid is not None:
+            data["rope_ref_grid"] = list(self.rope_ref_grid)
         return data
 
     @classmethod

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .rope import apply_rope
 
 
 class QuickGELU(nn.Module):
@@ -34,15 +37,21 @@ def get_norm_layer(name: str, eps: float) -> Callable[[int], nn.Module]:
 
 
 class PatchEmbed(nn.Module):
-    """Image to patch tokens: a strided convolution. (B, C, H, W) -> (B, D, H/p, W/p)."""
+    """Image to patch tokens: a strided convolution, optionally normalised (AIMv2's RMSNorm).
+    (B, C, H, W) -> (B, D, H/p, W/p)."""
 
-    def __init__(self, *, patch_size: tuple[int, int], in_chans: int, embed_dim: int, bias: bool = True) -> None:
+    def __init__(self, *, patch_size: tuple[int, int], in_chans: int, embed_dim: int, bias: bool = True,
+                 norm_layer: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        x = self.proj(x)
+        if isinstance(self.norm, nn.Identity):
+            return x
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # norm over channels, NCHW kept
 
 
 class DropPath(nn.Module):
@@ -72,35 +81,87 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+@dataclass(frozen=True)
+class BlockSpec:
+    """What one transformer block is built of (read off a ViTConfig by the model)."""
+
+    num_heads: int
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    qk_norm: bool = False
+    proj_bias: bool = True
+    qkv_fused: bool = True  # one qkv projection, else q_proj, k_proj, v_proj
+    k_bias: bool = True  # False: q and v have biases, k has none (EVA's attention)
+    attn_norm: bool = False  # a norm of the attention output before its projection (EVA-CLIP)
+    mlp_layer: str = "mlp"  # 'mlp', 'swiglu' (fc1_g, fc1_x) or 'swiglu_packed' (one fc1: gate, then value)
+    mlp_norm: bool = False  # a norm of the MLP's hidden activations (EVA-02's SwiGLU)
+    mlp_align: int = 0  # round the SwiGLU width up to a multiple of this (DINOv3)
+    mlp_bias: bool = True
+    drop: float = 0.0
+    attn_drop: float = 0.0
+    init_values: float | None = None
+    rotate_half: bool = False  # rotary layout ('half' or interleaved), when a table is given
+    num_prefix_tokens: int = 0  # tokens before the patches, not rotated
+    causal: bool = False  # each token attends to itself and the tokens before it only (CLIP's text tower)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention.
+    """Multi-head self-attention, fused (``qkv``) or separate (``q_proj``, ``k_proj``, ``v_proj``) projections,
+    with rotary position embeddings applied to the patch tokens' queries and keys when a table is given.
 
     The fused kernel (``scaled_dot_product_attention``) runs unless attention weights are asked for
     (``return_attn=True``); then the explicit path computes and returns them. ``causal``: each token attends
     to itself and the tokens before it only (CLIP's text tower).
     """
 
-    def __init__(self, dim: int, *, num_heads: int, qkv_bias: bool, qk_scale: float | None, qk_norm: bool,
-                 proj_bias: bool, attn_drop: float, proj_drop: float, norm_layer: Callable[[int], nn.Module],
-                 causal: bool = False) -> None:
+    def __init__(self, dim: int, *, spec: BlockSpec, norm_layer: Callable[[int], nn.Module]) -> None:
         super().__init__()
-        self.causal = causal
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = qk_scale if qk_scale is not None else self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.num_heads = spec.num_heads
+        self.head_dim = dim // spec.num_heads
+        self.scale = spec.qk_scale if spec.qk_scale is not None else self.head_dim ** -0.5
+        self.rotate_half, self.num_prefix_tokens = spec.rotate_half, spec.num_prefix_tokens
+        self.causal = spec.causal
+        separate_bias = spec.qkv_bias and not spec.k_bias
+        if spec.qkv_fused:
+            self.qkv = nn.Linear(dim, dim * 3, bias=spec.qkv_bias and not separate_bias)
+            if separate_bias:  # q and v biases; k's is a fixed zero
+                self.q_bias = nn.Parameter(torch.zeros(dim))
+                self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+                self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_proj = nn.Linear(dim, dim, bias=spec.qkv_bias)
+            self.k_proj = nn.Linear(dim, dim, bias=spec.qkv_bias and spec.k_bias)
+            self.v_proj = nn.Linear(dim, dim, bias=spec.qkv_bias)
+        self.q_norm = norm_layer(self.head_dim) if spec.qk_norm else nn.Identity()
+        self.k_norm = norm_layer(self.head_dim) if spec.qk_norm else nn.Identity()
+        self.attn_drop = nn.Dropout(spec.attn_drop)
+        self.norm = norm_layer(dim) if spec.attn_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=spec.proj_bias)
+        self.proj_drop = nn.Dropout(spec.drop)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, C) -> q, k, v, each (B, heads, N, head_dim)."""
         B, N, C = x.shape
+        if not hasattr(self, "qkv"):
+            return tuple(proj(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+                         for proj in (self.q_proj, self.k_proj, self.v_proj))  # type: ignore[return-value]
+        if hasattr(self, "q_bias"):
+            qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, self.k_bias, self.v_bias)))
+        else:
+            qkv = self.qkv(x)
         # (B, N, 3C) -> (3, B, heads, N, head_dim)
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, return_attn: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
         q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = apply_rope(q, rope, rotate_half=self.rotate_half, num_prefix_tokens=self.num_prefix_tokens)
+            k = apply_rope(k, rope, rotate_half=self.rotate_half, num_prefix_tokens=self.num_prefix_tokens)
         attn = None
         if return_attn:
             scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
@@ -112,54 +173,107 @@ class Attention(nn.Module):
             x = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale, is_causal=self.causal)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
-        x = self.proj_drop(self.proj(x))
+        x = self.proj_drop(self.proj(self.norm(x)))
         return (x, attn) if return_attn else x
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module], drop: float = 0.0) -> None:
+    """fc1, activation, (norm), fc2."""
+
+    def __init__(self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module], drop: float = 0.0,
+                 bias: bool = True, norm_layer: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = act_layer()
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+class SwiGLU(nn.Module):
+    """silu(fc1_g(x)) * fc1_x(x), (norm), fc2: the gated MLP of EVA-02, AIMv2 and DINOv3 (separate weights).
+
+    ``align`` rounds the hidden width up to a multiple of it (DINOv3's 8 or 64).
+    """
+
+    def __init__(self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module], drop: float = 0.0,
+                 bias: bool = True, norm_layer: Callable[[int], nn.Module] | None = None, align: int = 0) -> None:
+        super().__init__()
+        if align:
+            hidden += -hidden % align
+        self.fc1_g = nn.Linear(dim, hidden, bias=bias)
+        self.fc1_x = nn.Linear(dim, hidden, bias=bias)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.fc1_g(x)) * self.fc1_x(x)
+        return self.drop2(self.fc2(self.norm(self.drop1(x))))
+
+
+class SwiGLUPacked(Mlp):
+    """SwiGLU with one fc1 of twice the hidden width: silu(first half) * second half (DINOv2-g, EVA-02-Ti/S)."""
+
+    def __init__(self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module], drop: float = 0.0,
+                 bias: bool = True, norm_layer: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__(dim, hidden, act_layer=act_layer, drop=drop, bias=bias, norm_layer=norm_layer)
+        self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc1(x).chunk(2, dim=-1)
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(gate) * value))))
+
+
+MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU, "swiglu_packed": SwiGLUPacked}
+
+
+def make_mlp(dim: int, spec: BlockSpec, *, norm_layer: Callable[[int], nn.Module],
+             act_layer: Callable[[], nn.Module]) -> nn.Module:
+    """The MLP a block spec names, of hidden width ``int(dim * mlp_ratio)`` (SwiGLU: the gated width)."""
+    hidden = int(dim * spec.mlp_ratio)
+    kwargs: dict = dict(act_layer=nn.SiLU if spec.mlp_layer != "mlp" else act_layer, drop=spec.drop,
+                        bias=spec.mlp_bias, norm_layer=norm_layer if spec.mlp_norm else None)
+    if spec.mlp_layer == "swiglu":
+        kwargs["align"] = spec.mlp_align
+    return MLP_LAYERS[spec.mlp_layer](dim, hidden, **kwargs)
 
 
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float, qkv_bias: bool, qk_scale: float | None,
-                 qk_norm: bool, proj_bias: bool, drop: float, attn_drop: float, drop_path: float,
-                 init_values: float | None, norm_layer: Callable[[int], nn.Module],
-                 act_layer: Callable[[], nn.Module], causal: bool = False) -> None:
+    def __init__(self, dim: int, *, spec: BlockSpec, drop_path: float, norm_layer: Callable[[int], nn.Module],
+                 act_layer: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, qk_norm=qk_norm,
-                              proj_bias=proj_bias, attn_drop=attn_drop, proj_drop=drop, norm_layer=norm_layer,
-                              causal=causal)
-        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.attn = Attention(dim, spec=spec, norm_layer=norm_layer)
+        self.ls1 = LayerScale(dim, spec.init_values) if spec.init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
-        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.mlp = make_mlp(dim, spec, norm_layer=norm_layer, act_layer=act_layer)
+        self.ls2 = LayerScale(dim, spec.init_values) if spec.init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, return_attn: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if return_attn:
-            y, attn = self.attn(self.norm1(x), return_attn=True)
+            y, attn = self.attn(self.norm1(x), rope, return_attn=True)
         else:
-            y, attn = self.attn(self.norm1(x)), None
+            y, attn = self.attn(self.norm1(x), rope), None
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return (x, attn) if return_attn else x
 
 
 class AttentionPoolHead(nn.Module):
-    """Multihead attention pooling (MAP, as in SigLIP): one learned query attends over the tokens.
+    """Multihead attention pooling (MAP, as in SigLIP and Perception Encoder): one learned query attends over
+    the tokens.
 
     Names follow timm's ``AttentionPoolLatent``: latent, q, kv, proj, norm, mlp.
     """
@@ -207,7 +321,7 @@ def init_parameter(owner: nn.Module, attr: str, p: torch.Tensor, *, init_values:
     """
     if isinstance(owner, (nn.LayerNorm, nn.RMSNorm)):
         p.fill_(1.0 if attr == "weight" else 0.0)
-    elif attr == "bias":
+    elif attr in ("bias", "q_bias", "v_bias"):
         p.zero_()
     elif attr == "gamma":  # LayerScale
         p.fill_(1.0 if init_values is None else init_values)

@@ -51,9 +51,10 @@ from .model import VisionTransformer
 
 logger = logging.getLogger(__name__)
 
-LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
-# target -> the submodule of a Block that it adapts
-TARGET_PATHS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+LORA_TARGETS = ("qkv", "q", "k", "v", "proj", "fc1", "fc2")
+# target -> the submodule of a Block that it adapts (q, k, v: models with separate projections, as EVA-02-B/L)
+TARGET_PATHS = {"qkv": "attn.qkv", "q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "proj": "attn.proj",
+                "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
 HEADS = ("head", "head_dist")  # trained beside the adapters (a new task needs its own classifier)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -65,7 +66,7 @@ _NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_ra
 @dataclass(frozen=True)
 class LoRAConfig:
     """What to adapt and how: ``rank`` r, ``alpha`` (the update is scaled by alpha / r), ``dropout`` on the
-    adapter's input (training only), ``targets`` among qkv, proj, fc1, fc2, and whether the head trains."""
+    adapter's input (training only), ``targets`` among qkv (or q, k, v), proj, fc1, fc2, and whether the head trains."""
 
     rank: int = 8
     alpha: float = 16.0
@@ -153,8 +154,20 @@ def _check_model(model: nn.Module) -> VisionTransformer:
 
 def _targets(model: VisionTransformer, targets: tuple[str, ...]) -> dict[str, nn.Linear]:
     """``{'blocks.{i}.attn.qkv': module, ...}`` for each block and target, in block order."""
+    have = [t for t, path in TARGET_PATHS.items() if isinstance(_get(model.blocks[0], path), nn.Linear)]
+    missing = [t for t in targets if t not in have]
+    if missing:
+        raise ConfigError(f"LoRA targets {', '.join(missing)} are not linear layers of this model's blocks; "
+                          f"it has {', '.join(have)}. Choose among those (e.g. q,v for separate projections).")
     return {f"blocks.{i}.{TARGET_PATHS[t]}": block.get_submodule(TARGET_PATHS[t])
             for i, block in enumerate(model.blocks) for t in targets}
+
+
+def _get(block: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return block.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:

@@ -18,6 +18,7 @@ from .layers import (
     PREFIX_TOKENS,
     AttentionPoolHead,
     Block,
+    BlockSpec,
     PatchEmbed,
     get_act_layer,
     get_norm_layer,
@@ -25,6 +26,7 @@ from .layers import (
     init_parameter,
 )
 from .posemb import posemb_sincos_2d, resample_posemb
+from .rope import rope_table
 
 OUTPUT_FORMATS = ("NCHW", "NLC")
 
@@ -71,12 +73,12 @@ class VisionTransformer(nn.Module):
 
         patch_bias = (not c.pre_norm) if c.patch_bias is None else c.patch_bias
         self.patch_embed = PatchEmbed(patch_size=c.patch_size, in_chans=c.in_chans, embed_dim=c.embed_dim,
-                                      bias=patch_bias)
+                                      bias=patch_bias, norm_layer=norm_layer if c.patch_norm else None)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.distilled else None
         self.reg_token = nn.Parameter(torch.zeros(1, c.reg_tokens, c.embed_dim)) if c.reg_tokens else None
         embed_len = c.num_patches if c.no_embed_class else c.num_patches + c.num_prefix_tokens
-        if c.posemb == "sincos2d":  # computed for each input's grid; an empty placeholder keeps the attribute
+        if c.posemb in ("sincos2d", "none"):  # computed for each input's grid, or none: an empty placeholder
             self.register_buffer("pos_embed", torch.zeros(1, 0, c.embed_dim), persistent=False)
         else:
             self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, c.embed_dim))
@@ -85,15 +87,14 @@ class VisionTransformer(nn.Module):
 
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
         dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        spec = block_spec(c)
         self.blocks = nn.Sequential(*[
-            Block(c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
-                  qk_scale=c.qk_scale, qk_norm=c.qk_norm, proj_bias=c.proj_bias, drop=c.drop_rate,
-                  attn_drop=c.attn_drop_rate, drop_path=dpr[i], init_values=c.init_values,
-                  norm_layer=norm_layer, act_layer=act_layer)
+            Block(c.embed_dim, spec=spec, drop_path=dpr[i], norm_layer=norm_layer, act_layer=act_layer)
             for i in range(c.depth)])
         self.norm = norm_layer(c.embed_dim) if c.final_norm and not c.use_fc_norm else nn.Identity()
-        self.attn_pool = (AttentionPoolHead(c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
-                                            qkv_bias=True, norm_layer=norm_layer, act_layer=act_layer)
+        self.attn_pool = (AttentionPoolHead(c.embed_dim, num_heads=c.attn_pool_heads or c.num_heads,
+                                            mlp_ratio=c.attn_pool_mlp_ratio or c.mlp_ratio, qkv_bias=True,
+                                            norm_layer=norm_layer, act_layer=act_layer)
                           if c.global_pool == "map" else None)
         self.fc_norm = norm_layer(c.embed_dim) if c.final_norm and c.use_fc_norm else nn.Identity()
         if c.representation_size:
@@ -195,6 +196,8 @@ class VisionTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
         embedded_prefix = 0 if self.config.no_embed_class else self.num_prefix_tokens
+        if self.config.posemb == "none":  # rotary embeddings alone (DINOv3)
+            return self.pos_drop(torch.cat(prefix + [x], dim=1))
         if self.config.posemb == "sincos2d":  # big_vision: fixed, for this grid, added to patches only
             pos_embed = posemb_sincos_2d(grid, self.embed_dim, dtype=x.dtype, device=x.device)
         else:
@@ -213,29 +216,42 @@ class VisionTransformer(nn.Module):
         grid = self._check_input(x)
         return self.norm_pre(self._pos_embed(self.patch_embed(x), grid)), grid
 
+    def rope_table(self, grid: tuple[int, int], device: torch.device | None = None) -> torch.Tensor | None:
+        """The rotary [sin, cos] table (h*w, 2 * head_dim) for a patch grid, or None without rotary embeddings."""
+        c = self.config
+        if c.rope == "none":
+            return None
+        return rope_table(grid, c.embed_dim // c.num_heads, form=c.rope, temperature=c.rope_temperature,
+                          offset=c.rope_grid_offset, indexing=c.rope_grid_indexing, ref_grid=c.rope_ref_grid,
+                          rotate_half=c.rope_rotate_half, device=device)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images to the token sequence the first block reads: (B, C, H, W) -> (B, prefix + N, D)."""
         return self._embed(x)[0]
 
     # ------------------------------------------------------------------ forward passes
-    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run_block(self, block: nn.Module, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
         if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+            return checkpoint(block, x, rope, use_reentrant=False)
+        return block(x, rope)
+
+    def _embed_with_rope(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        tokens, grid = self._embed(x)
+        return tokens, grid, self.rope_table(grid, device=x.device)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens after the final norm: (B, C, H, W) -> (B, prefix + N, D)."""
-        x = self.embed(x)
+        x, _, rope = self._embed_with_rope(x)
         for block in self.blocks:
-            x = self._run_block(block, x)
+            x = self._run_block(block, x, rope)
         return self.norm(x)
 
     def pool(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """(B, prefix + N, D) -> (B, D) by ``mode`` (default: the configured ``global_pool``): 'token' the
         class token, 'avg' the mean patch token, 'map' the attention-pool head; 'none' keeps all tokens."""
         mode = self.global_pool if mode is None else mode
-        if mode == "map":
-            return self.attn_pool(x[:, self.num_prefix_tokens:])
+        if mode == "map":  # over every token, as timm's attention pool reads them
+            return self.attn_pool(x)
         if mode == "token":
             return x[:, 0]
         if mode == "avg":
@@ -277,14 +293,14 @@ class VisionTransformer(nn.Module):
     def _forward_with_outputs(self, x: torch.Tensor, hidden_states: bool, attentions: bool) -> ViTOutput:
         if not (hidden_states or attentions):
             return ViTOutput(logits=self.forward_head(self.forward_features(x)))
-        x = self.embed(x)
+        x, _, rope = self._embed_with_rope(x)
         hidden, attns = [x], []
         for block in self.blocks:
             if attentions:  # the explicit attention path, which returns its weights
-                x, attn = block(x, return_attn=True)
+                x, attn = block(x, rope, return_attn=True)
                 attns.append(attn)
             else:
-                x = self._run_block(block, x)
+                x = self._run_block(block, x, rope)
             hidden.append(x)
         return ViTOutput(logits=self.forward_head(self.norm(x)), hidden_states=tuple(hidden) if hidden_states else None,
                          attentions=tuple(attns) if attentions else None)
@@ -342,12 +358,12 @@ class VisionTransformer(nn.Module):
         if output_fmt not in OUTPUT_FORMATS:
             raise ConfigError(f"output_fmt={output_fmt!r} is not supported: use one of {OUTPUT_FORMATS}.")
         take = self._resolve_indices(indices)
-        x, grid = self._embed(x)
+        x, grid, rope = self._embed_with_rope(x)
         B = x.shape[0]
         last = max(take) if (stop_early or intermediates_only) else len(self.blocks) - 1
         intermediates = []
         for i, block in enumerate(self.blocks[: last + 1]):
-            x = self._run_block(block, x)
+            x = self._run_block(block, x, rope)
             if i not in take:
                 continue
             y = self.norm(x) if norm else x
@@ -362,12 +378,22 @@ class VisionTransformer(nn.Module):
 
     def forward_attention(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Attention weights of every block, each (B, heads, N, N), via the explicit attention path."""
-        x = self.embed(x)
+        x, _, rope = self._embed_with_rope(x)
         maps = []
         for block in self.blocks:
-            x, attn = block(x, return_attn=True)
+            x, attn = block(x, rope, return_attn=True)
             maps.append(attn)
         return maps
+
+
+def block_spec(c: ViTConfig) -> BlockSpec:
+    """The per-block architecture a config describes."""
+    return BlockSpec(
+        num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, qk_scale=c.qk_scale, qk_norm=c.qk_norm,
+        proj_bias=c.proj_bias, qkv_fused=c.qkv_fused, k_bias=c.k_bias, attn_norm=c.attn_norm,
+        mlp_layer=c.mlp_layer, mlp_norm=c.mlp_norm, mlp_align=c.mlp_align,
+        mlp_bias=c.proj_bias if c.mlp_bias is None else c.mlp_bias, drop=c.drop_rate, attn_drop=c.attn_drop_rate,
+        init_values=c.init_values, rotate_half=c.rope_rotate_half, num_prefix_tokens=c.num_prefix_tokens)
 
 
 class FeatureInfo(list):

@@ -16,7 +16,8 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig, did_y
 from .errors import CheckpointError, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
-from .weights.io import download_from_hub
+from .weights.sources import HubUnavailableError, download_from_hub
+from .zoo_table import ROWS as ZOO_ROWS
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,20 @@ def _populate() -> None:
         description="a small ViT for 32x32 images (the bundled digits data)", tags=("small",)))
 
 
+FAMILY_SOURCES = {
+    "dinov3": "DINOv3 (Meta; timm's eva.py port)", "eva02": "EVA-02 (BAAI)", "pe": "Perception Encoder (Meta)",
+    "clip": "CLIP image tower (OpenAI / LAION / DataComp)", "aimv2": "AIMv2 (Apple)", "dinov2": "DINOv2 (Meta)",
+    "flexivit": "FlexiViT (Google)", "siglip": "SigLIP / SigLIP 2 image tower (Google)",
+}
+
+
+def _populate_families() -> None:
+    """Today's families, read off timm's definitions (zoo_table.py, written by scripts/gen_zoo.py)."""
+    for name, family, count, config, pcfg in ZOO_ROWS:
+        register(ModelEntry(name=name, config=config, pretrained_cfg=PretrainedCfg.from_dict(pcfg), num_params=count,
+                            description=FAMILY_SOURCES[family], tags=(family,)))
+
+
 def _matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
     """A test of a name against shell-style patterns, a plain word matching anywhere (``'deit'``)."""
     words = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -222,6 +237,8 @@ def pretrained_source(name: str) -> str:
     """The ``hf-hub:`` id of a registered model's published weights: timm's ``timm/<name>.<tag>`` where timm
     publishes them, else the Google/Hugging Face repository in its pretrained cfg."""
     pcfg = get_entry(name).pretrained_cfg
+    if pcfg.hf_hub_id and pcfg.hf_hub_id.startswith("timm/"):  # a timm name whose weights another name publishes
+        return f"hf-hub:{pcfg.hf_hub_id}"
     if pcfg.timm_name and pcfg.tag:
         return f"hf-hub:timm/{pcfg.timm_name}.{pcfg.tag}"
     if pcfg.hf_hub_id:
@@ -235,7 +252,7 @@ def _fetch_published(name: str) -> str:
     repo = pretrained_source(name).removeprefix("hf-hub:")
     try:
         return str(download_from_hub(repo))
-    except CheckpointError:
+    except HubUnavailableError:  # a damaged cache entry is reported as damaged
         raise CheckpointError(
             f"The published weights of {name!r} ({repo}) are not in the Hugging Face cache and cannot be "
             f"downloaded here (offline or no network). Fetch them once where there is network with "
@@ -305,4 +322,5 @@ def known_configs() -> dict[str, ViTConfig]:
 
 
 _populate()
+_populate_families()
 _with_default_tags()

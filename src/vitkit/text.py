@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import ACT_LAYERS, did_you_mean
 from .errors import ConfigError, InputSizeError
-from .layers import Block, get_act_layer, init_module
+from .layers import Block, BlockSpec, get_act_layer, init_module
 from .tokenizer import TextRules
 
 # the last position (SigLIP), the first end-of-text token (transformers' CLIP), the largest id (open_clip's CLIP,
@@ -95,10 +95,8 @@ class TextTransformer(nn.Module):
         self.token_embed = nn.Embedding(c.vocab_size, c.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, c.context_length, c.width))
         self.blocks = nn.Sequential(*[
-            Block(c.width, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=True, qk_scale=None,
-                  qk_norm=False, proj_bias=True, drop=0.0, attn_drop=0.0, drop_path=0.0, init_values=None,
-                  norm_layer=lambda d: norm(d, eps=c.norm_eps), act_layer=get_act_layer(c.act_layer),
-                  causal=c.causal)
+            Block(c.width, spec=BlockSpec(num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, causal=c.causal),
+                  drop_path=0.0, norm_layer=lambda d: norm(d, eps=c.norm_eps), act_layer=get_act_layer(c.act_layer))
             for _ in range(c.depth)])
         self.norm = norm(c.width, eps=c.norm_eps)
         self.head = nn.Linear(c.width, c.embed_dim, bias=c.head_bias)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from corpus import Bases, Case, json_cases, weight_cases
 from inputs import cli_cases, config_cases, image_cases
+from runfolders import run_folder_cases
 from special import all_special
 
 WORKER = Path(__file__).with_name("worker.py")  # isolated cases (FIFOs) run in a forked child of it
@@ -42,7 +43,8 @@ def build(root: Path, long: bool) -> list[Case]:
     rng = random.Random(1234)
     bases = Bases(root)
     cases = [*weight_cases(bases, root, rng), *json_cases(bases, root), *all_special(bases, root),
-             *image_cases(root, rng), *config_cases(), *cli_cases(bases, root)]
+             *image_cases(root, rng), *config_cases(), *cli_cases(bases, root),
+             *run_folder_cases(root, long)]
     if long:
         return cases
     per: dict[str, list[Case]] = defaultdict(list)

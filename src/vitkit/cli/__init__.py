@@ -85,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
     argv = [a for a in argv if a != "--debug"]
-    parser = build_parser(_command(argv), lazy=True)
+    try:
+        parser = build_parser(_command(argv), lazy=True)  # imports the command's module (torch: ~1 s)
+    except KeyboardInterrupt:  # Ctrl-C while starting up: nothing began, nothing to say but that
+        print(f"vitkit {_command(argv) or ''}: interrupted while starting", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     args.debug = debug
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

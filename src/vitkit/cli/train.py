@@ -17,8 +17,10 @@ from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
 from ..training.checkpoint import STATE_FILE
 from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
-from .train_extras import add_extra_args, best_line, data_details, extra_settings, lora_line, multilabel_epoch_line
-from .train_extras import pct as _pct
+from ..training.evaluation import SPLITS
+from ..training.tasks import pct as _pct
+from ..training.tasks import task_of
+from .train_flags import add_source_args, add_training_args, source_settings, training_settings
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -68,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     settings.update(data=args.data, model_overrides=_overrides(args.set), plots=not args.no_plots,
                     clip_grad=None if args.clip_grad == 0 else args.clip_grad,
                     resume=args.resume, crop_scale=tuple(args.crop_scale) if args.crop_scale else None)
-    settings.update(extra_settings(args))  # issue 13's flags (cli/train_extras.py)
+    settings.update(training_settings(args))
     return TrainConfig(**settings)
 
 
@@ -77,14 +79,14 @@ def _print_start(s: dict[str, Any]) -> None:
     chosen = "" if s["model_given"] else f" (the default for {data}; choose with --model)"
     print(f"model {s['model']}{chosen} at {s['img_size']} pixels: {s['params']:,} parameters, "
           f"{s['trainable_params']:,} trainable ({_share(s['trainable_params'], s['params'])}, "
-          f"{lora_line(s) or 'freeze=' + s['freeze']})")
+          f"{_lora_line(s) or 'freeze=' + s['freeze']})")
     if s.get("teacher"):
         t = s["teacher"]
         print(f"teacher {t['model']}: {t['mode']} distillation (alpha {t['alpha']:g}) through the student's "
               f"{t['through']}")
     skipped = f", {s['skipped_files']} unreadable files skipped" if s["skipped_files"] else ""
     print(f"data {s['source']}: {s['train_images']} training / {s['val_images']} validation images, "
-          f"{_plural(s['classes'], 'class', 'classes')}{skipped}{data_details(s)}")
+          f"{_plural(s['classes'], 'class', 'classes')}{skipped}{_data_details(s)}")
     where = f"{s['world_size']} processes" if s["world_size"] > 1 else s["device"]
     resumed = f", resuming at epoch {s['start_epoch'] + 1}, step {s['start_step']}" if s["resumed"] else ""
     print(f"{_plural(s['epochs'], 'epoch')} x {_plural(s['steps_per_epoch'], 'step')} of batch {s['batch_size']} on "
@@ -92,13 +94,29 @@ def _print_start(s: dict[str, Any]) -> None:
 
 
 def _print_epoch(r: dict[str, Any]) -> None:
-    if "val_mAP" in r:  # a multi-label run (issue 13)
-        return print(multilabel_epoch_line(r), flush=True)
-    ema = f"  ema top1 {_pct(r['ema_val_top1'])}" if "ema_val_top1" in r else ""
-    print(f"epoch {r['epoch']:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
-          f"top1 {_pct(r['val_top1'])}  top5 {_pct(r['val_top5'])}{ema}  {r['images_per_sec']:.0f} img/s  "
-          f"{r['epoch_time_s']:.1f}s" + (f"  skipped {r['skipped_images']}" if r["skipped_images"] else ""),
-          flush=True)
+    print(task_of(r).epoch_line(r), flush=True)
+
+
+def _data_details(summary: dict[str, Any]) -> str:
+    """', multi-label (1.8 labels per image)' / ', columns image/label' for label files and datasets, else ''."""
+    parts = []
+    if "kind" in summary:
+        per = summary.get("labels_per_image")
+        parts.append(summary["kind"] + (f" ({per:g} labels per image)" if summary["kind"] == "multi-label" else ""))
+    if "image_column" in summary:
+        parts.append(f"columns {summary['image_column']}/{summary['label_column']}")
+    if "val_source" in summary:
+        parts.append(f"validation from {summary['val_source']}")
+    return "".join(f", {p}" for p in parts)
+
+
+def _lora_line(summary: dict[str, Any]) -> str:
+    """'LoRA r=8 alpha=16 on qkv,proj (12 linears)' for a run with adapters, else ''."""
+    lora = summary.get("lora")
+    if not lora:
+        return ""
+    return (f"LoRA r={lora['rank']} alpha={lora['alpha']:g} on {','.join(lora['targets'])} "
+            f"({lora['adapted_linears']} linears)")
 
 
 def resume_command(world_size: int) -> str:
@@ -145,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not result.completed:
         print(f"stopped after step {r['steps']} (--max-steps); continue with --resume")
     if r["epochs"]:
-        print(f"{best_line(r)}; {r['train_time_s']:.1f}s of training")
+        print(f"{task_of(r).best_line(r)}; {r['train_time_s']:.1f}s of training")
         if "best_ema_val_top1" in r:
             print(f"EMA best top-1 {_pct(r['best_ema_val_top1'])} (epoch {r['best_ema_epoch']}), final "
                   f"{_pct(r['final_ema_val_top1'])}; the best weights are the {r['best_weights']} ones")
@@ -183,30 +201,63 @@ def _run_checkpoint(run: str, report: dict[str, Any], which: str) -> tuple[str, 
     return str(folder), f"{which} (epoch {epoch} of {epochs})" if epoch is not None else which
 
 
+# the report's config settings that say what a run trained on, with what each must be
+_PATH = (lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 4096 and "\0" not in v), "a path or null")
+RUN_DATA_CHECKS: dict[str, tuple[Any, str]] = {
+    "data": _PATH, "labels": _PATH, "val_labels": _PATH, "hf_dataset": _PATH, "image_column": _PATH,
+    "label_column": _PATH,
+    "val_fraction": (lambda v: isinstance(v, float) and 0 < v < 1, "a fraction between 0 and 1"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63, "an integer seed"),
+    "multi_label": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "threshold": (lambda v: isinstance(v, float) and 0 < v < 1, "a score threshold between 0 and 1"),
+}
+
+
+def _run_data(run: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The data settings a run trained with, from its report.json, each checked (a damaged report: one line)."""
+    cfg = report.get("config")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{run}/report.json has no 'config' object; it is damaged. Pass --model {run}/best and "
+                          f"the data instead.")
+    found = {k: cfg[k] for k in RUN_DATA_CHECKS if k in cfg}
+    for key, value in found.items():
+        ok, expected = RUN_DATA_CHECKS[key]
+        if not ok(value):
+            raise ConfigError(f"{run}/report.json says {key}={str(value)[:80]!r}, expected {expected}; the report is "
+                              f"damaged. Pass --model {run}/best and the data instead.")
+    return found
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    settings = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed}
+    given = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed, **source_settings(args)}
+    settings = {k: v for k, v in given.items() if v is not None}
     model, described = args.model, args.model
     if args.run:
         report = _run_report(args.run)
-        cfg = report.get("config", {}) if isinstance(report.get("config"), dict) else {}
-        settings.update({k: cfg[k] for k in ("data", "val_fraction", "seed") if k in cfg and getattr(args, k) is None})
+        if not any(settings.get(k) for k in ("data", "labels", "hf_dataset")):  # the run's data, unless given
+            settings = {**_run_data(args.run, report), **settings}
         if model is None:
             model, which = _run_checkpoint(args.run, report, args.checkpoint)
             described = f"{model}: the {which} checkpoint"
     if model is None:
         raise ConfigError("Name the model to evaluate: --model DIR (a saved model, e.g. runs/digits/best) or "
                           "--run OUT (the --out folder of a training run).")
+    folder = settings.get("data") not in (None, "digits") and not (settings.get("labels") or settings.get("hf_dataset"))
+    if args.val_fraction == 1:  # everything held out: the whole folder
+        settings.pop("val_fraction")
+        split = args.split or "all"
+    else:
+        split = args.split or ("all" if folder and not args.run and args.val_fraction is None else "val")
     settings = {k: v for k, v in settings.items() if v is not None}
-    result = evaluate(model, weights=args.weights, batch_size=args.batch_size, split=args.split, device=args.device,
+    result = evaluate(model, weights=args.weights, batch_size=args.batch_size, split=split, device=args.device,
                       workers=args.workers, **settings)
     if args.json:
         print(json.dumps({"model": model, **result}, indent=2))
         return 0
-    hits = round(result["val_top1"] * result["val_images"])
-    print(f"{described} on {result['data']} ({result['split']} split, {result['val_images']} images): "
-          f"top-1 {_pct(result['val_top1'])} ({hits}/{result['val_images']}), top-5 {_pct(result['val_top5'])}, "
-          f"loss {result['val_loss']:.4f}" + (f", {result['skipped_images']} unreadable images skipped"
-                                                 if result["skipped_images"] else ""))
+    scope = "every image" if split == "all" else f"{split} split"
+    print(f"{described} on {result['data']} ({scope}, {result['val_images']} images): "
+          f"{task_of(result).eval_line(result)}, loss {result['val_loss']:.4f}"
+          + (f", {result['skipped_images']} unreadable images skipped" if result["skipped_images"] else ""))
     return 0
 
 
@@ -340,12 +391,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "augmentations, best/last checkpoints, metrics, plots and report.json under --out. "
                     "Runs distributed under `torchrun --nproc_per_node=N -m vitkit train ...`.")
     _add_train_args(p)
-    add_extra_args(p)  # issue 13's flags (cli/train_extras.py)
+    add_source_args(p, training=True)
+    add_training_args(p)
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",
-                              description="Top-1/top-5 accuracy and loss of a trained model on the held-out split "
-                                          "(the same split `vitkit train` used with the same data and seed).")
+                              description="Top-1/top-5 accuracy (multi-label: mAP and F1) and loss of a trained "
+                                          "model on every image of a folder, or on the split `vitkit train` held "
+                                          "out (the same data, seed and fraction; --run: the run's own data).")
     e.add_argument("data", nargs="?", help=DATA_HELP)
     e.add_argument("--model", help="saved model folder or checkpoint (or a registry name with --weights)")
     e.add_argument("--run", help="a training run's --out folder: one of its checkpoints (see --checkpoint) and its "
@@ -354,9 +407,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which checkpoint of --run: best (highest validation top-1), last (the final epoch), or with "
                         "--ema the EMA weights' best_ema / ema")
     e.add_argument("--weights", help="weights for a registry --model")
-    e.add_argument("--val-fraction", type=float, help="held-out fraction (default 0.2)")
+    e.add_argument("--val-fraction", type=float, help="held-out fraction (default 0.2; given: --split val)")
     e.add_argument("--seed", type=int, help="split seed (default 0)")
-    e.add_argument("--split", choices=("val", "train"), default="val")
+    e.add_argument("--split", choices=SPLITS, help="all: every image of DATA (its val/ when it has train/ and val/); "
+                   "val: the split `vitkit train` held out; train: the rest. Default: all for a folder DATA, val "
+                   "for --run, the digits, a label file or a dataset")
+    add_source_args(e, training=False)
     e.add_argument("--batch-size", type=int, default=128)
     e.add_argument("--workers", type=int)
     e.add_argument("--device")

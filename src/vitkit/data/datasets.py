@@ -160,6 +160,25 @@ def load_folder(folder: str | os.PathLike, *, val_fraction: float = 0.2, seed: i
     return DataSplits(everything.subset(train_idx), everything.subset(val_idx), classes, os.fspath(root), skipped)
 
 
+def folder_classes(folder: str | os.PathLike) -> list[str]:
+    """The class names an image folder gives (its train/ subfolders when it has train/ inside), read from
+    its top level only: cheap to check against a model before any image is looked at."""
+    root = Path(folder).expanduser()
+    return find_classes(root / "train" if (root / "train").is_dir() else root)
+
+
+def load_whole_folder(folder: str | os.PathLike) -> DataSplits:
+    """Every image of a folder as the split to score (no training split): its ``val/`` when it has
+    ``train/`` and ``val/`` inside, else all its class folders."""
+    root = Path(folder).expanduser()
+    if _val_dir(root) is not None and (root / "train").is_dir():
+        splits = load_folder(root)
+        return DataSplits(LabelledImages([], []), splits.val, splits.classes, splits.source, splits.skipped)
+    classes = find_classes(root)
+    paths, labels, skipped = scan_folder(root, classes)
+    return DataSplits(LabelledImages([], []), LabelledImages(list(paths), labels), classes, os.fspath(root), skipped)
+
+
 def load_digits(*, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     """The bundled digits (1,797 images of ``size`` x ``size``), with a seeded stratified held-out split."""
     images, labels = load_digits_images(size)

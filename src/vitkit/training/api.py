@@ -1,4 +1,4 @@
-"""The public entry points: ``train`` (one process or torchrun's many) and ``evaluate``."""
+"""The public entry point ``train`` (one process or torchrun's many); ``evaluate`` is in evaluation.py."""
 
 from __future__ import annotations
 
@@ -10,25 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..data.datasets import load_splits
-from ..errors import ConfigError
-from ..runtime import load_model
+from ..errors import CheckpointError, ConfigError
+from ..fileio import check_output_path
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
-from .distributed import Dist, ShardBatchSampler, pick_device
-from .loop import Trainer, evaluate_loader
+from .distributed import Dist
+from .loop import Trainer
 from .metrics import METRICS_CSV, METRICS_JSONL, PLOT_FILES, REPORT_FILE, plot_confusion, plot_curves, write_report
-from .multilabel_task import multilabel_report
-from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader, run_settings
+from .setup import run_settings
 
 logger = logging.getLogger(__name__)
 
 # A folder holding one of these holds a run; these are what a run writes (cleared by ``overwrite``)
 RUN_MARKERS = (STATE_FILE, REPORT_FILE)
 RUN_OUTPUTS = (STATE_FILE, REPORT_FILE, METRICS_JSONL, METRICS_CSV, *PLOT_FILES.values(), "best", "last", "ema",
-               "best_ema", "samples")
+               "best_ema", "samples", "adapters", "tensorboard")
 
 
 @dataclass
@@ -41,11 +37,11 @@ class TrainResult:
 
     @property
     def best_val_top1(self) -> float:
-        return self.report["best_val_top1"]
+        return self.report.get("best_val_top1")
 
     @property
     def final_val_top1(self) -> float:
-        return self.report["final_val_top1"]
+        return self.report.get("final_val_top1")
 
 
 def train(config: TrainConfig | None = None, *, on_start: Callable[[dict[str, Any]], None] | None = None,
@@ -101,8 +97,13 @@ def _run_epochs(trainer: Trainer) -> bool:
 
 
 def prepare_out(cfg: TrainConfig, dist: Dist) -> None:
-    """Refuse an ``out`` folder that holds a run unless resuming or told to overwrite it (then clear it)."""
+    """Refuse an ``out`` folder that holds a run unless resuming or told to overwrite it (then clear it), one that
+    cannot hold a run (under /dev, /proc, /sys), and ``resume='auto'`` with no state in it to resume."""
     out = Path(cfg.out)
+    check_output_path(out / STATE_FILE)  # a place training could never save to (/dev, /proc, ...): refused now
+    if cfg.resume == "auto" and not (out / STATE_FILE).is_file():
+        raise CheckpointError(f"--resume: --out {str(out)!r} holds no {STATE_FILE} to continue from. Check the "
+                              f"folder name, or drop --resume to start a new run there.")
     found = [name for name in RUN_MARKERS if (out / name).exists()]
     if not found or cfg.resume:
         return
@@ -133,8 +134,8 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
             plots["confusion"] = str(plot_confusion(trainer.last_confusion, trainer.splits.classes, out, which))
     last = rows[-1] if rows else {}
     report = {
-        "completed": completed, "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
-        "final_val_loss": last.get("val_loss"), "best_val_top1": p.best_top1 if rows else None,
+        "completed": completed, **trainer.task.report(rows, p.best_score if rows else None),
+        "final_val_loss": last.get("val_loss"),
         "best_epoch": p.best_epoch if rows else None, "epochs": len(rows), "steps": p.step,
         "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 3), "wall_time_s": round(seconds, 3),
         "checkpoints": _checkpoints(out),
@@ -145,7 +146,6 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
     }
     if trainer.ema is not None and rows:
         report.update(_ema_report(trainer))
-    report.update(multilabel_report(trainer.multi, rows, p.best_top1))  # issue 13: mAP/F1 for multi-label runs
     write_report(report, out)
     return report
 
@@ -155,37 +155,9 @@ def _ema_report(trainer: Trainer) -> dict[str, Any]:
     p, out, last = trainer.progress, trainer.out, trainer.progress.history[-1]
     return {"ema_decay": trainer.cfg.ema, "best_ema_val_top1": p.best_ema_top1, "best_ema_epoch": p.best_ema_epoch,
             "final_ema_val_top1": last.get("ema_val_top1"),
-            "best_weights": "ema" if p.best_ema_top1 > p.best_top1 else "raw",
+            "best_weights": "ema" if p.best_ema_top1 > p.best_score else "raw",
             "checkpoints": {**_checkpoints(out), "ema": str(out / "ema"), "best_ema": str(out / "best_ema")}}
 
 
 def _checkpoints(out: Path) -> dict[str, str]:
     return {"best": str(out / "best"), "last": str(out / "last"), "state": str(out / STATE_FILE)}
-
-
-def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: str | None = None,
-             val_fraction: float = 0.2, seed: int = 0, batch_size: int = 128, split: str = "val",
-             workers: int | None = None, device: str | None = None) -> dict[str, Any]:
-    """Accuracy of ``model`` (a name, saved folder or checkpoint, or a model) on a data split.
-
-    The split is the one ``train`` used with the same ``data``, ``val_fraction`` and ``seed`` (the
-    bundled digits' held-out 20% when ``data`` is None). Returns val_loss, val_top1, val_top5,
-    val_images, skipped_images, the confusion matrix (a list of rows) and the class names.
-    """
-    if split not in ("val", "train"):
-        raise ConfigError(f"split={split!r} is not known: expected 'val' (held out) or 'train'.")
-    splits = load_splits(data, val_fraction=val_fraction, seed=seed)
-    if isinstance(model, str):
-        model = build_model(model, num_classes=len(splits.classes), weights=weights) if weights else \
-            load_model(model)
-    check_model_classes(model, splits.classes)
-    dev = pick_device(device)
-    model.to(dev)
-    images = splits.val if split == "val" else splits.train
-    sampler = ShardBatchSampler(len(images), batch_size=batch_size)
-    n_workers = workers if workers is not None else default_workers(images, 1)
-    loader = make_loader(images, EvalTransform(model), sampler, n_workers)
-    metrics, confusion, skipped = evaluate_loader(model, loader, len(splits.classes), dev)
-    return {**metrics, "skipped_images": skipped + len(splits.skipped), "confusion": confusion.tolist(),
-            "classes": list(splits.classes), "split": split, "data": splits.source}
-

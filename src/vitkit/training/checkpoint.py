@@ -8,9 +8,12 @@ moment leaves either the old or the new checkpoint, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write
 from ..weights import save_pretrained
+from ..weights.validate import check_regular_file, check_zip, open_zip, verify_zip_crc
 from .peft import exportable, save_run_adapters
 
 STATE_FILE = "checkpoint.pt"
@@ -37,8 +41,15 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"Training checkpoint {str(path)!r} does not exist. Pass the {STATE_FILE} a run "
                               f"wrote (in its --out folder), or drop --resume to start afresh.")
+    check_regular_file(path, "training checkpoint")
+    if zipfile.is_zipfile(path):  # the weight loader's checks: no zip bomb, no damaged member, before reading
+        with open_zip(path, "torch") as zf:
+            check_zip(path, zf, "torch")
+            verify_zip_crc(path, zf, "torch")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"Training checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}). It is corrupt or not a vitkit "
@@ -46,7 +57,44 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "model" not in state:
         raise CheckpointError(f"{str(path)!r} is not a vitkit training checkpoint (version {STATE_VERSION}); "
                               f"resume from a {STATE_FILE} written by `vitkit train`.")
+    check_state(state, str(path))
     return state
+
+
+# the parts of a training state and the type each must have (their insides are checked when restored)
+STATE_PARTS: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict, "progress": dict,
+    "model_config": dict, "classes": list}
+
+
+def damaged(path: str, part: str, why: str) -> CheckpointError:
+    """The error for a training state whose ``part`` cannot be used."""
+    return CheckpointError(f"Training checkpoint {path!r} is damaged: its {part} {why}. Resume from another copy, "
+                           f"or start a new run from its last export: --weights OUT/last --out NEW_FOLDER.")
+
+
+def check_state(state: dict[str, Any], path: str) -> None:
+    """Refuse a training state whose parts are missing, of the wrong type, or whose weights are not finite."""
+    for part, kind in STATE_PARTS.items():
+        if not isinstance(state.get(part), kind):
+            raise damaged(path, part, f"is {type(state.get(part)).__name__}, expected {kind.__name__}")
+    for name, tensor in state["model"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise damaged(path, "model", f"entry {str(name)[:80]!r} is not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise damaged(path, "model", f"tensor {str(name)[:80]!r} holds NaN or Inf (the run had diverged)")
+
+
+@contextlib.contextmanager
+def restoring(path: str, part: str) -> Iterator[None]:
+    """Turn a failure to restore one part of a training state into a one-line CheckpointError naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise damaged(path, part, f"cannot be restored ({type(exc).__name__}: {first})") from None
 
 
 def check_compatible(state: dict[str, Any], model_config: dict[str, Any], classes: list[str], path: str) -> None:
@@ -125,7 +173,7 @@ def export_model(model: torch.nn.Module, path: Path) -> Path:
         old.rename(path)
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    save_pretrained(exportable(model), tmp, format="vitkit")  # LoRA: a merged plain copy (issue 13)
+    save_pretrained(exportable(model), tmp, format="vitkit")  # LoRA: a merged plain copy
     if path.exists():
         path.rename(old)
     tmp.rename(path)

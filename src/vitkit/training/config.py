@@ -84,7 +84,7 @@ class TrainConfig:
     distill_tau: float = 1.0
     ema: float | None = None  # decay of an exponential moving average of the weights (None: off), e.g. 0.999
     log_every: int = 20  # optimizer steps between reads of the loss on the host (progress bar, non-finite check)
-    # --- issue 13 settings, validated by training/options.py ---
+    # --- LoRA, data sources, multi-label, tracking, strategy: validated by training/options.py ---
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank (+ the head) instead of the weights (training/peft.py)
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -95,14 +95,15 @@ class TrainConfig:
     image_column: str | None = None  # its image and label columns (default: found by their feature types)
     label_column: str | None = None
     multi_label: bool | None = None  # None: as the data says (a label file's 'labels' column); True: one-element sets
-    multilabel_loss: str = "bce"  # multi-label: 'bce' (with label_smoothing) or 'asl' (training/multilabel_task.py)
+    multilabel_loss: str = "bce"  # multi-label: 'bce' (with label_smoothing) or 'asl' (training/tasks.py)
     threshold: float = 0.5  # multi-label F1: a class is predicted when its sigmoid score exceeds this
     report_to: tuple[str, ...] = ()  # trackers of each epoch's row, e.g. ('tensorboard',) (training/tracking.py)
     strategy: str = "ddp"  # several processes: 'ddp' (replicated) or 'fsdp' (sharded, training/fsdp.py)
 
     def resolved(self) -> TrainConfig:
         """A copy with every preset field filled in, validated."""
-        digits = self.data in (None, "digits") and not (self.labels or self.hf_dataset)  # issue 13: other sources
+        # a label file or a dataset takes the folder preset, as a folder does
+        digits = self.data in (None, "digits") and not (self.labels or self.hf_dataset)
         preset = DIGITS_DEFAULTS if digits else FOLDER_DEFAULTS
         changes = {k: v for k, v in preset.items() if getattr(self, k) is None and v is not None}
         if self.layer_decay is None and "layer_decay" not in changes:
@@ -123,6 +124,16 @@ class TrainConfig:
             _fail("workers", self.workers, "0 (load in the main process) or more")
         if self.lr is not None and not self.lr > 0:
             _fail("lr", self.lr, "a learning rate > 0")
+        if not self.min_lr >= 0:
+            _fail("min_lr", self.min_lr, "a learning rate >= 0 (the end of the cosine)")
+        if not self.weight_decay >= 0:
+            _fail("weight_decay", self.weight_decay, "a decay >= 0 (0: none)")
+        if self.warmup_epochs is not None and not self.warmup_epochs >= 0:
+            _fail("warmup_epochs", self.warmup_epochs, "0 (no warmup) or more epochs")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            _fail("max_steps", self.max_steps, "a positive step count (leave it out to train every epoch)")
+        if self.export_samples is not None and (not isinstance(self.export_samples, int) or self.export_samples < 0):
+            _fail("export_samples", self.export_samples, "0 (none) or a number of images per class")
         if self.batch_size is not None and self.batch_size % self.accum_steps:
             _fail("batch_size", self.batch_size, f"a multiple of accum_steps={self.accum_steps}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
@@ -146,7 +157,7 @@ class TrainConfig:
         if self.save_every_steps < 0:
             _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
         parse_freeze(self.freeze)
-        validate_options(self)  # issue 13's settings
+        validate_options(self)  # LoRA, sources, multi-label, tracking, strategy
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -26,7 +25,6 @@ from .config import TrainConfig
 from .distill import distillation_loss, load_teacher
 from .distributed import Dist, GlobalBatchSampler, ShardBatchSampler
 from .ema import ModelEma
-from .extras import summary_extras
 from .fsdp import (
     full_model,
     is_sharded,
@@ -36,10 +34,9 @@ from .fsdp import (
     unsharded,
 )
 from .interrupt import StopRequest, TrainingInterrupted
-from .metrics import EvalCounts, write_metrics
-from .multilabel_task import BEST_METRIC, multilabel_task
+from .metrics import write_metrics
 from .optim import WarmupCosine, build_optimizer
-from .peft import setup_trainable
+from .peft import lora_summary, setup_trainable
 from .setup import (
     EvalTransform,
     autocast,
@@ -47,11 +44,13 @@ from .setup import (
     default_workers,
     label_model,
     make_loader,
+    quiet_new_head,
     sample_indices,
     seed_everything,
     train_transform,
 )
 from .sources import load_data
+from .tasks import make_task
 from .tracking import open_reporters
 
 logger = logging.getLogger(__name__)
@@ -103,54 +102,25 @@ class Progress:
     step: int = 0
     stats: EpochStats = field(default_factory=EpochStats)
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_top1: float = -1.0
+    best_score: float = -1.0  # the task's best_metric (top-1, or mAP) of the best epoch
     best_epoch: int = -1
     best_ema_top1: float = -1.0
     best_ema_epoch: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "stats": self.stats.to_dict(),
-                "history": [dict(r) for r in self.history], "best_top1": self.best_top1,
+                "history": [dict(r) for r in self.history], "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_ema_top1": self.best_ema_top1,
                 "best_ema_epoch": self.best_ema_epoch}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], device: torch.device) -> Progress:
         stats = EpochStats.from_dict(data["stats"] if "stats" in data else data["sums"], device)
+        best = data["best_score"] if "best_score" in data else data["best_top1"]  # older states: best_top1
         return cls(epoch=int(data["epoch"]), batch=int(data["batch"]), step=int(data["step"]), stats=stats,
-                   history=[dict(r) for r in data["history"]], best_top1=float(data["best_top1"]),
+                   history=[dict(r) for r in data["history"]], best_score=float(best),
                    best_epoch=int(data["best_epoch"]), best_ema_top1=float(data.get("best_ema_top1", -1.0)),
                    best_ema_epoch=int(data.get("best_ema_epoch", -1)))
-
-
-def training_loss(out: Any, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Mean loss; without a teacher a distilled model's two heads both learn the labels."""
-    outs = out if isinstance(out, tuple) else (out,)
-    smoothing = 0.0 if target.ndim == 2 else label_smoothing  # soft targets (mixup) carry their smoothing
-    return sum(F.cross_entropy(o.float(), target, label_smoothing=smoothing) for o in outs) / len(outs)
-
-
-@torch.no_grad()
-def evaluate_loader(model: torch.nn.Module, loader: Any, num_classes: int, device: torch.device,
-                    dist: Dist | None = None) -> tuple[dict[str, float], torch.Tensor, int]:
-    """(metrics, confusion matrix, images skipped) of ``model`` over ``loader``, summed across ranks."""
-    was_training = model.training
-    model.eval()
-    counts = EvalCounts(num_classes, device)
-    skipped = 0
-    for x, y, n_skipped in loader:
-        skipped += n_skipped
-        if not len(y):
-            continue
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x).float()
-        counts.update(logits, y, F.cross_entropy(logits, y, reduction="sum"))
-    model.train(was_training)
-    if dist is not None:
-        dist.all_reduce_sum(counts.totals)
-        dist.all_reduce_sum(counts.confusion)
-        skipped = int(dist.all_reduce_sum(torch.tensor([skipped], device=device)).item())
-    return counts.summary(), counts.confusion.cpu(), skipped
 
 
 class Trainer:
@@ -161,20 +131,18 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = dist.device
         seed_everything(cfg.seed)
-        self.splits: DataSplits = load_data(cfg)  # issue 13: folder, digits, label file or HF dataset
-        self.multi = multilabel_task(cfg, self.splits)  # issue 13: None for a single-label run
-        if self.multi is not None and (cfg.teacher or cfg.ema):
-            raise ConfigError(f"--{'teacher' if cfg.teacher else 'ema'} is not available for multi-label data yet "
-                              "(distillation and the EMA's report are single-label). Drop it for this run.")
+        self.splits: DataSplits = load_data(cfg)  # a folder, the digits, a label file or a HF dataset
+        self.task = make_task(cfg, self.splits)  # single- or multi-label: loss, validation, best score
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
-        self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
-                                 overrides=cfg.model_overrides, img_size=cfg.img_size)
+        with quiet_new_head(bool(cfg.resume)):
+            self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
+                                     overrides=cfg.model_overrides, img_size=cfg.img_size)
         label_model(self.model, self.splits)
-        self.trainable, self.total = setup_trainable(self.model, cfg)  # issue 13: LoRA adapters or --freeze
+        self.trainable, self.total = setup_trainable(self.model, cfg)  # LoRA adapters or --freeze
         self.model.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model.to(self.device)
-        shard_model(self.model, cfg, dist)  # issue 13: --strategy fsdp (before the optimizer sees the parameters)
+        shard_model(self.model, cfg, dist)  # --strategy fsdp (before the optimizer sees the parameters)
         self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
         self.teacher = load_teacher(cfg.teacher, cfg.teacher_weights, self.model, list(self.splits.classes),
                                     self.device) if cfg.teacher else None
@@ -194,7 +162,7 @@ class Trainer:
         self.stop = StopRequest()  # entered by ``train`` for the length of the training loop
         self.state_path = self.out / ckpt.STATE_FILE
         self.last_confusion: torch.Tensor | None = None
-        self.reporters = open_reporters(cfg, self.out, dist.is_main)  # issue 13: --report-to (rank 0)
+        self.reporters = open_reporters(cfg, self.out, dist.is_main)  # --report-to (rank 0)
         # last: if a step above raises, no reducer is left to outlive the process group (see close)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if dist.initialized and not is_sharded(self.model) else None)
@@ -229,7 +197,7 @@ class Trainer:
         """
         self.ddp = None
         self.step_net = self.model
-        self.reporters.close()  # issue 13
+        self.reporters.close()
         gc.collect()  # DDP sits in reference cycles: free its reducer now, not at some later collection
 
     @property
@@ -247,7 +215,8 @@ class Trainer:
                 "teacher": None if self.teacher is None else {
                     "model": self.cfg.teacher, "mode": self.cfg.distill, "alpha": self.cfg.distill_alpha,
                     "through": "distillation head" if self.model.head_dist is not None else "logits"},
-                **summary_extras(self)}  # issue 13
+                **lora_summary(self.model), **self.task.summary(),
+                **({"strategy": "fsdp"} if is_sharded(self.model) else {})}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -257,7 +226,7 @@ class Trainer:
                 "model_config": self.model.config.to_dict(), "classes": list(self.splits.classes),
                 "train_images": len(self.splits.train), "train_config": self.cfg.to_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "confusion": self.last_confusion}  # the last validation's, for the plot of a run resumed at its end
+                "pretrained_cfg": self.model.pretrained_cfg.to_dict()}  # so the file alone predicts as best/ does
 
     def save(self) -> None:
         """Write the training state (rank 0), after checking that no rank's loss went non-finite."""
@@ -268,29 +237,42 @@ class Trainer:
         self.dist.barrier()
 
     def resume(self, path: str) -> bool:
-        """Load a training state; 'auto' reads ``OUT/checkpoint.pt`` and starts afresh when there is none."""
+        """Load a training state; 'auto' reads ``OUT/checkpoint.pt`` (``prepare_out`` checked that there is one)."""
         target = self.state_path if path == "auto" else Path(path)
         if self.dist.is_main:
             remove_stale_temps(self.out)
-        if path == "auto" and not target.is_file():
-            logger.info("no checkpoint in %s: starting afresh", self.out)
-            return False
-        state = ckpt.load_state(target)
-        self._check_resumable(state, str(target))
-        load_model_and_optimizer_state(self.model, self.optimizer, state)  # issue 13: FSDP scatters the full state
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+        state, where = ckpt.load_state(target), str(target)
+        self._check_resumable(state, where)
+        with ckpt.restoring(where, "progress"):
+            progress = Progress.from_dict(state["progress"], self.device)
+        self._check_progress(progress, where)
+        with ckpt.restoring(where, "model or optimizer"):
+            load_model_and_optimizer_state(self.model, self.optimizer, state)  # FSDP scatters the full state
+        with ckpt.restoring(where, "scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        with ckpt.restoring(where, "scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        with ckpt.restoring(where, "rng"):
+            ckpt.set_rng_state(state["rng"])
         if self.ema is not None:
-            self.ema.load_state_dict(state.get("ema"))
-        self.last_confusion = state.get("confusion")
-        self.progress = Progress.from_dict(state["progress"], self.device)
+            with ckpt.restoring(where, "ema"):
+                self.ema.load_state_dict(state.get("ema"))
+        self.progress = progress
         self.checked_step = self.progress.step
         if self.dist.is_main:
             write_metrics(self.out, self.progress.history)
         p = self.progress
         logger.info("resumed from %s at epoch %d, batch %d (step %d)", target, p.epoch, p.batch, p.step)
         return True
+
+    def _check_progress(self, p: Progress, path: str) -> None:
+        """Counters a run could have reached: within its epochs, steps and an epoch's batches."""
+        steps = self.cfg.epochs * self.steps_per_epoch
+        if not (0 <= p.epoch <= self.cfg.epochs and 0 <= p.batch <= self.steps_per_epoch
+                and 0 <= p.step <= steps and -1 <= p.best_epoch <= p.epoch and len(p.history) == p.epoch):
+            raise ckpt.damaged(path, "progress", f"(epoch {p.epoch}, batch {p.batch}, step {p.step}, best epoch "
+                                                 f"{p.best_epoch}, {len(p.history)} history rows) does not fit a "
+                                                 f"run of {self.cfg.epochs} epochs of {self.steps_per_epoch} steps")
 
     def _check_resumable(self, state: dict[str, Any], path: str) -> None:
         """Same architecture, classes, training split size and training settings as the checkpoint's run."""
@@ -335,10 +317,8 @@ class Trainer:
     def _loss(self, out: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The labels' loss, or DeiT's with the teacher scoring the same (augmented, mixed) batch ``x``."""
         cfg = self.cfg
-        if self.multi is not None:  # issue 13: multi-label (no teacher: refused when the options are checked)
-            return self.multi.loss(out, target)
-        if self.teacher is None:
-            return training_loss(out, target, cfg.label_smoothing)
+        if self.teacher is None:  # (a multi-label task refuses a teacher)
+            return self.task.loss(out, target)
         return distillation_loss(out, target, self.teacher(x), mode=cfg.distill, alpha=cfg.distill_alpha,
                                  tau=cfg.distill_tau, label_smoothing=cfg.label_smoothing)
 
@@ -423,9 +403,8 @@ class Trainer:
                                     world_size=self.dist.world_size)
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
-        evaluate = evaluate_loader if self.multi is None else self.multi.evaluate  # issue 13: mAP and F1
-        with unsharded(model):  # issue 13: FSDP gathers the parameters once for the whole pass
-            return evaluate(model, loader, len(self.splits.classes), self.device, self.dist)
+        with unsharded(model):  # FSDP gathers the parameters once for the whole pass
+            return self.task.evaluate(model, loader, len(self.splits.classes), self.device, self.dist)
 
     def _train_row(self) -> dict[str, Any]:
         """The epoch's training figures, summed over the ranks (one all-reduce)."""
@@ -445,23 +424,23 @@ class Trainer:
         row = self._train_row()
         row = {**row, **metrics, "skipped_images": row["skipped_images"] + val_skipped}
         exports = ["last"]
-        best_key = "val_top1" if self.multi is None else BEST_METRIC  # issue 13: best_top1 holds mAP then
-        if metrics[best_key] > p.best_top1:
-            p.best_top1, p.best_epoch = metrics[best_key], p.epoch + 1
+        best_key = self.task.best_metric
+        if metrics[best_key] > p.best_score:
+            p.best_score, p.best_epoch = metrics[best_key], p.epoch + 1
             exports.append("best")
         if self.ema is not None:
             ema_metrics, _, _ = self._validate(self.ema.module)
             row.update({f"ema_{k}": v for k, v in ema_metrics.items() if k != "val_images"})
             exports.append("ema")
             if ema_metrics[best_key] > p.best_ema_top1:
-                p.best_ema_top1, p.best_ema_epoch = ema_metrics["val_top1"], p.epoch + 1
+                p.best_ema_top1, p.best_ema_epoch = ema_metrics[best_key], p.epoch + 1
                 exports.append("best_ema")
         p.history.append(row)
         p.epoch, p.batch, p.stats = p.epoch + 1, 0, EpochStats(loss_sum=_loss_accumulator(self.device))
-        export = full_model(self.model)  # issue 13: FSDP gathers a plain model on rank 0 (every rank takes part)
+        export = full_model(self.model)  # FSDP gathers a plain model on rank 0 (every rank takes part)
         if self.dist.is_main:
             write_metrics(self.out, p.history)
-            self.reporters.log(row)  # issue 13: the same row to TensorBoard & co
+            self.reporters.log(row)  # the same row to TensorBoard & co
             for name in exports:
                 ckpt.export_model(self.ema.module if "ema" in name else export, self.out / name)
         self.save()
@@ -471,7 +450,7 @@ class Trainer:
 
     def export_samples(self) -> list[Path]:
         """Write a few held-out images as ``OUT/samples/<class>_<i>.png`` (to try ``vitkit predict`` on)."""
-        if not self.cfg.export_samples or not self.dist.is_main or self.multi is not None:  # named by one class
+        if not self.cfg.export_samples or not self.dist.is_main or not self.task.one_class_per_image:
             return []
         val = self.splits.val
         picked = sample_indices(val.labels, self.cfg.export_samples)

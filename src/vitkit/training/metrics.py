@@ -15,6 +15,7 @@ from ..fileio import atomic_write
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 REPORT_FILE = "report.json"
+MAX_CONFUSION_CLASSES = 200  # beyond this a confusion matrix is neither counted nor plotted
 PLOT_FILES = {"loss": "loss.png", "accuracy": "accuracy.png", "confusion": "confusion_matrix.png"}
 
 
@@ -25,7 +26,9 @@ class EvalCounts:
         self.num_classes = num_classes
         # [loss sum, top-1 hits, top-5 hits, count] in float64 so sums over ranks are exact
         self.totals = torch.zeros(4, dtype=torch.float64, device=device)
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        # counted for a plot someone can read; K x K int64 is 800 MB at 10,000 classes
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device) \
+            if num_classes <= MAX_CONFUSION_CLASSES else None
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor) -> None:
         k = min(5, logits.shape[1])
@@ -33,13 +36,15 @@ class EvalCounts:
         hits = top.eq(labels.view(-1, 1))
         self.totals += torch.stack([loss_sum.double(), hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
                                     torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device)])
-        flat = labels * self.num_classes + top[:, 0]
-        self.confusion += torch.bincount(flat, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+        if self.confusion is not None:
+            flat = labels * self.num_classes + top[:, 0]  # (B,) cells of the (K, K) matrix, row-major
+            self.confusion += torch.bincount(flat, minlength=self.num_classes ** 2).view(self.num_classes, -1)
 
     def summary(self) -> dict[str, float]:
         loss, top1, top5, count = self.totals.tolist()
         n = max(count, 1.0)
-        return {"val_loss": loss / n, "val_top1": top1 / n, "val_top5": top5 / n, "val_images": int(count)}
+        top = {"val_top5": top5 / n} if self.num_classes > 5 else {}  # top-5 of 5 classes or fewer: always 100%
+        return {"val_loss": loss / n, "val_top1": top1 / n, **top, "val_images": int(count)}
 
 
 def write_metrics(out: Path, rows: Sequence[dict[str, Any]]) -> None:

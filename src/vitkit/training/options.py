@@ -1,6 +1,5 @@
-"""Validation of the settings that issue 13 added to TrainConfig (LoRA, data sources, multi-label,
-tracking, strategy), kept apart from config.py's own checks. ``validate_options`` runs inside
-``TrainConfig.validate``, so a bad value fails before any data or model is loaded."""
+"""Validation of TrainConfig's LoRA, data-source, multi-label, tracking and strategy settings.
+``validate_options`` runs inside ``TrainConfig.validate``, so a bad value fails before any data or model is loaded."""
 
 from __future__ import annotations
 
@@ -50,7 +49,7 @@ def _check_sources(cfg: Any) -> None:
 
 
 def validate_options(cfg: Any) -> None:
-    """Raise ConfigError naming the first issue-13 setting that is not allowed."""
+    """Raise ConfigError naming the first LoRA, source, multi-label, tracking or strategy setting not allowed."""
     _check_lora(cfg)
     _check_sources(cfg)
     if cfg.multilabel_loss not in LOSSES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -48,6 +49,24 @@ def run_settings(*, deterministic: bool, threads: int | None) -> Iterator[None]:
         torch.use_deterministic_algorithms(before[0])
         torch.set_num_threads(before[1])
         torch.backends.cudnn.benchmark = before[2]
+
+
+class _DropNewHead(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("newly initialized")
+
+
+@contextlib.contextmanager
+def quiet_new_head(enabled: bool) -> Iterator[None]:
+    """Silence the weight loader's 'newly initialized: head...' while ``enabled`` (a resume, whose checkpoint
+    replaces every weight right after: nothing stays newly initialized)."""
+    drop, target = _DropNewHead(), logging.getLogger("vitkit.weights.load")
+    if enabled:
+        target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
 
 
 def _model_from_json(path: Path, num_classes: int, weights: str | None, overrides: dict[str, Any]) -> torch.nn.Module:

@@ -9,8 +9,8 @@ from typing import Any
 from ..data.datasets import DataSplits, load_splits
 from ..data.hfdatasets import load_hf_splits
 from ..data.labelfiles import is_multi_label, load_label_splits
-from ..errors import ConfigError
-from .multilabel_task import as_multi_label
+from ..errors import ConfigError, DataError
+from .tasks import as_multi_label
 
 
 def load_data(cfg: Any) -> DataSplits:
@@ -24,6 +24,10 @@ def load_data(cfg: Any) -> DataSplits:
                                 val_fraction=cfg.val_fraction, seed=cfg.seed)
     else:
         splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if len(splits.classes) < 2 and not (cfg.multi_label or is_multi_label(splits)):
+        raise DataError(f"{splits.source} has one class ({splits.classes[0] if splits.classes else 'none'}): a "
+                        f"classifier of one class is always right, so there is nothing to learn. Add a folder (or "
+                        f"label) per class, two or more.")
     if cfg.multi_label is False and is_multi_label(splits):
         raise ConfigError(f"{splits.source} is multi-label (several classes per image) but multi_label=False; "
                           f"drop that setting to train a multi-label model.")

@@ -17,10 +17,10 @@ from .infer import infer_config, match_known
 from .inventory import Inventory, inventory
 from .io import Checkpoint, read_checkpoint
 from .load import LoadReport, from_checkpoint, load_converted, load_pretrained
-from .save import Conversion, convert, max_output_difference, save_pretrained
+from .save import Conversion, Lost, convert, save_pretrained
 
 __all__ = [
-    "FORMATS", "Checkpoint", "Conversion", "Converted", "Family", "Inventory", "LoadReport", "convert",
+    "FORMATS", "Checkpoint", "Conversion", "Converted", "Family", "Inventory", "LoadReport", "Lost", "convert",
     "detect_format", "families", "from_checkpoint", "get_family", "infer_config", "inventory", "load_converted",
-    "load_pretrained", "match_known", "max_output_difference", "read_checkpoint", "save_pretrained",
+    "load_pretrained", "match_known", "read_checkpoint", "save_pretrained",
 ]

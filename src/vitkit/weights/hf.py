@@ -16,6 +16,8 @@ from ..config import HALF, ViTConfig
 from ..data.transforms import PIL_CODES
 from ..errors import CheckpointError
 from .formats import Family
+from .hf_towers import ALL_RULES as TOWER_RULES
+from .hf_towers import prepare as prepare_towers
 from .io import Checkpoint, write_json, write_safetensors
 from .mapping import Rule, fused, params, remap
 
@@ -88,7 +90,7 @@ ARCHS: dict[str, tuple[str, list[Rule], list[Rule]]] = {
 
 DROPPED = [("embeddings.mask_token", None, "id"), ("text_model.*", None, "id"),  # other towers of SiglipModel
            ("logit_scale", None, "id"), ("logit_bias", None, "id")]
-READ_RULES = tuple(dict.fromkeys([*vit_rules(), *VIT5_RULES, *SIGLIP_RULES, *DROPPED,
+READ_RULES = tuple(dict.fromkeys([*vit_rules(), *VIT5_RULES, *SIGLIP_RULES, *TOWER_RULES, *DROPPED,
                                   *(row for _, _, heads in ARCHS.values() for row in heads)]))
 
 ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "relu": "relu",
@@ -100,7 +102,11 @@ HF_FIELDS = {"hidden_size": "embed_dim", "num_hidden_layers": "depth", "num_atte
 # architectures whose outputs vitkit cannot reproduce, and why
 REFUSED = {"DeiTForImageClassification": "its classifier reads the class token only, while a distilled vitkit "
                                          "model averages the class and distillation heads; use DeiTModel or "
-                                         "DeiTForImageClassificationWithTeacher weights"}
+                                         "DeiTForImageClassificationWithTeacher weights",
+           **dict.fromkeys(("Siglip2VisionModel", "Siglip2Model"), (
+               "SigLIP 2 NaFlex embeds flattened patches with a linear layer and resizes its position grid per "
+               "image, while vitkit loads fixed-resolution ViTs with a convolutional patch embedding; use a "
+               "fixed-resolution SigLIP 2 checkpoint (SiglipVisionModel / SiglipModel)"))}
 # Pillow's integer resample codes (as preprocessor configs store them) of the filters written and read
 RESAMPLE = {code: name for code, name in PIL_CODES.items() if name in ("nearest", "bilinear", "bicubic")}
 RESAMPLE_CODES = {name: code for code, name in RESAMPLE.items()}
@@ -314,6 +320,7 @@ FAMILY = Family(
     posemb_style="hf",
     prefixes=("vit.", "deit.", "vision_model."),
     hints=_hints,
+    prepare=prepare_towers,
     pretrained_cfg=_pretrained_cfg,
     write=write,
     marker=lambda ckpt: "model_type" in (ckpt.config or {}),

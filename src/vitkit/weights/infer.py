@@ -105,7 +105,13 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
     """ViTConfig fields from tensor shapes; ``hints`` (from config files) fill what shapes cannot tell, and
     ``known`` architectures give the usual head count of a width."""
     hints = dict(hints or {})
-    dim, in_chans, ph, pw = _shape(shapes, "patch_embed.proj.weight", "width and patch size")
+    kernel = _shape(shapes, "patch_embed.proj.weight", "width and patch size")
+    if len(kernel) != 4:
+        raise CheckpointError(f"The checkpoint's patch embedding (patch_embed.proj.weight) has shape {kernel}, "
+                              "expected a convolution kernel (width, channels, patch height, patch width): a "
+                              "linear patch embedding over flattened patches (as SigLIP 2 NaFlex uses) is not a "
+                              "model vitkit loads. Use a fixed-resolution checkpoint of the model.")
+    dim, in_chans, ph, pw = kernel
     blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))}
     hidden = _shape(shapes, "blocks.0.mlp.fc1.weight", "MLP width")[0]
     class_token = "cls_token" in shapes

@@ -6,7 +6,6 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ class Inventory:
     also_matches: list[str] = field(default_factory=list)  # other registered names of the same architecture
     training_state: list[str] | None = None  # a training checkpoint's top-level keys (weights under 'model')
     numerics: str | None = None  # the activation, norm eps and resampling a model loaded from it runs with
+    file_bytes: int | None = None  # a training checkpoint's size on disk (its tensors are the model's only)
 
     @property
     def num_params(self) -> int:
@@ -74,12 +74,16 @@ class Inventory:
     def format_table(self, limit: int | None = None) -> str:
         """A readable listing: a header (format, architecture, counts), then one line per tensor."""
         dtypes = ", ".join(f"{d}: {n}" for d, n in self.dtypes().items())
-        lines = [f"file:         {self.path} ({self.kind}, {self.num_bytes / 2**20:.1f} MiB)"]
+        size = f"{self.num_bytes / 2**20:.1f} MiB"
+        if self.file_bytes is not None:
+            size = f"{self.file_bytes / 2**20:.1f} MiB on disk, the model's weights {size}"
+        lines = [f"file:         {self.path} ({self.kind}, {size})"]
         if self.training_state is not None:
             rest = ", ".join(k for k in self.training_state if k != "model")
             lines.append(f"contents:     a training checkpoint (vitkit train's checkpoint.pt or similar): the model's "
-                         f"weights under 'model' (listed below), plus {rest}. `vitkit train --resume` continues "
-                         f"from it; the run's best/ and last/ folders hold the exported model.")
+                         f"weights under 'model' (listed below; loading the file loads them), plus {rest}. "
+                         "`vitkit train --resume` continues from it; the run's best/ and last/ folders hold the "
+                         "exported model with its preprocessing.")
         lines += [
                  f"format:       {self.format or 'unknown'}",
                  f"architecture: {self.architecture()}",
@@ -102,20 +106,7 @@ def _natural_key(name: str) -> list[Any]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
-TRAINING_KEYS = ("optimizer", "scheduler", "progress", "epoch", "scaler", "train_config")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _training_state_keys(path: Path) -> list[str] | None:
-    """The top-level keys of a torch file that is a training checkpoint (model weights plus optimizer state,
-    progress, ...), else None. Reads the pickle's structure only (weights_only, memory-mapped)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - any failure just means "not recognisably a training state"
-        return None
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and any(k in obj for k in TRAINING_KEYS):
-        return [str(k) for k in obj]
-    return None
 
 
 def _not_a_checkpoint(path: Path, exc: CheckpointError) -> CheckpointError:
@@ -169,8 +160,9 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None, know
         raise _not_a_checkpoint(Path(os.fspath(source)), exc) from None
     inv = Inventory(path=os.fspath(ckpt.path), kind=ckpt.kind,
                     tensors=[(k, *tensor_info(ckpt.tensors, k)) for k in ckpt.tensors])
-    if ckpt.kind == "torch" and Path(ckpt.path).is_file():
-        inv.training_state = _training_state_keys(Path(ckpt.path))
+    inv.training_state = ckpt.training_state
+    if ckpt.training_state is not None:
+        inv.file_bytes = Path(ckpt.path).stat().st_size
     try:
         family = detect_format(ckpt, format)
         inv.format = family.name

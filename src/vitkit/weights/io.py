@@ -9,6 +9,7 @@ naming the file, what was expected and what to do.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import struct
@@ -26,19 +27,20 @@ import torch
 from ..errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 from ..fileio import atomic_write
 from . import validate
+from .sources import EXPECTED, resolve_source
 from .validate import corrupt
 
-HUB_PREFIX = "hf-hub:"
+logger = logging.getLogger(__name__)
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npz")
 # Files a checkpoint folder may hold its weights in, in order of preference
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "open_clip_model.safetensors")
 # Keys under which training checkpoints nest the model's state dict
+TRAINING_KEYS = ("optimizer", "scheduler", "progress", "epoch", "scaler", "train_config")
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict")
 # safetensors has no checksum: vitkit's writer stores each tensor's CRC-32 in the metadata, and checks it on reading
 CRC_KEY = "vitkit_crc32"
-EXPECTED = ("a .safetensors, .pth/.bin (tensors only) or .npz file, a folder with config.json and "
-            "model.safetensors, or 'hf-hub:ORG/NAME'")
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors header metadata
     config: dict[str, Any] | None = None  # config.json next to the weights
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # other JSON files (preprocessor_config.json)
+    # a training checkpoint's top-level keys (its model's weights are the tensors, read from under 'model')
+    training_state: list[str] | None = None
 
 
 class TensorView(Mapping[str, torch.Tensor]):
@@ -147,39 +151,6 @@ def _size(path: Path) -> str:
         return "unknown"
 
 
-# ---------------------------------------------------------------------- sources
-def resolve_source(source: str | os.PathLike[str]) -> Path:
-    """A local path for ``source``: an existing file or folder, or a Hub id downloaded to the cache."""
-    text = os.fspath(source)
-    if text.startswith(HUB_PREFIX):
-        return download_from_hub(text[len(HUB_PREFIX):])
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"Weight source {text!r} does not exist. Expected {EXPECTED}.")
-    return path
-
-
-def download_from_hub(repo: str) -> Path:
-    """Download a Hub repository's config and weights (safetensors first) and return the local folder."""
-    repo_id, _, revision = repo.partition("@")
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                        allow_patterns=["*.json", "*.safetensors", "spiece.model"]))
-        if not any(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                            allow_patterns=["*.json", "*.bin", "*.pth", "*.npz"]))
-    except Exception as exc:  # network, auth, missing repo: all end in the same advice
-        raise CheckpointError(
-            f"Could not get {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            f"Without network access, download it on a machine that has it: "
-            f"`hf download {repo_id} config.json model.safetensors --local-dir {repo_id.split('/')[-1]}` "
-            "(`huggingface-cli download` with older huggingface_hub), "
-            f"copy that folder here and pass its path as the weight source instead of '{HUB_PREFIX}{repo}'.") from None
-    return folder
-
-
 # ---------------------------------------------------------------------- reading
 def sniff(path: Path) -> str:
     """The kind of a weight file from its first bytes: 'safetensors', 'torch', 'npz' or 'unknown'."""
@@ -238,16 +209,33 @@ def tensor_crc(t: torch.Tensor) -> int:
     return zlib.crc32(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
+def crc_record(t: torch.Tensor) -> list[Any]:
+    """What the writer records of a tensor: [CRC-32, dtype name, shape]. The dtype and shape tell a deliberate
+    rewrite (another dtype, a reshaped tensor) from damaged bytes, which keep both."""
+    return [tensor_crc(t), str(t.dtype).removeprefix("torch."), list(t.shape)]
+
+
 def _verify_crc(path: Path, tensors: Mapping[str, torch.Tensor], recorded: str) -> None:
+    """Check each tensor that is still as it was written (same dtype and shape) against its CRC-32.
+
+    A tensor that is gone is left to the loader (which reports it missing); one with another dtype or shape
+    was rewritten on purpose (a re-save after ``.half()``), so its old checksum says nothing about it. Files
+    written before dtype and shape were recorded hold plain CRCs, checked as they are."""
     crcs = validate.load_json_text(recorded, f"the {CRC_KEY} metadata of {path}")
     if not isinstance(crcs, dict):
         raise corrupt(path, "safetensors", f"its {CRC_KEY} metadata is not an object")
-    for name, crc in crcs.items():
+    for name, entry in crcs.items():
         if name not in tensors:
-            raise corrupt(path, "safetensors", f"tensor {name!r}, recorded in its checksums, is missing")
-        if tensor_crc(tensors[name]) != crc:
-            raise corrupt(path, "safetensors", f"tensor {name!r} fails its CRC-32 check (its bytes changed after "
-                                               "saving)")
+            continue
+        crc, dtype, shape = (entry, None, None) if not isinstance(entry, list) or len(entry) != 3 else entry
+        t = tensors[name]
+        if dtype is not None and (dtype != str(t.dtype).removeprefix("torch.") or shape != list(t.shape)):
+            continue
+        if tensor_crc(t) != crc:
+            raise CorruptCheckpointError(
+                f"{path}: tensor {name!r} fails its CRC-32 check: its bytes changed after saving (a damaged download "
+                "or copy?); download or copy the file again. If you changed its values on purpose, save the "
+                f"tensors without the {CRC_KEY!r} metadata entry, or save the model with vitkit.save_pretrained.")
 
 
 def _read_torch(path: Path) -> Checkpoint:
@@ -259,7 +247,38 @@ def _read_torch(path: Path) -> Checkpoint:
         obj = _torch_load(path, mmap=True)
     except RuntimeError:  # _torch_load lets through only mmap's refusal: the legacy (non-zip) format
         obj = _torch_load(path, mmap=False)
+    if is_training_state(obj):
+        return _training_checkpoint(obj, path)
     return Checkpoint(path=path, kind="torch", tensors=_state_dict_of(obj, path), files=[path])
+
+
+def is_training_state(obj: Any) -> bool:
+    """A training checkpoint (``vitkit train``'s checkpoint.pt or similar): the model's weights under 'model'
+    beside optimizer state, progress, ..."""
+    return isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) \
+        and any(k in obj for k in TRAINING_KEYS)
+
+
+def _training_checkpoint(obj: Mapping[str, Any], path: Path) -> Checkpoint:
+    """The model a training checkpoint holds: the weights under 'model'; a vitkit run's ``model_config``
+    (and ``pretrained_cfg``, ``classes``) as the vitkit description its exported folders carry."""
+    logger.info("%s is a training checkpoint: using the model's weights under 'model'", path)
+    config = None
+    if isinstance(obj.get("model_config"), dict):
+        train = obj.get("train_config") if isinstance(obj.get("train_config"), dict) else {}
+        pcfg = obj.get("pretrained_cfg")
+        if not isinstance(pcfg, dict):  # written before the state kept it: the run's folders hold it
+            logger.warning("%s does not store the run's preprocessing (defaults used); the run's best/ folder "
+                           "holds it", path)
+            pcfg = {}
+        pcfg = dict(pcfg)
+        if isinstance(obj.get("classes"), list) and pcfg.get("label_names") is None:
+            pcfg["label_names"] = list(obj["classes"])
+        config = {"format": "vitkit", "config": obj["model_config"], "pretrained_cfg": pcfg,
+                  "model_name": train.get("model") if isinstance(train.get("model"), str) else None}
+        validate.check_config_json(config, f"{path} (its model_config)")
+    return Checkpoint(path=path, kind="torch", tensors=_state_dict_of(obj["model"], path), files=[path],
+                      config=config, training_state=[str(k) for k in obj])
 
 
 def _torch_load(path: Path, *, mmap: bool) -> Any:
@@ -362,7 +381,7 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata:
     from safetensors.torch import save_file
 
     state = cpu_state(tensors)
-    crcs = json.dumps({k: tensor_crc(v) for k, v in state.items()})
+    crcs = json.dumps({k: crc_record(v) for k, v in state.items()})
     meta = {"format": "pt", **(metadata or {}), CRC_KEY: crcs}
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 

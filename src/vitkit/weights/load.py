@@ -19,6 +19,7 @@ from torch import nn
 from ..config import PretrainedCfg, ViTConfig, check_fields
 from ..errors import CheckpointError, ConfigError, CorruptCheckpointError
 from ..model import VisionTransformer
+from . import validate
 from .adapt import NUMERICS, Adapted, Shape, adapt, load_style, numerics_line
 from .families import detect_format
 from .formats import Converted, Family
@@ -206,7 +207,7 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
     # a file loaded as it describes itself must fit as it is: resampling it to its own (damaged) config
     # would load changed numbers without a word
     adapted = adapt(converted.state, expected, config, style=load_style(config, family.posemb_style),
-                    source_grid=_source_grid(converted)) if may_adapt else Adapted(dict(converted.state))
+                    source_grid=_source_grid(converted, source)) if may_adapt else Adapted(dict(converted.state))
     report = LoadReport(source=source, format=family.name,
                         newly_initialized=_ordered(adapted.newly_initialized, expected),
                         dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes,
@@ -231,14 +232,14 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
     return model.eval()
 
 
-def _source_grid(converted: Converted) -> tuple[int, int] | None:
+def _source_grid(converted: Converted, source: str) -> tuple[int, int] | None:
     """The checkpoint's patch grid when its config states the image size (non-square grids need it)."""
     img = converted.hints.get("img_size")
     w = converted.state.get("patch_embed.proj.weight")
     if img is None or w is None or w.ndim != 4:
         return None
-    h, wd = (img, img) if isinstance(img, int) else tuple(img)
-    return (int(h) // int(w.shape[2]), int(wd) // int(w.shape[3]))
+    h, wd = validate.image_size(img, source)
+    return (h // int(w.shape[2]), wd // int(w.shape[3]))
 
 
 # ---------------------------------------------------------------------- public entry points

@@ -79,9 +79,17 @@ def _drop_batch(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.squeeze(0)  # (1, N, D) -> (N, D)
 
 
+def _token_from(t: torch.Tensor, heads: int) -> torch.Tensor:
+    return t.reshape(1, 1, -1)  # (D,) -> (1, 1, D): a learned token (CLIP's class_embedding)
+
+
+def _token_to(t: torch.Tensor, heads: int) -> torch.Tensor:
+    return t.reshape(-1)  # (1, 1, D) -> (D,)
+
+
 #: name -> the number of dimensions the transform to vitkit reads (None: any)
 TRANSFORM_NDIM: dict[str, int | None] = {"id": None, "T": 2, "conv": 4, "heads_in": 3, "heads_out": 3,
-                                         "heads_bias": 2, "batch": 2}
+                                         "heads_bias": 2, "batch": 2, "token": 1}
 
 #: name -> (to vitkit, back to the checkpoint's layout)
 TRANSFORMS: dict[str, tuple[Transform, Transform]] = {
@@ -92,6 +100,7 @@ TRANSFORMS: dict[str, tuple[Transform, Transform]] = {
     "heads_out": (_heads_out_from, _heads_out_to),
     "heads_bias": (_heads_bias_from, _heads_bias_to),
     "batch": (_add_batch, _drop_batch),
+    "token": (_token_from, _token_to),
 }
 
 

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..config import ViTConfig
 from ..errors import ConfigError
 from ..model import VisionTransformer
@@ -44,19 +42,6 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
     return out
 
 
-@torch.no_grad()
-def max_output_difference(a: VisionTransformer, b: VisionTransformer, *, batch: int = 2, seed: int = 0) -> float:
-    """The largest absolute difference between two models' features and outputs (when their heads match) on one
-    random batch at ``a``'s input size."""
-    c = a.config
-    x = torch.randn(batch, c.in_chans, *c.img_size, generator=torch.Generator().manual_seed(seed))
-    a, b = a.eval(), b.eval()
-    diffs = [(a.forward_features(x) - b.forward_features(x)).abs().max()]
-    if a.num_classes == b.num_classes:
-        diffs.append((a(x) - b(x)).abs().max())
-    return float(max(diffs))
-
-
 # ViTConfig fields with no effect on an eval-mode forward pass
 _NO_EFFECT = ("drop_rate", "attn_drop_rate", "drop_path_rate", "head_drop_rate")
 # fields that change outputs only at another input size than the configured one (reported, not a failure)
@@ -64,6 +49,8 @@ ELSEWHERE = ("posemb_resample",)
 # PretrainedCfg fields that decide pixels or printed names
 _PREPROCESSING = ("input_size", "resize_size", "crop_mode", "interpolation", "mean", "std", "label_names",
                   "crop_rounding")
+# settings that describe outputs without changing them (lost: a warning, not a failed conversion)
+METADATA = ("label_names",)
 
 
 def _effective(config: ViTConfig) -> dict[str, Any]:
@@ -88,17 +75,27 @@ def _preprocessing(model: VisionTransformer) -> dict[str, Any]:
     return out
 
 
-def settings_lost(source: VisionTransformer, written: VisionTransformer) -> tuple[list[str], list[str]]:
-    """What a model loaded on its own from a written file does differently from ``source``: each differing
-    architecture, numerics or preprocessing setting, as 'name=source value (reads back as value)'; those that
-    matter only at other input sizes (``ELSEWHERE``) in a second list."""
-    lost, elsewhere = [], []
+@dataclass
+class Lost:
+    """What a written file, loaded on its own, does differently from its source, as
+    'name=source value (reads back as value)'."""
+
+    outputs: list[str] = field(default_factory=list)  # settings that change outputs at the configured size
+    elsewhere: list[str] = field(default_factory=list)  # those that act only at other input sizes
+    metadata: list[str] = field(default_factory=list)  # descriptions of the outputs (class names)
+
+
+def settings_lost(source: VisionTransformer, written: VisionTransformer) -> Lost:
+    """Each architecture, numerics or preprocessing setting in which ``written`` (loaded on its own from the
+    written file) differs from ``source``, sorted by what it changes."""
+    lost = Lost()
     for before, after in ((_effective(source.config), _effective(written.config)),
                           (_preprocessing(source), _preprocessing(written))):
         for k, v in before.items():
             if after[k] != v:
-                (elsewhere if k in ELSEWHERE else lost).append(f"{k}={v!r} (reads back as {after[k]!r})")
-    return lost, elsewhere
+                where = lost.elsewhere if k in ELSEWHERE else lost.metadata if k in METADATA else lost.outputs
+                where.append(f"{k}={v!r} (reads back as {after[k]!r})")
+    return lost
 
 
 @dataclass
@@ -106,10 +103,9 @@ class Conversion:
     source: str
     path: Path
     format: str
-    max_diff: float | None = None  # with verify: source vs written, each loaded on its own, same random input
-    lost: list[str] = field(default_factory=list)  # with verify: settings the written file does not carry
-    elsewhere: list[str] = field(default_factory=list)  # with verify: lost settings that act at other sizes only
-    # with verify: the source and the written file, each loaded on its own as its library's user would
+    lost: Lost | None = None  # with verify: what the written file does not keep
+    # with verify: the source and the written file, each loaded on its own as its library's user would (compare
+    # them with ``vitkit.processor.compare_on_images``)
     source_model: VisionTransformer | None = field(default=None, repr=False)
     written_model: VisionTransformer | None = field(default=None, repr=False)
 
@@ -119,9 +115,9 @@ def convert(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, to:
     """Load ``source`` (any format), write it to ``dest`` as ``to``.
 
     With ``verify``, load the written file on its own (as a user of the target library would, without the
-    source's settings) and compare it with the source loaded on its own: ``lost`` names every setting that
-    differs (an activation or norm eps the format cannot store, a changed head or input size, preprocessing,
-    class names), ``max_diff`` is the largest output difference on a random batch.
+    source's settings) beside the source loaded on its own: ``lost`` names every setting that differs (an
+    activation or norm eps the format cannot store, a changed head or input size, preprocessing, class names);
+    ``source_model`` and ``written_model`` are the two models, to be compared on real inputs.
     """
     model = from_checkpoint(source, format=format, known=known, **overrides)
     out = save_pretrained(model, dest, format=to)
@@ -129,7 +125,6 @@ def convert(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, to:
     if verify:
         original = from_checkpoint(source, format=format, known=known) if overrides else model
         again = from_checkpoint(out, format=to, known=known)
-        result.lost, result.elsewhere = settings_lost(original, again)
-        result.max_diff = max_output_difference(original, again)
+        result.lost = settings_lost(original, again)
         result.source_model, result.written_model = original, again
     return result

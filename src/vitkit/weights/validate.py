@@ -59,18 +59,30 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
 
 
 # ---------------------------------------------------------------------- files
-def check_regular_file(path: Path, what: str = "weight file") -> None:
-    """Refuse a folder, FIFO, socket or device where a file is read (opening a FIFO blocks forever)."""
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a regular file (it is missing, a folder, a FIFO, a device, a socket),
+    or None if it can. Links are followed; nothing is opened (opening a FIFO blocks forever)."""
     try:
         mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise CheckpointError(f"Cannot open {what} {path}: {exc.strerror or exc}. Check the path.") from None
-    if not stat.S_ISREG(mode):
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "not a regular file")
-        raise CheckpointError(f"{what.capitalize()} {path} is {kind}, expected a regular file. "
-                              "Pass the checkpoint file or its folder.")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        return f"cannot be opened ({getattr(exc, 'strerror', None) or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    return ("is a folder" if stat.S_ISDIR(mode) else "is a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "is a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "is a socket" if stat.S_ISSOCK(mode)
+            else "is not a regular file")
+
+
+def check_regular_file(path: Path, what: str = "weight file") -> None:
+    """Refuse a folder, FIFO, socket or device where a file is read (opening a FIFO blocks forever)."""
+    problem = not_a_regular_file(path)
+    if problem is None:
+        return
+    if problem.startswith("cannot"):
+        raise CheckpointError(f"Cannot open {what} {path}: {problem.removeprefix('cannot be opened (')[:-1]}. "
+                              "Check the path.")
+    raise CheckpointError(f"{what.capitalize()} {path} {problem}, expected a regular file. "
+                          "Pass the checkpoint file or its folder.")
 
 
 def inside_folder(folder: Path, name: object, what: str) -> Path:
@@ -162,6 +174,16 @@ def list_of(check: Checker, what: str) -> Checker:
 def int_or_pair(v: Any) -> str | None:
     ok = (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v))
     return None if ok else "a positive integer or a list [height, width] of them"
+
+
+def image_size(value: Any, source: str) -> tuple[int, int]:
+    """(height, width) of an image size a checkpoint's config states: a positive integer or a pair of them."""
+    pair = [value, value] if _is_int(value) else value
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(v) and v > 0 for v in pair)):
+        raise CorruptCheckpointError(f"{source}: its config states img_size={_short(value)}, expected a positive "
+                                     "integer or a pair [height, width] of them. Fix the file's config or re-save "
+                                     "the model.")
+    return int(pair[0]), int(pair[1])
 
 
 def mapping(schema: Mapping[str, Checker] | None = None) -> Checker:
