@@ -56,11 +56,13 @@ class Served:
         status, body = self.request("POST", path, data, {"Content-Type": content_type}, timeout=timeout)
         return status, json.loads(body)
 
-    def post_form(self, path: str, fields: dict[str, tuple[str, bytes]]) -> tuple[int, Any]:
+    def post_form(self, path: str, fields: dict[str, tuple[str | None, bytes]]) -> tuple[int, Any]:
+        """A multipart form: each field a file (a file name given) or a text field (None, as curl's -F k=v)."""
         boundary = "vitkit-test-boundary"
-        parts = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{fname}"\r\n'
-                         f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
-                         for name, (fname, data) in fields.items())
+        parts = b"".join((f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{fname}"\r\n'
+                          f"Content-Type: application/octet-stream\r\n\r\n" if fname is not None else
+                          f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n').encode()
+                         + data + b"\r\n" for name, (fname, data) in fields.items())
         body = parts + f"--{boundary}--\r\n".encode()
         status, out = self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
         return status, json.loads(out)

@@ -218,6 +218,12 @@ def test_the_page_in_a_headless_browser(server, files, tmp_path):
     assert Image.open(shot).size[0] >= 1000
 
 
+def test_an_image_classifier_has_no_zero_shot(server, files):
+    _assert_clean_error(*server.post_image("/zero-shot?labels=cat,dog", files["cat"]), 404, "no text tower",
+                        "/predict")
+    _alive(server)
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(server, files):
     """Last in this module: it stops the module's server."""
     out = {}
@@ -295,3 +301,91 @@ def test_one_batch_of_mixed_tasks_and_a_bad_image(files):
     assert [p["index"] for p in alone["predictions"]] == [p["index"] for p in out[0]["predictions"]]
     np.testing.assert_allclose([p["probability"] for p in alone["predictions"]],
                                [p["probability"] for p in out[0]["predictions"]], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def image_text(files):
+    from _text_refs import clip_folder, siglip_folder
+
+    siglip, clip = files["root"] / "siglip", files["root"] / "clip"
+    siglip_folder(siglip)
+    clip_folder(clip)
+    return {"siglip": siglip, "clip": clip}
+
+
+ZS_LABELS = ["cat", "dog", "red car", "Café crème"]
+
+
+def _assert_same(got, want, k):
+    assert [p["index"] for p in got["predictions"]] == [p.index for p in want.top_k[:k]]
+    assert [p["label"] for p in got["predictions"]] == [p.label for p in want.top_k[:k]]
+    np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
+                               [p.probability for p in want.top_k[:k]], atol=1e-4)
+
+
+def test_zero_shot_server_equals_the_library(files, image_text):
+    """A SigLIP server: /zero-shot gives vitkit.zero_shot's numbers (raw body and form, concurrent requests with
+    different labels in the same batches), refuses bad labels with a 422 naming them, and keeps serving."""
+    cat, coffee = files["root"] / "cat.jpg", files["root"] / "coffee.png"
+    folder = str(image_text["siglip"])
+    want = vitkit.zero_shot([cat, coffee], ZS_LABELS, model=folder, top_k=3)
+    two = ["a plushie fish", "the cartoon robot"]
+    templated = vitkit.zero_shot([cat], two, model=folder, templates=["art of the {}", "itap of a {}"], top_k=2)[0]
+    served = Served(folder, "--max-batch-size", "8", "--batch-timeout-ms", "50", "--timeout-s", "20")
+    try:
+        query = "labels=cat,dog,red%20car,Caf%C3%A9%20cr%C3%A8me&top_k=3"
+        status, raw = served.post_image(f"/zero-shot?{query}", files["cat"])
+        status2, form = served.post_form("/zero-shot", {"image": ("cat.jpg", files["cat"]),
+                                                        "labels": (None, ",".join(ZS_LABELS).encode()),
+                                                        "top_k": (None, b"3")})
+        assert status == status2 == 200, (raw, form)
+        assert form["image"] == "cat.jpg" and raw["threshold"] == 0.5
+        _assert_same(raw, want[0], 3)
+        _assert_same(form, want[0], 3)
+        jobs = [(f"/zero-shot?{query}", files["coffee"], want[1], 3),
+                ("/zero-shot?labels=a%20plushie%20fish,the%20cartoon%20robot&template=art%20of%20the%20%7B%7D"
+                 "&template=itap%20of%20a%20%7B%7D&top_k=2", files["cat"], templated, 2)] * 4
+        with ThreadPoolExecutor(8) as pool:  # mixed label sets, batched together
+            answers = list(pool.map(lambda job: served.post_image(job[0], job[1]), jobs))
+        for (_, _, w, k), (code, body) in zip(jobs, answers):
+            assert code == 200, body
+            _assert_same(body, w, k)
+        _assert_clean_error(*served.post_image("/zero-shot", files["cat"]), 422, "labels")
+        _assert_clean_error(*served.post_image("/zero-shot?labels=cat,,dog", files["cat"]), 422, "Label 1")
+        _assert_clean_error(*served.post_image("/zero-shot?labels=cat,Cat", files["cat"]), 422, "'Cat'",
+                            "duplicate")
+        _assert_clean_error(*served.post_image("/zero-shot?labels=cat&template=no%20slot", files["cat"]), 422,
+                            "'no slot'")
+        _assert_clean_error(*served.post_image("/zero-shot?labels=cat&topk=2", files["cat"]), 422, "'topk'")
+        _assert_clean_error(*served.post_image("/predict", files["cat"]), 404, "/zero-shot")
+        assert served.post_image("/features", files["cat"])[0] == 200  # the image tower
+        status, again = served.post_image(f"/zero-shot?{query}", files["cat"])
+        assert status == 200
+        _assert_same(again, want[0], 3)
+    finally:
+        assert served.stop() == 0
+
+
+def test_zero_shot_worker_batch_of_label_sets(files, image_text):
+    """A CLIP model (softmax) in this process's worker: one batch with two label sets and a broken upload."""
+    from vitkit.serve import ServeSettings
+    from vitkit.serve.worker import ModelWorker
+
+    folder = str(image_text["clip"])
+    worker = ModelWorker(folder, settings=ServeSettings())
+    worker.setup("cpu")
+    base = {"task": "zero-shot", "top_k": 4, "templates": None, "pool": "default"}
+    requests = [{**base, "data": files["cat"], "name": "cat.jpg", "labels": ZS_LABELS},
+                {**base, "data": files["coffee"], "name": "coffee.png", "labels": ["bird", "fish"], "top_k": 1},
+                {**base, "data": files["cat"][:500], "name": "cut.jpg", "labels": ZS_LABELS},
+                {**base, "data": files["coffee"], "name": "coffee.png", "labels": ZS_LABELS}]
+    out = [worker.encode_response(o) for o in worker.predict([worker.decode_request(r) for r in requests])]
+    want = vitkit.zero_shot([files["root"] / "cat.jpg", files["root"] / "coffee.png"], ZS_LABELS, model=folder,
+                            top_k=4)
+    other = vitkit.zero_shot([files["root"] / "coffee.png"], ["bird", "fish"], model=folder, top_k=1)[0]
+    _assert_same(out[0], want[0], 4)
+    _assert_same(out[3], want[1], 4)
+    _assert_same(out[1], other, 1)
+    assert "labels" not in out[0]  # a softmax model lists no labels above a threshold
+    np.testing.assert_allclose(sum(p["probability"] for p in out[0]["predictions"]), 1.0, atol=1e-5)
+    assert out[2].status_code == 400 and b"truncated" in out[2].body

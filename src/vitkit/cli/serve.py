@@ -7,7 +7,9 @@ import argparse
 from .use import _add_model
 
 SERVE_TEXT = ("Serve a model over HTTP with dynamic batching (LitServe): POST /predict, /features and /attention "
-              "take an image (the multipart field 'image' or the raw bytes as the body); GET / is a page to try it, "
+              "take an image (the multipart field 'image' or the raw bytes as the body); an image-text model (SigLIP, "
+              "CLIP folder) answers POST /zero-shot with the labels of each request (?labels=a,b,c); GET / is a "
+              "page to try it, "
               "/health answers 200 once the model is loaded and warmed up, /metrics is Prometheus text and /docs the "
               "OpenAPI page. SIGTERM finishes the requests in flight, then exits 0.")
 

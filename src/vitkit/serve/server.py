@@ -59,7 +59,7 @@ def build_server(model: Any, settings: ServeSettings, *, weights: Any = None, la
             self.task = task
 
         async def _prepare_request(self, request: Any, request_type: Any) -> dict[str, Any]:
-            return await read_request(request, self.task, settings)
+            return await read_request(request, self.task, settings, image_text=worker.image_text)
 
     class Server(ls.LitServer):
         def register_endpoints(self) -> None:
@@ -103,14 +103,18 @@ def _endpoint(handler: Any, request_type: Any) -> Any:
 
 _SUMMARIES = {"predict": "Top-k classes of an image (?top_k=)",
               "features": "The pooled feature vector of an image (?pool=default|token|avg|map)",
-              "attention": "The attention map over an image as a PNG overlay, base64 (?method=rollout|last)"}
+              "attention": "The attention map over an image as a PNG overlay, base64 (?method=rollout|last)",
+              "zero-shot": "The most probable of the labels sent (?labels=a,b,c&template=&top_k=), image-text models"}
 
 
 def _openapi(task: str) -> dict[str, Any]:
     """The request body in the OpenAPI page: a multipart field 'image' or the raw image bytes."""
     binary = {"schema": {"type": "string", "format": "binary"}}
-    form = {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}},
-                       "required": ["image"]}}
+    fields: dict[str, Any] = {"image": {"type": "string", "format": "binary"}}
+    if task == "zero-shot":
+        fields.update(labels={"type": "string", "description": "class names, separated by commas"},
+                      template={"type": "array", "items": {"type": "string"}}, top_k={"type": "integer"})
+    form = {"schema": {"type": "object", "properties": fields, "required": ["image"]}}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": form, "image/jpeg": binary,
                                                           "image/png": binary, "application/octet-stream": binary}}}
 
@@ -144,8 +148,12 @@ def _drain_on_sigterm(server: Any) -> None:
 def serve(model: Any, settings: ServeSettings | None = None, *, weights: Any = None, labels: str | None = None,
           log_level: str = "warning") -> None:
     """Serve ``model`` until SIGTERM or Ctrl-C (blocking)."""
+    from .zero_shot import check_image_text_options, is_image_text
+
     settings = settings or ServeSettings()
-    if not isinstance(model, torch.nn.Module):  # a bad name or file: one error here, not a worker's traceback
+    if is_image_text(model):
+        check_image_text_options(settings, weights=weights, labels=labels)
+    elif not isinstance(model, torch.nn.Module):  # a bad name or file: one error here, not a worker's traceback
         pretrained_cfg_of(model) if weights is None else load_model(model, weights=weights, device="meta")
     pick_device(settings.device)
     metrics_dir = tempfile.mkdtemp(prefix="vitkit-serve-metrics-")

@@ -28,11 +28,13 @@ from ..features import extract_features, features_model
 from ..inference import optimize_for_inference
 from ..predict import predict
 from ..runtime import ModelSpec, model_device, resolve_model
+from ..zeroshot import load_image_text
 from .settings import ServeSettings
+from .zero_shot import ZeroShotRunner, is_image_text
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("predict", "features", "attention")
+TASKS = ("predict", "features", "attention", "zero-shot")
 
 
 class RunnerModel(torch.nn.Module):
@@ -51,13 +53,15 @@ class RunnerModel(torch.nn.Module):
 
 
 class ModelWorker(ls.LitAPI):
-    """Holds one model; answers ``predict``, ``features`` and ``attention`` requests in batches."""
+    """Holds one model; answers ``predict``, ``features``, ``attention`` and (an image-text model's)
+    ``zero-shot`` requests in batches."""
 
     def __init__(self, model: ModelSpec, *, settings: ServeSettings, weights: Any = None,
                  labels: str | None = None) -> None:
         super().__init__(max_batch_size=settings.max_batch_size, batch_timeout=settings.batch_timeout_ms / 1000,
                          api_path="/predict")
         self.model_spec, self.weights, self.labels, self.settings = model, weights, labels, settings
+        self.image_text = is_image_text(model)
         self.net: torch.nn.Module | None = None
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -69,7 +73,12 @@ class ModelWorker(ls.LitAPI):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the server stops this process once its requests are done
 
         self.metrics = metrics
-        net = resolve_model(self.model_spec, weights=self.weights, device=self.settings.device).eval()
+        self.zero_shot: ZeroShotRunner | None = None
+        if self.image_text:  # the image tower answers /features and /attention, both towers /zero-shot
+            model = load_image_text(self.model_spec).to(self.settings.device).eval()
+            self.zero_shot, net = ZeroShotRunner(model), model.visual
+        else:
+            net = resolve_model(self.model_spec, weights=self.weights, device=self.settings.device).eval()
         self.net = net
         s = self.settings
         default_path = (s.precision, s.backend) == ("fp32", "eager")
@@ -77,9 +86,10 @@ class ModelWorker(ls.LitAPI):
         self.embed = net if s.precision == "fp32" else features_model(net, s.precision)
         self.has_head = int(getattr(net, "num_classes", 0)) > 0
         size = tuple(net.pretrained_cfg.input_size[1:])
-        warm = {"image": Image.fromarray(np.zeros((*size, 3), np.uint8)), "top_k": 1, "pool": "default"}
+        warm = {"image": Image.fromarray(np.zeros((*size, 3), np.uint8)), "top_k": 1, "pool": "default",
+                "labels": ["warm-up"], "templates": None}
         for task in TASKS:
-            if task != "predict" or self.has_head:
+            if (task != "predict" or self.has_head) and (task != "zero-shot" or self.zero_shot is not None):
                 self._run(task, [warm])
         logger.info("model worker ready on %s", device)
 
@@ -130,6 +140,8 @@ class ModelWorker(ls.LitAPI):
             return [_predictions(r.to_dict(), item) for r, item in zip(results, items)]
         if task == "features":
             return self._features(images, items)
+        if task == "zero-shot" and self.zero_shot is not None:  # the API server sends none to other models
+            return self.zero_shot.run(items)
         return [self._attention(item) for item in items]
 
     def _features(self, images: list[Image.Image], items: list[dict[str, Any]]) -> list[Any]:
