@@ -102,4 +102,6 @@ def test_cli_threshold(capsys, photo, tmp_path):
     [out] = json.loads(capsys.readouterr().out)
     assert [p["label"] for p in out["labels"]] == ["cat"] and out["threshold"] == 0.7
     assert len(out["predictions"]) == 4
-    assert main(["predict", photo, "--model", str(tmp_path / "m"), "--threshold", "-1"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # a usage error: argparse's one line and status 2
+        main(["predict", photo, "--model", str(tmp_path / "m"), "--threshold", "-1"])
+    assert exit_.value.code == 2

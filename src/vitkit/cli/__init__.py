@@ -90,10 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while starting up: nothing began, nothing to say but that
         print(f"vitkit {_command(argv) or ''}: interrupted while starting", file=sys.stderr)
         return 130
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # a usage error (already printed in one line), --help or --version
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parser.parse_args(argv)
     args.debug = debug
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
