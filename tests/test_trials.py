@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -111,6 +112,16 @@ def test_openvino_paths_meet_their_floors_at_two_sizes():
         torch.testing.assert_close(fp32(wide), model(wide), atol=1e-3, rtol=0)
     cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))  # noqa: E731
     assert cos(optimize_for_inference(model, "bf16", "openvino")(x), ref) >= 0.999
-    int8 = optimize_for_inference(model, "int8", "openvino", calibration=calibration_batches(model, photos))
+    import nncf  # noqa: F401  (its logger is set up at import)
+
+    nncf_logger = logging.getLogger("nncf")
+    caller_handler = logging.NullHandler(logging.DEBUG)  # e.g. pytest's capture handler, on NNCF's logger
+    nncf_logger.addHandler(caller_handler)
+    level = nncf_logger.level
+    try:
+        int8 = optimize_for_inference(model, "int8", "openvino", calibration=calibration_batches(model, photos))
+    finally:
+        nncf_logger.removeHandler(caller_handler)
     assert cos(int8(x), ref) >= 0.99
+    assert (caller_handler.level, nncf_logger.level) == (logging.DEBUG, level)  # quieted while quantizing only
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # the caller's model untouched

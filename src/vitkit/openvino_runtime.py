@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,20 @@ def calibration_batches(model: nn.Module, images: Sequence[Any] | None = None, *
     return [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
 
 
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF's own logger (it writes to the stdout it saw at import) at ERROR while quantizing, then as it was.
+    Only the logger's level changes: ``nncf.set_log_level`` would also re-level every handler attached to it,
+    which may belong to the caller."""
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        nncf_logger.setLevel(level)
+
+
 def to_openvino(model: nn.Module, *, precision: str = "fp32", calibration: Sequence[np.ndarray] | None = None
                 ) -> Any:
     """An ``openvino.Model`` of ``model`` (via the ONNX export); int8: quantized by NNCF (transformer preset)
@@ -88,8 +102,7 @@ def to_openvino(model: nn.Module, *, precision: str = "fp32", calibration: Seque
         import nncf  # installed with openvino's extra
 
         batches = list(calibration) if calibration is not None else calibration_batches(model)
-        nncf.set_log_level(logging.ERROR)  # its logger writes to the stdout it saw at import
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for results
+        with _quiet_nncf(), contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout is for results
             return nncf.quantize(ov_model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                                  subset_size=len(batches))  # batches, as the dataset counts them
 
