@@ -28,16 +28,18 @@ class Served:
         self.proc = subprocess.Popen([sys.executable, "-m", "vitkit", "serve", model, "--port", str(self.port),
                                       *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
+        self.startup_statuses: list[int] = []  # what /health answered until it said 200
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vitkit serve exited with {self.proc.returncode}: {self.output()}")
             try:
-                if self.request("GET", "/health", timeout=2)[0] == 200:
+                self.startup_statuses.append(self.request("GET", "/health", timeout=2)[0])
+                if self.startup_statuses[-1] == 200:
                     return
             except OSError:
                 pass
-            time.sleep(0.3)
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"vitkit serve was not healthy within {timeout} s: {self.output()}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import socket
 import threading
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 import vitkit
-from _server import Served
+from _server import Served, free_port
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's chromium (scripts/setup.sh installs it)
 
@@ -248,6 +249,42 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(server, files):
     assert out["reply"].startswith(b"HTTP/1.1 200"), out.get("reply", b"")[:300]
     assert b'"predictions"' in out["reply"]
     assert server.proc.wait(timeout=30) == 0, server.output()
+
+
+def test_health_is_503_while_the_model_loads_and_warms_up(server):
+    # the port opens before the worker has imported torch, loaded the model and run its warm-up
+    statuses = server.startup_statuses
+    assert statuses[0] == 503 and statuses[-1] == 200 and set(statuses) == {503, 200}, statuses
+
+
+def test_damaged_weights_are_one_line_before_the_workers_start(files, tmp_path):
+    from _cli import run_cli
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(files["model"], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    res = run_cli("serve", str(folder), "--port", str(free_port()), timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith(f"vitkit serve: error: {weights} is not a valid safetensors file")
+
+
+def test_a_worker_that_fails_to_start_stops_the_server(files):
+    from litserve.utils import WorkerSetupStatus
+
+    from vitkit.serve.server import build_server
+    from vitkit.serve.settings import ServeSettings
+
+    server = build_server(str(files["model"]), ServeSettings())
+    server._shutdown_event = threading.Event()
+    server.workers_setup_status = {"/predict_0": WorkerSetupStatus.READY, "/predict_1": WorkerSetupStatus.STARTING}
+    watcher = threading.Thread(target=server._watch_workers)
+    watcher.start()
+    time.sleep(0.2)
+    assert watcher.is_alive() and not server._shutdown_event.is_set()  # still waiting for the second worker
+    server.workers_setup_status["/predict_1"] = WorkerSetupStatus.ERROR
+    watcher.join(timeout=5)
+    assert server._shutdown_event.is_set() and server.startup_failed
 
 
 def test_cli_errors_are_one_line_before_anything_starts():

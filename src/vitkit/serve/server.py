@@ -3,10 +3,11 @@ graceful stop.
 
 One ``ModelWorker`` (a LitAPI) per worker process holds the model; every task endpoint feeds the same request
 queue, so requests of different tasks share the batches and the model is loaded once per worker. LitServe gives
-the batching, ``/health`` (503 until every worker has loaded and warmed up its model), the request timeout (504)
-and FastAPI's OpenAPI page (``/docs``, ``/openapi.json``). Added here: the endpoints' own request parsing
-(``http.read_request``), the body limits and request metrics (``http.Guard``), ``/metrics``, the page at ``/``,
-and SIGTERM: stop accepting, finish the requests in flight, then exit 0.
+the batching, ``/health`` (503 until every worker has loaded and warmed up its model: the port opens at once,
+and requests sent meanwhile wait in the queue), the request timeout (504) and FastAPI's OpenAPI page (``/docs``,
+``/openapi.json``). Added here: the endpoints' own request parsing (``http.read_request``), the body limits and
+request metrics (``http.Guard``), ``/metrics``, the page at ``/``, and SIGTERM: stop accepting, finish the
+requests in flight, then exit 0.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from typing import Any
 
 import torch
 
+from ..errors import ConfigError, MissingDependencyError
 from ..runtime import load_model, pick_device, pretrained_cfg_of
 from .settings import ServeSettings
 
@@ -31,8 +34,6 @@ DRAIN_TIMEOUT_S = 30.0  # how long SIGTERM waits for the requests in flight
 
 
 def _litserve() -> Any:
-    from ..errors import MissingDependencyError
-
     try:
         import litserve
     except ImportError:
@@ -82,6 +83,26 @@ def build_server(model: Any, settings: ServeSettings, *, weights: Any = None, la
                 return super()._init_manager(*args, **kwargs)
             finally:
                 signal.signal(signal.SIGTERM, handler)
+
+        def verify_worker_status(self) -> None:
+            # LitServe waits here for a worker's setup before it opens the port; vitkit opens it at once, so
+            # that /health answers 503 while the model loads and warms up (requests sent meanwhile wait in the
+            # queue). A worker whose setup fails stops the server, and ``serve`` reports it.
+            threading.Thread(target=self._watch_workers, name="vitkit-serve-startup", daemon=True).start()
+
+        def _watch_workers(self) -> None:
+            from litserve.utils import WorkerSetupStatus
+
+            while True:
+                states = list(self.workers_setup_status.values())
+                if WorkerSetupStatus.ERROR in states:
+                    self.startup_failed = True
+                    self._shutdown_event.set()
+                    return
+                if states and all(state == WorkerSetupStatus.READY for state in states):
+                    logger.info("every model worker is ready")
+                    return
+                time.sleep(0.05)
 
         def _start_server(self, *args: Any, **kwargs: Any) -> Any:
             self.http_processes = super()._start_server(*args, **kwargs)  # kept for the graceful stop
@@ -145,6 +166,10 @@ def _drain_on_sigterm(server: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def _spec_name(model: Any) -> str:
+    return f"the given {type(model).__name__}" if isinstance(model, torch.nn.Module) else repr(str(model))
+
+
 def serve(model: Any, settings: ServeSettings | None = None, *, weights: Any = None, labels: str | None = None,
           log_level: str = "warning") -> None:
     """Serve ``model`` until SIGTERM or Ctrl-C (blocking)."""
@@ -163,5 +188,8 @@ def serve(model: Any, settings: ServeSettings | None = None, *, weights: Any = N
         _drain_on_sigterm(server)
         server.run(host=settings.host, port=settings.port, num_api_servers=1, log_level=log_level,
                    generate_client_file=False)
+        if getattr(server, "startup_failed", False):
+            raise ConfigError(f"vitkit serve: the model worker could not load {_spec_name(model)} (its error is "
+                              "logged above); check that `vitkit predict` runs it with the same options.")
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
