@@ -36,12 +36,17 @@ def _clip_config(transformers):
                                          layer_norm_eps=1e-5)
 
 
+def _saved_clip(ref, seed: int, folder, num_classes: int):
+    """``ref`` re-drawn and saved to ``folder``; the vitkit CLIP model read from it."""
+    _redraw(ref.eval(), seed)
+    ref.save_pretrained(folder)
+    return vitkit.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=str(folder), img_size=32,
+                               patch_size=8, num_classes=num_classes, **OURS).eval()
+
+
 def test_clip_vision_model_folder(transformers, tmp_path):
-    ref = transformers.CLIPVisionModel(_clip_config(transformers)).eval()
-    _redraw(ref, 1)
-    ref.save_pretrained(tmp_path)
-    model = vitkit.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=str(tmp_path), img_size=32,
-                                patch_size=8, num_classes=0, **OURS).eval()
+    ref = transformers.CLIPVisionModel(_clip_config(transformers))
+    model = _saved_clip(ref, 1, tmp_path, num_classes=0)
     x = _images(32, 32)
     with torch.no_grad():
         want = ref(pixel_values=x).pooler_output
@@ -54,11 +59,8 @@ def test_clip_model_vision_half_with_projection(transformers, tmp_path):
                                        num_attention_heads=2, vocab_size=99)
     cfg = transformers.CLIPConfig(text_config=text.to_dict(), vision_config=_clip_config(transformers).to_dict(),
                                   projection_dim=24)
-    ref = transformers.CLIPModel(cfg).eval()
-    _redraw(ref, 2)
-    ref.save_pretrained(tmp_path)
-    model = vitkit.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=str(tmp_path), img_size=32,
-                                patch_size=8, num_classes=24, **OURS).eval()
+    ref = transformers.CLIPModel(cfg)
+    model = _saved_clip(ref, 2, tmp_path, num_classes=24)
     x = _images(32, 32)
     with torch.no_grad():
         want = ref.get_image_features(pixel_values=x)

@@ -196,17 +196,25 @@ class Mlp(nn.Module):
                  bias: bool = True, norm_layer: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self._add_output(dim, hidden, act_layer=act_layer, drop=drop, bias=bias, norm_layer=norm_layer)
+
+    def _add_output(self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module], drop: float, bias: bool,
+                    norm_layer: Callable[[int], nn.Module] | None) -> None:
+        """The layers after the input projection, shared by every MLP here: activation, dropout, (norm), fc2."""
         self.act = act_layer()
         self.drop1 = nn.Dropout(drop)
         self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
+    def _output(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.norm(self.drop1(hidden))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+        return self._output(self.act(self.fc1(x)))
 
 
-class SwiGLU(nn.Module):
+class SwiGLU(Mlp):
     """silu(fc1_g(x)) * fc1_x(x), (norm), fc2: the gated MLP of EVA-02, AIMv2 and DINOv3 (separate weights).
 
     ``align`` rounds the hidden width up to a multiple of it (DINOv3's 8 or 64).
@@ -214,20 +222,15 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module], drop: float = 0.0,
                  bias: bool = True, norm_layer: Callable[[int], nn.Module] | None = None, align: int = 0) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # its own input projections instead of Mlp's fc1
         if align:
             hidden += -hidden % align
         self.fc1_g = nn.Linear(dim, hidden, bias=bias)
         self.fc1_x = nn.Linear(dim, hidden, bias=bias)
-        self.act = act_layer()
-        self.drop1 = nn.Dropout(drop)
-        self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
-        self.drop2 = nn.Dropout(drop)
+        self._add_output(dim, hidden, act_layer=act_layer, drop=drop, bias=bias, norm_layer=norm_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.fc1_g(x)) * self.fc1_x(x)
-        return self.drop2(self.fc2(self.norm(self.drop1(x))))
+        return self._output(self.act(self.fc1_g(x)) * self.fc1_x(x))
 
 
 class SwiGLUPacked(Mlp):
@@ -240,7 +243,7 @@ class SwiGLUPacked(Mlp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, value = self.fc1(x).chunk(2, dim=-1)
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(gate) * value))))
+        return self._output(self.act(gate) * value)
 
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU, "swiglu_packed": SwiGLUPacked}

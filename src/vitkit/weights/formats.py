@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .io import Checkpoint, TensorView, tensor_info
+from .io import Checkpoint, RenamedView
 from .mapping import Remapped, Rule, remap
 
 if TYPE_CHECKING:
@@ -66,22 +66,9 @@ class Family:
                          pretrained_cfg=self.pretrained_cfg(ckpt), architecture=self.architecture(ckpt))
 
 
-class _Stripped(TensorView):
-    """A view of a mapping with prefixes removed from its names (no tensor is read)."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
-        self._tensors, self._names = tensors, names
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self._tensors[self._names[key]]
-
-    def header(self, key: str) -> tuple[tuple[int, ...], str]:
-        return tensor_info(self._tensors, self._names[key])
-
-
 def strip_prefixes(tensors: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> Mapping[str, torch.Tensor]:
     names = {}
     for key in tensors:
         new = next((key[len(p):] for p in prefixes if key.startswith(p)), key)
         names[new] = key
-    return _Stripped(tensors, names)
+    return RenamedView(tensors, names)

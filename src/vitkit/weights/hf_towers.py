@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .io import TensorView, tensor_info
+from .io import RenamedView
 from .mapping import Rule, params
 
 _CLIP_LAYER = "encoder.layers.{}."
@@ -50,17 +50,6 @@ DINOV3_RULES: list[Rule] = [
 ALL_RULES = [*CLIP_RULES, *DINOV3_RULES]
 
 
-class _Renamed(TensorView):
-    def __init__(self, tensors: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
-        self._tensors, self._names = tensors, names
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self._tensors[self._names[key]]
-
-    def header(self, key: str) -> tuple[tuple[int, ...], str]:
-        return tensor_info(self._tensors, self._names[key])
-
-
 _GATED = re.compile(r"^layer\.(\d+)\.mlp\.gate_proj\.weight$")
 
 
@@ -77,4 +66,4 @@ def prepare(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
             names[".".join([*parts[:3], "gated_up_proj", *parts[4:]])] = key
         else:
             names[key] = key
-    return _Renamed(tensors, names)
+    return RenamedView(tensors, names)

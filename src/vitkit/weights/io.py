@@ -78,6 +78,19 @@ class TensorView(Mapping[str, torch.Tensor]):
         return len(self._names)
 
 
+class RenamedView(TensorView):
+    """A view of a mapping under other names (``names``: new name -> stored name); no tensor is read."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
+        self._tensors, self._names = tensors, names
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._tensors[self._names[key]]
+
+    def header(self, key: str) -> tuple[tuple[int, ...], str]:
+        return tensor_info(self._tensors, self._names[key])
+
+
 class NpzTensors(TensorView):
     """The arrays of an .npz file as tensors, read one at a time on access (never pickled)."""
 
