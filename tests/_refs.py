@@ -1,25 +1,26 @@
-"""Test-only access to the reference libraries (timm, transformers).
+"""Test-only access to the reference libraries (timm, transformers, open_clip).
 
-torchvision 0.28.0 is a CUDA build; on CPU torch its import fails with "operator torchvision::nms does not
-exist", and timm imports torchvision. ``vitkit.bench.import_peer`` (which ``vitkit bench`` uses for the same
-peers) registers placeholder schemas for the two ops torchvision's import checks, only when the import
-fails. The library itself never imports torchvision or timm at module level.
+They are test dependencies: a missing or broken one is a failure, not a skip. torchvision (which timm and
+open_clip import) imports on CPU torch in the project's .venv through the start-up hook that
+``scripts/setup.sh`` installs (``scripts/env/torchvision_cpu.py``). The library itself never imports
+torchvision, timm or open_clip.
 """
 
 from __future__ import annotations
 
-from vitkit.bench import import_peer
+import importlib
 
 
-def _require(name: str):  # noqa: ANN202 (a module)
-    module = import_peer(name)
-    assert module is not None, f"{name} is a test dependency (pip install -e '.[test]')"
-    return module
+def require(name: str):  # noqa: ANN201 (a module)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise AssertionError(f"{name} is a test dependency (bash scripts/setup.sh installs it): {exc}") from exc
 
 
 def import_timm():
-    return _require("timm")
+    return require("timm")
 
 
 def import_transformers():
-    return _require("transformers")
+    return require("transformers")

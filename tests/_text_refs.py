@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _refs import import_transformers
+from _refs import import_transformers, require
 
 CORPUS = [
     "a photo of a cat", "a photo of a dog", "an origami bird on a table", "the small red car in the street",
@@ -127,11 +127,7 @@ def open_clip_folder(folder: Path, vocab_size: int) -> object:
     open_clip_config.json and open_clip_model.safetensors; returns the open_clip model."""
     from safetensors.torch import save_file
 
-    from vitkit.bench import import_peer
-
-    import_peer("timm")  # open_clip imports timm and torchvision (the CPU workaround lives there)
-    open_clip = import_peer("open_clip")
-    assert open_clip is not None, "open_clip_torch is a test dependency (pip install -e '.[test]')"
+    open_clip = require("open_clip")
     cfg = {"embed_dim": 24, "quick_gelu": True,
            "vision_cfg": {"image_size": 32, "layers": 2, "width": 48, "patch_size": 8, "head_width": 12},
            "text_cfg": {"context_length": 77, "vocab_size": vocab_size, "width": 32, "heads": 4, "layers": 2}}

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 import vitkit
-from vitkit.bench import FLOORS, REFERENCE, flops_per_image, format_report, gemm_peak, interleaved_times, run_bench
+from vitkit.bench import (
+    FLOORS,
+    REFERENCE,
+    flops_per_image,
+    format_report,
+    gemm_peak,
+    import_peer,
+    interleaved_times,
+    run_bench,
+)
 from vitkit.cli import main
 
 
@@ -19,6 +29,15 @@ def test_flops_of_vit_b16_match_the_published_17_6_gmacs():
 
 def test_gemm_peak_is_a_rate():
     assert 0 < gemm_peak(torch.float32, 64, 64, 64, budget_s=0.05) < 1e5  # GFLOP/s (a loaded machine is slow)
+
+
+def test_a_peer_that_does_not_import_is_skipped_with_its_reason(tmp_path, monkeypatch, caplog):
+    (tmp_path / "broken_peer.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_peer("broken_peer") is None and import_peer("no_such_peer_library") is None
+    assert "broken_peer is installed but does not import here (operator torchvision::nms does not exist)" \
+        in caplog.text
+    assert import_peer("json") is sys.modules["json"]
 
 
 def test_interleaved_times_rotates_and_warms_up():

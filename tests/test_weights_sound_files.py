@@ -96,7 +96,7 @@ def test_linear_patch_embedding_is_refused_naming_it(saved) -> None:
 
 
 def test_siglip2_naflex_folder_is_refused_in_one_line(timm, transformers, tmp_path) -> None:
-    """(timm first: its import registers the torchvision placeholders that transformers' SigLIP 2 needs.)"""
+    """(timm first, as transformers' SigLIP 2 classes import torchvision.)"""
     config = transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                               num_attention_heads=1, patch_size=8, num_patches=16)
     transformers.Siglip2VisionModel(config).save_pretrained(tmp_path / "s2")

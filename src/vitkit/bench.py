@@ -13,9 +13,9 @@ note when they are not installed.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -136,28 +136,17 @@ def interleaved_times(runners: dict[str, Callable[[], object]], warmup: int, ite
 
 # ---------------------------------------------------------------------------------------------- runtimes
 def import_peer(name: str):  # noqa: ANN201 (a module)
-    """Import an optional reference library (timm, transformers), or None when it is not installed.
-
-    A CUDA build of torchvision on CPU torch fails to import ("operator torchvision::nms does not exist")
-    and takes timm down with it; then the two op schemas it checks are registered as placeholders
-    (nothing here calls them) and the import is retried.
-    """
+    """Import an optional peer library (timm, transformers) for a comparison row, or None when it is not
+    installed or does not import in this environment (logged with the reason, e.g. a torchvision build that
+    does not match torch: timm imports torchvision)."""
     if importlib.util.find_spec(name) is None:
         return None
     try:
         return importlib.import_module(name)
-    except RuntimeError as exc:
-        if "torchvision::nms" not in str(exc):
-            raise
-    for mod in [m for m in sys.modules if m.split(".")[0] in ("torchvision", name)]:
-        del sys.modules[mod]
-    lib = torch.library.Library("torchvision", "FRAGMENT")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold, float scale, int zero_point) -> Tensor")
-    import_peer.keep = lib  # the fragment lives as long as the process
-    log.warning("registered placeholder torchvision::nms/qnms schemas so that %s imports (CUDA torchvision "
-                "on CPU torch)", name)
-    return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 (any import-time failure of a third-party package)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("%s is installed but does not import here (%s): its rows are skipped", name, reason)
+        return None
 
 
 def peer_runtimes(model: nn.Module, tmp: Path, notes: list[str]) -> list[Runtime]:
@@ -167,7 +156,7 @@ def peer_runtimes(model: nn.Module, tmp: Path, notes: list[str]) -> list[Runtime
     out = []
     timm = import_peer("timm")
     if timm is None:
-        notes.append("timm is not installed: no reference row, ratios are to vitkit eager fp32")
+        notes.append("timm is not installed (or does not import): no reference row, ratios are to vitkit eager fp32")
     else:
         c = model.config  # the registry name picks timm's family; these fields follow size overrides
         ref = timm.create_model(model.pretrained_cfg.timm_name or model.model_name, num_classes=c.num_classes,
@@ -177,7 +166,7 @@ def peer_runtimes(model: nn.Module, tmp: Path, notes: list[str]) -> list[Runtime
         out.append(Runtime(REFERENCE, "fp32", ref))
     transformers = import_peer("transformers")
     if transformers is None:
-        notes.append("transformers is not installed: skipped")
+        notes.append("transformers is not installed (or does not import): skipped")
     else:
         try:
             save_pretrained(model, tmp / "hf", format="hf")
