@@ -182,5 +182,5 @@ def test_cli_one_line_and_debug(saved, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_unknown_save_format_is_a_config_error(saved) -> None:
     model, tmp = saved
-    with pytest.raises(ConfigError, match="Unknown format 'onnx'"):
+    with pytest.raises(ConfigError, match="Unknown weight format 'onnx'"):
         vitkit.save_pretrained(model, tmp / "m", format="onnx")

@@ -9,7 +9,7 @@ from PIL import Image
 
 import vitkit
 from vitkit.errors import ConfigError
-from vitkit.runtime import eval_mode, inference, pick_device
+from vitkit.runtime import borrowed, eval_mode, pick_device
 
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:1", "gpu", "bogus", "mps", "meta", 3.5])
@@ -87,7 +87,7 @@ def test_the_model_is_handed_back_even_when_the_use_fails(digit_png):
 
 def test_inference_borrows_in_eval_mode_and_restores_every_submodule():
     model = _mixed_mode_model()
-    with inference(model) as net:
+    with borrowed(model) as net:
         assert not any(m.training for m in net.modules())
     assert model.training and not model.blocks[0].training and model.blocks[1].training
     with pytest.raises(RuntimeError), eval_mode(model):

@@ -61,7 +61,8 @@ def test_saved_and_reloaded_model_gives_the_same_answer(capsys, photo_files, tmp
     vitkit.save_pretrained(model, tmp_path / "saved")
     labels = tmp_path / "classes.txt"
     labels.write_text("\n".join(f"thing {i}" for i in range(10)))
-    out = _cli_json(capsys, *photo_files, "--model", str(tmp_path / "saved"), "--labels", str(labels))
+    out = _cli_json(capsys, *photo_files, "--model", str(tmp_path / "saved"), "--class-names", str(labels))
+    assert _cli_json(capsys, *photo_files, "--model", str(tmp_path / "saved"), "--labels", str(labels)) == out
     with torch.no_grad():
         probs = model(ImageProcessor.from_model(model)(photo_files)).softmax(-1)
     for r, p in zip(out, probs):

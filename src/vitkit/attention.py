@@ -22,7 +22,7 @@ from .errors import ConfigError, OutputError
 from .labels import class_scores, is_multi_label, labels_for_model
 from .patches import processor_for
 from .registry import is_registered
-from .runtime import ModelSpec, eval_mode, inference, resolve_model
+from .runtime import ModelSpec, borrowed, eval_mode, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, w
     _check_method(method)
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
-    with inference(net, device):
+    with borrowed(net, device):
         heats, box = _heatmaps(net, img, (method,), discard_ratio, max_patches)
     return img.crop(tuple(round(v) for v in box)), _min_max(heats[method])
 
@@ -273,7 +273,7 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     _check_discard_ratio(discard_ratio)
     net = resolve_model(model, weights=weights, device=device)
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
-    with inference(net, device):
+    with borrowed(net, device):
         heats, box = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio, max_patches)
         random = isinstance(model, str) and weights is None and is_registered(model)
         title = _title(net, model, "panels" if panels else method, img, random=random, max_patches=max_patches)

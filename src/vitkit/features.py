@@ -44,7 +44,7 @@ from .fileio import remove_stale_temps
 from .inference import plan_for
 from .patches import PatchProcessor, processor_for
 from .processor import ImageInput, ImageProcessor
-from .runtime import ModelSpec, inference, model_device, pick_device, resolve_model
+from .runtime import ModelSpec, borrowed, model_device, pick_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def extract_features(
     if out is None:
         items = _in_memory_inputs(inputs)
         net = resolve_model(model, weights=weights, device=_rank_device(device))
-        with inference(net, device):
+        with borrowed(net, device):
             return _extract_in_memory(items, net, pool=pool, layers=layers, batch_size=batch_size,
                                       num_workers=num_workers, precision=precision, max_patches=max_patches)
     out = Path(out)
@@ -228,7 +228,7 @@ def extract_features(
     if out.exists() and not overwrite and not (parts_dir(out) / "manifest.json").exists():
         raise DataError(f"{str(out)!r} already exists. Choose another --out, delete it, or pass --overwrite.")
     net = resolve_model(model, weights=weights, device=_rank_device(device))
-    with inference(net, device):
+    with borrowed(net, device):
         return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,
                         batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers,
                         overwrite=overwrite, precision=precision, max_patches=max_patches)

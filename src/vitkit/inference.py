@@ -29,7 +29,7 @@ from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "eager", "compile", "onnxruntime", "openvino")
 #: the precisions each backend runs (ONNX Runtime's CPU provider has no bf16/fp16 matmul; torch.compile of
 #: torch's dynamically quantized Linear falls back to eager, so int8 compiles to nothing faster)
@@ -81,7 +81,7 @@ def choose_path(device: str, precision: str = "auto", backend: str = "auto", *,
     flash kernel; int8 runs on the CPU only. ``auto`` precision never picks int8: it trades more accuracy than
     bf16's floor, so a user asks for it.
     """
-    for value, allowed, what in ((precision, PRECISIONS, "precision"), (backend, BACKENDS, "backend")):
+    for value, allowed, what in ((precision, INFERENCE_PRECISIONS, "precision"), (backend, BACKENDS, "backend")):
         if value not in allowed:
             raise ConfigError(f"{what}={value!r} is not supported: use one of {', '.join(allowed)}.")
     if precision == "auto":
@@ -255,5 +255,5 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     return runner
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "CpuCapability", "InferenceRunner", "Plan", "choose_path",
+__all__ = ["BACKENDS", "INFERENCE_PRECISIONS", "CpuCapability", "InferenceRunner", "Plan", "choose_path",
            "optimize_for_inference", "plan_for"]

@@ -23,10 +23,9 @@ The lifecycle: ``apply_lora(model, cfg)`` -> train -> ``save_adapters(model, dir
 alone, a few hundred KB) and/or ``merge_lora(model)`` -> ``vitkit.save_pretrained(model, ..., format=...)``
 (a plain VisionTransformer, any format). ``load_adapters(base, dir)`` puts saved adapters on a base model.
 
-Intended ``vitkit train`` flags (wired by the training loop):
-``--lora-rank R`` (enables LoRA), ``--lora-alpha A``, ``--lora-dropout P``,
-``--lora-targets qkv,proj,fc1,fc2``, ``--lora-merge`` (save best/last merged instead of adapters
-alone), and ``--adapters DIR`` on ``vitkit predict``/``eval`` to put saved adapters on ``--model``.
+The ``vitkit train`` flags: ``--lora-rank R`` (enables LoRA), ``--lora-alpha A``, ``--lora-dropout P`` and
+``--lora-targets qkv,proj,fc1,fc2``; a run saves ``best/`` and ``last/`` merged (plain models every use
+reads) and the adapters alone in ``OUT/adapters/`` (``vitkit.training.peft``).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ of per-class F1, a class with no positives and no predictions counting 0, as skl
 end; under DDP the caller passes a ``gather`` function that all-gathers a (n, K) tensor across ranks
 (every metric here depends only on the set of (score, target) rows, not their order).
 
-Intended ``vitkit train`` flags (wired by the training loop): ``--multi-label`` (implied by a label file
-with a ``labels`` column), ``--loss bce|asl``, ``--label-smoothing EPS`` (BCE), ``--asl-gamma-neg 4``,
-``--asl-gamma-pos 1``, ``--asl-clip 0.05``, ``--threshold 0.5`` (F1 and predict). The loop calls
+The ``vitkit train`` flags: ``--multi-label`` (implied by a label file with a ``labels`` column),
+``--loss bce|asl`` (ASL with its published defaults: gamma_neg 4, gamma_pos 1, clip 0.05, which the library
+function takes as arguments), ``--label-smoothing EPS`` (BCE), ``--threshold 0.5`` (F1 and predict). The loop calls
 ``loss_fn = multilabel_loss(name, ...)``, ``meter.update(logits, targets)`` per validation batch and
 ``meter.compute(threshold, gather=...)`` per epoch; the model records it with
 ``pretrained_cfg.replace(multi_label=True)`` so ``predict`` uses sigmoid scores.

@@ -28,7 +28,7 @@ from .labels import class_scores, is_multi_label, labels_for_model
 from .patches import PatchProcessor, processor_for, run_by_grid
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
-from .runtime import ModelSpec, inference, model_device, resolve_model
+from .runtime import ModelSpec, borrowed, model_device, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def predict(
     _warn_if_random(model, weights)
     if tensor:
         images = _tensor_images(images, int(net.config.in_chans))
-    with inference(net, device):
+    with borrowed(net, device):
         return _predict(images, net, top_k=top_k, threshold=threshold, labels=labels,
                         processor=processor or processor_for(net, max_patches=max_patches),
                         batch_size=batch_size, precision=precision, backend=backend)

@@ -30,7 +30,7 @@ from .data.transforms import (
     to_tensor,
 )
 from .errors import ConfigError, ImageError, InputSizeError
-from .runtime import inference, pretrained_cfg_of
+from .runtime import borrowed, pretrained_cfg_of
 from .weights.hf import processor_to_pretrained_cfg
 from .weights.io import read_json
 
@@ -237,7 +237,7 @@ def compare_on_images(a: torch.nn.Module, b: torch.nn.Module, images: Sequence[I
     """Each model on ``images`` through its own preprocessing (``ImageProcessor.from_model``): the largest
     |difference| of their outputs (of their pooled features when their heads differ), and whether every top-1
     class agrees (True when there are no heads to compare)."""
-    with inference(a), inference(b):
+    with borrowed(a), borrowed(b):
         heads = getattr(a, "num_classes", 0) == getattr(b, "num_classes", 0) and getattr(a, "num_classes", 0) > 0
         outs = []
         for net in (a, b):

@@ -176,7 +176,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def resolve_model(model: ModelSpec, *, weights: Any = None, device: str | torch.device | None = None,
                   **overrides: Any) -> torch.nn.Module:
     """A model object as given (untouched), or built from a registry name (with ``weights``) or a saved model
-    path on ``device``. Borrow a given object with ``inference(model, device)`` to run it."""
+    path on ``device``. Borrow a given object with ``borrowed(model, device)`` to run it."""
     if isinstance(model, torch.nn.Module):
         if weights is not None:
             raise ConfigError("weights= is for a model name; load the weights into the model object yourself.")
@@ -197,7 +197,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 @contextlib.contextmanager
-def inference(model: torch.nn.Module, device: str | torch.device | None = None) -> Iterator[torch.nn.Module]:
+def borrowed(model: torch.nn.Module, device: str | torch.device | None = None) -> Iterator[torch.nn.Module]:
     """Borrow ``model`` for inference: eval mode, on ``device`` when one is asked for (default: where it is),
     and handed back afterwards in the mode and on the device it had, whatever happens inside."""
     home = model_device(model)

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve a model over HTTP (dynamic batching, a page to try it)",
                               description=SERVE_TEXT)
     _add_model(p, positional=True)
-    p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
+    p.add_argument("--class-names", "--labels", dest="labels", metavar="NAMES",
+                   help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON); "
+                        "--labels is the older spelling")
     add_flags(p)
     p.set_defaults(func=cmd_serve)

@@ -17,7 +17,7 @@ from ..data.augment import POLICIES
 from ..errors import ConfigError
 from ..training import TrainConfig, TrainingInterrupted, evaluate, train
 from ..training.checkpoint import STATE_FILE
-from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, PRECISIONS
+from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, TRAIN_PRECISIONS
 from ..training.evaluation import SPLITS
 from ..training.tasks import pct as _pct
 from ..training.tasks import task_of
@@ -328,7 +328,7 @@ def _add_schedule_args(p: argparse.ArgumentParser) -> None:
                                         "--weights on an image folder, else 1")
     a("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of the cross-entropy")
     a("--clip-grad", type=float, default=d.clip_grad, help="gradient norm clip (0: off)")
-    a("--precision", choices=PRECISIONS, default=d.precision, help="autocast precision")
+    a("--precision", choices=TRAIN_PRECISIONS, default=d.precision, help="autocast precision")
     a("--aug", choices=POLICIES, help=_preset("aug", "augmentation policy after crop and flip"))
     a("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude 0..30")
     a("--hflip", type=float, help=_preset("hflip", "horizontal flip probability"))

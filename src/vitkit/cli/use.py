@@ -63,11 +63,12 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _add_path(p: argparse.ArgumentParser) -> None:
-    from ..inference import BACKENDS, PRECISIONS
+    from ..inference import BACKENDS, INFERENCE_PRECISIONS
 
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, fp16, int8 or auto")
+    p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, fp16, int8 or auto")
     p.add_argument("--backend", choices=BACKENDS, default="eager",
-                   help="eager (default), compile, onnxruntime, or auto (the fastest for this machine)")
+                   help="eager (default), compile, onnxruntime, openvino, or auto (the fastest measured here)")
 
 
 def _max_patches(text: str) -> int:
@@ -181,7 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=TOP_K, default=5, help="classes to show per image (default 5)")
     p.add_argument("--threshold", type=THRESHOLD, default=0.5,
                    help="multi-label models: list the classes whose sigmoid score is above this (default 0.5)")
-    p.add_argument("--labels", help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON)")
+    p.add_argument("--class-names", "--labels", dest="labels", metavar="NAMES",
+                   help="class names: 'imagenet-1k', 'digits', or a file (one name per line / JSON); "
+                        "--labels is the older spelling")
     p.add_argument("--batch-size", type=BATCH, default=32, help="images per forward pass (default 32)")
     _add_max_patches(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -16,10 +16,10 @@ a path only when it is a regular file inside the dataset folder (``allow_outside
 ``VITKIT_HF_ALLOW_OUTSIDE_IMAGES=1`` lifts that), a URL never. A refused image is skipped and counted,
 its row and path named.
 
-Intended ``vitkit train`` flags: ``--hf-dataset DIR`` (instead of a folder), ``--image-column NAME``,
-``--label-column NAME``, ``--hf-split NAME`` (default: train), and ``--val-fraction`` when there is no
-validation split. The loop calls ``load_hf_splits(...)`` -> ``DataSplits`` and, when
-``is_multi_label(splits)`` (``vitkit.data.labelfiles``), ``collate_multilabel``.
+``vitkit train`` reads one with ``--hf-dataset DIR`` (instead of a folder), ``--image-column NAME`` and
+``--label-column NAME``, and ``--val-fraction`` when there is no validation split. The loop calls
+``load_hf_splits(...)`` -> ``DataSplits`` and, when ``is_multi_label(splits)`` (``vitkit.data.labelfiles``),
+``collate_multilabel``.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ does; multi-label files give ``MultiLabelImages``, whose labels are multi-hot fl
 ``collate_multilabel`` stacks to (B, K). The class list is sorted (numerically when every name is an
 integer) unless given.
 
-Intended ``vitkit train`` flags: ``--labels FILE`` (instead of a folder; ``--val-labels FILE`` for a
-separate validation list, else ``--val-fraction`` splits it), ``--multi-label`` (forces multi-label for
-a ``label`` column), ``--classes FILE`` (a fixed class order). The loop calls
+``vitkit train`` reads one with ``--labels FILE`` (instead of a folder; ``--val-labels FILE`` for a
+separate validation list, else ``--val-fraction`` splits it) and ``--multi-label`` (forces multi-label for
+a ``label`` column); a fixed class order is the library's ``classes=`` argument. The loop calls
 ``load_label_splits(...)`` -> ``DataSplits`` and, when ``is_multi_label(splits)``, uses
 ``collate_multilabel`` and a multi-label loss from ``vitkit.multilabel``.
 """

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigError
-from ..inference import BACKENDS, PRECISIONS
+from ..inference import BACKENDS, INFERENCE_PRECISIONS
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what the HTTP framework binds to
 
@@ -34,7 +34,7 @@ class ServeSettings:
         "model worker processes, each holding a copy of the model (default 1)"))
     device: str = field(default="cpu", metadata=_help("torch device for the model: cpu (default), cuda, cuda:N"))
     precision: str = field(default="fp32", metadata=_help(
-        "inference precision: fp32 (default), bf16, fp16, int8 or auto", choices=PRECISIONS))
+        "inference precision: fp32 (default), bf16, fp16, int8 or auto", choices=INFERENCE_PRECISIONS))
     backend: str = field(default="eager", metadata=_help(
         "inference runtime: eager (default), compile, onnxruntime or auto", choices=BACKENDS))
     max_body_mb: float = field(default=16.0, metadata=_help(

@@ -54,7 +54,7 @@ def is_image_text(model: Any) -> bool:
 def check_image_text_options(settings: ServeSettings, *, weights: Any, labels: str | None) -> None:
     """The options an image-text model cannot take, refused before anything starts."""
     if weights is not None or labels is not None:
-        raise ConfigError("--weights and --labels are for image classifiers: an image-text model (SigLIP, CLIP) "
+        raise ConfigError("--weights and --class-names are for image classifiers: an image-text model (SigLIP, CLIP) "
                           "is served with its own weights, and each POST /zero-shot names its labels.")
     if (settings.precision, settings.backend) != ("fp32", "eager"):
         raise ConfigError(f"precision={settings.precision!r}, backend={settings.backend!r} is not available for an "

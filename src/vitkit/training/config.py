@@ -11,7 +11,7 @@ from ..config import reject_unknown_fields
 from ..errors import ConfigError
 from .options import validate_options
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 DISTILL_MODES = ("hard", "soft")
 FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
 
@@ -142,8 +142,8 @@ class TrainConfig:
             _fail("label_smoothing", self.label_smoothing, "a value in [0, 1)")
         if self.clip_grad is not None and not self.clip_grad > 0:
             _fail("clip_grad", self.clip_grad, "None or a norm > 0")
-        if self.precision not in PRECISIONS:
-            _fail("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            _fail("precision", self.precision, f"one of {', '.join(TRAIN_PRECISIONS)}")
         if self.ema is not None and not 0 < self.ema < 1:
             _fail("ema", self.ema, "an EMA decay in (0, 1), e.g. 0.999 (leave it out for no EMA)")
         if self.distill not in DISTILL_MODES:

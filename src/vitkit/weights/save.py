@@ -33,11 +33,10 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
     """
     if not isinstance(model, VisionTransformer):
         raise ConfigError(f"save_pretrained takes a vitkit VisionTransformer, got {type(model).__name__}.")
-    if format not in FORMATS:
-        raise ConfigError(f"Unknown format {format!r}: expected one of {', '.join(FORMATS)}.")
-    writer = get_family(format).write
-    assert writer is not None  # every family in FORMATS has a writer
-    out = writer(model, Path(path).expanduser())
+    family = get_family(format)  # an unknown name is a ConfigError naming the known ones
+    if family.write is None:
+        raise ConfigError(f"Weights cannot be written in the {format!r} format: use one of {', '.join(FORMATS)}.")
+    out = family.write(model, Path(path).expanduser())
     logger.info("saved %s weights to %s", format, out)
     return out
 

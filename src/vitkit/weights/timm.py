@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..config import ACT_LAYERS
 from ..errors import CheckpointError
 from .formats import Family
 from .infer import NON_INFERABLE
@@ -30,8 +31,6 @@ TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool",
              "mlp_ratio", "qkv_bias", "qk_norm", "proj_bias", "init_values", "class_token", "no_embed_class",
              "reg_tokens", "pre_norm", "final_norm", "fc_norm")
 PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation", "num_classes")
-# activations timm's get_act_layer builds from these names (model_args carries them to timm's constructor)
-TIMM_ACTS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 # vitkit's multi-label flag rides at the top level of config.json: timm ignores unknown top-level keys, but
 # builds its PretrainedCfg(**pretrained_cfg) and fails on an unknown key inside pretrained_cfg
 MULTI_LABEL_KEY = "multi_label"
@@ -70,7 +69,7 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
     c = model.config
     args = {k: getattr(c, k) for k in TIMM_ARGS}
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
-    if c.act_layer != "gelu" and c.act_layer in TIMM_ACTS:  # timm builds it from the name
+    if c.act_layer != "gelu" and c.act_layer in ACT_LAYERS:  # timm's get_act_layer builds each from its name
         args["act_layer"] = c.act_layer
     pcfg = getattr(model, "pretrained_cfg", None)
     out = {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
