@@ -60,9 +60,10 @@ def test_resolve_data_config_called_as_timm_users_call_it(timm):
     from timm.data import resolve_data_config as timm_resolve
 
     for name in ("vit_small_patch16_224", "vit_base_patch16_384", "vit_large_patch16_224"):
-        ref = timm.create_model(name, pretrained=False)
+        with torch.device("meta"):  # only the models' descriptions are read
+            ref = timm.create_model(name, pretrained=False)
         theirs = timm_resolve({}, model=ref)
-        ours = vitkit.resolve_data_config({}, model=vitkit.create_model(name))
+        ours = vitkit.resolve_data_config({}, model=vitkit.create_model(name, device="meta"))
         assert ours == {k: theirs[k] for k in ours}, name
     m = vitkit.create_model("vit_digits")
     assert vitkit.resolve_data_config(m) == vitkit.resolve_data_config({}, model=m)

@@ -66,14 +66,25 @@ def test_registry_entry_builds_on_meta_with_published_param_count(name):
     assert model.pretrained_cfg.input_size == (model.config.in_chans, *model.config.img_size)
 
 
-def test_registry_counts_equal_timm_models(timm):
+def _timm_named_entries() -> list:
+    """Registry names with a timm twin; the default run takes the first of each architecture prefix (the name
+    up to its patch size), ``-m slow`` all of them."""
+    seen, params = set(), []
     for name in vitkit.list_models():
-        entry = vitkit.get_entry(name)
-        if entry.pretrained_cfg.timm_name is None:
+        if vitkit.get_entry(name).pretrained_cfg.timm_name is None:
             continue
-        with torch.device("meta"):
-            ref = timm.create_model(entry.pretrained_cfg.timm_name)
-        assert sum(p.numel() for p in ref.parameters()) == entry.num_params, name
+        prefix = name.split("_patch")[0]
+        params.append(pytest.param(name, marks=[pytest.mark.slow] if prefix in seen else []))
+        seen.add(prefix)
+    return params
+
+
+@pytest.mark.parametrize("name", _timm_named_entries())
+def test_registry_counts_equal_timm_models(timm, name):
+    entry = vitkit.get_entry(name)
+    with torch.device("meta"):
+        ref = timm.create_model(entry.pretrained_cfg.timm_name)
+    assert sum(p.numel() for p in ref.parameters()) == entry.num_params, name
 
 
 def test_in21k_counts_equal_transformers_vit_with_pooler_plus_head(transformers):

@@ -93,9 +93,22 @@ def test_npz_has_no_preprocessing_but_one_description(pictures, tmp_path):
     check_identity(path, pictures, tmp_path)
 
 
-# native-aspect models take patch sequences (tests/test_native.py checks their processor against transformers')
-@pytest.mark.parametrize("name", [n for n in vitkit.list_models()
-                                  if not vitkit.get_entry(n).pretrained_cfg.max_num_patches])
+def _registry_entries() -> list:
+    """Every fixed-size registry name; the default run takes the first of each distinct preprocessing (input
+    size, mean, std, crop, interpolation), ``-m slow`` all of them. Native-aspect models take patch sequences
+    (tests/test_native.py checks their processor against transformers')."""
+    seen, params = set(), []
+    for name in vitkit.list_models():
+        cfg = vitkit.get_entry(name).pretrained_cfg
+        if cfg.max_num_patches:
+            continue
+        key = (cfg.input_size, cfg.mean, cfg.std, cfg.crop_pct, cfg.crop_mode, cfg.interpolation)
+        params.append(pytest.param(name, marks=[pytest.mark.slow] if key in seen else []))
+        seen.add(key)
+    return params
+
+
+@pytest.mark.parametrize("name", _registry_entries())
 def test_every_registry_entry(pictures, name):
     want = ImageProcessor.from_pretrained(name)(pictures)
     torch.testing.assert_close(ImageProcessor.from_model(vitkit.create_model(name, device="meta"))(pictures), want,

@@ -28,6 +28,7 @@ def _torchrun(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # two ranks, about 35 s; the default run keeps the one-rank refusals below and gloo DDP
 def test_fsdp_on_two_ranks_matches_ddp_and_resumes(tmp_path: Path):
     fsdp, ddp = tmp_path / "fsdp", tmp_path / "ddp"
     _torchrun("--strategy", "fsdp", "--out", str(fsdp), "--max-steps", str(STEPS_PER_EPOCH + 6),

@@ -123,6 +123,7 @@ def test_bad_multi_label_settings(settings: dict, message: str, tmp_path: Path):
         train(**TINY, model="vit_digits", epochs=1, out=str(tmp_path), **settings)
 
 
+@pytest.mark.slow  # two ranks, about 18 s (tests/test_train_dist.py keeps a two-rank run in the default one)
 def test_two_ranks_gather_every_validation_row(tmp_path: Path):
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vitkit", "train",
