@@ -36,7 +36,9 @@ from .errors import ConfigError
 __all__ = ["ViTConfig", "PretrainedCfg", "SizeLimits", "LIMITS", "did_you_mean", "did_you_mean_any",
            "reject_unknown_fields", "limits_from_env", "check_fields", "nearest_multiple"]
 
-GLOBAL_POOLS = ("token", "avg", "map", "none")
+# 'token_avg': the class token and the mean patch token side by side, 2 x embed_dim wide (the head of
+# transformers' Dinov2ForImageClassification)
+GLOBAL_POOLS = ("token", "avg", "map", "none", "token_avg")
 NORM_LAYERS = ("layernorm", "rmsnorm")
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "relu", "silu")
 # learned position embeddings, big_vision's fixed 2-D sin-cos ones, or none (rotary embeddings alone: DINOv3)
@@ -216,7 +218,10 @@ class ViTConfig:
             self._fail("attn_pool_heads", self.attn_pool_heads, f"None or a divisor of embed_dim={self.embed_dim}")
         if self.posemb == "sincos2d" and self.embed_dim % 4:
             self._fail("embed_dim", self.embed_dim, "a multiple of 4 with posemb='sincos2d' (four sin/cos quarters)")
-        if self.global_pool == "token" and not self.class_token:
+        if self.global_pool == "token_avg" and (self.representation_size or self.embed_proj or self.fc_norm):
+            self._fail("global_pool", self.global_pool, "another pooling with a pre-logits layer, an image projection "
+                       "or an fc-norm (they take one token's width; 'token_avg' gives two side by side)")
+        if self.global_pool in ("token", "token_avg") and not self.class_token:
             self._fail("global_pool", self.global_pool,
                        "'avg', 'map' or 'none' when class_token=False (token pooling reads the class token)")
         if self.distilled:
@@ -273,7 +278,8 @@ class ViTConfig:
     @property
     def num_features(self) -> int:
         """Width of the pooled feature the head reads (after the representation layer and projection, if any)."""
-        return self.embed_proj or self.representation_size or self.embed_dim
+        return self.embed_proj or self.representation_size or self.embed_dim * (2 if self.global_pool == "token_avg"
+                                                                                 else 1)
 
     # ------------------------------------------------------------------ transformers' names (read-only)
     hidden_size = property(lambda self: self.embed_dim, doc="transformers' name of embed_dim.")

@@ -17,13 +17,66 @@ The hierarchy, so callers can catch by category (every class is a ``VitkitError`
     +-- MissingDependencyError       an optional package a feature needs is not installed (also ImportError)
 
 The CLI prints any ``VitkitError`` as one line and exits with status 2.
+
+Advice that names an option is a ``Hint``: the message carries the library's wording (``strict=False``), and
+the CLI says it with the flag its command has for that option (``--not-strict``), or drops it where the
+command has none, so every hint names an option of the entry point the user called.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What to do, in the words of the library and of the command line.
+
+    ``text``: the library's wording, as it stands in the message (with its leading connector, e.g. ", or pass
+    strict=False to ..."). ``option``: the library option it names, if the CLI needs a flag for it; ``cli``: the
+    command line's wording, ``{flag}`` standing for the command's flag for ``option``; ``cli_without``: what the
+    CLI says when the command has no such flag ('' drops the advice).
+    """
+
+    text: str
+    option: str | None = None
+    cli: str = ""
+    cli_without: str = ""
+
+    def for_cli(self, flags: Mapping[str, str]) -> str:
+        if self.option is None:
+            return self.cli
+        flag = flags.get(self.option)
+        return self.cli.format(flag=flag) if flag else self.cli_without
+
 
 class VitkitError(Exception):
-    """Base class of every error vitkit raises for bad input."""
+    """Base class of every error vitkit raises for bad input.
+
+    ``hints``: the pieces of the message that name library options (``Hint``); ``for_cli`` words them for a
+    command line."""
+
+    def __init__(self, *args: object, hints: Sequence[Hint] = ()) -> None:
+        super().__init__(*args)
+        self.hints = tuple(hints)
+
+    def for_cli(self, flags: Mapping[str, str]) -> str:
+        """The message with each hint said for a command whose flags for library options are ``flags``
+        (option name -> flag, e.g. ``{"strict": "--not-strict"}``)."""
+        text = str(self)
+        for hint in getattr(self, "hints", ()):
+            text = text.replace(hint.text, hint.for_cli(flags))
+        first, newline, rest = text.partition("\n")  # hints stand in the first line; a table may follow
+        return _tidy(first) + newline + rest
+
+
+def _tidy(line: str) -> str:
+    """Spacing and punctuation left behind where a hint was dropped (`` .``, ``..``, double spaces)."""
+    line = re.sub(r" {2,}", " ", line)
+    line = re.sub(r" +([.,;)])", r"\1", line)
+    return re.sub(r"(?<!\.)\.\.(?!\.)", ".", line).strip()
 
 
 class ConfigError(VitkitError, ValueError):

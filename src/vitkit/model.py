@@ -112,7 +112,7 @@ class VisionTransformer(nn.Module):
     # ------------------------------------------------------------------ config values (read-only)
     embed_dim = _config_value("embed_dim", "Token width.")
     num_classes = _config_value("num_classes", "Classes of the head (0: no head).")
-    global_pool = _config_value("global_pool", "Pooling before the head: token, avg, map or none.")
+    global_pool = _config_value("global_pool", "Pooling before the head: token, avg, map, none or token_avg.")
     num_prefix_tokens = _config_value("num_prefix_tokens", "Class, distillation and register tokens.")
     num_features = _config_value("num_features", "Width of the pooled feature the head reads.")
 
@@ -159,7 +159,7 @@ class VisionTransformer(nn.Module):
         changes: dict[str, Any] = {"num_classes": num_classes}
         global_pool = "none" if global_pool == "" else global_pool  # timm spells "no pooling" as ''
         if global_pool is not None and global_pool != self.global_pool:
-            if "map" in (global_pool, self.global_pool) or self.head_dist is not None:
+            if {"map", "token_avg"} & {global_pool, self.global_pool} or self.head_dist is not None:
                 raise ConfigError(f"reset_classifier cannot switch pooling from {self.global_pool!r} to "
                                   f"{global_pool!r}: build the model with global_pool={global_pool!r} instead.")
             changes["global_pool"] = global_pool
@@ -248,13 +248,16 @@ class VisionTransformer(nn.Module):
 
     def pool(self, x: torch.Tensor, mode: str | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, prefix + N, D) -> (B, D) by ``mode`` (default: the configured ``global_pool``): 'token' the
-        class token, 'avg' the mean patch token, 'map' the attention-pool head; 'none' keeps all tokens.
+        class token, 'avg' the mean patch token, 'token_avg' both side by side (B, 2D), 'map' the attention-pool
+        head; 'none' keeps all tokens.
         ``mask`` (B, prefix + N) bool marks the real tokens of padded patch sequences (padding is ignored)."""
         mode = self.global_pool if mode is None else mode
         if mode == "map":  # over every token, as timm's attention pool reads them
             return self.attn_pool(x, attn_mask=None if mask is None else mask[:, None, None, :])
         if mode == "token":
             return x[:, 0]
+        if mode == "token_avg":  # (B, D) and (B, D) -> (B, 2D), as Dinov2ForImageClassification reads them
+            return torch.cat([x[:, 0], self.pool(x, "avg", mask)], dim=-1)
         if mode == "avg":
             patches = x[:, self.num_prefix_tokens:]
             if mask is None:

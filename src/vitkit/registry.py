@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,12 +14,21 @@ from typing import Any
 
 import torch
 
-from .checks import did_you_mean_model
+from .checks import did_you_mean_any, did_you_mean_model, registry_style
 from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig
-from .errors import CheckpointError, UnknownModelError
+from .errors import CheckpointError, ConfigError, Hint, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
 from .weights import load_pretrained
-from .weights.sources import HubUnavailableError, download_from_hub
+from .weights.sources import (
+    HUB_PREFIX,
+    HubUnavailableError,
+    cache_root,
+    download_from_hub,
+    hub_model,
+    looks_like_repo_id,
+    not_cached_advice,
+)
+from .weights.timm import stated_pretrained_cfg
 from .zoo_table import ROWS as ZOO_ROWS
 
 
@@ -65,6 +76,12 @@ TAG_EXCEPTIONS = {"vit_base_patch16_224": "augreg2_in21k_ft_in1k", "vit_base_pat
                   "vit_large_patch32_224": "orig_in21k", "vit_huge_patch14_224": "orig_in21k",
                   "vit_large_patch32_384": "orig_in21k_ft_in1k", "vit_large_patch14_224": None}
 _TAG = re.compile(r"[A-Za-z0-9_]+")
+logger = logging.getLogger(__name__)
+ASKED = Hint("pretrained=True", cli="--weights pretrained")
+OTHER_WEIGHTS = Hint(" Pass a checkpoint (pretrained='path/to/weights'), or leave pretrained out for random weights.",
+                     cli=" Pass a checkpoint with --weights PATH, or leave --weights out for random weights.")
+LOCAL_WEIGHTS = Hint(" or pass a local checkpoint as pretrained=PATH",
+                     cli=" or pass a local checkpoint as --weights PATH")
 
 DEIT_VARIANTS = [("tiny", 5_717_416, 5_910_800), ("small", 22_050_664, 22_436_432), ("base", 86_567_656, 87_338_192)]
 
@@ -262,38 +279,56 @@ def get_entry(name: str) -> ModelEntry:
         entry = _REGISTRY[arch]
     except KeyError:
         raise UnknownModelError(
-            f"Unknown model {name!r}.{did_you_mean_model(name, _REGISTRY)} "
+            f"{_unknown(name)}{did_you_mean_model(name, _REGISTRY)} "
             "See vitkit.list_models() or `vitkit models` for all names.") from None
     if tag is None:
         return entry
     return dataclasses.replace(entry, pretrained_cfg=entry.pretrained_cfg.replace(tag=tag))
 
 
+def _unknown(name: str) -> str:
+    """What an unknown name is not; a name of the form ORG/NAME (other than a paper-style 'ViT-B/16') is no
+    cached Hub repository either, and the sentence says how to get it."""
+    if not looks_like_repo_id(name) or registry_style(name) != name.strip().lower():
+        return f"Unknown model {name!r}."
+    return (f"{name!r} is neither a registered model name nor a local path, and the Hugging Face cache "
+            f"({cache_root()}) holds no repository {name!r}. {not_cached_advice(name)}")
+
+
 def pretrained_source(name: str) -> str:
     """The ``hf-hub:`` id of a registered model's published weights: timm's ``timm/<name>.<tag>`` where timm
     publishes them, else the Google/Hugging Face repository in its pretrained cfg."""
-    pcfg = get_entry(name).pretrained_cfg
+    return _source_of(name, get_entry(name).pretrained_cfg)
+
+
+def _source_of(name: str, pcfg: PretrainedCfg) -> str:
     if pcfg.hf_hub_id and pcfg.hf_hub_id.startswith("timm/"):  # a timm name whose weights another name publishes
         return f"hf-hub:{pcfg.hf_hub_id}"
     if pcfg.timm_name and pcfg.tag:
         return f"hf-hub:timm/{pcfg.timm_name}.{pcfg.tag}"
     if pcfg.hf_hub_id:
         return f"hf-hub:{pcfg.hf_hub_id}"
-    raise CheckpointError(f"Model {name!r} has no published weights, so pretrained=True cannot load any. Pass a "
-                          f"checkpoint (pretrained='path/to/weights'), or leave pretrained out for random weights.")
+    raise CheckpointError(f"Model {name!r} has no published weights, so {ASKED.text} cannot load any."
+                          f"{OTHER_WEIGHTS.text}", hints=(ASKED, OTHER_WEIGHTS))
 
 
-def _fetch_published(name: str) -> str:
-    """A local folder with ``name``'s published weights: the Hugging Face cache (offline too), else a download."""
-    repo = pretrained_source(name).removeprefix("hf-hub:")
+def _fetch_published(name: str, pcfg: PretrainedCfg) -> str:
+    """A local folder with the published weights ``pcfg`` names (those of the model ``name``): the Hugging Face
+    cache (offline too), else a download."""
+    repo = _source_of(name, pcfg).removeprefix(HUB_PREFIX)
     try:
         return str(download_from_hub(repo))
     except HubUnavailableError:  # a damaged cache entry is reported as damaged
         raise CheckpointError(
             f"The published weights of {name!r} ({repo}) are not in the Hugging Face cache and cannot be "
             f"downloaded here (offline or no network). Fetch them once where there is network with "
-            f"`hf download {repo}` and share that cache (HF_HUB_CACHE or HF_HOME), or pass a local checkpoint "
-            f"as pretrained=PATH (--weights PATH).") from None
+            f"`hf download {repo}` and share that cache (HF_HUB_CACHE or HF_HOME),{LOCAL_WEIGHTS.text}.",
+            hints=(LOCAL_WEIGHTS,)) from None
+
+
+# timm's pretrained_cfg_overlay keys: where the weights are, and the preprocessing fields vitkit keeps
+OVERLAY_SOURCES = ("file", "hf_hub_id", "url")
+OVERLAY_KEYS = (*OVERLAY_SOURCES, *(f.name for f in dataclasses.fields(PretrainedCfg) if f.name != "hf_hub_id"))
 
 
 def create_model(
@@ -303,27 +338,124 @@ def create_model(
     num_classes: int | None = None,
     img_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    strict: bool = True,
+    format: str | None = None,  # noqa: A002 (the weight format, as from_pretrained names it)
+    allow_nonfinite: bool = False,
     **overrides: Any,
 ) -> torch.nn.Module:
-    """Build a registered model by name.
+    """Build a registered model by name, as timm's ``create_model`` does.
 
     ``pretrained``: True for the published weights (through the Hugging Face cache: works offline once
     cached), or a weight source (file, folder, ``hf-hub:`` id, ...) loaded into the model; a head of a
     different class count is replaced by a fresh one and reported. ``name`` may carry a timm pretrained
-    tag (``'vit_tiny_patch16_224.augreg_in21k_ft_in1k'``), kept in ``model.pretrained_cfg.tag``.
+    tag (``'vit_tiny_patch16_224.augreg_in21k_ft_in1k'``), kept in ``model.pretrained_cfg.tag``, or be a timm
+    model repository, ``'hf-hub:timm/NAME'``: its config.json names the architecture, class count and
+    preprocessing, and ``pretrained=True`` loads its weights.
+    ``pretrained_cfg_overlay``: timm's overlay of the pretrained cfg: ``file`` (a local weight file that
+    ``pretrained=True`` loads instead of the published weights), ``hf_hub_id`` (another repository) and
+    preprocessing fields (mean, std, crop_pct, ...). ``checkpoint_path``: weights of exactly this architecture
+    (e.g. your fine-tuned model) loaded after it is built, without head replacement or resampling.
+    ``strict=False`` loads the tensors of the weights that fit and initialises the rest; ``format`` names their
+    checkpoint family ('vitkit', 'timm', 'hf', 'npz') when detection cannot tell; ``allow_nonfinite=True``
+    loads NaN/Inf weights.
     ``num_classes`` and ``img_size`` override the registry's architecture, as do other ``ViTConfig``
     fields in ``overrides``. ``features_only=True`` (with ``out_indices``) returns a ``FeatureMaps``
     module giving NCHW maps of chosen blocks, as timm's ``features_only`` does for CNNs.
+    ``dynamic_img_size=True`` (timm's flag) is what every vitkit model does anyway: any input whose sides are
+    multiples of the patch size runs, its position embeddings resampled to the input's grid at each forward.
     ``device='meta'`` builds without allocating memory.
     """
-    entry = get_entry(name)
     features_only, out_indices = overrides.pop("features_only", False), overrides.pop("out_indices", 3)
-    model = _create(entry, pretrained, num_classes=num_classes, img_size=img_size, device=device, **overrides)
+    _check_dynamic_img_size(overrides.pop("dynamic_img_size", True))
+    load = dict(strict=strict, format=format, allow_nonfinite=allow_nonfinite)
+    overlay = _checked_overlay(pretrained_cfg_overlay)
+    if name.startswith(HUB_PREFIX):
+        entry, pretrained, num_classes = _hub_entry(name, pretrained, num_classes, overrides)
+    else:
+        entry = get_entry(name)
+    if overlay:
+        entry, pretrained = _overlaid(entry, overlay, pretrained)
+    adapt = True
+    if checkpoint_path is not None:  # timm loads it last, over any pretrained weights: it is what stays
+        pretrained, adapt = os.fspath(checkpoint_path), False
+    model = _create(entry, pretrained, num_classes=num_classes, img_size=img_size, device=device, load=load,
+                    adapt=adapt, **overrides)
     return FeatureMaps(model, out_indices) if features_only else model
 
 
+def _check_dynamic_img_size(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"dynamic_img_size={value!r} is not allowed: expected True or False (vitkit models take "
+                          "any input size that is a multiple of the patch size either way).")
+
+
+def _checked_overlay(overlay: dict[str, Any] | None) -> dict[str, Any]:
+    if overlay is None:
+        return {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"pretrained_cfg_overlay={overlay!r} is not allowed: expected a dict, e.g. "
+                          "dict(file='path/to/weights.safetensors').")
+    unknown = [k for k in overlay if k not in OVERLAY_KEYS]
+    if unknown:
+        raise ConfigError(f"pretrained_cfg_overlay has unknown key(s) {', '.join(map(repr, unknown))}."
+                          f"{did_you_mean_any(unknown[0], OVERLAY_KEYS)} Known: {', '.join(OVERLAY_KEYS)}.")
+    if overlay.get("url") is not None:
+        raise ConfigError(f"pretrained_cfg_overlay url={overlay['url']!r}: vitkit does not download from URLs. "
+                          "Download the file yourself and pass pretrained_cfg_overlay=dict(file=PATH).")
+    return dict(overlay)
+
+
+def _overlaid(entry: ModelEntry, overlay: dict[str, Any], pretrained: Any) -> tuple[ModelEntry, Any]:
+    """The entry with the overlay's preprocessing, and the weights ``pretrained=True`` then loads."""
+    fields = {k: v for k, v in overlay.items() if k not in OVERLAY_SOURCES}
+    if overlay.get("hf_hub_id"):
+        fields.update(hf_hub_id=overlay["hf_hub_id"], tag=None)
+    entry = dataclasses.replace(entry, pretrained_cfg=entry.pretrained_cfg.replace(**fields)) if fields else entry
+    if overlay.get("file") is not None:
+        if pretrained is True:
+            return entry, os.fspath(overlay["file"])
+        logger.warning("pretrained_cfg_overlay file=%r is loaded only with pretrained=True (as in timm); building "
+                       "%s with random weights", overlay["file"], entry.name)
+    return entry, pretrained
+
+
+def _hub_entry(name: str, pretrained: Any, num_classes: int | None,
+               overrides: dict[str, Any]) -> tuple[ModelEntry, Any, int | None]:
+    """A timm model repository (``hf-hub:timm/NAME``) as a registry entry: the architecture its config.json
+    names, with its class count, model arguments (added to ``overrides``) and preprocessing; and the weights
+    ``pretrained=True`` means (its folder)."""
+    repo = name[len(HUB_PREFIX):]
+    folder, config = hub_model(repo, weights=pretrained is True)
+    arch = config.get("architecture")
+    if not isinstance(arch, str):
+        raise ConfigError(f"{name} is not a timm model repository: its config.json names no 'architecture'. Load it "
+                          f"as it describes itself with vitkit.from_pretrained({name!r}).")
+    if not is_registered(arch):
+        raise UnknownModelError(f"{name}: its config.json names the architecture {arch!r}, which vitkit does not "
+                                f"have.{did_you_mean_model(arch, _REGISTRY)} See vitkit.list_models().")
+    entry = get_entry(arch)
+    fields = ViTConfig.__dataclass_fields__
+    for key, value in (config.get("model_args") or {}).items():
+        if key in fields:
+            overrides.setdefault(key, value)
+    stated = stated_pretrained_cfg(config) or {}
+    hub_classes = config.get("num_classes")
+    if isinstance(hub_classes, int) and not isinstance(hub_classes, bool):
+        stated["num_classes"] = hub_classes
+        num_classes = hub_classes if num_classes is None else num_classes
+        if "label_names" not in stated and hub_classes != entry.pretrained_cfg.num_classes:
+            stated["label_names"] = None  # the registry's label set describes another head
+    stated.setdefault("tag", split_tag(repo.rpartition("/")[2])[1])
+    pcfg = entry.pretrained_cfg.replace(**stated, hf_hub_id=repo)
+    return dataclasses.replace(entry, pretrained_cfg=pcfg), str(folder) if pretrained is True else pretrained, \
+        num_classes
+
+
 def _create(entry: ModelEntry, pretrained: Any, *, num_classes: int | None, img_size: int | tuple[int, int] | None,
-            device: str | torch.device | None, **overrides: Any) -> VisionTransformer:
+            device: str | torch.device | None, load: dict[str, Any], adapt: bool = True,
+            **overrides: Any) -> VisionTransformer:
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if img_size is not None:
@@ -335,10 +467,10 @@ def _create(entry: ModelEntry, pretrained: Any, *, num_classes: int | None, img_
     pcfg = pcfg.replace(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes,
                         label_names=labels)
     if pretrained is True:
-        pretrained = _fetch_published(entry.name if pcfg.tag is None else f"{entry.name}.{pcfg.tag}")
+        pretrained = _fetch_published(entry.name if pcfg.tag is None else f"{entry.name}.{pcfg.tag}", pcfg)
     if pretrained is not None and pretrained is not False:
         return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device,
-                               model_name=entry.name, explicit=tuple(overrides))
+                               model_name=entry.name, explicit=tuple(overrides), adapt=adapt, **load)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = VisionTransformer(config)
     model.pretrained_cfg = pcfg

@@ -16,19 +16,36 @@ from typing import Any
 import torch
 
 from .config import PretrainedCfg
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Hint
 from .model import VisionTransformer
 from .registry import create_model, get_entry, is_registered, known_configs
 from .weights import from_checkpoint, inventory
+from .weights.sources import HUB_PREFIX, cached_snapshot, looks_like_repo_id
 
 #: what a use accepts as a model: a registry name, a saved model folder / checkpoint / ``hf-hub:`` id, or a module
 ModelSpec = str | os.PathLike | torch.nn.Module
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt", ".tar")
 DEVICE_HINT = "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+NAME_OR_SOURCE = Hint("; pass either a registry name with weights or a source alone, not both",
+                      cli="; pass either --model NAME --weights SOURCE or --model SOURCE alone, not both")
 
 
 def _is_name(spec: str) -> bool:
-    """A registry name (or what can only be meant as one), rather than a weight source."""
-    return is_registered(spec) or not (Path(spec).exists() or spec.startswith("hf-hub:"))
+    """A registry name (or what can only be meant as one), rather than a weight source: not an existing path,
+    an ``hf-hub:`` id, a cached Hub repository (ORG/NAME, as transformers takes it) or what has the form of a
+    path (a folder, a checkpoint suffix), which then fails as a path that does not exist."""
+    if is_registered(spec):
+        return True
+    if spec.startswith(HUB_PREFIX) or Path(spec).expanduser().exists():
+        return False
+    if looks_like_repo_id(spec):  # not cached: an unknown name whose error says what to download
+        return cached_snapshot(spec) is None
+    return not _looks_like_path(spec)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or os.sep in spec or spec.startswith((".", "~")) or \
+        Path(spec).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 def from_pretrained(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
@@ -121,8 +138,8 @@ def load_model(
         return create_model(spec, pretrained=weights, num_classes=num_classes, img_size=img_size, device=device,
                             **overrides)
     if weights is not None:
-        raise ConfigError(f"{spec!r} is a weight source itself; pass either a registry name with weights "
-                          f"or a source alone, not both (weights={weights!r}).")
+        raise ConfigError(f"{spec!r} is a weight source itself{NAME_OR_SOURCE.text} (weights={weights!r}).",
+                          hints=(NAME_OR_SOURCE,))
     return from_pretrained(spec, num_classes=num_classes, img_size=img_size, device=device, **overrides)
 
 
@@ -134,7 +151,8 @@ def pretrained_cfg_of(spec: str | os.PathLike[str]) -> PretrainedCfg:
         return get_entry(spec).pretrained_cfg
     inv = inventory(spec, known=known_configs())
     if inv.pretrained_cfg is None:
-        raise CheckpointError(f"Cannot read the preprocessing of {spec!r}: {'; '.join(inv.problems)}")
+        raise CheckpointError(f"Cannot read the preprocessing of {spec!r}: {'; '.join(inv.problems)}",
+                              hints=[hint for error in inv.errors for hint in error.hints])
     return inv.pretrained_cfg
 
 

@@ -215,6 +215,8 @@ def _data_path(net: nn.Module, shapes: dict[str, list[int]], input_shape: list[i
         path.append(("attn_pool: attention pooling (MAP)", shapes["attn_pool"]))
     elif c.global_pool in ("token", "avg"):
         path.append(("pool: class token" if c.global_pool == "token" else "pool: mean of patch tokens", [B, D]))
+    elif c.global_pool == "token_avg":
+        path.append(("pool: class token and mean of patch tokens, side by side", [B, 2 * D]))
     for name in ("fc_norm", "pre_logits"):
         if not isinstance(getattr(net, name), nn.Identity) and name in shapes:
             path.append((name, shapes[name]))

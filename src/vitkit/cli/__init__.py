@@ -4,6 +4,10 @@ Each area of the library owns a module here with ``register(subparsers)``; it ad
 and sets ``func`` on them. ``main`` parses, calls ``func(args)`` and turns a ``VitkitError`` (or an
 ``OSError`` on a path the user gave) into a one-line message and exit code 2; ``--debug`` adds the
 traceback. Usage errors are one line and exit code 2 too.
+
+An error's hints name library options (``strict=False``); a command says them with its own flags: it declares
+which library options its flags set with ``set_defaults(library_options={"strict": "--not-strict"})``, and a
+hint whose option the command has no flag for is said without it (``VitkitError.for_cli``).
 """
 
 from __future__ import annotations
@@ -69,9 +73,16 @@ def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.
     return parser
 
 
-def one_line(exc: BaseException) -> str:
+def cli_message(exc: BaseException, args: argparse.Namespace) -> str:
+    """An error's message as the command line says it: its hints in the command's flags."""
+    if isinstance(exc, VitkitError):
+        return exc.for_cli(getattr(args, "library_options", {}))
+    return str(exc)
+
+
+def one_line(text: str) -> str:
     """The first line of an error's message (a mismatch table follows it), with a pointer to the rest."""
-    text = str(exc).strip()
+    text = text.strip()
     first, _, rest = text.partition("\n")
     return first + (" (--debug shows the details)" if rest.strip() else "")
 
@@ -108,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 141
         if args.debug:
             traceback.print_exc()
-        message = str(exc) if args.debug else one_line(exc)
+        message = cli_message(exc, args)
+        message = message if args.debug else one_line(message)
         if isinstance(exc, OSError) and not isinstance(exc, VitkitError):
             message = f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc)
         print(f"vitkit {args.command}: error: {message}", file=sys.stderr)

@@ -49,4 +49,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its cold compile takes minutes)")
     p.add_argument("--no-peers", action="store_true", help="vitkit's paths only (no timm, transformers, plain ORT)")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, library_options={"img_size": "--img-size"})

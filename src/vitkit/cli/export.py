@@ -36,4 +36,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--opset", type=cli_type(int_between(*ONNX_OPSETS), "--opset"), default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, library_options={"img_size": "--img-size"})

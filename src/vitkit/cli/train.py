@@ -394,7 +394,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     add_source_args(p, training=True)
     add_training_args(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, library_options={"img_size": "--img-size"})
 
     e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",
                               description="Top-1/top-5 accuracy (multi-label: mAP and F1) and loss of a trained "

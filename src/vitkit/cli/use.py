@@ -226,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=BATCH, help="show shapes for this batch size instead of 'B'")
     p.add_argument("--depth", type=DEPTH, default=3, help="module tree depth to show (default 3)")
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=cmd_inspect, library_options={"img_size": "--img-size"})
 
     p = subparsers.add_parser("attention", help="attention map of an image as a PNG overlay",
                               description=ATTENTION_TEXT)

@@ -26,6 +26,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise ConfigError(f"--limit {args.limit} is not allowed: expected 0 or more tensors to list (--all lists all).")
     inv = inventory(args.file, format=args.format, known=known_configs())
+    inv.problems = [error.for_cli(args.library_options) for error in inv.errors] or inv.problems
     if args.json:
         print(json.dumps(inv.to_dict(), indent=2))
     else:
@@ -103,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=60, help="tensors to list (default 60)")
     p.add_argument("--all", action="store_true", help="list every tensor")
-    p.set_defaults(func=cmd_weights)
+    p.set_defaults(func=cmd_weights, library_options={"format": "--format"})
 
     p = subparsers.add_parser(
         "convert", help="convert a checkpoint to another format",
@@ -127,4 +128,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="a new class count (the head is re-initialised)")
     p.add_argument("--img-size", type=int, help="a new input size (position embeddings resampled)")
     p.add_argument("--not-strict", action="store_true", help="load what fits, initialise the rest")
-    p.set_defaults(func=cmd_convert)
+    p.set_defaults(func=cmd_convert, library_options={"format": "--from", "strict": "--not-strict",
+                                                      "num_classes": "--num-classes", "img_size": "--img-size"})

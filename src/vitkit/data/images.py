@@ -64,20 +64,20 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None,
                 img.close()
                 raise ImageError(
                     f"Image {str(path)!r} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-                    f"{max_pixels:,} (a possible decompression bomb). Downscale it first, or pass a larger "
-                    f"max_pixels if you trust the file.")
+                    f"{max_pixels:,} (a possible decompression bomb). Downscale it first, or if you trust the "
+                    f"file, raise the limit (max_pixels= in Python).")
             if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(min(width, height), 1):
                 img.close()
                 raise ImageError(
                     f"Image {str(path)!r} is {width}x{height}, an aspect ratio beyond the limit of "
                     f"{max_aspect_ratio:g}:1 (resizing its short side to a model's input would take gigabytes). "
-                    "Crop it closer to square first, or pass a larger max_aspect_ratio.")
+                    "Crop it closer to square first, or raise the limit (max_aspect_ratio= in Python).")
             img.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"Image {str(path)!r} is too large to decode safely ({exc}). Downscale it first, or "
-                         f"pass a larger max_pixels if you trust the file.") from None
+                         f"if you trust the file, raise the limit (max_pixels= in Python).") from None
     except UnidentifiedImageError:
         raise ImageError(f"{str(path)!r} is not an image Pillow can read (unknown or corrupt format). "
                          f"Expected JPEG, PNG, WebP, TIFF, BMP or GIF; remove or re-save the file.") from None

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, Hint
 from . import hf, native, npz, timm
 from .formats import Family
 from .io import Checkpoint
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
 FORMATS = tuple(FAMILIES)  # ("vitkit", "timm", "hf", "npz")
+# a command without --format can still convert the file, naming its format
+_CONVERT = " convert it with `vitkit convert FILE OUT --from FORMAT --to vitkit` and use OUT."
+KNOWN_FORMAT = Hint(" If you know the format, pass format= one of them.", option="format",
+                    cli=" If you know the format, pass {flag} with one of them.",
+                    cli_without=" If you know the format," + _CONVERT)
+CHOOSE_FORMAT = Hint(" Pass format= one of them to choose.", option="format", cli=" Pass {flag} with one of them.",
+                     cli_without=" To choose, " + _CONVERT)
 
 
 def families() -> dict[str, Family]:
@@ -36,7 +43,7 @@ def detect_format(ckpt: Checkpoint, format: str | None = None) -> Family:
     if not claims:
         known = "; ".join(f"{f.name} ({f.description})" for f in table.values())
         raise CheckpointError(f"Cannot tell the format of {ckpt.path}: its tensor names ({seen or 'none'}) match no "
-                              f"known checkpoint family. Known: {known}. If you know the format, pass format=...")
+                              f"known checkpoint family. Known: {known}.{KNOWN_FORMAT.text}", hints=(KNOWN_FORMAT,))
     names = ", ".join(f.name for f in claims)
-    raise CheckpointError(f"{ckpt.path} is ambiguous: its tensor names ({seen}) match several formats ({names}). "
-                          f"Pass format= one of them to choose.")
+    raise CheckpointError(f"{ckpt.path} is ambiguous: its tensor names ({seen}) match several formats "
+                          f"({names}).{CHOOSE_FORMAT.text}", hints=(CHOOSE_FORMAT,))

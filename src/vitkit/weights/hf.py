@@ -1,4 +1,4 @@
-"""Hugging Face transformers checkpoints: ViT, DeiT (with teacher) and SigLIP vision towers.
+"""Hugging Face transformers checkpoints: ViT, DeiT (with teacher), DINOv2 and SigLIP vision towers.
 
 Folders hold ``config.json`` (the architecture: width, depth, heads, eps, activation) and
 ``model.safetensors``. Names on disk are transformers' original ones (``encoder.layer.0.attention.
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import HALF, ViTConfig
 from ..data.transforms import PIL_CODES
-from ..errors import CheckpointError
+from ..errors import CheckpointError, Hint
 from .formats import Family
 from .hf_towers import ALL_RULES as TOWER_RULES
 from .hf_towers import prepare as prepare_towers
-from .io import Checkpoint, write_json, write_safetensors
+from .io import Checkpoint, tensor_info, write_json, write_safetensors
 from .mapping import Rule, fused, params, remap
 
 if TYPE_CHECKING:
@@ -43,6 +43,21 @@ def vit_rules(p: str = "") -> list[Rule]:
         *params(p + "layernorm", "norm"),
     ]
 
+
+# DINOv2 (Dinov2Model; Dinov2ForImageClassification under 'dinov2.'): ViT's embeddings and attention, with
+# timm-like norms, layer scale and MLP names (SwiGLU: one packed weights_in, gate first, then value)
+_DINO_LAYER = "encoder.layer.{}."
+DINOV2_RULES: list[Rule] = [
+    *params(_DINO_LAYER + "norm1", "blocks.{}.norm1"),
+    (_DINO_LAYER + "layer_scale1.lambda1", "blocks.{}.ls1.gamma", "id"),
+    *params(_DINO_LAYER + "norm2", "blocks.{}.norm2"),
+    *params(_DINO_LAYER + "mlp.fc1", "blocks.{}.mlp.fc1"),
+    *params(_DINO_LAYER + "mlp.fc2", "blocks.{}.mlp.fc2"),
+    *params(_DINO_LAYER + "mlp.weights_in", "blocks.{}.mlp.fc1"),
+    *params(_DINO_LAYER + "mlp.weights_out", "blocks.{}.mlp.fc2"),
+    (_DINO_LAYER + "layer_scale2.lambda1", "blocks.{}.ls2.gamma", "id"),
+]
+DINOV2_SWIGLU_OUT = "encoder.layer.0.mlp.weights_out.weight"
 
 # transformers 5 in-memory names (a state dict saved with torch.save instead of save_pretrained)
 VIT5_RULES = [
@@ -90,7 +105,7 @@ ARCHS: dict[str, tuple[str, list[Rule], list[Rule]]] = {
 
 DROPPED = [("embeddings.mask_token", None, "id"), ("text_model.*", None, "id"),  # other towers of SiglipModel
            ("logit_scale", None, "id"), ("logit_bias", None, "id")]
-READ_RULES = tuple(dict.fromkeys([*vit_rules(), *VIT5_RULES, *SIGLIP_RULES, *TOWER_RULES, *DROPPED,
+READ_RULES = tuple(dict.fromkeys([*vit_rules(), *DINOV2_RULES, *VIT5_RULES, *SIGLIP_RULES, *TOWER_RULES, *DROPPED,
                                   *(row for _, _, heads in ARCHS.values() for row in heads)]))
 
 ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "relu": "relu",
@@ -110,6 +125,7 @@ REFUSED = {"DeiTForImageClassification": "its classifier reads the class token o
 # Pillow's integer resample codes (as preprocessor configs store them) of the filters written and read
 RESAMPLE = {code: name for code, name in PIL_CODES.items() if name in ("nearest", "bilinear", "bicubic")}
 RESAMPLE_CODES = {name: code for code, name in RESAMPLE.items()}
+OWN_PROCESSOR = Hint(", or pass explicit settings to ImageProcessor")  # (Python only)
 MULTI_LABEL = "multi_label_classification"  # config.json's problem_type of a sigmoid (multi-label) classifier
 
 
@@ -128,12 +144,27 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
         "norm_eps": 1e-12, "act_layer": "gelu"}  # the defaults of SiglipVisionConfig and ViTConfig
     hints["posemb_resample"] = "hf"  # interpolate_pos_encoding's numerics, at load and for other input sizes
     config = _vision_config(ckpt)
+    if config.get("model_type") == "dinov2":
+        hints.update(_dinov2_hints(config, arch, tensors))
     hints.update({ours: config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in config})
     if "hidden_act" in config:
         if config["hidden_act"] not in HF_TO_ACT:
             raise CheckpointError(f"{ckpt.path}: hidden_act={config['hidden_act']!r} is not supported; expected one "
                                   f"of {', '.join(HF_TO_ACT)}.")
         hints["act_layer"] = HF_TO_ACT[config["hidden_act"]]
+    return hints
+
+
+def _dinov2_hints(config: dict[str, Any], arch: str, tensors: Any) -> dict[str, Any]:
+    """What a DINOv2 folder's config says beyond its shapes: Dinov2Config's eps, its classifier's pooling (the
+    class token and the mean patch token side by side) and the width of a SwiGLU MLP."""
+    hints: dict[str, Any] = {"norm_eps": 1e-6}
+    if arch == "Dinov2ForImageClassification":
+        hints["global_pool"] = "token_avg"
+    if config.get("use_swiglu_ffn") and DINOV2_SWIGLU_OUT in tensors:
+        dim, hidden = tensor_info(tensors, DINOV2_SWIGLU_OUT)[0]
+        ratio = hidden / dim
+        hints.update(mlp_layer="swiglu_packed", mlp_ratio=ratio if int(dim * ratio) == hidden else (hidden + .5) / dim)
     return hints
 
 
@@ -175,8 +206,8 @@ def processor_to_pretrained_cfg(pp: dict[str, Any], where: str) -> dict[str, Any
     out = _geometry(pp, refused)
     if refused:
         raise CheckpointError(f"{where}: vitkit's preprocessing (PretrainedCfg) cannot express {'; '.join(refused)}. "
-                              "Edit the file to a resize + centre crop + rescale by 1/255 + normalize, or pass "
-                              "explicit settings to ImageProcessor.")
+                              f"Edit the file to a resize + centre crop + rescale by 1/255 + normalize"
+                              f"{OWN_PROCESSOR.text}.", hints=(OWN_PROCESSOR,))
     out.update(interpolation=PIL_CODES[pp.get("resample", 2)], crop_rounding="floor",  # transformers floors margins
                mean=pp.get("image_mean", HALF), std=pp.get("image_std", HALF))
     return out
@@ -214,6 +245,7 @@ UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
     (lambda c: c.reg_tokens > 0, "register tokens"),
     (lambda c: c.no_embed_class and c.class_token, "position embeddings that skip the class token"),
     (lambda c: c.global_pool in ("avg", "none"), "average or no pooling"),
+    (lambda c: c.global_pool == "token_avg", "a head over the class and mean patch tokens (DINOv2's classifier)"),
     (lambda c: c.global_pool == "map" and (c.class_token or c.num_classes > 0 or bool(c.representation_size)),
      "a MAP head together with a class token, classifier or pre-logits layer"),
     (lambda c: bool(c.representation_size) and c.num_classes > 0, "a pre-logits layer before the classifier"),
@@ -289,14 +321,14 @@ def write(model: VisionTransformer, path: Path) -> Path:
     problems = [why for test, why in UNSUPPORTED if test(model.config)]
     if problems:
         raise CheckpointError(f"Cannot save this model for Hugging Face transformers: it has {'; '.join(problems)}, "
-                              "which transformers' ViT, DeiT and SigLIP classes lack. Save it with format='vitkit' "
-                              "or format='timm' instead.")
+                              "which transformers' ViT, DeiT and SigLIP classes lack. Save it in the 'vitkit' "
+                              "or 'timm' format instead.")
     arch = architecture(model.config)
     _, backbone, heads = ARCHS[arch]
     out = remap(model.state_dict(), [*backbone, *heads], reverse=True, num_heads=model.config.num_heads)
     if out.unmatched:
         raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
-                              "Save with format='vitkit' or 'timm' instead.")
+                              "Save it in the 'vitkit' or 'timm' format instead.")
     write_safetensors(out.tensors, path / "model.safetensors")
     pcfg = getattr(model, "pretrained_cfg", None)
     names = pcfg.label_names if pcfg is not None and isinstance(pcfg.label_names, tuple) else None
@@ -313,12 +345,12 @@ def write(model: VisionTransformer, path: Path) -> Path:
 FAMILY = Family(
     name="hf",
     description="Hugging Face transformers: embeddings.patch_embeddings.projection.weight, "
-                "encoder.layer.0.attention.attention.query.weight, ... (ViT, DeiT, SigLIP)",
+                "encoder.layer.0.attention.attention.query.weight, ... (ViT, DeiT, DINOv2, SigLIP)",
     signatures=(r"(^|\.)embeddings\.patch_embeddings\.projection\.weight$",
                 r"(^|\.)embeddings\.patch_embedding\.weight$"),
     rules=READ_RULES,
     posemb_style="hf",
-    prefixes=("vit.", "deit.", "vision_model."),
+    prefixes=("vit.", "deit.", "dinov2.", "vision_model."),
     hints=_hints,
     prepare=prepare_towers,
     pretrained_cfg=_pretrained_cfg,

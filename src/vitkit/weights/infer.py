@@ -11,12 +11,27 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import ViTConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, Hint
 
 if TYPE_CHECKING:
     from .formats import Converted
 
 logger = logging.getLogger(__name__)
+
+# What the command line says where the library says "pass X= to from_pretrained": the CLI has no flag for the
+# architecture fields, so the fix is a one-off load in Python, saved as a vitkit folder that records them.
+_RESAVE = " and save it with vitkit.save_pretrained(model, OUT), which records it; then use OUT."
+BY_NAME = Hint(", or build the model by name: create_model(name, pretrained=FILE)",
+               cli=", or build the model by name: --model NAME --weights FILE")
+HEADS = Hint(" Pass num_heads=... to from_pretrained.",
+             cli=" Load it in Python with vitkit.from_pretrained(FILE, num_heads=...)" + _RESAVE)
+SINCOS = Hint(" Load it with posemb='sincos2d' and its img_size, e.g. from_pretrained(FILE, posemb='sincos2d', "
+              "img_size=224).",
+              cli=" Load it in Python with vitkit.from_pretrained(FILE, posemb='sincos2d', img_size=224)" + _RESAVE)
+SINCOS_SIZE = Hint(" Pass img_size=..., e.g. img_size=224.", option="img_size", cli=" Pass {flag} N, e.g. {flag} 224.",
+                   cli_without=" Load it in Python with vitkit.from_pretrained(FILE, img_size=224)" + _RESAVE)
+GRID_SIZE = Hint(" Pass img_size=(H, W) of the checkpoint.",
+                 cli=" Load it in Python with vitkit.from_pretrained(FILE, img_size=(H, W))" + _RESAVE)
 
 # Heads of published widths beyond the registry's (g, DINOv2-g, G); other unknown widths: 64-dim heads
 HEADS_BY_WIDTH = {1408: 16, 1536: 24, 1664: 16}
@@ -36,8 +51,7 @@ def _shape(shapes: Shapes, key: str, what: str) -> tuple[int, ...]:
     if key not in shapes:
         raise CheckpointError(f"The checkpoint has no {key!r}, so its {what} cannot be inferred: it is not a ViT "
                               "checkpoint, or it names its tensors in a way vitkit does not map. List its tensors "
-                              "with `vitkit weights FILE`, or build the model by name: "
-                              "create_model(name, pretrained=...).")
+                              f"with `vitkit weights FILE`{BY_NAME.text}.", hints=(BY_NAME,))
     return shapes[key]
 
 
@@ -54,7 +68,7 @@ def heads_for_width(dim: int, known: Known | None = None) -> int:
     if dim % 64 == 0:
         return dim // 64
     raise CheckpointError(f"Cannot guess the number of attention heads of a width-{dim} model (tensor shapes do "
-                          "not store it). Pass num_heads=... to from_pretrained.")
+                          f"not store it).{HEADS.text}", hints=(HEADS,))
 
 
 def _mlp_ratio(hidden: int, dim: int) -> float:
@@ -78,11 +92,10 @@ def _sincos_grid(shapes: Shapes, hints: Mapping[str, Any], patch: tuple[int, int
     if hints.get("posemb") != "sincos2d":
         raise CheckpointError("The checkpoint has patch and block tensors but no position embedding tensor "
                               "(pos_embed, or Google's pos_embedding): it was probably trained with fixed sin-cos "
-                              "position embeddings (big_vision's posemb='sincos2d'). Load it with posemb='sincos2d' "
-                              "and its img_size, e.g. from_pretrained(FILE, posemb='sincos2d', img_size=224).")
+                              f"position embeddings (big_vision's posemb='sincos2d').{SINCOS.text}", hints=(SINCOS,))
     if "img_size" not in hints:
         raise CheckpointError("A posemb='sincos2d' checkpoint does not store its image size (it has no position "
-                              "tensor to read it from). Pass img_size=..., e.g. img_size=224.")
+                              f"tensor to read it from).{SINCOS_SIZE.text}", hints=(SINCOS_SIZE,))
     h, w = (hints["img_size"],) * 2 if isinstance(hints["img_size"], int) else hints["img_size"]
     return True, (int(h) // patch[0], int(w) // patch[1])
 
@@ -97,7 +110,7 @@ def _grid(shapes: Shapes, prefix: int, hints: Mapping[str, Any]) -> tuple[bool, 
     side = _square_side(tokens - (0 if no_embed else prefix))
     if side is None:
         raise CheckpointError(f"The position embedding has {tokens} tokens ({prefix} prefix), which is not a square "
-                              "grid; the image size cannot be inferred. Pass img_size=(H, W) of the checkpoint.")
+                              f"grid; the image size cannot be inferred.{GRID_SIZE.text}", hints=(GRID_SIZE,))
     return no_embed, (side, side)
 
 

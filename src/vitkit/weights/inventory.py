@@ -31,6 +31,7 @@ class Inventory:
     matches: str | None = None  # a registered model name with this architecture
     pretrained_cfg: PretrainedCfg | None = None  # the preprocessing the checkpoint states (read off its files)
     problems: list[str] = field(default_factory=list)  # why the format or architecture is unknown
+    errors: list[VitkitError] = field(default_factory=list, repr=False)  # the errors behind the problems
     also_matches: list[str] = field(default_factory=list)  # other registered names of the same architecture
     training_state: list[str] | None = None  # a training checkpoint's top-level keys (weights under 'model')
     numerics: str | None = None  # the activation, norm eps and resampling a model loaded from it runs with
@@ -173,6 +174,7 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None, know
         inv.numerics = numerics_line(inv.config, family.name, converted.hints)
     except VitkitError as exc:
         inv.problems.append(str(exc))
+        inv.errors.append(exc)
     return inv
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import PretrainedCfg, ViTConfig, check_fields
-from ..errors import CheckpointError, ConfigError, CorruptCheckpointError
+from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, Hint
 from ..model import VisionTransformer
 from . import validate
 from .adapt import NUMERICS, Adapted, Shape, adapt, load_style, numerics_line
@@ -31,6 +31,14 @@ MAX_ROWS = 25  # rows per section of a mismatch table
 # Set to 1 to load weights holding NaN or Inf (refused by default: they are almost always corruption)
 ALLOW_NONFINITE_ENV = "VITKIT_ALLOW_NONFINITE"
 _BLOCK_INDEX = re.compile(r"(?<=blocks\.)\d+(?=\.)")
+NOT_STRICT = Hint(", or pass strict=False to load the tensors that fit and initialise the rest", option="strict",
+                  cli=", or pass {flag} to load the tensors that fit and initialise the rest")
+# a checkpoint loaded into a registry model: it can build its own model instead
+OWN_MODEL = Hint("; vitkit.from_pretrained(FILE) builds the model the checkpoint describes",
+                 cli="; --model FILE without --weights builds the model the checkpoint describes")
+NONFINITE = Hint(f" To load it anyway, pass allow_nonfinite=True (or set {ALLOW_NONFINITE_ENV}=1).",
+                 cli=f" To load it anyway, set {ALLOW_NONFINITE_ENV}=1.")
+NEW_HEAD = Hint(", or pass num_classes= for a new head", option="num_classes", cli=", or pass {flag} N for a new head")
 
 
 @dataclass
@@ -125,8 +133,9 @@ def compare(state: dict[str, torch.Tensor], expected: dict[str, Shape], report: 
                          if k in state and report.found[k] != tuple(expected[k])]
 
 
-def _fail(report: LoadReport, what: str) -> CheckpointError:
-    """One line that says what does not fit and what to do, then the full table."""
+def _fail(report: LoadReport, what: str, own_model: bool) -> CheckpointError:
+    """One line that says what does not fit and what to do, then the full table. ``own_model``: the model was
+    built by name, so the checkpoint's own architecture is an alternative."""
     counts = ", ".join(f"{len(items)} {label}" for label, items in (
         ("missing", report.missing), ("unexpected", report.unexpected), ("mis-shaped", report.mismatched)) if items)
     if report.mismatched:
@@ -134,11 +143,11 @@ def _fail(report: LoadReport, what: str) -> CheckpointError:
         first = f"e.g. {name} expected {_fmt(want)}, found {_fmt(have)}"
     else:
         first = f"e.g. {(report.missing or report.unexpected)[0]}"
+    hints = (OWN_MODEL, NOT_STRICT) if own_model else (NOT_STRICT,)
     return CheckpointError(
         f"{report.source} ({report.format} format) does not fit {what}: {counts} tensors ({first}). "
-        "Check that the checkpoint is for this architecture (`vitkit weights FILE` lists it; "
-        "vitkit.from_pretrained(FILE) builds the model the checkpoint describes), "
-        f"or pass strict=False to load the tensors that fit and initialise the rest.\n{report.table()}")
+        f"Check that the checkpoint is for this architecture (`vitkit weights FILE` lists it"
+        f"{OWN_MODEL.text if own_model else ''}){NOT_STRICT.text}.\n{report.table()}", hints=hints)
 
 
 def check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
@@ -158,8 +167,8 @@ def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
             bad = int((~torch.isfinite(value)).sum())
             raise CorruptCheckpointError(
                 f"{source}: tensor {key!r} holds {bad:,} NaN or Inf value(s) out of {value.numel():,}. The file is "
-                "corrupt or was saved from a diverged run; use an earlier checkpoint. To load it anyway, pass "
-                f"allow_nonfinite=True (CLI: set {ALLOW_NONFINITE_ENV}=1).")
+                f"corrupt or was saved from a diverged run; use an earlier checkpoint.{NONFINITE.text}",
+                hints=(NONFINITE,))
 
 
 def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) -> None:
@@ -195,11 +204,12 @@ def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: lis
 def load_converted(converted: Converted, family: Family, config: ViTConfig, *, source: str, strict: bool = True,
                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                    what: str | None = None, allow_nonfinite: bool = False, may_adapt: bool = True,
-                   ) -> VisionTransformer:
+                   by_name: bool = False) -> VisionTransformer:
     """Build ``config`` on the meta device, adapt ``converted`` to it and load it (strictly, by default).
 
     Tensors that are not floating point, or (unless ``allow_nonfinite``) hold NaN or Inf, are refused.
-    ``may_adapt=False``: no head replacement or resampling (the config is the file's own)."""
+    ``may_adapt=False``: no head replacement or resampling (the config is the file's own). ``by_name``: the
+    config is a named model's, not the file's (a misfit then suggests the file's own architecture)."""
     check_dtypes(converted.state, source)
     with torch.device("meta"):
         model = VisionTransformer(config)
@@ -215,7 +225,7 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
     compare(adapted.state, expected, report)
     if not report.ok:
         if strict:
-            raise _fail(report, what or "the model")
+            raise _fail(report, what or "the model", by_name)
         logger.warning("not strict: %s", report.summary())
         for key in report.unexpected + [m[0] for m in report.mismatched]:
             adapted.state.pop(key)
@@ -285,21 +295,23 @@ def stated_config(converted: Converted, known: Known | None, source: str, **over
         config = config_from(converted, known, **overrides)
     except ConfigError as exc:
         raise CorruptCheckpointError(f"{source}: the architecture it states or implies is not valid: {exc} Fix "
-                                     "the file's config or re-save the model.") from None
+                                     "the file's config or re-save the model.", hints=exc.hints) from None
     head = converted.state.get("head.weight")
     if converted.exact and "num_classes" not in overrides and head is not None and head.ndim == 2 \
             and head.shape[0] != config.num_classes:
         raise CorruptCheckpointError(f"{source}: its config states num_classes={config.num_classes} but head.weight "
-                                     f"has {head.shape[0]} rows. Fix the config, or pass num_classes= for a new head.")
+                                     f"has {head.shape[0]} rows. Fix the config{NEW_HEAD.text}.", hints=(NEW_HEAD,))
     return config
 
 
 def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretrained_cfg: PretrainedCfg | None = None,
                     device: str | torch.device | None = None, model_name: str | None = None,
                     format: str | None = None, strict: bool = True, dtype: torch.dtype | None = None,
-                    allow_nonfinite: bool = False, explicit: tuple[str, ...] = ()) -> VisionTransformer:
+                    allow_nonfinite: bool = False, explicit: tuple[str, ...] = (), adapt: bool = True,
+                    ) -> VisionTransformer:
     """A model of ``config`` (e.g. from the registry) with the weights of ``source`` loaded into it
-    (NaN/Inf weights refused unless ``allow_nonfinite``).
+    (NaN/Inf weights refused unless ``allow_nonfinite``; ``adapt=False``: the weights must fit as they are, no
+    head replaced and no position embedding resampled).
 
     The numerics the file's family states (activation, norm eps, resampling) replace the config's, except for
     the fields named in ``explicit`` (those the caller chose)."""
@@ -308,7 +320,7 @@ def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretra
     what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
     model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
-                           dtype=dtype, what=what, allow_nonfinite=allow_nonfinite)
+                           dtype=dtype, what=what, allow_nonfinite=allow_nonfinite, may_adapt=adapt, by_name=True)
     model.pretrained_cfg = pretrained_cfg or pretrained_cfg_for(converted, config, os.fspath(source))
     model.model_name = model_name or converted.model_name or Path(os.fspath(source)).stem
     return model

@@ -10,12 +10,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, Hint
 from ..version import __version__
 from .formats import Converted, Family
 from .io import Checkpoint, write_json, write_safetensors
 from .mapping import remap
 from .timm import RULES
+
+AS_TIMM = Hint(" Load it with format='timm' instead.", option="format", cli=" Load it with {flag} timm instead.",
+               cli_without=" Convert it with `vitkit convert FILE OUT --from timm --to vitkit` and use OUT.")
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer
@@ -59,7 +62,7 @@ class _NativeFamily(Family):
         desc = _description(ckpt)
         if not isinstance(desc, dict) or not isinstance(desc.get("config"), dict):
             raise CheckpointError(f"{ckpt.path} has no vitkit config (config.json with \"format\": \"vitkit\", or "
-                                  "'vitkit' safetensors metadata). Load it with format='timm' instead.")
+                                  f"'vitkit' safetensors metadata).{AS_TIMM.text}", hints=(AS_TIMM,))
         out = remap(ckpt.tensors, self.rules)
         return Converted(family=self.name, state=out.tensors, dropped=out.dropped, hints=dict(desc["config"]),
                          exact=True, pretrained_cfg=desc.get("pretrained_cfg"), model_name=desc.get("model_name"))

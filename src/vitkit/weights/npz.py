@@ -132,14 +132,18 @@ def write(model: VisionTransformer, path: Path) -> Path:
     ``path`` is the file; without an .npz suffix it is a folder that gets ``model.npz``.
     """
     c = model.config
+    if c.global_pool == "token_avg":
+        raise CheckpointError("Cannot save this model as a Google .npz: its head reads the class token and the mean "
+                              "patch token side by side (global_pool='token_avg'), which the format cannot say. Save "
+                              "it in the 'vitkit' format instead.")
     if c.norm_layer != "layernorm" or not (c.qkv_bias and c.proj_bias) or c.patch_bias is False:
         raise CheckpointError("Cannot save this model as a Google .npz: its layers must be LayerNorms with biases, "
-                              "as in Flax. Save it with format='vitkit' or 'timm' instead.")
+                              "as in Flax. Save it in the 'vitkit' or 'timm' format instead.")
     rules = BIG_VISION if c.no_embed_class and c.class_token else ORIGINAL
     out = remap(model.state_dict(), rules, reverse=True, num_heads=c.num_heads)
     if out.unmatched:
         raise CheckpointError(f"Cannot save this model as a Google .npz: the format has no place for "
-                              f"{', '.join(out.unmatched)}. Save it with format='vitkit' or 'timm' instead.")
+                              f"{', '.join(out.unmatched)}. Save it in the 'vitkit' or 'timm' format instead.")
     return write_npz(out.tensors, path if path.suffix == ".npz" else path / "model.npz")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from ..errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 from . import validate
@@ -19,6 +20,9 @@ HUB_PREFIX = "hf-hub:"
 EXPECTED = ("a .safetensors, .pth/.bin (tensors only) or .npz file, a folder with config.json and "
             "model.safetensors, or 'hf-hub:ORG/NAME'")
 COMMIT = re.compile(r"[0-9a-f]{40}")
+# what transformers takes for a repository id: ORG/NAME, letters, digits and -_. (no path-like ./, .., //)
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+WEIGHT_FILES = (["*.json", "*.safetensors", "spiece.model"], ["*.json", "*.bin", "*.pth", "*.npz"])
 MAX_REF_BYTES = 1024  # a ref holds one 40-character commit hash
 
 
@@ -33,16 +37,75 @@ def resolve_source(source: str | os.PathLike[str]) -> Path:
         return download_from_hub(text[len(HUB_PREFIX):])
     path = Path(text).expanduser()
     if not path.exists():
-        raise CheckpointError(f"Weight source {text!r} does not exist. Expected {EXPECTED}.")
+        if looks_like_repo_id(text):  # 'google/vit-base-patch16-224', as transformers' from_pretrained takes it
+            return cached_repo(text)
+        raise CheckpointError(f"No such path: {text!r} does not exist{_missing_part(path)}. Expected {EXPECTED}.")
     return path
+
+
+def _missing_part(path: Path) -> str:
+    """Where a missing path stops existing: `` ('runs' has no 'nosuch')``, or '' when its first part is missing."""
+    parent = path
+    while not parent.parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if parent.parent == parent or str(parent.parent) in ("", "."):
+        return ""
+    return f" ({str(parent.parent)!r} has no {parent.name!r})"
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """Whether ``text`` has the form of a Hub repository id (ORG/NAME) rather than of a longer path."""
+    return bool(REPO_ID.fullmatch(text)) and ".." not in text and not text.endswith(".")
+
+
+def not_cached_advice(repo_id: str) -> str:
+    """What to do when the repository ``repo_id`` is not in the Hugging Face cache (one sentence)."""
+    return (f"Download it once with `hf download {repo_id}` (then this name works offline), or pass "
+            f"'{HUB_PREFIX}{repo_id}' to download it when online.")
+
+
+def cached_repo(repo_id: str) -> Path:
+    """The cached snapshot of the Hub repository ``repo_id`` (no network: a bare id is looked up in the cache,
+    as transformers' ``from_pretrained`` does offline), or a one-line error saying it is not there."""
+    folder = cached_snapshot(repo_id)
+    if folder is None:
+        raise CheckpointError(f"{repo_id!r} is not a local path, and the Hugging Face cache ({cache_root()}) holds no "
+                              f"repository {repo_id!r}. {not_cached_advice(repo_id)}")
+    return folder
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The checked snapshot folder of a cached Hub repository (its ``main`` revision), or None when it is not
+    cached; nothing is downloaded."""
+    try:
+        storage = check_cache_entry(repo_id, "main")
+    except ImportError:  # huggingface_hub missing: nothing can be cached
+        return None
+    if not storage.is_dir():
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError: no ref or snapshot for main
+        return None
+    check_snapshot(folder, storage)
+    return folder
+
+
+def cache_root() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
 
 
 def _first_line(exc: BaseException) -> str:
     return next(iter(str(exc).splitlines()), "") or "no message"
 
 
-def download_from_hub(repo: str) -> Path:
-    """Download a Hub repository's config and weights (safetensors first) and return the local folder.
+def download_from_hub(repo: str, *, config_only: bool = False) -> Path:
+    """Download a Hub repository's config and weights (safetensors first; ``config_only``: its JSON files
+    alone) and return the local folder; a cached repository is read from the cache.
 
     The cache entry is checked before huggingface_hub reads it (``check_cache_entry``) and the folder it
     returns after."""
@@ -57,11 +120,10 @@ def download_from_hub(repo: str) -> Path:
                               f"'{HUB_PREFIX}ORG/NAME' or '{HUB_PREFIX}ORG/NAME@REVISION'.") from None
     storage = check_cache_entry(repo_id, revision or "main")
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                        allow_patterns=["*.json", "*.safetensors", "spiece.model"]))
-        if not any(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                            allow_patterns=["*.json", "*.bin", "*.pth", "*.npz"]))
+        first, fallback = (["*.json"], None) if config_only else WEIGHT_FILES
+        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=first))
+        if fallback and not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=fallback))
     except Exception as exc:  # network, auth, missing repo: all end in the same advice
         raise HubUnavailableError(
             f"Could not get {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {_first_line(exc)}). "
@@ -71,6 +133,17 @@ def download_from_hub(repo: str) -> Path:
             f"copy that folder here and pass its path as the weight source instead of '{HUB_PREFIX}{repo}'.") from None
     check_snapshot(folder, storage)
     return folder
+
+
+def hub_model(repo: str, *, weights: bool) -> tuple[Path, dict[str, Any]]:
+    """A Hub model repository's local folder (its weights too when ``weights``, else its JSON files alone) and
+    its config.json, read with the bounds of any checkpoint's JSON."""
+    folder = download_from_hub(repo, config_only=not weights)
+    path = folder / "config.json"
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{HUB_PREFIX}{repo} has no config.json, so its architecture is unknown. Expected a "
+                              "model repository as timm or transformers publish them (config.json beside the weights).")
+    return folder, validate.read_json_file(path)
 
 
 def cache_folder(repo_id: str) -> Path:

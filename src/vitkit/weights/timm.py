@@ -48,19 +48,26 @@ def _architecture(ckpt: Checkpoint) -> str | None:
 
 
 def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
-    pcfg = (ckpt.config or {}).get("pretrained_cfg")
+    return stated_pretrained_cfg(ckpt.config or {})
+
+
+def stated_pretrained_cfg(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``PretrainedCfg`` fields a timm config.json states (its ``pretrained_cfg``, class names, name)."""
+    pcfg = config.get("pretrained_cfg")
     if not isinstance(pcfg, dict):
         return None
     out = {k: pcfg[k] for k in PCFG_KEYS if k in pcfg}
     if out.get("crop_mode") not in (None, "center", "squash"):
         del out["crop_mode"]  # timm's 'border' has no vitkit equivalent; the centre crop is the nearest
-    labels = (ckpt.config or {}).get("label_names", pcfg.get("label_names"))  # top level, as timm writes it
+    labels = config.get("label_names", pcfg.get("label_names"))  # top level, as timm writes it
     if isinstance(labels, list) and all(isinstance(n, str) for n in labels):
         out["label_names"] = tuple(labels)
-    if (ckpt.config or {}).get(MULTI_LABEL_KEY) is True:
+    if config.get(MULTI_LABEL_KEY) is True:
         out["multi_label"] = True
-    if "architecture" in (ckpt.config or {}):
-        out["timm_name"] = ckpt.config["architecture"]  # type: ignore[index]
+    if isinstance(config.get("architecture"), str):
+        out["timm_name"] = config["architecture"]
+    if isinstance(pcfg.get("tag"), str):
+        out["tag"] = pcfg["tag"]
     return out
 
 
@@ -86,8 +93,12 @@ def write(model: VisionTransformer, path: Path) -> Path:
     """A timm state dict as safetensors: ``path`` itself if it ends in .safetensors, else a Hub-style folder."""
     if model.config.posemb != "learn":
         raise CheckpointError("Cannot save this model for timm: it has fixed sin-cos position embeddings "
-                              "(posemb='sincos2d'), which timm's VisionTransformer cannot build. Save it with "
-                              "format='vitkit' or 'npz' (big_vision's layout) instead.")
+                              "(posemb='sincos2d'), which timm's VisionTransformer cannot build. Save it in the "
+                              "'vitkit' or 'npz' (big_vision's layout) format instead.")
+    if model.config.global_pool == "token_avg":
+        raise CheckpointError("Cannot save this model for timm: its head reads the class token and the mean patch "
+                              "token side by side (global_pool='token_avg'), which timm's VisionTransformer cannot "
+                              "build. Save it in the 'vitkit' format instead.")
     state: dict[str, torch.Tensor] = model.state_dict()
     if path.suffix == ".safetensors":
         return write_safetensors(state, path)
