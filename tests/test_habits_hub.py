@@ -139,3 +139,95 @@ def test_models_matches_by_substring_and_says_when_nothing_does():
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 6
     res = run_cli("models", "nosuchmodel")
     assert res.returncode == 1 and "no model name matches 'nosuchmodel'" in res.stderr
+
+
+HF_REPO = "google/vit-tiny-random"  # a transformers folder under a Google-style repository id
+
+
+@pytest.fixture(scope="module")
+def hf_repo(hub, transformers):
+    """A transformers ViTForImageClassification (random weights) in the same cache, as save_pretrained writes it."""
+    from test_weights_hf import SMALL
+
+    ref = transformers.ViTForImageClassification(transformers.ViTConfig(**SMALL, num_labels=4)).eval()
+    folder = hub["tmp"] / "hf_vit"
+    ref.save_pretrained(folder)
+    cache = Path(hub["env"]["HF_HUB_CACHE"])
+    _add_to_cache(cache, HF_REPO, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    np.save(hub["tmp"] / "x32.npy", x.numpy())
+    with torch.no_grad():
+        logits = ref(pixel_values=x).logits.numpy()
+    return {"logits": logits}
+
+
+HUB_NAMES = r"""
+import json, sys
+import numpy as np, torch
+import vitkit
+from vitkit.bench import import_peer
+tmp = sys.argv[1]
+out = {}
+x = torch.from_numpy(np.load(tmp + "/x.npy"))
+# timm's spelling of a model repository: the architecture, class count and preprocessing from its config.json
+model = vitkit.create_model("hf-hub:" + sys.argv[2], pretrained=True).eval()
+with torch.no_grad():
+    np.save(tmp + "/hub_name.npy", model(x).numpy())
+random = vitkit.create_model("hf-hub:" + sys.argv[2])
+out["pretrained"] = {"name": model.model_name, "hf_hub_id": model.pretrained_cfg.hf_hub_id,
+                     "tag": model.pretrained_cfg.tag, "crop_pct": model.pretrained_cfg.crop_pct,
+                     "same_weights_without_pretrained": bool(torch.equal(random.pos_embed, model.pos_embed))}
+timm = import_peer("timm")
+ref = timm.create_model("hf-hub:" + sys.argv[2], pretrained=True)
+out["timm"] = {"name": ref.default_cfg["architecture"], "hf_hub_id": ref.pretrained_cfg["hf_hub_id"],
+               "tag": ref.pretrained_cfg["tag"], "crop_pct": ref.pretrained_cfg["crop_pct"]}
+# transformers' spelling: a bare repository id, looked up in the cache
+x32 = torch.from_numpy(np.load(tmp + "/x32.npy"))
+with torch.no_grad():
+    np.save(tmp + "/repo_id.npy", vitkit.from_pretrained(sys.argv[3]).eval()(x32).numpy())
+for call in ("from_pretrained", "load_model"):
+    try:
+        getattr(vitkit, call)("google/vit-base-patch16-224")
+    except vitkit.VitkitError as exc:
+        out[call] = str(exc)
+try:
+    vitkit.create_model("hf-hub:" + sys.argv[3])
+except vitkit.ConfigError as exc:
+    out["not_timm"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_hub_names_and_repo_ids_read_the_cache_as_timm_and_transformers_do(hub, hf_repo):
+    tmp = hub["tmp"]
+    res = subprocess.run([sys.executable, "-c", HUB_NAMES, str(tmp), REPO, HF_REPO], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, **hub["env"]})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.splitlines()[-1])
+    np.testing.assert_allclose(np.load(tmp / "hub_name.npy"), hub["logits"], atol=1e-5, rtol=0)
+    mine = out["pretrained"]
+    assert {k: mine[k] for k in out["timm"]} == out["timm"] == {
+        "name": ARCH, "hf_hub_id": REPO, "tag": "augreg_in21k_ft_in1k", "crop_pct": 0.9}
+    assert not mine["same_weights_without_pretrained"]  # as in timm: the repository's weights only when asked
+    np.testing.assert_allclose(np.load(tmp / "repo_id.npy"), hf_repo["logits"], atol=1e-5, rtol=0)
+    for call in ("from_pretrained", "load_model"):
+        message = out[call]
+        assert "\n" not in message and "holds no repository 'google/vit-base-patch16-224'" in message, message
+        assert "`hf download google/vit-base-patch16-224`" in message
+        assert "'hf-hub:google/vit-base-patch16-224'" in message
+    assert "vitkit.from_pretrained('hf-hub:google/vit-tiny-random')" in out["not_timm"]
+
+
+def test_cli_model_takes_a_cached_repo_id_and_says_when_it_is_not_cached(hub, hf_repo, photos, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from vitkit.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", hub["env"]["HF_HUB_CACHE"])  # as HF_HUB_CACHE set at start-up
+    img = hub["tmp"] / "coffee.jpg"
+    Image.fromarray(photos["coffee"]).save(img)
+    assert main(["predict", str(img), "--model", HF_REPO, "--json", "--top-k", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["predictions"]) == 2
+    assert main(["predict", str(img), "--model", "google/vit-base-patch16-224"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hf download google/vit-base-patch16-224" in err and "hf-hub:" in err
