@@ -97,3 +97,44 @@ def test_config_answers_transformers_names_and_says_where_labels_are(transformer
     assert ours.num_labels == 5
     with pytest.raises(AttributeError, match="pretrained_cfg.label_names"):
         _ = ours.id2label
+
+
+def test_pretrained_cfg_overlay_file_and_checkpoint_path_load_as_in_timm(timm, tmp_path):
+    from safetensors.torch import save_file
+
+    source = randomize(timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2)).eval()
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    weights = str(tmp_path / "w.safetensors")
+    x = torch.randn(2, 3, 224, 224)
+    overlay = dict(file=weights, mean=(0.1, 0.2, 0.3), crop_pct=1.0)
+    for kwargs in (dict(pretrained=True, pretrained_cfg_overlay=overlay), dict(checkpoint_path=weights)):
+        ref = timm.create_model("vit_tiny_patch16_224", depth=2, **kwargs).eval()
+        ours = vitkit.create_model("vit_tiny_patch16_224", depth=2, **kwargs).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), **TOL)
+        assert ours.pretrained_cfg.mean == tuple(ref.pretrained_cfg["mean"]), kwargs
+        assert ours.pretrained_cfg.crop_pct == ref.pretrained_cfg["crop_pct"], kwargs
+    # pretrained=True with a file and another class count: a new head, the backbone loaded (timm does the same)
+    new = vitkit.create_model("vit_tiny_patch16_224", depth=2, num_classes=5, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=weights)).eval()
+    assert new.head.out_features == 5 and new.load_report.newly_initialized == ["head.weight", "head.bias"]
+    # checkpoint_path is your own model of this architecture: a different head is refused, not replaced
+    with pytest.raises(vitkit.CheckpointError, match="does not fit"):
+        vitkit.create_model("vit_tiny_patch16_224", depth=2, num_classes=5, checkpoint_path=weights)
+    random = vitkit.create_model("vit_tiny_patch16_224", depth=2, pretrained_cfg_overlay=dict(file=weights))
+    assert not torch.equal(random.pos_embed, new.pos_embed)  # without pretrained=True timm ignores the file too
+    with pytest.raises(ConfigError, match="unknown key.*'fle'.*Did you mean.*file"):
+        vitkit.create_model("vit_digits", pretrained_cfg_overlay=dict(fle=weights))
+    with pytest.raises(ConfigError, match="does not download from URLs"):
+        vitkit.create_model("vit_digits", pretrained=True, pretrained_cfg_overlay=dict(url="https://x/y.pth"))
+
+
+def test_dynamic_img_size_means_what_timm_means(timm):
+    ref, ours = _pair(timm, "vit_tiny_patch16_224", dynamic_img_size=True)
+    for size in ((224, 224), (160, 192), (288, 240)):  # the position embedding resampled to each grid
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), **TOL)
+    assert isinstance(vitkit.create_model("vit_digits", dynamic_img_size=False), vitkit.VisionTransformer)
+    with pytest.raises(ConfigError, match="dynamic_img_size='yes'"):
+        vitkit.create_model("vit_digits", dynamic_img_size="yes")

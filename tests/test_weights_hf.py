@@ -174,3 +174,31 @@ def test_sharded_checkpoint(transformers, tmp_path):
     model = vitkit.from_pretrained(tmp_path / "sharded")
     x = images()
     assert max_diff(model.forward_features(x), _outputs(ref, x).last_hidden_state) <= TOL
+
+
+DINO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14)
+
+
+@pytest.mark.parametrize("arch, extra", [("Dinov2Model", {}), ("Dinov2Model", {"use_swiglu_ffn": True}),
+                                         ("Dinov2ForImageClassification", {"num_labels": 5})])
+def test_dinov2_folders_load_with_transformers_outputs(transformers, tmp_path, arch, extra):
+    ref = randomize(getattr(transformers, arch)(transformers.Dinov2Config(**DINO, **extra)))  # layer scale too
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "dino")).eval()
+    report = model.load_report
+    assert report.ok and not report.newly_initialized and report.dropped == ["embeddings.mask_token"]
+    assert model.config.init_values is not None and model.config.norm_eps == 1e-6
+    classifier = arch == "Dinov2ForImageClassification"
+    assert model.global_pool == ("token_avg" if classifier else "token")
+    for x in (torch.randn(2, 3, 28, 28), torch.randn(1, 3, 42, 56)):  # the native grid, and one resampled
+        with torch.no_grad():
+            theirs, features = ref(pixel_values=x), model.forward_features(x)
+            if classifier:
+                torch.testing.assert_close(model(x), theirs.logits, atol=1e-5, rtol=1e-5)
+            else:
+                torch.testing.assert_close(features, theirs.last_hidden_state, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(model(x), theirs.pooler_output, atol=1e-5, rtol=1e-5)
+    again = vitkit.from_pretrained(vitkit.save_pretrained(model, tmp_path / "again")).eval()  # vitkit's own format
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x), atol=1e-6, rtol=1e-6)
+    with pytest.raises(CheckpointError, match=("DINOv2's classifier.*" if classifier else "") + "layer scale"):
+        vitkit.save_pretrained(model, tmp_path / "back", format="hf")  # transformers' ViT classes lack both
