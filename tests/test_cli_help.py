@@ -24,6 +24,20 @@ def test_help_version_and_typos_do_not_import_torch(argv):
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
 
+EVERY_HELP = ("import contextlib, io, sys\nfrom vitkit.cli import COMMANDS, main\nfor name in COMMANDS:\n"
+              "    out = io.StringIO()\n    with contextlib.redirect_stdout(out):\n        try:\n"
+              "            main([name, '--help'])\n        except SystemExit:\n            pass\n"
+              "    assert out.getvalue().startswith('usage: vitkit ' + name), (name, out.getvalue()[:200])\n"
+              "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+
+
+def test_every_subcommands_help_answers_without_importing_torch():
+    """`vitkit predict --help` took 1.6-1.9 s importing torch for its flags' choices (vitkit.choices now)."""
+    out = subprocess.run([sys.executable, "-c", EVERY_HELP], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
 def test_the_package_imports_lazily_and_gives_the_same_objects():
     code = "import sys, vitkit; print('torch' in sys.modules, vitkit.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

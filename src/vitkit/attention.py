@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .checks import number_between
+from .choices import ATTENTION_METHODS
 from .data.images import load_image
 from .errors import ConfigError, OutputError
 from .labels import class_scores, is_multi_label, labels_for_model
@@ -26,7 +27,7 @@ from .runtime import ModelSpec, borrowed, eval_mode, resolve_model
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("rollout", "last")
+METHODS = ATTENTION_METHODS
 
 
 def _patch_scores(model: torch.nn.Module, matrix: torch.Tensor) -> torch.Tensor:

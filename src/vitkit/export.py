@@ -19,17 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .choices import EXPORT_FORMATS, EXPORT_PRECISIONS, ONNX_OPSETS
 from .errors import ConfigError, ExportError, MissingDependencyError, OutputError
 from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
-EXPORT_PRECISIONS = ("fp32", "bf16", "int8")
-EXPORT_FORMATS = ("onnx", "torch-export")
 #: the suffix of an output file -> the format written there
 FORMAT_SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export"}
-#: the ONNX opsets the TorchScript-based exporter writes (torch.onnx._constants)
-ONNX_OPSETS = (7, 20)
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: what each format can hold (ONNX Runtime's CPU provider has no bf16 matrix multiply; torch.export
 #: cannot serialise torch's dynamically quantized Linear)

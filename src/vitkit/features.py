@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .choices import FEATURE_POOL_ALIASES, FEATURE_POOLS, FEATURE_PRECISIONS
 from .data.images import expand_inputs, list_images
 from .errors import ConfigError, DataError, ImageError, OutputError
 from .export import CastIO, convert_precision
@@ -52,9 +53,9 @@ __all__ = ["OUTPUT_SUFFIXES", "POOLS", "POOL_ALIASES", "FeaturesResult", "check_
            "extract_features", "load_features", "merge_features", "pool_tokens", "resolve_rank", "sidecars"]
 
 # The model's own pooling vocabulary (ViTConfig.global_pool), plus 'default': what its classifier reads
-POOLS = ("default", "token", "avg", "map", "none")
+POOLS = FEATURE_POOLS
 # Names of vitkit 0.1's features command, still accepted (and stored under the names above)
-POOL_ALIASES = {"cls": "token", "tokens": "none"}
+POOL_ALIASES = FEATURE_POOL_ALIASES
 
 
 # ---------------------------------------------------------------------------------------------- pooling
@@ -108,7 +109,6 @@ def compute_features(model: torch.nn.Module, x: Any, *, pool: str = "default",
     return torch.stack(per_layer, dim=1).float()  # L x (B, ...) -> (B, L, ...)
 
 
-FEATURE_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 
 
 def features_model(net: torch.nn.Module, precision: str) -> torch.nn.Module:

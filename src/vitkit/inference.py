@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .choices import INFERENCE_BACKENDS, INFERENCE_PRECISIONS
 from .errors import ConfigError
 from .export import convert_precision, export_onnx, onnx_session
 from .openvino_runtime import default_calibration_images, openvino_available, openvino_runner
@@ -29,8 +30,7 @@ from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_
 
 log = logging.getLogger(__name__)
 
-INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "eager", "compile", "onnxruntime", "openvino")
+BACKENDS = INFERENCE_BACKENDS
 #: the precisions each backend runs (ONNX Runtime's CPU provider has no bf16/fp16 matmul; torch.compile of
 #: torch's dynamically quantized Linear falls back to eager, so int8 compiles to nothing faster)
 BACKEND_PRECISIONS = {"eager": ("fp32", "bf16", "fp16", "int8"), "compile": ("fp32", "bf16", "fp16"),

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .choices import LORA_TARGETS
 from .config import PretrainedCfg, ViTConfig, reject_unknown_fields
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write
@@ -53,10 +54,10 @@ from .weights.load import ALLOW_NONFINITE_ENV, check_dtypes, check_finite
 
 logger = logging.getLogger(__name__)
 
-LORA_TARGETS = ("qkv", "q", "k", "v", "proj", "fc1", "fc2")
 # target -> the submodule of a Block that it adapts (q, k, v: models with separate projections, as EVA-02-B/L)
 TARGET_PATHS = {"qkv": "attn.qkv", "q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "proj": "attn.proj",
                 "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+assert tuple(TARGET_PATHS) == LORA_TARGETS
 HEADS = ("head", "head_dist")  # trained beside the adapters (a new task needs its own classifier)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

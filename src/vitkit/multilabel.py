@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .choices import MULTILABEL_LOSSES
 from .errors import ConfigError
 
-LOSSES = ("bce", "asl")
+LOSSES = MULTILABEL_LOSSES
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:

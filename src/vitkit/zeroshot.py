@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .choices import TEMPLATE_SETS, ZERO_SHOT_MODELS
 from .config import PretrainedCfg
 from .errors import ConfigError
 from .imagetext import ImageTextModel
@@ -30,21 +31,15 @@ from .weights.text import OPEN_CLIP_CONFIG, read_open_clip, read_transformers
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 # published image-text models by name: their transformers folders on the Hugging Face Hub (through its cache)
-PRETRAINED = {
-    "siglip_base_patch16_224": "google/siglip-base-patch16-224",
-    "siglip_base_patch16_384": "google/siglip-base-patch16-384",
-    "siglip_large_patch16_256": "google/siglip-large-patch16-256",
-    "siglip_so400m_patch14_384": "google/siglip-so400m-patch14-384",
-    "clip_vit_base_patch32": "openai/clip-vit-base-patch32",
-    "clip_vit_base_patch16": "openai/clip-vit-base-patch16",
-    "clip_vit_large_patch14": "openai/clip-vit-large-patch14",
-}
+PRETRAINED = ZERO_SHOT_MODELS
 
 
 @lru_cache(maxsize=1)
 def _named_templates() -> dict[str, tuple[str, ...]]:
     text = resources.files("vitkit.data").joinpath("zero_shot_templates.json").read_text(encoding="utf-8")
-    return {name: tuple(items) for name, items in json.loads(text).items()}
+    sets = {name: tuple(items) for name, items in json.loads(text).items()}
+    assert tuple(sets) == TEMPLATE_SETS  # the CLI lists the names without reading the file
+    return sets
 
 
 def template_sets() -> list[str]:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from ..bench import format_report, run_bench
 from ..checks import cli_type, int_between, positive_int
-from ..runtime import load_model
 
 MAX_BATCH = 4096  # images per timed call; more is a typo, not a benchmark
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import format_report, run_bench
+    from ..runtime import load_model
+
     torch.manual_seed(args.seed)
     model = load_model(args.model, weights=args.weights, img_size=args.img_size)
     report = run_bench(model, batch_sizes=tuple(args.batch_size), iters=args.iters, warmup=args.warmup,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ..checks import cli_type, int_between, positive_int
-from ..export import EXPORT_FORMATS, EXPORT_PRECISIONS, ONNX_OPSETS, export_format, export_model
-from ..runtime import load_model
+from ..choices import EXPORT_FORMATS, EXPORT_PRECISIONS, ONNX_OPSETS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_format, export_model
+    from ..runtime import load_model
+
     export_format(args.out, args.format, opset=args.opset)  # a bad --out or --opset fails before the model loads
     model = load_model(args.model, weights=args.weights, img_size=args.img_size)
     result = export_model(model, args.out, format=args.format, precision=args.precision,

@@ -7,10 +7,11 @@ import json
 import sys
 
 from ..config import did_you_mean_any
-from ..registry import get_entry, list_models
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from ..registry import get_entry, list_models
+
     names = list_models(args.pattern)
     if not names:
         print(f"vitkit models: no model name matches {args.pattern!r}.{did_you_mean_any(args.pattern, list_models())} "

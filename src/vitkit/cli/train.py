@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import cli_type, int_between, positive_int
-from ..data.augment import POLICIES
+from ..choices import AUGMENT_POLICIES as POLICIES
+from ..choices import EVAL_SPLITS as SPLITS
 from ..errors import ConfigError
-from ..training import TrainConfig, TrainingInterrupted, evaluate, train
-from ..training.checkpoint import STATE_FILE
-from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, TRAIN_PRECISIONS
-from ..training.evaluation import SPLITS
-from ..training.tasks import pct as _pct
-from ..training.tasks import task_of
+from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, TRAIN_PRECISIONS, TrainConfig
+from ..training.interrupt import TrainingInterrupted
 from .train_flags import add_source_args, add_training_args, source_settings, training_settings
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
@@ -95,6 +92,8 @@ def _print_start(s: dict[str, Any]) -> None:
 
 
 def _print_epoch(r: dict[str, Any]) -> None:
+    from ..training.tasks import task_of
+
     print(task_of(r).epoch_line(r), flush=True)
 
 
@@ -139,6 +138,11 @@ def _quiet_other_ranks() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..training.api import train
+    from ..training.checkpoint import STATE_FILE
+    from ..training.tasks import pct as _pct
+    from ..training.tasks import task_of
+
     _quiet_other_ranks()
     cfg = config_from_args(args)
     try:
@@ -230,6 +234,9 @@ def _run_data(run: str, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..training.evaluation import evaluate
+    from ..training.tasks import task_of
+
     given = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed, **source_settings(args)}
     settings = {k: v for k, v in given.items() if v is not None}
     model, described = args.model, args.model

@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..lora import LORA_TARGETS
-from ..multilabel import LOSSES
-from ..training import TrainConfig
-from ..training.evaluation import DATA_SETTINGS
+from ..choices import LORA_TARGETS
+from ..choices import MULTILABEL_LOSSES as LOSSES
+from ..training.config import DATA_SETTINGS, TrainConfig
 from ..training.options import STRATEGIES
 
 

@@ -1,4 +1,8 @@
-"""`vitkit predict | features | inspect | attention`: thin wrappers over the library functions."""
+"""`vitkit predict | features | inspect | attention`: thin wrappers over the library functions.
+
+The library is imported when a command runs, not when its parser is built: `vitkit predict --help` answers
+without importing torch (the flags' choices come from ``vitkit.choices``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,22 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from ..attention import METHODS, save_attention_map
 from ..checks import cli_type, int_between, number_between, positive_int, probability
+from ..choices import (
+    ATTENTION_METHODS,
+    FEATURE_POOL_ALIASES,
+    FEATURE_POOLS,
+    FEATURE_PRECISIONS,
+    INFERENCE_BACKENDS,
+    INFERENCE_PRECISIONS,
+)
 from ..errors import ConfigError, DataError
-from ..features import FEATURE_PRECISIONS, POOL_ALIASES, POOLS, extract_features, merge_features, sidecars
-from ..predict import ImagePredictions, format_predictions, predict, save_predictions
-from ..summary import summarize
 from .engine import add_engine_flags, run_features, run_predict
+
+if TYPE_CHECKING:
+    from ..predict import ImagePredictions
 
 BATCH = cli_type(positive_int, "--batch-size")
 TOP_K = cli_type(positive_int, "--top-k")
@@ -63,11 +75,9 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _add_path(p: argparse.ArgumentParser) -> None:
-    from ..inference import BACKENDS, INFERENCE_PRECISIONS
-
     p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="fp32",
                    help="fp32 (default), bf16, fp16, int8 or auto")
-    p.add_argument("--backend", choices=BACKENDS, default="eager",
+    p.add_argument("--backend", choices=INFERENCE_BACKENDS, default="eager",
                    help="eager (default), compile, onnxruntime, openvino, or auto (the fastest measured here)")
 
 
@@ -100,6 +110,8 @@ def _print_path(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..predict import predict
+
     if args.engine == "ray":
         return run_predict(args)
     _print_path(args)
@@ -111,6 +123,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def show_predictions(results: list[ImagePredictions], *, output: str | None, as_json: bool) -> int:
     """Print predictions as `vitkit predict` does (skipped images on stderr) and write them to ``output``."""
+    from ..predict import format_predictions, save_predictions
+
     if output:
         save_predictions(results, output)
     skipped = [r for r in results if r.error is not None]
@@ -132,6 +146,8 @@ def show_predictions(results: list[ImagePredictions], *, output: str | None, as_
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from ..features import extract_features, merge_features, sidecars
+
     if args.engine == "ray":
         return run_features(args)
     if args.merge:
@@ -159,6 +175,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..summary import summarize
+
     summary = summarize(args.model, img_size=args.img_size, batch_size=args.batch_size, weights=args.weights)
     if args.format == "json":
         print(json.dumps(summary.to_dict(), indent=2))
@@ -168,6 +186,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
+    from ..attention import save_attention_map
+
     out = save_attention_map(args.image, args.out, model=args.model, weights=args.weights, method=args.method,
                              panels=args.panels, alpha=args.alpha, discard_ratio=args.discard_ratio,
                              device=args.device, max_patches=args.max_patches)
@@ -201,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--weights", type=_weights, help=WEIGHTS_HELP)
-    p.add_argument("--pool", choices=(*POOLS, *POOL_ALIASES), default="default",
+    p.add_argument("--pool", choices=(*FEATURE_POOLS, *FEATURE_POOL_ALIASES), default="default",
                    help="default: what the classifier reads; token (class token), avg (mean patch token), "
                         "map (attention-pool head) or none (all tokens), as the model's global_pool")
     p.add_argument("--layers", type=int, nargs="+", help="block indices to take (negative from the end)")
@@ -233,7 +253,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMAGE", help="image file")
     _add_model(p)
     p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--method", choices=METHODS, default="rollout",
+    p.add_argument("--method", choices=ATTENTION_METHODS, default="rollout",
                    help="rollout (all layers) or last (last-layer class-token attention)")
     p.add_argument("--panels", action="store_true", help="image, rollout and last-layer maps side by side")
     p.add_argument("--alpha", type=ALPHA, default=0.5, help="opacity of the map (default 0.5)")

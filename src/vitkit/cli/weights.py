@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..choices import WEIGHT_FORMATS as FORMATS
 from ..errors import ConfigError
-from ..weights.families import FORMATS
 
 if TYPE_CHECKING:
     from ..weights import Conversion

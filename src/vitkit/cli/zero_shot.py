@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..choices import TEMPLATE_SETS, ZERO_SHOT_MODELS
 from ..errors import ConfigError
-from ..labels import load_labels
-from ..zeroshot import PRETRAINED, template_sets, zero_shot
 from .use import show_predictions
 
 ZERO_SHOT_TEXT = ("The most probable of the given class names for each image, with an image-text model: a "
@@ -20,6 +19,8 @@ def _labels(args: argparse.Namespace) -> list[str]:
     if args.labels is not None and args.labels_file is not None:
         raise ConfigError("Give the class names once: --labels 'a,b,c' or --labels-file FILE, not both.")
     if args.labels_file is not None:
+        from ..labels import load_labels
+
         return load_labels(args.labels_file)
     if args.labels is None:
         raise ConfigError("No class names given: pass --labels 'cat,dog,bird' or --labels-file FILE "
@@ -28,6 +29,8 @@ def _labels(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> int:
+    from ..zeroshot import zero_shot
+
     results = zero_shot(args.images, _labels(args), model=args.model, templates=args.template or None,
                         top_k=args.top_k, threshold=args.threshold, batch_size=args.batch_size, device=args.device)
     return show_predictions(results, output=args.output, as_json=args.json)
@@ -39,12 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     p.add_argument("--model", required=True,
                    help=f"a transformers SiglipModel or CLIPModel folder, an open_clip folder, or a published "
-                        f"model ({', '.join(PRETRAINED)})")
+                        f"model ({', '.join(ZERO_SHOT_MODELS)})")
     p.add_argument("--labels", help="class names separated by commas, e.g. 'cat,dog,bird'")
     p.add_argument("--labels-file", metavar="FILE", help="class names, one per line (.txt) or a JSON list")
     p.add_argument("--template", action="append", metavar="T",
                    help=f"a text with {{}} for the label (repeat for several, averaged), or a set: "
-                        f"{', '.join(template_sets())}")
+                        f"{', '.join(TEMPLATE_SETS)}")
     p.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="SigLIP: also list the labels whose sigmoid score is above this (default 0.5)")

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..choices import AUGMENT_POLICIES
 from ..errors import ConfigError
 from .transforms import normalize, resample_filter, to_tensor
 
-POLICIES = ("none", "trivial", "randaugment")
+POLICIES = AUGMENT_POLICIES
 FILL = (128, 128, 128)
 _BILINEAR = Image.Resampling.BILINEAR
 

@@ -8,8 +8,9 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..choices import INFERENCE_BACKENDS as BACKENDS
+from ..choices import INFERENCE_PRECISIONS
 from ..errors import ConfigError
-from ..inference import BACKENDS, INFERENCE_PRECISIONS
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what the HTTP framework binds to
 

@@ -4,15 +4,30 @@ Modules: ``config`` (TrainConfig and presets), ``optim`` (freezing, AdamW groups
 cosine), ``distributed`` (process group, sharded batches), ``checkpoint`` (atomic training state, exports),
 ``metrics`` (accuracy, metrics files, plots, report), ``loop`` (the Trainer), ``api`` (train) and
 ``evaluation`` (evaluate).
+
+The names are imported on first use (PEP 562), so the CLI reads ``TrainConfig`` (its flags' defaults) for
+`vitkit train --help` without importing torch.
 """
 
 from __future__ import annotations
 
-from .api import TrainResult, train
-from .config import TrainConfig, parse_freeze
-from .evaluation import evaluate
-from .interrupt import TrainingInterrupted
-from .loop import NonFiniteLossError
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingInterrupted", "evaluate", "parse_freeze",
-           "train"]
+_EXPORTS = {"TrainResult": "api", "train": "api", "TrainConfig": "config", "parse_freeze": "config",
+            "evaluate": "evaluation", "TrainingInterrupted": "interrupt", "NonFiniteLossError": "loop"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .api import TrainResult, train  # noqa: F401
+    from .config import TrainConfig, parse_freeze  # noqa: F401
+    from .evaluation import evaluate  # noqa: F401
+    from .interrupt import TrainingInterrupted  # noqa: F401
+    from .loop import NonFiniteLossError  # noqa: F401

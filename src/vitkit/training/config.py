@@ -13,6 +13,8 @@ from .options import validate_options
 
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 DISTILL_MODES = ("hard", "soft")
+# the TrainConfig fields that describe the data beyond a folder (`vitkit eval` takes them too)
+DATA_SETTINGS = ("labels", "val_labels", "hf_dataset", "image_column", "label_column", "multi_label", "threshold")
 FREEZE_RE = re.compile(r"^(none|backbone|blocks:(\d+))$")
 
 # Settings left as None take these values: the digits preset trains a small ViT from scratch on

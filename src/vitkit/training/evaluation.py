@@ -7,18 +7,18 @@ from typing import Any
 
 import torch
 
+from ..choices import EVAL_SPLITS
 from ..data.datasets import DIGITS_SOURCE, DataSplits, folder_classes, load_whole_folder
 from ..errors import ConfigError
 from ..runtime import load_model
-from .config import TrainConfig
+from .config import DATA_SETTINGS, TrainConfig
 from .distributed import ShardBatchSampler, pick_device
 from .setup import EvalTransform, build_model, check_model_classes, default_workers, make_loader
 from .sources import load_data
 from .tasks import make_task
 
-SPLITS = ("val", "train", "all")
+SPLITS = EVAL_SPLITS
 # the TrainConfig settings that say which data a run saw (what ``evaluate`` accepts as ``data_settings``)
-DATA_SETTINGS = ("labels", "val_labels", "hf_dataset", "image_column", "label_column", "multi_label", "threshold")
 
 
 def _splits(data: str | None, split: str, cfg: TrainConfig) -> DataSplits:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..choices import MULTILABEL_LOSSES as LOSSES
 from ..errors import ConfigError
-from ..lora import LoRAConfig
-from ..multilabel import LOSSES
 from .tracking import check_report_to
+
+if TYPE_CHECKING:
+    from ..lora import LoRAConfig
 
 STRATEGIES = ("ddp", "fsdp")  # training/fsdp.py
 
@@ -21,6 +23,8 @@ def lora_config(cfg: Any) -> LoRAConfig | None:
     """The run's LoRAConfig (None when ``lora_rank`` is 0: LoRA off), validated with the flags' names."""
     if not cfg.lora_rank:
         return None
+    from ..lora import LoRAConfig  # torch: imported when LoRA is asked for, not to validate a config
+
     try:
         return LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                           targets=tuple(cfg.lora_targets))

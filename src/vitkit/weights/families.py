@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from ..choices import WEIGHT_FORMATS
 from ..errors import CheckpointError, ConfigError, Hint
 from . import hf, native, npz, timm
 from .formats import Family
 from .io import Checkpoint
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
-FORMATS = tuple(FAMILIES)  # ("vitkit", "timm", "hf", "npz")
+FORMATS = WEIGHT_FORMATS
+assert tuple(FAMILIES) == FORMATS  # the CLI offers the same names without importing the families
 # a command without --format can still convert the file, naming its format
 _CONVERT = " convert it with `vitkit convert FILE OUT --from FORMAT --to vitkit` and use OUT."
 KNOWN_FORMAT = Hint(" If you know the format, pass format= one of them.", option="format",
