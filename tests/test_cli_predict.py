@@ -87,3 +87,22 @@ def test_bad_device_is_one_line(command, device, folder, tmp_path):
 def test_save_predictions_refuses_an_unknown_format(tmp_path):
     with pytest.raises(vitkit.ConfigError, match=r"\.csv or \.json"):
         save_predictions([], tmp_path / "preds.txt")
+
+
+def test_a_missing_path_a_paper_name_and_ctrl_c_are_one_line(folder, capsys, monkeypatch):
+    from vitkit.cli import main
+
+    image = str(folder / "a_cat.jpg")
+    assert main(["predict", image, "--model", "runs/nosuch/best"]) == 2
+    assert "No such path: 'runs/nosuch/best' does not exist" in capsys.readouterr().err
+    assert main(["predict", image, "--model", "ViT-B/16"]) == 2
+    assert "Did you mean: vit_base_patch16_224" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["vitkit.predict"], "predict", interrupted)  # Ctrl-C while the model loads
+    assert main(["predict", image, "--model", "vit_digits"]) == 130
+    assert capsys.readouterr().err == "vitkit predict: interrupted\n"

@@ -34,6 +34,14 @@ def test_token_pool_needs_class_token_and_distilled_needs_token_pool():
         ViTConfig(**SMALL, class_token=False)
     with pytest.raises(ConfigError, match="distilled=True"):
         ViTConfig(**SMALL, distilled=True, global_pool="avg")
+    with pytest.raises(ConfigError, match="class_token=False"):
+        ViTConfig(**SMALL, class_token=False, global_pool="token_avg")
+    with pytest.raises(ConfigError, match="two side by side"):
+        ViTConfig(**SMALL, global_pool="token_avg", representation_size=16)
+    model = VisionTransformer(ViTConfig(**SMALL, global_pool="token_avg"))
+    tokens = torch.randn(2, 17, SMALL["embed_dim"])
+    assert model.head.in_features == 2 * SMALL["embed_dim"] and torch.equal(
+        model.pool(tokens), torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], -1))
 
 
 def test_config_roundtrips_through_dict_and_json():
@@ -177,6 +185,22 @@ def test_other_input_sizes_run_and_bad_sizes_fail_clearly():
         model(torch.randn(3, 32, 32))
     with pytest.raises(InputSizeError, match="3 channels"):
         model(torch.randn(1, 1, 32, 32))
+
+
+def test_uint8_pixels_get_a_clear_error_and_predict_takes_tensors():
+    model = vitkit.create_model("vit_digits", depth=1).eval()  # with the preprocessing of its pretrained cfg
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(InputSizeError, match="got a uint8 tensor of shape \\(2, 3, 32, 32\\).*ImageProcessor"):
+        model(pixels)  # torch's own error named the convolution's bias type
+    processor = vitkit.ImageProcessor.from_model(model)
+    as_images = vitkit.predict(pixels, model, top_k=2)  # uint8: 0-255 images, preprocessed
+    with torch.no_grad():
+        direct = model(processor([p.permute(1, 2, 0).numpy() for p in pixels])).softmax(-1).topk(2)
+    assert [[p.index for p in r.top_k] for r in as_images] == direct.indices.tolist()
+    inputs = torch.randn(2, 3, 32, 32)  # float: the model's input as it is
+    ran = vitkit.predict(inputs, model, top_k=1)
+    with torch.no_grad():
+        assert [r.top_k[0].index for r in ran] == model(inputs).argmax(-1).tolist()
 
 
 def test_attention_weights_path_matches_fused_path():

@@ -124,3 +124,18 @@ def test_config_has_no_unread_extra_field_and_reads_old_files():
     assert "extra" not in vitkit.ViTConfig().to_dict()
     legacy = {**vitkit.ViTConfig(depth=2).to_dict(), "extra": {}}  # what vitkit 0.1.0 wrote in every config.json
     assert vitkit.ViTConfig.from_dict(legacy).depth == 2
+
+
+def test_what_has_the_form_of_a_path_fails_as_a_missing_path(tmp_path):
+    from vitkit.runtime import load_model
+
+    (tmp_path / "runs").mkdir()
+    for spec, where in ((tmp_path / "runs" / "nosuch" / "best", f"('{tmp_path / 'runs'}' has no 'nosuch')"),
+                        ("nosuch.safetensors", "")):
+        with pytest.raises(vitkit.CheckpointError, match="No such path") as err:
+            load_model(str(spec))
+        assert where in str(err.value) and "Unknown model" not in str(err.value)
+    with pytest.raises(vitkit.UnknownModelError, match="Did you mean: vit_base_patch16"):  # a paper-style name
+        load_model("ViT-B/16")
+    with pytest.raises(vitkit.UnknownModelError, match="Did you mean: vit_tiny_patch16_224"):  # a typo
+        load_model("vit_tiny_patch16_244")

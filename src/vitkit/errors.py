@@ -6,7 +6,7 @@ The hierarchy, so callers can catch by category (every class is a ``VitkitError`
     +-- ConfigError (ValueError)     a bad argument or configuration value: a field of the wrong type, a
     |   |                            size beyond its limit, a misspelt option name, an index out of range
     |   +-- OutputError              an output location that cannot be written (a folder, a device, /proc)
-    +-- InputSizeError (ValueError)  an input tensor or image batch whose shape the model cannot take
+    +-- InputSizeError (ValueError)  an input tensor or image batch whose shape (or dtype) the model cannot take
     +-- UnknownModelError (KeyError) a model name the registry does not know
     +-- CheckpointError              a weight source that cannot be read or does not fit the model
     |   +-- CorruptCheckpointError   truncated, damaged (CRC, header, sizes) or non-finite contents
@@ -95,7 +95,7 @@ class UnknownModelError(VitkitError, KeyError):
 
 
 class InputSizeError(VitkitError, ValueError):
-    """An input tensor has a shape the model cannot take."""
+    """An input tensor has a shape (or a dtype) the model cannot take."""
 
 
 class CheckpointError(VitkitError):

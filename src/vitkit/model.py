@@ -183,6 +183,12 @@ class VisionTransformer(nn.Module):
         return height // ph, width // pw
 
     def _check_input(self, x: torch.Tensor) -> tuple[int, int]:
+        if not x.is_floating_point():  # uint8 pixels: torch's own error names the conv's bias type, not the fix
+            raise InputSizeError(
+                f"Expected preprocessed images (a float tensor, normalised as the model expects), got a "
+                f"{str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}. Preprocess 0-255 pixels "
+                f"with vitkit.ImageProcessor.from_model(model)(images), or pass them to vitkit.predict(x, model), "
+                f"which does.")
         if x.ndim != 4 or x.shape[1] != self.config.in_chans:
             raise InputSizeError(
                 f"Expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(x.shape)}. "

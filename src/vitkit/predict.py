@@ -104,7 +104,9 @@ def predict(
 ) -> list[ImagePredictions]:
     """The ``top_k`` most probable classes of each image (softmax over the model's logits).
 
-    ``images``: files, folders (searched recursively), PIL images or uint8 arrays. An image that cannot be
+    ``images``: files, folders (searched recursively), PIL images or uint8 arrays; a tensor too: uint8
+    (B, C, H, W) or (C, H, W) 0-255 pixels are preprocessed as images, a float one is the model's input as it
+    is (preprocessed already). An image that cannot be
     read gets a result with ``error`` set and no classes. ``model``: a registry name (with optional
     ``weights`` source), a saved model folder or checkpoint, or a model object (run where it is unless
     ``device`` is given, and handed back in the mode and on the device it had). ``labels``: class names
