@@ -1,9 +1,9 @@
 """Start-up time of the `vitkit` command: what a user waits before anything happens.
 
 Runs each command line in a fresh process (as a shell does) several times and reports the median and
-the fastest wall time, and whether torch was imported. `vitkit --help`, `--version` and a mistyped
-command must answer in under 0.5 s without importing torch; `vitkit models` and `vitkit predict --help`
-load torch and show what that costs.
+the fastest wall time, and whether torch was imported. `vitkit --help`, `--version`, a mistyped command
+and a subcommand's `--help` must answer in under 0.5 s without importing torch; `vitkit models` loads torch
+(the registry builds configs) and shows what that costs.
 
     .venv/bin/python benchmarks/bench_cli_startup.py --repeats 7
 """
@@ -57,10 +57,11 @@ def main() -> int:
         print(f"{'command':26s} {'median':>8s} {'min':>8s}  torch")
         for name, r in results.items():
             print(f"{name:26s} {r['median_s']:7.3f}s {r['min_s']:7.3f}s  {'yes' if r['imports_torch'] else 'no'}")
-    fast = [n for n in ("vitkit --help", "vitkit --version", "vitkit predcit (typo)")
-            if results[n]["median_s"] < TARGET_S and not results[n]["imports_torch"]]
-    ok = len(fast) == 3
-    print(f"target: --help, --version and a typo under {TARGET_S} s without torch: {'met' if ok else 'NOT met'}")
+    quick = ("vitkit --help", "vitkit --version", "vitkit predcit (typo)", "vitkit predict --help")
+    fast = [n for n in quick if results[n]["median_s"] < TARGET_S and not results[n]["imports_torch"]]
+    ok = len(fast) == len(quick)
+    print(f"target: --help, --version, a typo and predict --help under {TARGET_S} s without torch: "
+          f"{'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 
 
