@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from vitkit.cli import main
 from vitkit.data.hfdatasets import load_hf_splits, read_hf_dataset
 from vitkit.errors import DataError
 
@@ -118,3 +120,64 @@ def test_no_label_inside_a_multi_label_list_is_no_label(tmp_path):
                    label_feature=datasets.List(datasets.ClassLabel(names=NAMES)))
     src = read_hf_dataset(folder)
     assert [t.tolist() for t in src.images.labels] == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def _retype_image(folder: Path, feature: dict) -> Path:
+    info = json.loads((folder / "dataset_info.json").read_text())
+    info["features"]["image"] = feature
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    return folder
+
+
+@pytest.mark.parametrize("feature", [{"dtype": "string", "_type": "Value"}, {"dtype": "int64", "_type": "Value"}])
+def test_an_image_feature_changed_to_another_type_is_one_line(tmp_path, feature, capsys):
+    folder = _retype_image(_save(tmp_path / "ds", [Image.new("RGB", (8, 8))] * 2, [0, 1]), feature)
+    for kwargs in ({}, {"image_column": "image"}):
+        with pytest.raises(DataError, match="is not a dataset saved with save_to_disk") as err:
+            read_hf_dataset(folder, **kwargs)
+        assert "\n" not in str(err.value)
+    capsys.readouterr()  # the progress bars of save_to_disk
+    assert main(["train", "--hf-dataset", str(folder), "--image-column", "image", "--out", str(tmp_path / "r")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_column_of_numbers_named_as_the_image_column_is_refused_naming_it(tmp_path, capsys):
+    feats = datasets.Features({"image": datasets.Value("int64"), "label": datasets.ClassLabel(names=NAMES)})
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"image": [1, 2], "label": [0, 1]}, features=feats).save_to_disk(str(folder))
+    with pytest.raises(DataError, match=r"image column 'image' holds Value\('int64'\), not images"):
+        read_hf_dataset(folder, image_column="image")
+    capsys.readouterr()  # the progress bars of save_to_disk
+    assert main(["train", "--hf-dataset", str(folder), "--image-column", "image", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not images" in err[0]
+
+
+def test_a_column_of_text_named_as_the_image_column_is_read_as_paths_skipped_and_counted(tmp_path, caplog):
+    (tmp_path / "ds").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "ds" / "x.png")
+    feats = datasets.Features({"image": datasets.Value("string"), "label": datasets.ClassLabel(names=NAMES)})
+    cells = ["x.png", "hello", "x" * 10_000, "/etc/passwd"]
+    datasets.Dataset.from_dict({"image": cells, "label": [0, 1, 0, 1]}, features=feats).save_to_disk(
+        str(tmp_path / "ds"))
+    src = read_hf_dataset(tmp_path / "ds", image_column="image")
+    with caplog.at_level(logging.WARNING):
+        loaded = _loads(src)
+    assert loaded[0].size == (8, 8) and loaded[1:] == [None] * 3
+    skips = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skips) == 3 and all(len(m) < 500 for m in skips)
+
+
+@pytest.mark.parametrize("kind", ["class-label", "plain-values"])
+def test_more_classes_than_the_limit_is_refused_before_targets_are_built(tmp_path, monkeypatch, kind):
+    from vitkit.data import datasets as vitkit_datasets
+
+    monkeypatch.setattr(vitkit_datasets.LIMITS, "max_classes", 3)
+    names = [f"c{i}" for i in range(4)]
+    feature = datasets.ClassLabel(names=names) if kind == "class-label" else datasets.Value("string")
+    folder = _save(tmp_path / "ds", [Image.new("RGB", (8, 8))] * 4, [0, 1, 2, 3] if kind == "class-label" else names,
+                   label_feature=feature)
+    with pytest.raises(DataError, match="has 4 classes, more than the limit of 3"):
+        read_hf_dataset(folder)
+    monkeypatch.setattr(vitkit_datasets.LIMITS, "max_classes", 4)
+    assert len(read_hf_dataset(folder).classes) == 4

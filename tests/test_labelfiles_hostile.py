@@ -8,9 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from vitkit.data.labelfiles import load_label_splits, read_label_file
+from vitkit.cli import main
+from vitkit.data import datasets
+from vitkit.data.labelfiles import collate_multilabel, load_label_splits, read_label_file
 from vitkit.errors import DataError
 
 
@@ -73,3 +76,54 @@ def test_jsonl_nan_is_not_a_label(images):
     (images / "l.jsonl").write_text(json.dumps({"path": "0.png", "label": "a"}) + '\n{"path": "1.png", "label": NaN}\n')
     with pytest.raises(DataError, match="line 2"):
         read_label_file(images / "l.jsonl")
+
+
+def _peak_rss_growth(fn):
+    """(fn's result, the growth of this process's peak resident memory while it ran, in bytes): the kernel's
+    high-water mark is reset first (``/proc/self/clear_refs``), so an earlier peak does not hide this one."""
+    def rss(field: str) -> int:
+        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field))
+        return int(line.split()[1]) * 1024
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = rss("VmRSS:")
+    result = fn()
+    return result, rss("VmHWM:") - before
+
+
+def test_a_small_multi_label_file_with_a_class_per_line_costs_its_size_not_its_square(tmp_path):
+    # ~200 KB: 13,000 images, each of its own class; dense (K,) targets per image would be 13,000^2 floats (676 MB)
+    Image.new("RGB", (8, 8)).save(tmp_path / "img.png")
+    n = 13_000
+    for i in range(n):
+        os.symlink("img.png", tmp_path / f"{i}.png")
+    (tmp_path / "l.csv").write_text("path,labels\n" + "".join(f"{i}.png,c{i}\n" for i in range(n)))
+    data, growth = _peak_rss_growth(lambda: read_label_file(tmp_path / "l.csv"))
+    assert len(data.classes) == n and data.describe()["labels_per_image"] == 1.0
+    assert growth < 100 * 2**20, f"reading a {n}-line label file grew the peak memory by {growth / 2**20:.0f} MB"
+    # the dense targets exist for a batch only, and say the same as the file
+    targets = data.images.labels
+    batch = torch.stack([targets[i] for i in (0, 1, n - 1)])
+    assert batch.shape == (3, n) and batch.sum(1).tolist() == [1.0] * 3
+    assert [data.classes[int(t.argmax())] for t in batch] == ["c0", "c1", f"c{n - 1}"]
+    val = load_label_splits(tmp_path / "l.csv", val_fraction=0.1).val
+    x, y, _ = collate_multilabel([(torch.zeros(1), val.labels[i], 0) for i in range(4)])
+    assert y.shape == (4, n) and y.dtype == torch.float32
+
+
+def test_more_classes_than_the_limit_is_one_line_naming_the_file_and_the_way_out(images, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.LIMITS, "max_classes", 5)
+    (images / "l.csv").write_text("path,labels\n" + "".join(f"{i}.png,c{i}\n" for i in range(6)))
+    with pytest.raises(DataError, match=r"l\.csv' has 6 classes, more than the limit of 5.*VITKIT_DATA_LIMITS"):
+        read_label_file(images / "l.csv")
+    assert main(["train", "--labels", str(images / "l.csv"), "--out", str(images / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than the limit of 5" in err[0] and not (images / "run").exists()
+    (images / "five.csv").write_text("path,label\n" + "".join(f"{i}.png,c{i}\n" for i in range(5)))
+    assert len(read_label_file(images / "five.csv").classes) == 5  # the limit itself is allowed
+
+
+def test_the_default_class_limit_holds_imagenet_21k():
+    datasets.check_class_count(21_843, "ImageNet-21k")
+    with pytest.raises(DataError, match="VITKIT_DATA_LIMITS=max_classes=N"):
+        datasets.check_class_count(datasets.LIMITS.max_classes + 1, "x")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..checks import limits_from_env
 from ..errors import DataError, ImageError
 from .digits import DIGITS_CLASSES, load_digits_images
 from .images import is_image_file, load_image
@@ -25,6 +26,29 @@ logger = logging.getLogger(__name__)
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 DIGITS_SOURCE = "digits"
+DATA_LIMITS_ENV = "VITKIT_DATA_LIMITS"
+
+
+@dataclass
+class DataLimits:
+    """Upper bounds on a data source, checked before its labels are turned into targets. A run's cost grows
+    with the class count (the head, every batch's multi-hot targets, the validation scores), so a few hundred
+    kilobytes of label file naming a new class per line must not become a model with a million outputs.
+    ImageNet-21k (21,843 classes) and Open Images (about 20,000) fit. To go further, raise the bound:
+    ``vitkit.data.datasets.LIMITS.max_classes = 500_000``, or ``VITKIT_DATA_LIMITS="max_classes=500000"``."""
+
+    max_classes: int = 100_000
+
+
+LIMITS = limits_from_env(DataLimits(), DATA_LIMITS_ENV)
+
+
+def check_class_count(count: int, where: str) -> None:
+    """Refuse a data source with more classes than ``LIMITS.max_classes`` (``where`` names it)."""
+    if count > LIMITS.max_classes:
+        raise DataError(f"{where} has {count:,} classes, more than the limit of {LIMITS.max_classes:,}. Check the "
+                        f"labels (is a path or an id in the label column?); to train on more classes, raise the "
+                        f"limit with {DATA_LIMITS_ENV}=max_classes=N.")
 
 
 @dataclass
@@ -49,7 +73,11 @@ class LabelledImages:
             return None
 
     def subset(self, indices: Sequence[int]) -> LabelledImages:
-        return LabelledImages([self.items[i] for i in indices], [self.labels[i] for i in indices])
+        return LabelledImages([self.items[i] for i in indices], self.labels_at(indices))
+
+    def labels_at(self, indices: Sequence[int]) -> Any:
+        """The labels of ``indices``, held as this kind of images holds them."""
+        return [self.labels[i] for i in indices]
 
 
 @dataclass
@@ -77,6 +105,7 @@ def find_classes(folder: Path) -> list[str]:
     if not classes:
         raise DataError(f"Data folder {str(folder)!r} has no class subfolders. Put each class's images in "
                         f"{folder}/<class_name>/ (at least one image per class).")
+    check_class_count(len(classes), f"Data folder {str(folder)!r}")
     return classes
 
 

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from ..errors import DataError, ImageError
 from ..fileio import parse_json, read_regular_bytes
-from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, stratified_split
+from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, check_class_count, stratified_split
 from .images import MAX_ASPECT_RATIO, MAX_PIXELS, load_image, to_mode
-from .labelfiles import MultiLabelImages, sort_class_names
+from .labelfiles import MultiHotTargets, MultiLabelImages, sort_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,11 @@ class HFImages(LabelledImages):
         super().__init__(list(rows), labels)
         ds = _datasets()
         # reading a row decodes no other column, and the image column is decoded by vitkit, not by datasets
-        self.dataset = dataset.select_columns([image_column]).cast_column(image_column, ds.Image(decode=False))
+        try:
+            self.dataset = dataset.select_columns([image_column]).cast_column(image_column, ds.Image(decode=False))
+        except Exception as exc:  # noqa: BLE001 - whatever pyarrow raises on a column it cannot cast
+            raise DataError(f"The image column {image_column!r} cannot be read as images ({type(exc).__name__}: "
+                            f"{_one_line(exc)}). Name the image column with --image-column.") from None
         self.image_column, self.folder, self.allow_outside = image_column, folder, allow_outside
 
     def load(self, index: int) -> Image.Image | None:
@@ -109,19 +112,19 @@ class HFImages(LabelledImages):
         try:
             return _decode(self.dataset[row][self.image_column], self.folder, self.allow_outside)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a skipped image, as for files
-            logger.warning("skipping an unreadable image (row %d of %s): %s", row, self.image_column, exc)
+            logger.warning("skipping an unreadable image (row %d of %s): %s", row, self.image_column, _one_line(exc))
             return None
 
     def subset(self, indices: Sequence[int]) -> HFImages:
         out = type(self).__new__(type(self))  # keeps MultiLabelHFImages multi-label
-        LabelledImages.__init__(out, [self.items[i] for i in indices], [self.labels[i] for i in indices])
+        LabelledImages.__init__(out, [self.items[i] for i in indices], self.labels_at(indices))
         out.dataset, out.image_column = self.dataset, self.image_column
         out.folder, out.allow_outside = self.folder, self.allow_outside
         return out
 
 
 class MultiLabelHFImages(HFImages, MultiLabelImages):
-    """``HFImages`` with multi-hot float targets (K,)."""
+    """``HFImages`` with multi-label targets (``MultiHotTargets``: sparse, read as multi-hot (K,) tensors)."""
 
 
 @dataclass
@@ -157,6 +160,21 @@ def _column(features: dict[str, Any], name: str | None, kind: str, fits: Any, wh
     return found[0]
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut at ``limit`` characters (a stranger's data may be in it)."""
+    return " ".join(str(exc).split())[:limit]
+
+
+def _check_image_feature(feature: Any, column: str, where: str, ds: Any) -> None:
+    """Refuse an image column whose type holds no image: an Image feature, paths as text, or {bytes, path}."""
+    text = isinstance(feature, ds.Value) and feature.dtype in ("string", "large_string")
+    struct = isinstance(feature, dict) and {"bytes", "path"} >= set(feature) and bool(feature)
+    if not (isinstance(feature, ds.Image) or text or struct):
+        raise DataError(f"{where}: the image column {column!r} holds {str(feature)[:100]}, not images (expected an "
+                        f"Image feature, paths as text, or {{bytes, path}}). Name the image column with "
+                        f"--image-column.")
+
+
 def _class_label(feature: Any, ds: Any) -> tuple[Any, bool]:
     """(the ClassLabel feature or None, multi-label?) of a label column's feature type."""
     inner = getattr(feature, "feature", None)  # Sequence(...) / List(...)
@@ -169,6 +187,7 @@ def _encode(values: list[Any], multi: bool, classes: Sequence[str] | None, where
     """(class names, values as class indices) of a label column that is not a ClassLabel: the names are
     ``classes`` when given (another split's), else the sorted values found."""
     seen = {str(v) for value in values if value is not None for v in (value if multi else [value])}
+    check_class_count(len(seen), where)
     names = list(classes) if classes is not None else sort_class_names(seen)
     unknown = sorted(seen - set(names))
     if unknown:
@@ -178,8 +197,8 @@ def _encode(values: list[Any], multi: bool, classes: Sequence[str] | None, where
     return names, [None if v is None else ([index[str(x)] for x in v] if multi else index[str(v)]) for v in values]
 
 
-def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tuple[list[int], list[Any]]:
-    """(kept row numbers, labels: ints, or multi-hot float tensors) from class indices per row."""
+def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tuple[list[int], Any]:
+    """(kept row numbers, labels: ints, or ``MultiHotTargets``) from class indices per row."""
     if multi:  # -1 is ClassLabel's "no label", inside a list as well
         values = [None if v is None else [x for x in v if x != -1] for v in values]
     rows = [i for i, v in enumerate(values) if v is not None and (multi or v >= 0)]
@@ -192,12 +211,7 @@ def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tu
                         f"{len(names)} classes (0..{len(names) - 1}). Fix the ClassLabel names or the data.")
     if not multi:
         return rows, [int(values[i]) for i in rows]
-    targets = []
-    for i in rows:
-        t = torch.zeros(len(names))
-        t[[int(x) for x in values[i]]] = 1.0
-        targets.append(t)
-    return rows, targets
+    return rows, MultiHotTargets((values[i] for i in rows), len(names))
 
 
 def _source(dataset: Any, where: str, image_column: str | None, label_column: str | None,
@@ -205,11 +219,13 @@ def _source(dataset: Any, where: str, image_column: str | None, label_column: st
     ds = _datasets()
     features = dict(dataset.features)
     image_col = _column(features, image_column, "image", lambda c, f: isinstance(f, ds.Image), where)
+    _check_image_feature(features[image_col], image_col, where, ds)
     label_col = _column(features, label_column, "label",
                         lambda c, f: _class_label(f, ds)[0] is not None or c in LABEL_NAMES, where)
     class_label, multi = _class_label(features[label_col], ds)
     values = list(dataset[label_col])  # reads the label column only
     if class_label is not None:
+        check_class_count(len(class_label.names), f"{where}'s ClassLabel")
         names = list(class_label.names)
     else:
         names, values = _encode(values, multi, classes, where)
@@ -231,7 +247,7 @@ def _load(path: str | os.PathLike) -> Any:
         return ds.load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001 - whatever datasets or pyarrow raise on a damaged folder
         raise DataError(f"{str(folder)!r} is not a dataset saved with save_to_disk ({type(exc).__name__}: "
-                        f"{str(exc)[:300]}).") from None
+                        f"{_one_line(exc)}).") from None
 
 
 def _json(path: Path) -> Any:

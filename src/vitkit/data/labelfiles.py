@@ -10,9 +10,10 @@ once (with a warning); listed with different labels, the file is refused, naming
 read bounded: at most ``MAX_LABEL_FILE_BYTES``, fields of at most ``MAX_FIELD_CHARS``.
 
 Single-label files give ``LabelledImages`` (integer labels), exactly as ``datasets.load_folder``
-does; multi-label files give ``MultiLabelImages``, whose labels are multi-hot float tensors (K,), which
-``collate_multilabel`` stacks to (B, K). The class list is sorted (numerically when every name is an
-integer) unless given.
+does; multi-label files give ``MultiLabelImages``, whose labels (``MultiHotTargets``) are held sparse, as the
+class indices of each image, and read as multi-hot float tensors (K,), which ``collate_multilabel`` stacks to
+(B, K): a dense target exists only for the images of a batch. The class list is sorted (numerically when
+every name is an integer) unless given, and holds at most ``datasets.LIMITS.max_classes`` names.
 
 ``vitkit train`` reads one with ``--labels FILE`` (instead of a folder; ``--val-labels FILE`` for a
 separate validation list, else ``--val-fraction`` splits it) and ``--multi-label`` (forces multi-label for
@@ -28,7 +29,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import torch
 
 from ..errors import DataError
 from ..fileio import parse_json, read_regular_bytes
-from .datasets import DataSplits, LabelledImages, collate_skipping, stratified_split
+from .datasets import DataSplits, LabelledImages, check_class_count, collate_skipping, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,58 @@ MAX_LABEL_FILE_BYTES = 1 << 30  # ~10 million rows
 MAX_FIELD_CHARS = 131_072  # csv's own field limit: a longer field is no path or label list
 
 
+class MultiHotTargets(Sequence[torch.Tensor]):
+    """Multi-label targets held sparse: the class indices of each image (one flat index list and each
+    image's offset into it), so n images of K classes cost their labels, not n * K floats. Item ``i`` is
+    image i's multi-hot float tensor (K,), built when it is read (a batch's worth at a time)."""
+
+    def __init__(self, rows: Iterable[Iterable[int]], num_classes: int) -> None:
+        flat: list[int] = []
+        offsets = [0]
+        for row in rows:
+            flat += sorted({int(i) for i in row})
+            offsets.append(len(flat))
+        if flat and not 0 <= min(flat) <= max(flat) < num_classes:
+            raise ValueError(f"class indices must lie in 0..{num_classes - 1}")
+        self.num_classes = num_classes
+        self.indices = torch.tensor(flat, dtype=torch.int64)  # (labels,)
+        self.offsets = torch.tensor(offsets, dtype=torch.int64)  # (images + 1,)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def classes_of(self, index: int) -> list[int]:
+        """The class indices of image ``index``, ascending."""
+        i = range(len(self))[index]  # negative indices count from the end; out of range: IndexError
+        return self.indices[self.offsets[i]:self.offsets[i + 1]].tolist()
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        target = torch.zeros(self.num_classes)
+        target[self.classes_of(index)] = 1.0
+        return target
+
+    def take(self, indices: Sequence[int]) -> MultiHotTargets:
+        """The targets of ``indices``, in that order (still sparse)."""
+        return MultiHotTargets((self.classes_of(i) for i in indices), self.num_classes)
+
+    def positives(self) -> int:
+        """Labels over all images (the multi-hot ones)."""
+        return len(self.indices)
+
+
 @dataclass
 class MultiLabelImages(LabelledImages):
-    """Images with multi-hot float targets (K,) instead of integer labels."""
+    """Images with multi-label targets (``MultiHotTargets``: sparse, read as multi-hot (K,) float tensors)."""
 
-    labels: list[torch.Tensor]  # type: ignore[assignment]
+    labels: MultiHotTargets  # type: ignore[assignment]
 
     def subset(self, indices: Sequence[int]) -> MultiLabelImages:
-        return MultiLabelImages([self.items[i] for i in indices], [self.labels[i] for i in indices])
+        return MultiLabelImages([self.items[i] for i in indices], self.labels_at(indices))
+
+    def labels_at(self, indices: Sequence[int]) -> MultiHotTargets:
+        return self.labels.take(indices)
 
 
 def is_multi_label(splits: DataSplits) -> bool:
@@ -83,7 +128,7 @@ class LabelFile:
 
     def describe(self) -> dict[str, Any]:
         labels = self.images.labels
-        per_image = (sum(float(t.sum()) for t in labels) / len(labels)) if self.multi_label and labels else 1.0
+        per_image = labels.positives() / len(labels) if self.multi_label and len(labels) else 1.0
         return {"source": self.source, "images": len(self.images), "classes": len(self.classes),
                 "kind": "multi-label" if self.multi_label else "single-label",
                 "labels_per_image": round(per_image, 3), "skipped": len(self.skipped)}
@@ -254,6 +299,7 @@ def read_label_file(path: str | os.PathLike, *, classes: Sequence[str] | None = 
                     f"{skipped[0] if skipped else 'the file lists none'})",
                     "Paths are relative to the label file's folder; check them")
     names = list(classes) if classes is not None else sort_class_names({n for (_, _, ns), _ in found for n in ns})
+    check_class_count(len(names), f"Label file {str(file)!r}" if classes is None else "The class list")
     index = {n: i for i, n in enumerate(names)}
     for (line, _, ns), _ in found:
         unknown = [n for n in ns if n not in index]
@@ -262,11 +308,7 @@ def read_label_file(path: str | os.PathLike, *, classes: Sequence[str] | None = 
                         f"{', ...' if len(names) > 8 else ''})", "Fix the label or the class list")
     items = [image for _, image in found]
     if multi:
-        targets = []
-        for (_, _, ns), _ in found:
-            t = torch.zeros(len(names))
-            t[[index[n] for n in ns]] = 1.0
-            targets.append(t)
+        targets = MultiHotTargets(([index[n] for n in ns] for (_, _, ns), _ in found), len(names))
         images: LabelledImages = MultiLabelImages(items, targets)
     else:
         images = LabelledImages(items, [index[ns[0]] for (_, _, ns), _ in found])

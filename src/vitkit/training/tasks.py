@@ -21,7 +21,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 
 from ..data.datasets import DataSplits, LabelledImages
-from ..data.labelfiles import MultiLabelImages, is_multi_label
+from ..data.labelfiles import MultiHotTargets, MultiLabelImages, is_multi_label
 from ..errors import ConfigError
 from ..multilabel import MultiLabelMeter, multilabel_loss
 from .metrics import EvalCounts
@@ -115,11 +115,11 @@ BEST_METRIC = "val_mAP"
 
 
 class OneHotImages(MultiLabelImages):
-    """Single-label images seen as one-element label sets (multi-hot (K,) targets), read by the source's own
-    ``load`` (so files, memory and dataset rows all work)."""
+    """Single-label images seen as one-element label sets (multi-hot (K,) targets, held sparse), read by the
+    source's own ``load`` (so files, memory and dataset rows all work)."""
 
     def __init__(self, base: LabelledImages, num_classes: int) -> None:
-        super().__init__(base.items, [F.one_hot(torch.tensor(y), num_classes).float() for y in base.labels])
+        super().__init__(base.items, MultiHotTargets(([y] for y in base.labels), num_classes))
         self.base = base
 
     def load(self, index: int) -> Any:
