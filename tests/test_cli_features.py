@@ -61,7 +61,7 @@ point, n = sys.argv[1], int(sys.argv[2])
 count = {"chunk": 0}
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
-save_chunk, atomic_write, rmtree = F.save_chunk, F.atomic_write, F.shutil.rmtree
+save_chunk, atomic_write, remove_parts = F.save_chunk, F.atomic_write, F.remove_parts
 def chunk_hook(path, *args):
     save_chunk(path, *args)
     count["chunk"] += 1
@@ -76,11 +76,11 @@ def write_hook(path, write):
     if point == "before-sidecars" and name.endswith(".npy.json"):
         die()
     return atomic_write(path, write)
-def rmtree_hook(path, *a, **k):
+def remove_hook(path):
     if point == "before-cleanup" and str(path).endswith(".parts"):
         die()
-    return rmtree(path, *a, **k)
-F.atomic_write, F.shutil.rmtree = write_hook, rmtree_hook
+    return remove_parts(path)
+F.atomic_write, F.remove_parts = write_hook, remove_hook
 import vitkit.features
 vitkit.features.save_chunk = chunk_hook
 from vitkit.cli import main

@@ -26,6 +26,7 @@ from .export import CastIO, convert_precision
 from .featurestore import (
     OUTPUT_SUFFIXES,
     FeaturesResult,
+    check_outputs,
     load_features,
     mark_done,
     merge_features,
@@ -224,6 +225,7 @@ def extract_features(
         raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
+    check_outputs(out, overwrite=overwrite)
     # an output beside an unfinished merge's parts is that merge's (killed) product: finish it
     if out.exists() and not overwrite and not (parts_dir(out) / "manifest.json").exists():
         raise DataError(f"{str(out)!r} already exists. Choose another --out, delete it, or pass --overwrite.")

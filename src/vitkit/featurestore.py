@@ -16,6 +16,11 @@ it does every chunk when the manifest itself is damaged). Rank ``r`` of ``w`` ta
 ``feats.npy.json`` (settings, shape, files and the skipped files with their errors) beside it, and the
 parts folder is removed.
 
+What is already there is the user's until shown otherwise: a parts folder holding anything vitkit does not
+write there (or that is a link) is refused, never removed, and only vitkit's own entries are ever deleted
+from it; sidecars that an earlier `vitkit features` run did not write (``feats.npy.json`` that is no
+features metadata, or a file list that disagrees with it) are replaced only with ``overwrite``.
+
 Locks are ``flock`` locks, which the kernel drops when their process dies: a run killed at any point
 (even during the merge) never leaves a lock that blocks the next one. The lock file names its owner
 (pid, host), so a refusal can say who holds it, and a lock file left by a killed process is reported.
@@ -29,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -39,12 +45,17 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
-from .fileio import TEMP_SUFFIX, atomic_write
+from .fileio import TEMP_SUFFIX, atomic_write, parse_json, read_regular_bytes
 from .filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
+_TEMP = rf"\..+{re.escape(TEMP_SUFFIX)}"  # atomic_write's temporary files
+OWN_PARTS_ENTRIES = re.compile(rf"manifest\.json|merge\.lock|rank\d+-of-\d+(\.lock)?|{_TEMP}")
+OWN_RANK_ENTRIES = re.compile(rf"chunk_\d+\.npz|done\.json|{_TEMP}")
+RANK_FOLDER = re.compile(r"rank\d+-of-\d+")
+MAX_SIDECAR_BYTES = 1 << 30  # an earlier run's metadata (its file list: ~10 million files)
 
 
 @dataclass
@@ -88,6 +99,80 @@ def _legacy_file_list(out: Path) -> Path:
     """Where versions before 0.2 wrote the file list (``feats.files.txt``), still read by ``load_features``."""
     stem = out.with_suffix("")
     return stem.with_name(stem.name + ".files.txt")
+
+
+# ---------------------------------------------------------------------------------------------- what is there
+def _foreign_entry(parts: Path) -> str | None:
+    """The first thing in ``parts`` that vitkit does not write there (the folder itself when it is a link or no
+    folder), or None: it is missing, empty or vitkit's own."""
+    if not os.path.lexists(parts):
+        return None
+    if parts.is_symlink() or not parts.is_dir():
+        return "(the path itself: it is a link or no folder)"
+    for entry in sorted(os.scandir(parts), key=lambda e: e.name):
+        rank_folder = RANK_FOLDER.fullmatch(entry.name) is not None
+        if not OWN_PARTS_ENTRIES.fullmatch(entry.name) or entry.is_symlink() or rank_folder != entry.is_dir():
+            return entry.name
+        for inner in sorted(os.scandir(entry.path), key=lambda e: e.name) if rank_folder else ():
+            if not OWN_RANK_ENTRIES.fullmatch(inner.name) or not inner.is_file(follow_symlinks=False):
+                return f"{entry.name}/{inner.name}"
+    return None
+
+
+def remove_parts(parts: Path) -> None:
+    """Delete vitkit's own entries of a parts folder (rank folders, chunks, manifest, locks, temporaries), then
+    the folder when that emptied it: anything else in it stays."""
+    if parts.is_symlink() or not parts.is_dir():
+        return
+    for entry in list(os.scandir(parts)):
+        if not OWN_PARTS_ENTRIES.fullmatch(entry.name) or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            for inner in list(os.scandir(entry.path)):
+                if OWN_RANK_ENTRIES.fullmatch(inner.name) and inner.is_file(follow_symlinks=False):
+                    Path(inner.path).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        parts.rmdir()
+
+
+def _own_sidecars(out: Path) -> bool:
+    """Whether ``out``'s metadata file and file list (those present) were written by a features run: the
+    metadata is features metadata and the list holds its files."""
+    meta_path, list_path = sidecars(out)
+    try:
+        meta = parse_json(read_regular_bytes(meta_path, what="file", max_bytes=MAX_SIDECAR_BYTES, error=DataError),
+                          str(meta_path), error=DataError, fix="")
+    except DataError:
+        return False
+    if not isinstance(meta, dict) or not {"model", "pool", "shape", "files"} <= meta.keys():
+        return False
+    if not os.path.lexists(list_path):
+        return True
+    try:
+        listed = read_regular_bytes(list_path, what="file", max_bytes=MAX_SIDECAR_BYTES, error=DataError)
+        return listed.decode("utf-8").splitlines() == meta["files"]
+    except (DataError, UnicodeDecodeError):
+        return False
+
+
+def check_outputs(out: Path, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, to write where it would lose something: a parts folder that is not vitkit's
+    (never removed, even with ``overwrite``), or sidecars no features run wrote (unless ``overwrite``)."""
+    parts = parts_dir(out)
+    foreign = _foreign_entry(parts)
+    if foreign is not None:
+        raise DataError(f"{str(parts)!r} is where `vitkit features` keeps the parts of {out.name!r}, but it holds "
+                        f"something vitkit did not write ({foreign[:200]!r}) and would be removed after the merge. "
+                        f"Move it away, or choose another --out.")
+    meta_path, list_path = sidecars(out)
+    present = [p for p in (meta_path, list_path) if os.path.lexists(p)]
+    if present and not overwrite and not _own_sidecars(out):
+        raise DataError(f"{str(present[0])!r} exists and was not written by `vitkit features` for {out.name!r}; "
+                        f"it would be replaced. Move it away, choose another --out, or pass --overwrite.")
 
 
 # ---------------------------------------------------------------------------------------------- locks
@@ -220,7 +305,7 @@ def sound_chunk(path: Path, rows: list[int]) -> bool:
 def remove_if_empty(parts: Path) -> None:
     """No debris: a parts folder with no computed chunk and no running process in it is removed."""
     if parts.is_dir() and not any(parts.glob("rank*-of-*/chunk_*.npz")) and not any(parts.glob("*.lock")):
-        shutil.rmtree(parts, ignore_errors=True)
+        remove_parts(parts)
 
 
 # ---------------------------------------------------------------------------------------------- merging
@@ -254,10 +339,12 @@ def merge_if_complete(out: Path) -> FeaturesResult | None:
         lock.release()
 
 
-def merge_features(out: str | os.PathLike) -> FeaturesResult:
-    """Merge the parts of a split run into ``out`` (normally automatic when the last rank finishes)."""
+def merge_features(out: str | os.PathLike, *, overwrite: bool = False) -> FeaturesResult:
+    """Merge the parts of a split run into ``out`` (normally automatic when the last rank finishes).
+    ``overwrite``: replace sidecars beside ``out`` that no features run wrote."""
     out = Path(out)
     parts = parts_dir(out)
+    check_outputs(out, overwrite=overwrite)
     manifest = _read_manifest(parts)
     if manifest is None:
         raise DataError(f"No parts to merge: {str(parts)!r} holds no (readable) manifest. Run `vitkit features` "
@@ -309,7 +396,7 @@ def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
     feats, skipped = _collect(parts, settings)
     order = sorted(feats)
     if not order:
-        shutil.rmtree(parts, ignore_errors=True)  # nothing to resume: a rerun would find the same
+        remove_parts(parts)  # nothing to resume: a rerun would find the same
         raise DataError(f"None of the {len(files)} images could be read (e.g. {skipped.get(0, '?')}); "
                         f"nothing to write to {str(out)!r}.")
     array = np.stack([feats[i] for i in order])  # rows in the global file order: (N, ...)
@@ -322,7 +409,7 @@ def _merge(out: Path, parts: Path, settings: dict[str, Any]) -> FeaturesResult:
                 skipped=[{"file": f, "error": e} for f, e in skipped_list])
     _write_json(meta_path, meta)
     atomic_write(list_path, lambda tmp: tmp.write_text("".join(f + "\n" for f in kept)))
-    shutil.rmtree(parts, ignore_errors=True)
+    remove_parts(parts)
     if skipped_list:
         logger.warning("%d unreadable image(s) skipped, listed in %s", len(skipped_list), meta_path)
     logger.info("wrote %s %s (%d images, %d skipped)", out, array.shape, len(kept), len(skipped_list))

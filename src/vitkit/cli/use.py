@@ -48,7 +48,9 @@ FEATURES_TEXT = ("Features of every image in the inputs (files and folders), wri
                  ".safetensors) with OUT.json (settings, skipped files) and OUT.files.txt (one file per row). "
                  "Unreadable images are skipped and listed. An interrupted run resumes when rerun with the same "
                  "arguments; with --rank/--world-size (or torchrun) each process computes its share and the "
-                 "last to finish merges the parts.")
+                 "last to finish merges the parts (kept in OUT.parts/ meanwhile). Files beside OUT that a features "
+                 "run did not write are never replaced without --overwrite, and an OUT.parts/ that is not "
+                 "vitkit's is refused.")
 INSPECT_TEXT = ("Structure, output shapes, parameters and MACs of a model (a registry name, a saved model "
                 "folder or a checkpoint). --img-size changes the input; shapes show the batch as B unless "
                 "--batch-size is given.")
@@ -151,7 +153,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         return run_features(args)
     if args.merge:
-        result = merge_features(args.out)
+        result = merge_features(args.out, overwrite=args.overwrite)
     else:
         if not args.inputs or not args.model:
             raise ConfigError("give image files or folders and --model (or only --out with --merge).")
@@ -231,7 +233,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, help="this process's share of a split run (default: $RANK or 0)")
     p.add_argument("--world-size", type=int, help="number of processes splitting the run (default: $WORLD_SIZE or 1)")
     p.add_argument("--merge", action="store_true", help="only merge the finished parts of a split run")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file (and sidecars beside it that vitkit did not write)")
     _add_device(p)
     p.add_argument("--precision", choices=FEATURE_PRECISIONS, default="fp32",
                    help="fp32 (default), bf16 (only fast with native bf16), fp16 (GPUs), int8 (integer GEMMs) or "
