@@ -33,7 +33,7 @@ from .fsdp import (
     shard_model,
     unsharded,
 )
-from .interrupt import StopRequest, TrainingInterrupted
+from .interrupt import StopRequest, StopWhileWaiting, TrainingInterrupted, interruptible
 from .metrics import write_metrics
 from .optim import WarmupCosine, build_optimizer
 from .peft import lora_summary, setup_trainable
@@ -373,30 +373,42 @@ class Trainer:
         bar = tqdm(self._train_loader(), desc=f"epoch {p.epoch + 1}/{cfg.epochs}", leave=False, unit="batch",
                    disable=None if self.dist.is_main else True)
         start = time.perf_counter()
-        for x, y, skipped in bar:
-            lr = self.scheduler.apply()
-            self._train_step(x, y)  # every rank steps: a training batch is never empty (see TransformedImages)
-            self.scheduler.step()
-            p.step, p.batch = p.step + 1, p.batch + 1
-            p.stats.images += len(y)
-            p.stats.skipped += skipped
-            synced = None
-            if p.step % cfg.log_every == 0:
-                synced = self.check_finite()
-                bar.set_postfix(loss=f"{float(p.stats.loss_sum) / max(p.stats.images, 1):.3f}", lr=f"{lr:.2e}")
-            p.stats.seconds += time.perf_counter() - start
-            start = time.perf_counter()
-            self.stop_if_asked(synced=synced)
-            stop = cfg.max_steps is not None and p.step >= cfg.max_steps
-            # a periodic save on the epoch's last step is left to end_epoch, which saves anyway
-            periodic = cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and p.batch < self.steps_per_epoch
-            if stop or periodic:
-                self.save()
-            if stop:
-                bar.close()
-                return False
-        bar.close()
+        try:
+            for x, y, skipped in interruptible(bar, self.stop):  # a stop request ends a wait for data at once
+                lr = self.scheduler.apply()
+                self._train_step(x, y)  # every rank steps: a training batch is never empty (see TransformedImages)
+                self.scheduler.step()
+                p.step, p.batch = p.step + 1, p.batch + 1
+                p.stats.images += len(y)
+                p.stats.skipped += skipped
+                synced = None
+                if p.step % cfg.log_every == 0:
+                    synced = self.check_finite()
+                    bar.set_postfix(loss=f"{float(p.stats.loss_sum) / max(p.stats.images, 1):.3f}", lr=f"{lr:.2e}")
+                p.stats.seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                self.stop_if_asked(synced=synced)
+                stop = cfg.max_steps is not None and p.step >= cfg.max_steps
+                # a periodic save on the epoch's last step is left to end_epoch, which saves anyway
+                periodic = cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and \
+                    p.batch < self.steps_per_epoch
+                if stop or periodic:
+                    self.save()
+                if stop:
+                    return False
+        except StopWhileWaiting:
+            self.stop_while_waiting()
+        finally:
+            bar.close()
         return True
+
+    def stop_while_waiting(self) -> None:
+        """A stop request came while this rank waited for data, at a step boundary: alone, save and raise
+        ``TrainingInterrupted``; under DDP (the other ranks may be inside a collective, which a save would
+        join) stop without saving, the state saved last being kept."""
+        if self.dist.initialized:
+            raise KeyboardInterrupt
+        self.stop_if_asked()
 
     def _validate(self, model: torch.nn.Module) -> tuple[dict[str, float], torch.Tensor, int]:
         sampler = ShardBatchSampler(len(self.splits.val), batch_size=self.cfg.eval_batch_size, rank=self.dist.rank,
@@ -404,7 +416,13 @@ class Trainer:
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
         with unsharded(model):  # FSDP gathers the parameters once for the whole pass
-            return self.task.evaluate(model, loader, len(self.splits.classes), self.device, self.dist)
+            try:
+                return self.task.evaluate(model, interruptible(loader, self.stop), len(self.splits.classes),
+                                          self.device, self.dist)
+            except StopWhileWaiting:  # after the epoch's last step: its state is saved as a periodic save would
+                model.train()
+                self.stop_while_waiting()
+                raise
 
     def _train_row(self) -> dict[str, Any]:
         """The epoch's training figures, summed over the ranks (one all-reduce)."""
