@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -58,3 +62,23 @@ def _no_path_trials(monkeypatch, tmp_path_factory):
     and no test writes the user's ~/.cache; tests of the trials turn them on explicitly."""
     monkeypatch.setenv("VITKIT_AUTO_TRIAL", "0")
     monkeypatch.setenv("VITKIT_CACHE_DIR", str(tmp_path_factory.mktemp("vitkit-cache")))
+
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_ALT_STACK = ctypes.create_string_buffer(1 << 18)  # kept alive for the whole session
+
+
+@pytest.fixture(autouse=True)
+def _sound_signal_stack():
+    """Give the main thread a valid alternate signal stack before each test. In one process that had run the
+    whole suite, the kernel killed pytest with SIGSEGV (si_code SI_KERNEL: a signal frame it could not write)
+    while the main thread slept waiting for a subprocess, and faulthandler could not report it. The likely cause: a
+    native library left the thread's alternate stack pointing at memory it no longer holds, and CPython's
+    handlers run on that stack (SA_ONSTACK). A fresh stack held here rules that out."""
+    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        stack = _StackT(ctypes.addressof(_ALT_STACK), 0, ctypes.sizeof(_ALT_STACK))
+        ctypes.CDLL(None, use_errno=True).sigaltstack(ctypes.byref(stack), None)
+    yield
