@@ -119,3 +119,43 @@ def test_only_vitkits_own_entries_are_removed_from_a_parts_folder(tmp_path):
     (parts / "rank1-of-2").mkdir()
     remove_parts(parts)
     assert not parts.exists()
+
+
+@pytest.fixture
+def unmerged(images, tmp_path, monkeypatch):
+    """Every rank of a run done and nothing merged yet (its parts folder, as a killed merge leaves it)."""
+    import vitkit.features as features
+
+    with monkeypatch.context() as m:
+        m.setattr(features, "merge_if_complete", lambda out: None)
+        _run(images, tmp_path / "feats.npy")
+    return tmp_path / "feats.npy"
+
+
+@pytest.mark.parametrize("manifest", ["[" * 100_000 + "]" * 100_000,
+                                      '{"settings": {"world_size": 1000000000, "files": []}, "chunk_size": 2}',
+                                      '{"settings": {"world_size": "2", "files": []}, "chunk_size": 2}'])
+def test_a_damaged_manifest_is_no_manifest(unmerged, images, manifest):
+    (parts_dir(unmerged) / "manifest.json").write_text(manifest)
+    with pytest.raises(DataError, match="No parts to merge"):
+        merge_features(unmerged)
+    result = _run(images, unmerged)  # a rerun recomputes what it cannot trust
+    assert result.computed == 3 and load_features(unmerged)[0].shape[0] == 3
+
+
+@pytest.mark.parametrize("rows", ["width", "other-rank", "float-index"])
+def test_a_chunk_that_disagrees_with_the_run_is_named_removed_and_recomputed(unmerged, images, rows):
+    chunk = parts_dir(unmerged) / "rank0-of-1" / "chunk_000001.npz"
+    with np.load(chunk) as data:
+        arrays = {k: data[k] for k in data.files}
+    if rows == "width":
+        arrays["features"] = np.zeros((len(arrays["index"]), 3), np.float32)
+    else:
+        arrays["index"] = np.asarray([7], np.int64) if rows == "other-rank" else arrays["index"].astype(np.float64)
+    with open(chunk, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(DataError, match=r"chunk_000001\.npz' is damaged.*removed"):
+        merge_features(unmerged)
+    assert not chunk.exists()
+    result = _run(images, unmerged)
+    assert result.computed == 1 and load_features(unmerged)[0].shape[0] == 3

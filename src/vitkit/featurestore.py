@@ -56,6 +56,7 @@ OWN_PARTS_ENTRIES = re.compile(rf"manifest\.json|merge\.lock|rank\d+-of-\d+(\.lo
 OWN_RANK_ENTRIES = re.compile(rf"chunk_\d+\.npz|done\.json|{_TEMP}")
 RANK_FOLDER = re.compile(r"rank\d+-of-\d+")
 MAX_SIDECAR_BYTES = 1 << 30  # an earlier run's metadata (its file list: ~10 million files)
+MAX_WORLD_SIZE = 1 << 16  # processes splitting one run (a manifest claiming more is damaged)
 
 
 @dataclass
@@ -111,7 +112,8 @@ def _foreign_entry(parts: Path) -> str | None:
         return "(the path itself: it is a link or no folder)"
     for entry in sorted(os.scandir(parts), key=lambda e: e.name):
         rank_folder = RANK_FOLDER.fullmatch(entry.name) is not None
-        if not OWN_PARTS_ENTRIES.fullmatch(entry.name) or entry.is_symlink() or rank_folder != entry.is_dir():
+        kind_ok = entry.is_dir(follow_symlinks=False) if rank_folder else entry.is_file(follow_symlinks=False)
+        if not OWN_PARTS_ENTRIES.fullmatch(entry.name) or not kind_ok:  # a FIFO, a device, a link: not vitkit's
             return entry.name
         for inner in sorted(os.scandir(entry.path), key=lambda e: e.name) if rank_folder else ():
             if not OWN_RANK_ENTRIES.fullmatch(inner.name) or not inner.is_file(follow_symlinks=False):
@@ -220,19 +222,30 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
 def _read_manifest(parts: Path) -> dict[str, Any] | None:
     """The manifest, or None when it is missing or damaged (then nothing in the parts can be trusted)."""
     path = parts / "manifest.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and isinstance(data.get("settings"), dict) and int(data["chunk_size"]) > 0:
-            return data
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError, TypeError, KeyError):
+    try:
+        data = parse_json(read_regular_bytes(path, what="manifest", max_bytes=MAX_SIDECAR_BYTES, error=DataError),
+                          str(path), error=DataError, fix="")
+        if _sound_manifest(data):
+            return data
+    except DataError:
         pass
     logger.warning("%s is damaged; the parts beside it cannot be trusted and are recomputed.", path)
     for rank_dir in parts.glob("rank*-of-*"):
         if rank_dir.is_dir():
             shutil.rmtree(rank_dir, ignore_errors=True)
     return None
+
+
+def _sound_manifest(data: Any) -> bool:
+    """Whether a manifest holds what the merge reads: a chunk size, a world size and the file list."""
+    settings = data.get("settings") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        return False
+    chunk_size, world_size, files = data.get("chunk_size"), settings.get("world_size"), settings.get("files")
+    return type(chunk_size) is int and chunk_size > 0 and type(world_size) is int and \
+        0 < world_size <= MAX_WORLD_SIZE and isinstance(files, list) and all(isinstance(f, str) for f in files)
 
 
 def prepare_manifest(parts: Path, settings: dict[str, Any], chunk_size: int) -> int:
@@ -281,6 +294,9 @@ def _read_chunk(path: Path, rows: list[int] | None = None) -> dict[str, np.ndarr
             chunk = {k: data[k] for k in ("features", "index", "failed_index", "failed_error")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"feature chunk {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from None
+    integers = all(chunk[k].dtype.kind in "iu" and chunk[k].ndim == 1 for k in ("index", "failed_index"))
+    if not integers or chunk["features"].dtype.kind not in "fiub" or chunk["features"].ndim < 1:
+        raise DataError(f"feature chunk {str(path)!r} is damaged (its arrays have the wrong types)")
     covered = sorted(chunk["index"].tolist() + chunk["failed_index"].tolist())
     rows_ok = chunk["features"].shape[0] == len(chunk["index"]) or not len(chunk["index"])
     if not rows_ok or len(chunk["failed_error"]) != len(chunk["failed_index"]) or (
@@ -366,19 +382,28 @@ def merge_features(out: str | os.PathLike, *, overwrite: bool = False) -> Featur
 def _collect(parts: Path, settings: dict[str, Any]) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Every rank's rows: features by row and errors by row. A damaged chunk is removed, with its rank's
     done.json, and reported, so that rerunning that rank recomputes exactly that part."""
-    world_size = settings["world_size"]
+    world_size, n = settings["world_size"], len(settings["files"])
     feats: dict[int, np.ndarray] = {}
     skipped: dict[int, str] = {}
+    row_shape: tuple[int, ...] | None = None
     for r in range(world_size):
         folder = rank_dir(parts, r, world_size)
         for path in sorted(folder.glob("chunk_*.npz")):
             try:
                 chunk = _read_chunk(path)
+                rows = chunk["index"].tolist() + chunk["failed_index"].tolist()
+                if any(not 0 <= i < n or i % world_size != r for i in rows):
+                    raise DataError(f"feature chunk {str(path)!r} is damaged (it holds rows of another rank)")
+                if len(chunk["index"]) and row_shape not in (None, chunk["features"].shape[1:]):
+                    raise DataError(f"feature chunk {str(path)!r} is damaged (its features are "
+                                    f"{chunk['features'].shape[1:]}, the others' {row_shape})")
             except DataError as exc:
                 path.unlink(missing_ok=True)
                 (folder / "done.json").unlink(missing_ok=True)
                 raise DataError(f"{exc}; it was removed. Rerun rank {r} of {world_size} with the same arguments "
                                 f"to recompute it, then merge.") from None
+            if len(chunk["index"]):
+                row_shape = chunk["features"].shape[1:]
             feats.update(zip(chunk["index"].tolist(), chunk["features"]))
             skipped.update(zip(chunk["failed_index"].tolist(), chunk["failed_error"].tolist()))
     lost = sorted(set(range(len(settings["files"]))) - feats.keys() - skipped.keys())

@@ -103,7 +103,7 @@ def read_regular_bytes(path: Path, *, what: str, max_bytes: int, error: type[Vit
             raise error(f"{what.capitalize()} {str(path)!r} is {size:,} bytes, more than the {max_bytes:,} allowed. "
                         "Check that it is the right file.")
         try:
-            return f.read(max_bytes + 1)[:max_bytes]
+            return f.read(min(size, max_bytes) + 1)[:max_bytes]  # its size, not the limit: no 1 GB buffer up front
         except OSError as exc:
             raise error(f"Cannot read {what} {str(path)!r}: {exc.strerror or exc}.") from None
 

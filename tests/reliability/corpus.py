@@ -9,6 +9,7 @@ so a case id always means the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -40,6 +41,11 @@ class Case:
     bulk: bool = False  # one of many generated mutations (the fast slice samples these)
     isolate: bool = False  # runs alone in its own process (FIFOs)
     checksummed: bool = True  # the format can detect changed bytes (False: third-party safetensors)
+
+
+def kept(*paths: Path) -> dict[str, str]:
+    """``{path: sha256 of its bytes}``: files a case must leave as they are (the worker checks them after it)."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
 
 def tiny_model(**changes: Any) -> vitkit.VisionTransformer:

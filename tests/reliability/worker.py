@@ -9,6 +9,7 @@ allocation beyond it fail; the case then ends in a MemoryError/RuntimeError, whi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -120,8 +121,18 @@ def add_surface_actions() -> None:
         ACTIONS.update(getattr(importlib.import_module(path.stem), "ACTIONS", {}))
 
 
+def _files_harmed(case: dict[str, Any]) -> str | None:
+    """What the case did to files it must leave alone: ``kept`` (path -> sha256 of its bytes: changed or removed)
+    and ``forbidden`` (paths outside the outputs: written), or None."""
+    for path, digest in case.get("kept", {}).items():
+        if not os.path.isfile(path) or hashlib.sha256(Path(path).read_bytes()).hexdigest() != digest:
+            return f"{path} was changed or removed"
+    return next((f"{path} was written" for path in case.get("forbidden", []) if os.path.lexists(path)), None)
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
-    """Run one case: outcome 'error' (a VitkitError), 'loaded', 'loaded-different', or 'crash' (anything else)."""
+    """Run one case: outcome 'error' (a VitkitError), 'loaded', 'loaded-different', or 'crash' (anything else,
+    and any case that changed a file it had to keep or wrote one outside its outputs)."""
     start = time.perf_counter()
     signal.alarm(TIME_LIMIT_S)
     try:
@@ -135,6 +146,9 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         outcome, detail = "crash", f"{type(exc).__name__}: {str(exc)[:300]} at {tb.filename}:{tb.lineno}"
     finally:
         signal.alarm(0)
+    harmed = _files_harmed(case)
+    if harmed is not None:
+        outcome, detail = "crash", f"{harmed} ({outcome}: {detail})"
     return {"id": case["id"], "outcome": outcome, "detail": detail, "seconds": round(time.perf_counter() - start, 3)}
 
 
