@@ -37,11 +37,11 @@ def test_a_deeply_nested_jsonl_line_is_refused_naming_its_line(images):
         read_label_file(images / "l.jsonl")
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
 def test_a_label_file_that_is_no_regular_file_is_refused_at_once(tmp_path, kind):
     path = tmp_path / "l.csv"
-    os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")
-    with pytest.raises(DataError, match="FIFO" if kind == "fifo" else "device"):
+    os.mkfifo(path) if kind == "fifo" else path.mkdir() if kind == "folder" else path.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match={"fifo": "FIFO", "device": "device", "folder": "is a folder"}[kind]):
         read_label_file(path)
 
 

@@ -93,11 +93,12 @@ def read_regular_bytes(path: Path, *, what: str, max_bytes: int, error: type[Vit
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
     except OSError as exc:
         raise error(f"Cannot open {what} {str(path)!r}: {exc.strerror or exc}. Check the path.") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # checked on the descriptor: os.fdopen itself refuses a folder with an OSError
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise error(f"{what.capitalize()} {str(path)!r} is {kind}, expected a regular file.")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise error(f"{what.capitalize()} {str(path)!r} is {kind}, expected a regular file.")
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
             raise error(f"{what.capitalize()} {str(path)!r} is {size:,} bytes, more than the {max_bytes:,} allowed. "
