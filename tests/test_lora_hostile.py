@@ -114,3 +114,15 @@ def test_sound_adapters_with_a_new_head_still_load(tmp_path):
     out = _saved(tmp_path, num_classes=3)
     model = load_adapters(_base(), out)
     assert model.num_classes == 3 and model.pretrained_cfg.label_names == ("c0", "c1", "c2")
+
+
+def test_changed_bytes_in_saved_adapters_fail_their_checksum(tmp_path):
+    out = _saved(tmp_path)
+    path = out / ADAPTER_WEIGHTS
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's data: the header stays sound
+    path.write_bytes(bytes(data))
+    model = _base()
+    with pytest.raises(CheckpointError, match="CRC-32"):
+        load_adapters(model, out)
+    assert _unchanged(model)

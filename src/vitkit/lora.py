@@ -49,7 +49,7 @@ from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write
 from .model import VisionTransformer
 from .weights import validate
-from .weights.io import read_weight_file
+from .weights.io import read_weight_file, write_safetensors
 from .weights.load import ALLOW_NONFINITE_ENV, check_dtypes, check_finite
 
 logger = logging.getLogger(__name__)
@@ -253,10 +253,9 @@ def _adapter_state(model: VisionTransformer, cfg: LoRAConfig) -> dict[str, torch
 
 def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write the adapters (and the trained head) of an adapted model to the folder ``path``:
-    ``adapter_model.safetensors`` and ``adapter_config.json`` (the LoRAConfig, the base model's name and
-    architecture hash, the head's classes). Each file is written atomically. Returns the folder."""
-    from safetensors.torch import save_file
-
+    ``adapter_model.safetensors`` (with each tensor's CRC-32, as vitkit writes weights) and
+    ``adapter_config.json`` (the LoRAConfig, the base model's name and architecture hash, the head's classes).
+    Each file is written atomically. Returns the folder."""
     model = _check_model(model)
     cfg = getattr(model, "lora_config", None)
     if cfg is None or not lora_layers(model):
@@ -268,7 +267,7 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     meta = {"format": ADAPTER_FORMAT, "lora": cfg.to_dict(), "base_model": getattr(model, "model_name", None),
             "base_architecture_hash": architecture_hash(model.config), "num_classes": model.num_classes,
             "pretrained_cfg": pcfg.to_dict() if pcfg is not None else None}
-    atomic_write(out / ADAPTER_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    write_safetensors(state, out / ADAPTER_WEIGHTS)  # damaged bytes fail their checksum when loaded
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     atomic_write(out / ADAPTER_CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     logger.info("saved %d adapter tensors to %s", len(state), out)
