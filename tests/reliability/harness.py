@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from corpus import Bases, Case, json_cases, weight_cases
 from inputs import cli_cases, config_cases, image_cases
-from runfolders import run_folder_cases
 from special import all_special
 
 WORKER = Path(__file__).with_name("worker.py")  # isolated cases (FIFOs) run in a forked child of it
@@ -51,8 +50,7 @@ def build(root: Path, long: bool) -> list[Case]:
     rng = random.Random(1234)
     bases = Bases(root)
     cases = [*weight_cases(bases, root, rng), *json_cases(bases, root), *all_special(bases, root),
-             *image_cases(root, rng), *config_cases(), *cli_cases(bases, root),
-             *run_folder_cases(root, long)]
+             *image_cases(root, rng), *config_cases(), *cli_cases(bases, root)]
     for module in case_modules():
         folder = root / module.__name__
         folder.mkdir()

@@ -1,16 +1,17 @@
 """Hostile run folders: a training run's checkpoint.pt with one part damaged (for ``train --resume``) and a
 report.json with wrong settings (for ``eval --run``). Every case must end in one error line, exit 2.
 
-One tiny run on the digits is trained when the first case is built (the default run: the report cases;
-``--long`` adds the checkpoint cases, which build a run's data and model before refusing); each case copies
-it and damages one thing.
+One tiny run on the digits is trained when the first case is built; each case copies it and damages one
+thing. All are bulk cases: the default run takes a few (a checkpoint case builds a run's data and model before
+its refusal), ``--long`` all of them.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,9 @@ REPORT_DAMAGE: dict[str, dict[str, Any]] = {
 }
 
 
-def run_folder_cases(root: Path, long: bool) -> Iterator[Case]:
-    """The report cases always; the checkpoint cases (each builds a run before its refusal) with --long."""
-    for name, damage in STATE_DAMAGE.items() if long else ():
-        yield Case(f"runfolder-state-{name}", "run folders", "cli", "error", _state_case(root, name, damage),
-                   bulk=True)
-    for name, config in REPORT_DAMAGE.items():
-        yield Case(f"runfolder-report-{name}", "run folders", "cli", "error", _report_case(root, name, config),
-                   bulk=True)
+def cases(root: Path, rng: random.Random) -> list[Case]:
+    """A damaged checkpoint.pt for ``train --resume`` and a damaged report.json for ``eval --run``, each."""
+    out = [Case(f"runfolder-state-{name}", "run folders", "cli", "error", _state_case(root, name, damage),
+                bulk=True) for name, damage in STATE_DAMAGE.items()]
+    return out + [Case(f"runfolder-report-{name}", "run folders", "cli", "error", _report_case(root, name, config),
+                       bulk=True) for name, config in REPORT_DAMAGE.items()]
