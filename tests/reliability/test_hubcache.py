@@ -130,3 +130,9 @@ def test_hub_cache_corpus(request: pytest.FixtureRequest, tmp_path: Path, monkey
     request.config.stash.setdefault(RELIABILITY_TABLES, []).append((CATEGORY, table(verdicts)))
     failures = [f"{v.case.id} expected {v.case.expect}, got {v.outcome}: {v.detail}" for v in verdicts if not v.passed]
     assert not failures, "\n".join(failures)
+    # a damaged entry is said to be damaged, naming it (not "not in the cache" or "could not get it")
+    for v in verdicts:
+        entry = f"models--org--{v.case.id.split('/')[1]}"
+        if v.case.expect == "error":
+            assert entry in v.detail and "Could not get" not in v.detail and "refs/main main" not in v.detail, \
+                f"{v.case.id}: {v.detail}"

@@ -173,12 +173,13 @@ def _check_small_file(path: Path, storage: Path, limit: int, what: str) -> None:
 
 def inside(path: Path, storage: Path, what: str) -> None:
     """Refuse a cache file whose real location (links followed) is outside the cache entry."""
+    named = what if what.endswith(f"/{path.name}") else f"{what} {path.name}"  # "the ref refs/main", once
     try:
         real, home = path.resolve(), storage.resolve()
     except (OSError, RuntimeError):  # a link loop
-        raise _damaged(storage, f"{what} {path.name} is a link that loops") from None
+        raise _damaged(storage, f"{named} is a link that loops") from None
     if real != home and home not in real.parents:
-        raise UnsafeCheckpointError(f"The Hugging Face cache entry {storage}: {what} {path.name} leads outside it "
+        raise UnsafeCheckpointError(f"The Hugging Face cache entry {storage}: {named} leads outside it "
                                     "(a link or a name pointing elsewhere); vitkit reads only files inside the cache "
                                     "entry. Delete that folder and download the repository again.")
 
