@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from corpus import HOSTILE_VALUES, Case
+from corpus import HOSTILE_VALUES, Case, replace_file
 from safetensors.torch import load_file, save_file
 
 import vitkit
@@ -101,22 +101,6 @@ class _Saved:
         return make
 
 
-def _replace(file: str, how: str, content: str | bytes = "") -> Callable[[Path], None]:
-    def damage(folder: Path) -> None:
-        path = folder / file
-        if os.path.lexists(path):
-            path.unlink()
-        if how == "fifo":
-            os.mkfifo(path)
-        elif how == "link":
-            os.symlink(content, path)
-        elif how == "folder":
-            path.mkdir()
-        elif how == "text":
-            path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return damage
-
-
 def _config(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
     def damage(folder: Path) -> None:
         meta = json.loads((folder / CONFIG).read_text())
@@ -164,11 +148,11 @@ def cases(root: Path, rng: random.Random) -> list[Case]:
     refused: dict[str, Callable[[Path], Any]] = {
         "config-missing": lambda f: (f / CONFIG).unlink(),
         "weights-missing": lambda f: (f / WEIGHTS).unlink(),
-        "config-a-folder": _replace(CONFIG, "folder"),
-        "weights-a-folder": _replace(WEIGHTS, "folder"),
+        "config-a-folder": replace_file(CONFIG, "folder"),
+        "weights-a-folder": replace_file(WEIGHTS, "folder"),
         "weights-a-pickle-with-a-payload": _pickle,
-        "config-deep": _replace(CONFIG, "text", "[" * 100_000 + "]" * 100_000),
-        "config-not-json": _replace(CONFIG, "text", b"\xff{"),
+        "config-deep": replace_file(CONFIG, "text", "[" * 100_000 + "]" * 100_000),
+        "config-not-json": replace_file(CONFIG, "text", b"\xff{"),
         "config-wrong-format": _config(lambda m: m.update(format="peft")),
         "config-other-architecture": _config(lambda m: m.update(base_architecture_hash="0" * 16)),
         "lora-a-string": _config(lambda m: m.update(lora="x")),
@@ -187,9 +171,9 @@ def cases(root: Path, rng: random.Random) -> list[Case]:
     }
     out = [Case(f"adapters/{name}", CATEGORY, "adapters", "error", saved.case(name, damage))
            for name, damage in refused.items()]
-    isolated = {"config-fifo": _replace(CONFIG, "fifo"), "weights-fifo": _replace(WEIGHTS, "fifo"),
-                "config-dev-zero": _replace(CONFIG, "link", "/dev/zero"),
-                "weights-dev-zero": _replace(WEIGHTS, "link", "/dev/zero")}
+    isolated = {"config-fifo": replace_file(CONFIG, "fifo"), "weights-fifo": replace_file(WEIGHTS, "fifo"),
+                "config-dev-zero": replace_file(CONFIG, "link", "/dev/zero"),
+                "weights-dev-zero": replace_file(WEIGHTS, "link", "/dev/zero")}
     out += [Case(f"adapters/{name}", CATEGORY, "adapters", "error", saved.case(name, damage), isolate=True)
             for name, damage in isolated.items()]
     out.append(Case("adapters/pristine", CATEGORY, "adapters", "ok", saved.case("pristine", lambda f: None)))

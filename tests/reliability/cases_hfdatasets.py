@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpus import HOSTILE_VALUES, Case
+from corpus import HOSTILE_VALUES, Case, replace_file
 from PIL import Image
 
 CATEGORY = "HF dataset folders"
@@ -147,20 +147,6 @@ def _set(file: str, key: str, value: Any) -> Callable[[Path], None]:
     return _edit_json(file, edit)
 
 
-def _replace(file: str, how: str, content: str | bytes = "") -> Callable[[Path], None]:
-    def damage(folder: Path) -> None:
-        path = folder / file
-        if os.path.lexists(path):
-            path.unlink()
-        if how == "fifo":
-            os.mkfifo(path)
-        elif how == "link":
-            os.symlink(content, path)
-        else:
-            path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return damage
-
-
 def _outside_data_file(folder: Path) -> None:
     """A sound Arrow file outside the folder, named by state.json as ../outside/secret.arrow."""
     outside = folder.parent / "outside"
@@ -199,10 +185,10 @@ def cases(root: Path, rng: random.Random) -> list[Case]:
         "data-file-number": ("single", _set(state, "_data_files", [{"filename": 5}]), {}),
         "data-file-nul": ("single", _set(state, "_data_files", [{"filename": "a\x00.arrow"}]), {}),
         "data-file-missing": ("single", _set(state, "_data_files", [{"filename": "nope.arrow"}]), {}),
-        "state-deep": ("single", _replace(state, "text", "[" * 100_000 + "]" * 100_000), {}),
-        "state-not-json": ("single", _replace(state, "text", b"\xff\xfe{"), {}),
-        "info-deep": ("single", _replace(info, "text", "{\"a\":" * 50_000 + "1" + "}" * 50_000), {}),
-        "info-not-an-object": ("single", _replace(info, "text", "[1, 2]"), {}),
+        "state-deep": ("single", replace_file(state, "text", "[" * 100_000 + "]" * 100_000), {}),
+        "state-not-json": ("single", replace_file(state, "text", b"\xff\xfe{"), {}),
+        "info-deep": ("single", replace_file(info, "text", "{\"a\":" * 50_000 + "1" + "}" * 50_000), {}),
+        "info-not-an-object": ("single", replace_file(info, "text", "[1, 2]"), {}),
         "class-label-fewer-names": ("single", _set(info, "features.label.names", ["a"]), {}),
         "image-feature-a-string": ("single", _set(info, "features.image", {"dtype": "string", "_type": "Value"}), {}),
         "image-feature-an-int": ("single", _set(info, "features.image", {"dtype": "int64", "_type": "Value"}), {}),
@@ -218,8 +204,9 @@ def cases(root: Path, rng: random.Random) -> list[Case]:
     }
     out = [Case(f"hf/{name}", CATEGORY, "hfdataset", "error", _case(bases, base, name, damage, **spec))
            for name, (base, damage, spec) in refused.items()]
-    isolated = {"state-fifo": _replace(state, "fifo"), "state-dev-zero": _replace(state, "link", "/dev/zero"),
-                "info-fifo": _replace(info, "fifo"), "data-file-fifo": _replace("data-00000-of-00001.arrow", "fifo")}
+    isolated = {"state-fifo": replace_file(state, "fifo"), "state-dev-zero": replace_file(state, "link", "/dev/zero"),
+                "info-fifo": replace_file(info, "fifo"),
+                "data-file-fifo": replace_file("data-00000-of-00001.arrow", "fifo")}
     out += [Case(f"hf/{name}", CATEGORY, "hfdataset", "error", _case(bases, "single", name, damage), isolate=True)
             for name, damage in isolated.items()]
     loaded = {

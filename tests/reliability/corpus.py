@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -41,6 +42,23 @@ class Case:
     bulk: bool = False  # one of many generated mutations (the fast slice samples these)
     isolate: bool = False  # runs alone in its own process (FIFOs)
     checksummed: bool = True  # the format can detect changed bytes (False: third-party safetensors)
+
+
+def replace_file(file: str, how: str, content: str | bytes = "") -> Callable[[Path], None]:
+    """A damage that puts a FIFO, a link to ``content``, a folder or the bytes ``content`` where ``file`` was."""
+    def damage(folder: Path) -> None:
+        path = folder / file
+        if os.path.lexists(path):
+            path.unlink()
+        if how == "fifo":
+            os.mkfifo(path)
+        elif how == "link":
+            os.symlink(content, path)
+        elif how == "folder":
+            path.mkdir()
+        elif how == "text":
+            path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return damage
 
 
 def kept(*paths: Path) -> dict[str, str]:
