@@ -104,7 +104,8 @@ def test_image_processor_from_pretrained_reads_no_weights(tmp_path, monkeypatch)
     def no_loading(*args, **kwargs):
         raise AssertionError("ImageProcessor.from_pretrained loaded the weights")
 
-    monkeypatch.setattr(vitkit.weights.load, "load_converted", no_loading)
+    monkeypatch.setattr(vitkit.weights.load, "fit", no_loading)
+    monkeypatch.setattr(vitkit.weights.load, "build", no_loading)
     monkeypatch.setattr(vitkit.model.VisionTransformer, "__init__", no_loading)
     assert vitkit.ImageProcessor.from_pretrained(folder).to_dict() == want.to_dict()
 

@@ -14,7 +14,7 @@ import vitkit
 from test_weights_refs import TOL, images, max_diff, randomize
 from vitkit.cli import main
 from vitkit.errors import CheckpointError, ConfigError
-from vitkit.weights import get_family, inventory, load_converted, load_pretrained, read_checkpoint
+from vitkit.weights import build, fit, get_family, inventory, load_pretrained, read_checkpoint
 from vitkit.weights.mapping import remap
 from vitkit.weights.npz import ORIGINAL
 
@@ -155,7 +155,7 @@ def test_loading_assigns_the_files_tensors_without_a_copy(timm_file):
     family = get_family("timm")
     converted = family.convert(read_checkpoint(timm_file))
     pointer = converted.state["blocks.0.attn.qkv.weight"].data_ptr()
-    loaded = load_converted(converted, family, CONFIG, source=str(timm_file))
+    loaded = build(CONFIG, weights=fit(converted, family, CONFIG, source=str(timm_file)))
     assert loaded.blocks[0].attn.qkv.weight.data_ptr() == pointer
     assert all(not p.is_meta for p in loaded.parameters())
 

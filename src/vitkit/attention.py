@@ -21,6 +21,7 @@ from .choices import ATTENTION_METHODS
 from .data.images import load_image
 from .errors import ConfigError, OutputError
 from .labels import class_scores, is_multi_label, labels_for_model
+from .model import name_of
 from .patches import processor_for
 from .registry import is_registered
 from .runtime import ModelSpec, borrowed, eval_mode, resolve_model
@@ -222,8 +223,7 @@ def _panels(image: Image.Image, overlays: dict[str, Image.Image], out: Path, *, 
 def _title(net: torch.nn.Module, model: ModelSpec, method: str, img: Image.Image, *, random: bool = False,
            max_patches: int | None = None) -> str:
     """'<model> - <method>' and the predicted class with its probability (or why there is none)."""
-    name = getattr(net, "model_name", None) or (str(model) if not isinstance(model, torch.nn.Module)
-                                                else type(model).__name__)
+    name = name_of(net) if isinstance(model, torch.nn.Module) else net.model_name or str(model)
     name += " (RANDOM weights)" if random else ""
     what = {"rollout": "attention rollout", "last": "last-layer attention", "panels": "attention"}[method]
     if int(getattr(net, "num_classes", 0)) < 1:

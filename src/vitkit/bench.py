@@ -27,6 +27,7 @@ from torch import nn
 
 from .export import export_onnx, onnx_session, quantize_onnx
 from .inference import CpuCapability, onnxruntime_available, optimize_for_inference
+from .model import name_of
 from .openvino_runtime import (
     DEFAULT_CALIBRATION,
     calibration_batches,
@@ -249,7 +250,7 @@ def run_bench(model: nn.Module, *, batch_sizes: tuple[int, ...] = (1, 8), iters:
         peak["bf16"] = gemm_peak(torch.bfloat16, m, c.embed_dim, hidden)
     else:  # emulated: one small product says enough (a full one would take seconds)
         peak["bf16"] = gemm_peak(torch.bfloat16, tokens, c.embed_dim, hidden, budget_s=0.0)
-    report = BenchReport(getattr(model, "model_name", type(model).__name__), torch.get_num_threads(), cpu,
+    report = BenchReport(name_of(model), torch.get_num_threads(), cpu,
                          flops_per_image(model) / 1e9, peak)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         runtimes = vitkit_runtimes(model, cpu, report.notes, compile_)

@@ -44,6 +44,7 @@ from .featurestore import (
 )
 from .fileio import remove_stale_temps
 from .inference import plan_for
+from .model import name_of
 from .patches import PatchProcessor, processor_for
 from .processor import ImageInput, ImageProcessor
 from .runtime import ModelSpec, borrowed, model_device, pick_device, resolve_model
@@ -78,7 +79,7 @@ def check_pool(model: torch.nn.Module, pool: str) -> str:
     pool = POOL_ALIASES.get(pool, pool)
     if pool not in POOLS:
         raise ConfigError(f"pool={pool!r} is not supported: expected one of {', '.join(POOLS)}.")
-    name = getattr(model, "model_name", type(model).__name__)
+    name = name_of(model)
     if pool == "token" and not model.config.class_token:
         raise ConfigError(f"Model {name!r} has no class token, so pool='token' is not available; "
                           f"use 'avg', 'map' or 'default'.")
@@ -286,7 +287,7 @@ def _extract(files: list[str], out: Path, net: torch.nn.Module, *, model: ModelS
     work = features_model(net, precision)
     processor = processor_for(net, max_patches=max_patches)
     layers = [int(i) for i in layers] if layers else None
-    name = getattr(net, "model_name", type(net).__name__) if isinstance(model, torch.nn.Module) else str(model)
+    name = name_of(net) if isinstance(model, torch.nn.Module) else str(model)
     settings = {"model": str(name), "weights": None if weights is None else str(weights), "pool": pool,
                 "layers": layers, "processor": processor.to_dict(), "world_size": world_size, "files": files,
                 "precision": precision, "weights_digest": weights_fingerprint(net.state_dict())}

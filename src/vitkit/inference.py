@@ -24,6 +24,7 @@ from torch import nn
 from .choices import INFERENCE_BACKENDS, INFERENCE_PRECISIONS
 from .errors import ConfigError
 from .export import convert_precision, export_onnx, onnx_session
+from .model import name_of
 from .openvino_runtime import default_calibration_images, openvino_available, openvino_runner
 from .processor import ImageProcessor
 from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_trial, trials_enabled
@@ -244,7 +245,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: expected a positive number of images.")
     device = next(model.parameters()).device
     plan = plan_for(device, precision, backend)
-    name = getattr(model, "model_name", None) or type(model).__name__
+    name = name_of(model)
     if backend == "auto" and device.type == "cpu" and trials_enabled(trial):
         plan, fn, module = _tuned(model, plan, device, batch_size=batch_size, calibration=calibration, mode=mode,
                                   cache=PathCache(cache_dir))

@@ -19,6 +19,7 @@ import torch
 from .data.digits import DIGITS_CLASSES
 from .errors import DataError
 from .fileio import parse_json
+from .model import pretrained_cfg_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def labels_for_model(model: torch.nn.Module, labels: str | os.PathLike | list[st
             raise DataError(f"{len(names)} labels were given but the model predicts {num_classes} classes; "
                             f"give exactly one name per class.")
         return names
-    cfg = getattr(model, "pretrained_cfg", None)
+    cfg = pretrained_cfg_of_model(model)
     builtin = getattr(cfg, "label_names", None)
     if isinstance(builtin, (list, tuple)):  # class names stored with the model (e.g. a folder's classes)
         if len(builtin) == num_classes:
@@ -101,7 +102,7 @@ def labels_for_model(model: torch.nn.Module, labels: str | os.PathLike | list[st
 
 def is_multi_label(model: torch.nn.Module) -> bool:
     """Whether ``model`` scores each class on its own (``pretrained_cfg.multi_label``) rather than with a softmax."""
-    return bool(getattr(getattr(model, "pretrained_cfg", None), "multi_label", False))
+    return bool(getattr(pretrained_cfg_of_model(model), "multi_label", False))
 
 
 def class_scores(logits: torch.Tensor, *, multi_label: bool) -> torch.Tensor:

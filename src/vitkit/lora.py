@@ -263,8 +263,8 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> Path:
                           "or save the whole model with vitkit.save_pretrained.")
     out = Path(path).expanduser()
     state = {k: v.detach().to("cpu").contiguous() for k, v in _adapter_state(model, cfg).items()}
-    pcfg = getattr(model, "pretrained_cfg", None)
-    meta = {"format": ADAPTER_FORMAT, "lora": cfg.to_dict(), "base_model": getattr(model, "model_name", None),
+    pcfg = model.pretrained_cfg
+    meta = {"format": ADAPTER_FORMAT, "lora": cfg.to_dict(), "base_model": model.model_name,
             "base_architecture_hash": architecture_hash(model.config), "num_classes": model.num_classes,
             "pretrained_cfg": pcfg.to_dict() if pcfg is not None else None}
     write_safetensors(state, out / ADAPTER_WEIGHTS)  # damaged bytes fail their checksum when loaded
@@ -311,7 +311,7 @@ def _saved_head(meta: dict[str, Any], model: VisionTransformer, path: Path) -> t
         raise CheckpointError(f"{str(path)!r} holds num_classes={validate._short(num_classes)}, expected an "
                               f"integer in 0..{MAX_CLASSES}. Save the adapters again with vitkit.lora.save_adapters.")
     saved = meta.get("pretrained_cfg") or {}
-    pcfg = getattr(model, "pretrained_cfg", None)
+    pcfg = model.pretrained_cfg
     if pcfg is None or num_classes == model.num_classes:
         return num_classes, pcfg
     if not isinstance(saved, dict):

@@ -58,7 +58,18 @@ class VisionTransformer(nn.Module):
     ``config.img_size`` as long as they are multiples of the patch size (position embeddings are then
     resampled on the fly). A distilled model returns ``(logits, logits_dist)`` in training mode and their
     mean in eval mode.
+
+    What a model knows about itself beyond its architecture is declared here and set by the one builder,
+    ``vitkit.weights.build`` (through ``create_model``, ``from_pretrained`` and the uses): ``pretrained_cfg``,
+    the preprocessing and class names its weights expect (``None`` for a model built from a bare config:
+    its preprocessing is not known); ``model_name``, the registry name or source it was built from; and
+    ``load_report``, what loading its weights matched, adapted and initialised (``None`` when nothing was
+    loaded).
     """
+
+    pretrained_cfg: PretrainedCfg | None = None
+    model_name: str | None = None
+    load_report: Any = None  # a vitkit.weights.LoadReport
 
     def __init__(self, config: ViTConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -428,11 +439,11 @@ class VisionTransformer(nn.Module):
     def default_cfg(self) -> dict[str, Any]:
         """The pretrained cfg as the dict timm's ``model.default_cfg`` is: architecture, tag, input_size,
         mean, std, crop_pct, crop_mode, interpolation, num_classes, hf_hub_id, ..."""
-        pcfg = getattr(self, "pretrained_cfg", None)
-        if not isinstance(pcfg, PretrainedCfg):  # a model built from a bare config: its own input size
+        pcfg = self.pretrained_cfg
+        if pcfg is None:  # a model built from a bare config: its own input size
             pcfg = PretrainedCfg(input_size=(self.config.in_chans, *self.config.img_size), label_names=None)
         pcfg = pcfg.replace(num_classes=self.num_classes)
-        return {"architecture": getattr(self, "model_name", None) or pcfg.timm_name, **pcfg.to_dict()}
+        return {"architecture": self.model_name or pcfg.timm_name, **pcfg.to_dict()}
 
     def _resolve_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
         depth = len(self.blocks)
@@ -498,6 +509,19 @@ class VisionTransformer(nn.Module):
             x, attn = block(x, rope, return_attn=True)
             maps.append(attn)
         return maps
+
+
+def pretrained_cfg_of_model(model: Any) -> PretrainedCfg | None:
+    """The preprocessing ``model`` declares (``VisionTransformer.pretrained_cfg``, or that of a module standing
+    in for one, e.g. an optimised runner); None when it declares none (another library's model included)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    return cfg if isinstance(cfg, PretrainedCfg) else None
+
+
+def name_of(model: Any) -> str:
+    """The name a model is reported by: its ``model_name``, else its class name."""
+    name = getattr(model, "model_name", None)
+    return name if isinstance(name, str) and name else type(model).__name__
 
 
 def block_spec(c: ViTConfig) -> BlockSpec:

@@ -23,6 +23,7 @@ from .config import HALF
 from .data.images import to_mode
 from .data.transforms import normalize, resample_filter, to_tensor
 from .errors import ConfigError, ImageError, InputSizeError
+from .model import pretrained_cfg_of_model
 from .processor import ImageInput, ImageProcessor, as_pil_image
 
 PAD_TO = ("budget", "longest")  # pad every sequence to max_num_patches, or to the longest in the batch
@@ -148,7 +149,7 @@ class PatchProcessor:
         ph, pw = config.patch_size
         if ph != pw:
             raise ConfigError(f"Patch sequences need square patches; this model's are {ph}x{pw}.")
-        pcfg = getattr(model, "pretrained_cfg", None)
+        pcfg = pretrained_cfg_of_model(model)
         budget = max_num_patches or getattr(pcfg, "max_num_patches", None) or config.num_patches
         settings: dict[str, Any] = {"patch_size": ph, "max_num_patches": budget,
                                     "mode": "L" if config.in_chans == 1 else "RGB"}
@@ -216,7 +217,7 @@ def processor_for(model: torch.nn.Module, *, max_patches: int | None = None) -> 
     """The preprocessing the uses run ``model`` with: patch sequences at each image's own aspect ratio when
     ``max_patches`` is given or the checkpoint is a native-aspect one (``pretrained_cfg.max_num_patches``),
     padded to the longest image of each batch; else the fixed-size ``ImageProcessor``."""
-    native = getattr(getattr(model, "pretrained_cfg", None), "max_num_patches", None)
+    native = getattr(pretrained_cfg_of_model(model), "max_num_patches", None)
     if max_patches is None and native is None:
         return ImageProcessor.from_model(model)
     if max_patches is not None and (not isinstance(max_patches, int) or isinstance(max_patches, bool)

@@ -25,6 +25,7 @@ from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
 from .inference import optimize_for_inference
 from .labels import class_scores, is_multi_label, labels_for_model
+from .model import name_of
 from .patches import PatchProcessor, processor_for, run_by_grid
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
@@ -139,7 +140,7 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     device = model_device(net)
     num_classes = int(getattr(net, "num_classes", 0))
     if num_classes < 1:
-        raise ConfigError(f"Model {getattr(net, 'model_name', type(net).__name__)!r} has no classification head "
+        raise ConfigError(f"Model {name_of(net)!r} has no classification head "
                           f"(num_classes=0), so there is nothing to predict. Use `vitkit features` for its "
                           f"embeddings, or load weights that include a classifier.")
     multi_label = is_multi_label(net)

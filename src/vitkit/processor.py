@@ -30,6 +30,7 @@ from .data.transforms import (
     to_tensor,
 )
 from .errors import ConfigError, ImageError, InputSizeError
+from .model import pretrained_cfg_of_model
 from .runtime import borrowed, pretrained_cfg_of
 from .weights.hf import processor_to_pretrained_cfg
 from .weights.io import read_json
@@ -102,7 +103,7 @@ class ImageProcessor:
     @classmethod
     def from_model(cls, model: torch.nn.Module, **overrides: Any) -> ImageProcessor:
         """The preprocessing ``model`` expects, from its ``pretrained_cfg`` (and its configured image size)."""
-        cfg = getattr(model, "pretrained_cfg", None)
+        cfg = pretrained_cfg_of_model(model)
         if cfg is None:
             raise ConfigError(f"{type(model).__name__} has no pretrained_cfg to read its preprocessing from; "
                               f"build it with vitkit.create_model or give ImageProcessor explicit settings.")

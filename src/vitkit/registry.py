@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import logging
@@ -18,7 +17,7 @@ from .checks import did_you_mean_any, did_you_mean_model, registry_style
 from .config import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, ViTConfig
 from .errors import CheckpointError, ConfigError, Hint, UnknownModelError
 from .model import FeatureMaps, VisionTransformer
-from .weights import load_pretrained
+from .weights import build, load_pretrained
 from .weights.sources import (
     HUB_PREFIX,
     HubUnavailableError,
@@ -471,11 +470,7 @@ def _create(entry: ModelEntry, pretrained: Any, *, num_classes: int | None, img_
     if pretrained is not None and pretrained is not False:
         return load_pretrained(pretrained, config=config, pretrained_cfg=pcfg, device=device,
                                model_name=entry.name, explicit=tuple(overrides), adapt=adapt, **load)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = VisionTransformer(config)
-    model.pretrained_cfg = pcfg
-    model.model_name = entry.name
-    return model
+    return build(config, pretrained_cfg=pcfg, model_name=entry.name, device=device)
 
 
 def is_registered(name: str) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .layers import Attention, AttentionPoolHead
+from .model import name_of
 from .registry import create_model, is_registered
 from .runtime import ModelSpec, resolve_model
 
@@ -172,7 +173,7 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
                                   output_shape=show(shapes[name]) if name in shapes else None,
                                   params=total, trainable=trainable, macs=macs))
     root = modules[0]
-    return ModelSummary(model_name=str(getattr(net, "model_name", type(net).__name__)), input_shape=show(list(x.shape)),
+    return ModelSummary(model_name=name_of(net), input_shape=show(list(x.shape)),
                         modules=modules, path=[(s, show(shape)) for s, shape in _data_path(net, shapes, list(x.shape))],
                         stages=_stages(net, own_macs), total_params=root.params, trainable_params=root.trainable,
                         macs=root.macs, description=_describe(net, size))

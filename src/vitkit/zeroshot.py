@@ -27,6 +27,7 @@ from .imagetext import ImageTextModel
 from .model import VisionTransformer
 from .predict import ImagePredictions, predict
 from .processor import ImageInput, ImageProcessor
+from .weights import build
 from .weights.text import OPEN_CLIP_CONFIG, read_open_clip, read_transformers
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -103,17 +104,16 @@ def zero_shot_classifier(model: ImageTextModel, labels: Sequence[str], templates
     weights = class_embeddings(model, labels, templates)
     names = check_labels(labels)
     tower = model.visual
-    net = VisionTransformer(tower.config.replace(num_classes=len(names), normalize_features=True))
+    pcfg = tower.pretrained_cfg or PretrainedCfg(input_size=(tower.config.in_chans, *tower.config.img_size))
+    net = build(tower.config.replace(num_classes=len(names), normalize_features=True),
+                pretrained_cfg=pcfg.replace(num_classes=len(names), label_names=tuple(names),
+                                            multi_label=model.scoring == "sigmoid"), model_name=tower.model_name)
     state = {k: v for k, v in tower.state_dict().items()}
     with torch.no_grad():
         scale, bias = model.logit_scale.detach().float().exp(), model.logit_bias.detach().float()
         state["head.weight"] = (weights * scale).to(tower.pos_embed.dtype)  # (classes, D)
         state["head.bias"] = bias.expand(len(names)).clone().to(tower.pos_embed.dtype)
     net.load_state_dict(state)
-    pcfg = getattr(tower, "pretrained_cfg", None) or PretrainedCfg(
-        input_size=(tower.config.in_chans, *tower.config.img_size))
-    net.pretrained_cfg = pcfg.replace(num_classes=len(names), label_names=tuple(names),
-                                      multi_label=model.scoring == "sigmoid")
     return net.to(tower.pos_embed.device).eval()
 
 
@@ -143,6 +143,6 @@ def load_image_text(source: str | os.PathLike[str]) -> ImageTextModel:
         source = folder = f"hf-hub:{PRETRAINED[folder]}"
     is_open_clip = os.path.isdir(folder) and os.path.isfile(os.path.join(folder, OPEN_CLIP_CONFIG))
     model = read_open_clip(source) if is_open_clip else read_transformers(source)
-    if getattr(model.visual, "pretrained_cfg", None) is not None:
+    if model.visual.pretrained_cfg is not None:
         model.image_processor = ImageProcessor.from_model(model.visual)
     return model

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..lora import apply_lora
-from ..model import VisionTransformer
+from ..weights import build
 from .peft import check_lora_state
 
 logger = logging.getLogger(__name__)
@@ -103,13 +103,11 @@ def full_model(model: nn.Module) -> nn.Module | None:
     state = get_model_state_dict(model, options=_options(cpu_offload=True))
     if not state:
         return None
-    with torch.device("meta"):
-        plain = VisionTransformer(model.config)
+    plain = build(model.config, pretrained_cfg=model.pretrained_cfg, model_name=model.model_name, device="meta")
     lora = getattr(model, "lora_config", None)
     if lora is not None:
         apply_lora(plain, lora)
     plain.load_state_dict(state, assign=True)
-    plain.pretrained_cfg, plain.model_name = model.pretrained_cfg, getattr(model, "model_name", None)
     return plain
 
 

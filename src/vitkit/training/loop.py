@@ -207,7 +207,7 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """What is being trained: the model, its parameter counts, the data and the schedule."""
         h, w = self.model.config.img_size
-        return {"model": getattr(self.model, "model_name", self.cfg.model), "img_size": f"{h}x{w}",
+        return {"model": self.model.model_name or self.cfg.model, "img_size": f"{h}x{w}",
                 "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.freeze,
                 **self.splits.describe(),
                 "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,

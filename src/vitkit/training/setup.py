@@ -20,10 +20,9 @@ from ..data.datasets import DIGITS_SOURCE, DataSplits, LabelledImages, Transform
 from ..data.labelfiles import is_multi_label
 from ..errors import ConfigError, DataError
 from ..fileio import parse_json, read_regular_bytes
-from ..model import VisionTransformer
 from ..processor import ImageProcessor
 from ..runtime import load_model
-from ..weights import load_pretrained
+from ..weights import build, load_pretrained
 
 
 def seed_everything(seed: int) -> None:
@@ -81,9 +80,7 @@ def _model_from_json(path: Path, num_classes: int, weights: str | None, override
     pcfg = PretrainedCfg(input_size=(config.in_chans, *config.img_size), num_classes=num_classes, label_names=None)
     if weights is not None:
         return load_pretrained(weights, config=config, pretrained_cfg=pcfg, model_name=path.stem)
-    model = VisionTransformer(config)
-    model.pretrained_cfg, model.model_name = pcfg, path.stem
-    return model
+    return build(config, pretrained_cfg=pcfg, model_name=path.stem)
 
 
 def build_model(spec: str, *, num_classes: int | None, weights: str | None = None,

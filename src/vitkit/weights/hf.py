@@ -300,7 +300,7 @@ def labels_json(names: tuple[str, ...] | None, num_classes: int) -> dict[str, An
 def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
     """The model's PretrainedCfg as transformers' ViTImageProcessor settings that give the same pixels (what they
     cannot say, e.g. lanczos or timm's rounding of odd crop margins, `convert --verify` reports)."""
-    pcfg = getattr(model, "pretrained_cfg", None)
+    pcfg = model.pretrained_cfg
     if pcfg is None:
         return None
     h, w = model.config.img_size
@@ -330,7 +330,7 @@ def write(model: VisionTransformer, path: Path) -> Path:
         raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
                               "Save it in the 'vitkit' or 'timm' format instead.")
     write_safetensors(out.tensors, path / "model.safetensors")
-    pcfg = getattr(model, "pretrained_cfg", None)
+    pcfg = model.pretrained_cfg
     names = pcfg.label_names if pcfg is not None and isinstance(pcfg.label_names, tuple) else None
     config = {**hf_config_json(model.config, arch), **labels_json(names, model.config.num_classes)}
     if getattr(pcfg, "multi_label", False):

@@ -6,6 +6,7 @@ so a memory-mapped file is never copied: loading holds one copy of the weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -201,19 +202,24 @@ def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: lis
         model.to(device)
 
 
-def load_converted(converted: Converted, family: Family, config: ViTConfig, *, source: str, strict: bool = True,
-                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                   what: str | None = None, allow_nonfinite: bool = False, may_adapt: bool = True,
-                   by_name: bool = False) -> VisionTransformer:
-    """Build ``config`` on the meta device, adapt ``converted`` to it and load it (strictly, by default).
+@dataclass
+class Fitted:
+    """A checkpoint's tensors fitted to a config (adapted, compared, checked), ready to become a model's weights."""
 
-    Tensors that are not floating point, or (unless ``allow_nonfinite``) hold NaN or Inf, are refused.
-    ``may_adapt=False``: no head replacement or resampling (the config is the file's own). ``by_name``: the
-    config is a named model's, not the file's (a misfit then suggests the file's own architecture)."""
+    state: dict[str, torch.Tensor]
+    report: LoadReport
+
+
+def fit(converted: Converted, family: Family, config: ViTConfig, *, source: str, strict: bool = True,
+        what: str | None = None, may_adapt: bool = True, by_name: bool = False) -> Fitted:
+    """Adapt ``converted`` to the shapes of ``config`` and compare them (strictly, by default).
+
+    Tensors that are not floating point are refused. ``may_adapt=False``: no head replacement or resampling
+    (the config is the file's own). ``by_name``: the config is a named model's, not the file's (a misfit then
+    suggests the file's own architecture). Not strict: what does not fit is left out and initialised."""
     check_dtypes(converted.state, source)
     with torch.device("meta"):
-        model = VisionTransformer(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in VisionTransformer(config).state_dict().items()}
     # a file loaded as it describes itself must fit as it is: resampling it to its own (damaged) config
     # would load changed numbers without a word
     adapted = adapt(converted.state, expected, config, style=load_style(config, family.posemb_style),
@@ -231,15 +237,39 @@ def load_converted(converted: Converted, family: Family, config: ViTConfig, *, s
             adapted.state.pop(key)
         report.newly_initialized = _ordered([*report.newly_initialized, *report.missing,
                                              *(m[0] for m in report.mismatched)], expected)
-    dtype = dtype or torch.float32
-    _assign(model, adapted.state, report.newly_initialized, torch.device(device or "cpu"), dtype, source,
-            allow_nonfinite)
-    if report.newly_initialized:
-        logger.warning("newly initialized: %s", ", ".join(report.newly_initialized))
-    for note in [*report.adapted, report.numerics]:
-        logger.info("%s", note)
-    model.load_report = report
-    return model.eval()
+    return Fitted(adapted.state, report)
+
+
+def build(config: ViTConfig, *, pretrained_cfg: PretrainedCfg | None = None, model_name: str | None = None,
+          weights: Fitted | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+          allow_nonfinite: bool = False) -> VisionTransformer:
+    """The one builder of vitkit models: a ``VisionTransformer`` of ``config`` with what it knows about itself
+    (``pretrained_cfg``, ``model_name``, and with ``weights`` the ``load_report``).
+
+    Without ``weights`` the parameters are freshly initialised on ``device`` (the model is left in training
+    mode, as ``nn.Module`` is built). With ``weights`` the model is built on the meta device and the tensors
+    become its parameters (no copy of a memory-mapped file) in ``dtype`` (float32 by default), what the file
+    did not provide initialised; NaN/Inf weights are refused unless ``allow_nonfinite``; the model is in
+    eval mode."""
+    if weights is None:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = VisionTransformer(config)
+        if dtype is not None:
+            model.to(dtype)
+    else:
+        with torch.device("meta"):
+            model = VisionTransformer(config)
+        report = weights.report
+        _assign(model, weights.state, report.newly_initialized, torch.device(device or "cpu"), dtype or torch.float32,
+                report.source, allow_nonfinite)
+        if report.newly_initialized:
+            logger.warning("newly initialized: %s", ", ".join(report.newly_initialized))
+        for note in [*report.adapted, report.numerics]:
+            logger.info("%s", note)
+        model.load_report = report
+        model.eval()
+    model.pretrained_cfg, model.model_name = pretrained_cfg, model_name
+    return model
 
 
 def _source_grid(converted: Converted, source: str) -> tuple[int, int] | None:
@@ -319,11 +349,11 @@ def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretra
     config = _with_stated_numerics(config, converted, explicit)
     what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
-    model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
-                           dtype=dtype, what=what, allow_nonfinite=allow_nonfinite, may_adapt=adapt, by_name=True)
-    model.pretrained_cfg = pretrained_cfg or pretrained_cfg_for(converted, config, os.fspath(source))
-    model.model_name = model_name or converted.model_name or Path(os.fspath(source)).stem
-    return model
+    fitted = fit(converted, family, config, source=os.fspath(source), strict=strict, what=what, may_adapt=adapt,
+                 by_name=True)
+    return build(config, pretrained_cfg=pretrained_cfg or pretrained_cfg_for(converted, config, os.fspath(source)),
+                 model_name=model_name or converted.model_name or Path(os.fspath(source)).stem, weights=fitted,
+                 device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
 
 
 def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None, num_classes: int | None = None,
@@ -347,9 +377,8 @@ def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None
     check_fields(overrides)  # the caller's values: a wrong type is theirs, not the file's
     family, converted = _read(source, format)
     config = stated_config(converted, known, os.fspath(source), **overrides)
-    model = load_converted(converted, family, config, source=os.fspath(source), strict=strict, device=device,
-                           dtype=dtype, what="the architecture it states or implies", allow_nonfinite=allow_nonfinite,
-                           may_adapt=bool(overrides))
-    model.pretrained_cfg = pretrained_cfg_for(converted, config, os.fspath(source))
-    model.model_name = converted.model_name or Path(os.fspath(source)).stem
-    return model
+    fitted = fit(converted, family, config, source=os.fspath(source), strict=strict,
+                 what="the architecture it states or implies", may_adapt=bool(overrides))
+    return build(config, pretrained_cfg=pretrained_cfg_for(converted, config, os.fspath(source)),
+                 model_name=converted.model_name or Path(os.fspath(source)).stem, weights=fitted, device=device,
+                 dtype=dtype, allow_nonfinite=allow_nonfinite)

@@ -29,8 +29,8 @@ METADATA_KEY = "vitkit"
 
 def describe(model: VisionTransformer) -> dict[str, Any]:
     """The JSON that lets ``from_pretrained`` rebuild ``model``."""
-    pcfg = getattr(model, "pretrained_cfg", None)
-    return {"format": FORMAT, "vitkit_version": __version__, "model_name": getattr(model, "model_name", None),
+    pcfg = model.pretrained_cfg
+    return {"format": FORMAT, "vitkit_version": __version__, "model_name": model.model_name,
             "config": model.config.to_dict(), "pretrained_cfg": pcfg.to_dict() if pcfg is not None else None}
 
 

@@ -78,8 +78,8 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
     if c.act_layer != "gelu" and c.act_layer in ACT_LAYERS:  # timm's get_act_layer builds each from its name
         args["act_layer"] = c.act_layer
-    pcfg = getattr(model, "pretrained_cfg", None)
-    out = {"architecture": getattr(model, "model_name", None) or "vit_custom", "num_classes": c.num_classes,
+    pcfg = model.pretrained_cfg
+    out = {"architecture": model.model_name or "vit_custom", "num_classes": c.num_classes,
            "num_features": c.num_features, "model_args": args,
            "pretrained_cfg": {k: v for k, v in (pcfg.to_dict() if pcfg else {}).items() if k in PCFG_KEYS}}
     if pcfg is not None and isinstance(pcfg.label_names, tuple) and len(pcfg.label_names) == c.num_classes:
