@@ -272,6 +272,11 @@ class ViTConfig:
         return int(self.class_token) + int(self.distilled) + self.reg_tokens
 
     @property
+    def resample_style(self) -> str:
+        """The position-embedding resampling the model runs with: ``posemb_resample``, timm's when not set."""
+        return self.posemb_resample or "timm"
+
+    @property
     def use_fc_norm(self) -> bool:
         return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
 

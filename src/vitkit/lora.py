@@ -50,7 +50,7 @@ from .fileio import atomic_write
 from .model import VisionTransformer
 from .weights import validate
 from .weights.io import read_weight_file, write_safetensors
-from .weights.load import ALLOW_NONFINITE_ENV, check_dtypes, check_finite
+from .weights.validate import ALLOW_NONFINITE_ENV, check_dtypes, check_finite
 
 logger = logging.getLogger(__name__)
 

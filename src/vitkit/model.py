@@ -219,7 +219,7 @@ class VisionTransformer(nn.Module):
             pos_embed = posemb_sincos_2d(grid, self.embed_dim, dtype=x.dtype, device=x.device)
         else:
             pos_embed = resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix,
-                                        old_grid=self.config.grid_size, style=self.config.posemb_resample or "timm")
+                                        old_grid=self.config.grid_size, style=self.config.resample_style)
         if self.config.no_embed_class or self.config.posemb == "sincos2d":
             # position embeddings cover patches only (DeiT-III, big_vision): add, then concatenate
             x = torch.cat(prefix + [x + pos_embed], dim=1)
@@ -386,7 +386,7 @@ class VisionTransformer(nn.Module):
         elif c.posemb != "none":
             def patch_posemb(grid: tuple[int, int]) -> torch.Tensor:
                 return resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix, old_grid=c.grid_size,
-                                       style=c.posemb_resample or "timm")[0, embedded_prefix:]
+                                       style=c.resample_style)[0, embedded_prefix:]
 
             x = x + self._per_grid(grids, L, patch_posemb, self.embed_dim, x.device, x.dtype)
             if embedded_prefix:

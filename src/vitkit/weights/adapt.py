@@ -29,42 +29,6 @@ class Adapted:
     notes: list[str] = field(default_factory=list)
 
 
-# The code each family's files are run with by default: a file computes what that code computes with it
-REFERENCE = {"npz": "Google's Flax code", "timm": "timm", "hf": "transformers", "vitkit": "vitkit"}
-# The fields, besides the tensors, that decide a checkpoint's numbers (a family's hints state them)
-NUMERICS = ("act_layer", "norm_eps", "posemb_resample")
-TIMM_NUMERICS = {"npz": {"act_layer": "gelu", "posemb_resample": "timm"}}  # how timm runs a family's files
-
-
-def load_style(config: ViTConfig, family_style: str) -> str:
-    """The resampling used at load: the config's when it names one, else the family's reference loader's.
-
-    'timm' on a Google file means what timm does with such files (its npz loader: bilinear, corners not aligned).
-    """
-    style = config.posemb_resample or family_style
-    return "timm_npz" if style == "timm" and family_style in ("google", "timm_npz") else style
-
-
-def numerics_line(config: ViTConfig, family: str, stated: dict[str, object]) -> str:
-    """One line saying which numerics a model loaded from a ``family`` file runs with, and how they differ from
-    the ones its files state (e.g. a Google file asked to run with timm's numbers)."""
-    resample = config.posemb_resample or "timm"
-    now = (f"act_layer={config.act_layer!r}, norm_eps={config.norm_eps:g}, "
-           f"posemb_resample={resample!r} ({style_name(resample)})")
-    if config.posemb == "sincos2d":
-        now += ", posemb='sincos2d'"
-    reference = REFERENCE.get(family, family)
-    departs = {k: v for k, v in stated.items() if k in NUMERICS and getattr(config, k) != v}
-    if departs:
-        told = ", ".join(f"{k}={v!r}" for k, v in departs.items())
-        return f"numerics: {now}; not {reference}'s ({told})"
-    line = f"numerics: {now}, as {reference} runs this file"
-    timm = TIMM_NUMERICS.get(family)
-    if timm:
-        line += f" ({', '.join(f'{k}={v!r}' for k, v in timm.items())} give timm's numbers)"
-    return line
-
-
 def adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """An RGB patch kernel (D, 3, kh, kw) for ``in_chans`` inputs, as timm's ``adapt_input_conv``.
 

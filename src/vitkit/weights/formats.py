@@ -1,8 +1,8 @@
 """What a checkpoint family is (``Family``) and what converting one gives (``Converted``).
 
 A family is data: how its files are recognised (``signatures``: regexes over tensor names, or a marker
-in the metadata/config), which prefixes it strips, its key-mapping table, the resampling numerics of
-its reference loader, and two small functions: ``hints`` (what its config files say about the
+in the metadata/config), which prefixes it strips, its key-mapping table, the numerics of its reference
+code (``numerics``), and two small functions: ``hints`` (what its config files say about the
 architecture) and ``write``.
 """
 
@@ -18,6 +18,7 @@ import torch
 
 from .io import Checkpoint, RenamedView
 from .mapping import Remapped, Rule, remap
+from .numerics import FamilyNumerics
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer
@@ -42,7 +43,7 @@ class Family:
     description: str
     signatures: tuple[str, ...]  # a checkpoint with a tensor name matching one of these belongs here
     rules: tuple[Rule, ...]
-    posemb_style: str  # numerics of the reference loader's position-embedding resampling
+    numerics: FamilyNumerics  # how the family's reference code computes with its files
     prefixes: tuple[str, ...] = ()  # stripped from tensor names that start with them
     hints: Callable[[Checkpoint, dict[str, torch.Tensor]], dict[str, Any]] = lambda ckpt, tensors: {}
     prepare: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] = lambda tensors: tensors

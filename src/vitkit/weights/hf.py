@@ -20,6 +20,7 @@ from .hf_towers import ALL_RULES as TOWER_RULES
 from .hf_towers import prepare as prepare_towers
 from .io import Checkpoint, tensor_info, write_json, write_safetensors
 from .mapping import Rule, fused, params, remap
+from .numerics import TRANSFORMERS
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer
@@ -349,7 +350,7 @@ FAMILY = Family(
     signatures=(r"(^|\.)embeddings\.patch_embeddings\.projection\.weight$",
                 r"(^|\.)embeddings\.patch_embedding\.weight$"),
     rules=READ_RULES,
-    posemb_style="hf",
+    numerics=TRANSFORMERS,
     prefixes=("vit.", "deit.", "dinov2.", "vision_model."),
     hints=_hints,
     prepare=prepare_towers,

@@ -1,4 +1,6 @@
-"""The architecture of a checkpoint, read off its tensor shapes (under vitkit names)."""
+"""A checkpoint's config, resolved in one place: the architecture it states or its tensor shapes imply (under
+vitkit names, with the registry's ``known`` architectures filling what a file does not say), and the
+preprocessing it states (``pretrained_cfg_for``)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..config import ViTConfig
-from ..errors import CheckpointError, Hint
+from ..config import PretrainedCfg, ViTConfig
+from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, Hint
 
 if TYPE_CHECKING:
     from .formats import Converted
@@ -193,3 +195,41 @@ def match_known(config: ViTConfig, known: Known | None) -> str | None:
 
     want = key(config)
     return next((n for n, c in sorted((known or {}).items()) if key(c) == want), None)
+
+
+# ---------------------------------------------------------------------- a checkpoint's config, resolved
+NEW_HEAD = Hint(", or pass num_classes= for a new head", option="num_classes", cli=", or pass {flag} N for a new head")
+
+
+def pretrained_cfg_for(converted: Converted, config: ViTConfig, source: str = "the checkpoint") -> PretrainedCfg:
+    """The preprocessing a converted checkpoint states, at the input size of ``config``."""
+    stated = converted.pretrained_cfg or {}
+    if not isinstance(stated, dict):
+        raise CorruptCheckpointError(f"{source}: its pretrained_cfg is a {type(stated).__name__}, expected an object "
+                                     "of preprocessing fields. Fix the file or re-save the model.")
+    base = dict(stated)
+    base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
+    base.setdefault("label_names", None)
+    if isinstance(base["label_names"], (list, tuple)) and len(base["label_names"]) != config.num_classes:
+        base["label_names"] = None  # the names describe the head the file was saved with, not a new one
+    try:
+        return PretrainedCfg.from_dict(base)
+    except ConfigError as exc:
+        raise CorruptCheckpointError(f"{source}: the preprocessing it states is not valid: {exc} Fix the file or "
+                                     "re-save the model.") from None
+
+
+def stated_config(converted: Converted, known: Known | None, source: str, **overrides: Any) -> ViTConfig:
+    """The architecture of a checkpoint (``config_from``), a file's bad config blamed on the file. A stated
+    (vitkit) config must agree with the head the file holds: a disagreement is corruption, not a new head."""
+    try:
+        config = config_from(converted, known, **overrides)
+    except ConfigError as exc:
+        raise CorruptCheckpointError(f"{source}: the architecture it states or implies is not valid: {exc} Fix "
+                                     "the file's config or re-save the model.", hints=exc.hints) from None
+    head = converted.state.get("head.weight")
+    if converted.exact and "num_classes" not in overrides and head is not None and head.ndim == 2 \
+            and head.shape[0] != config.num_classes:
+        raise CorruptCheckpointError(f"{source}: its config states num_classes={config.num_classes} but head.weight "
+                                     f"has {head.shape[0]} rows. Fix the config{NEW_HEAD.text}.", hints=(NEW_HEAD,))
+    return config

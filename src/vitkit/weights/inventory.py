@@ -14,11 +14,9 @@ import torch
 
 from ..config import PretrainedCfg, ViTConfig
 from ..errors import CheckpointError, VitkitError
-from .adapt import numerics_line
 from .families import detect_format
-from .infer import ARCH_FIELDS, Known, match_known
+from .infer import ARCH_FIELDS, Known, match_known, pretrained_cfg_for, stated_config
 from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
-from .load import pretrained_cfg_for, stated_config
 
 
 @dataclass
@@ -171,7 +169,7 @@ def inventory(source: str | os.PathLike[str], *, format: str | None = None, know
         inv.config = stated_config(converted, known, inv.path)
         inv.pretrained_cfg = pretrained_cfg_for(converted, inv.config, inv.path)
         inv.matches, inv.also_matches = _matches(inv.config, known, stated=converted.model_name)
-        inv.numerics = numerics_line(inv.config, family.name, converted.hints)
+        inv.numerics = family.numerics.line(inv.config, converted.hints)
     except VitkitError as exc:
         inv.problems.append(str(exc))
         inv.errors.append(exc)

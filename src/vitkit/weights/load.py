@@ -18,28 +18,23 @@ import torch
 from torch import nn
 
 from ..config import PretrainedCfg, ViTConfig, check_fields
-from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, Hint
+from ..errors import CheckpointError, Hint
 from ..model import VisionTransformer
 from . import validate
-from .adapt import NUMERICS, Adapted, Shape, adapt, load_style, numerics_line
+from .adapt import Adapted, Shape, adapt
 from .families import detect_format
 from .formats import Converted, Family
-from .infer import Known, config_from
+from .infer import Known, pretrained_cfg_for, stated_config
 from .io import read_checkpoint
 
 logger = logging.getLogger(__name__)
 MAX_ROWS = 25  # rows per section of a mismatch table
-# Set to 1 to load weights holding NaN or Inf (refused by default: they are almost always corruption)
-ALLOW_NONFINITE_ENV = "VITKIT_ALLOW_NONFINITE"
 _BLOCK_INDEX = re.compile(r"(?<=blocks\.)\d+(?=\.)")
 NOT_STRICT = Hint(", or pass strict=False to load the tensors that fit and initialise the rest", option="strict",
                   cli=", or pass {flag} to load the tensors that fit and initialise the rest")
 # a checkpoint loaded into a registry model: it can build its own model instead
 OWN_MODEL = Hint("; vitkit.from_pretrained(FILE) builds the model the checkpoint describes",
                  cli="; --model FILE without --weights builds the model the checkpoint describes")
-NONFINITE = Hint(f" To load it anyway, pass allow_nonfinite=True (or set {ALLOW_NONFINITE_ENV}=1).",
-                 cli=f" To load it anyway, set {ALLOW_NONFINITE_ENV}=1.")
-NEW_HEAD = Hint(", or pass num_classes= for a new head", option="num_classes", cli=", or pass {flag} N for a new head")
 
 
 @dataclass
@@ -151,27 +146,6 @@ def _fail(report: LoadReport, what: str, own_model: bool) -> CheckpointError:
         f"{OWN_MODEL.text if own_model else ''}){NOT_STRICT.text}.\n{report.table()}", hints=hints)
 
 
-def check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
-    """Every tensor must be floating point: an integer, boolean or complex weight is a wrong or corrupt file."""
-    bad = [(k, v.dtype) for k, v in state.items() if not v.is_floating_point()]
-    if bad:
-        listed = ", ".join(f"{k} ({str(d).removeprefix('torch.')})" for k, d in bad[:5])
-        raise CorruptCheckpointError(f"{source}: {len(bad)} tensor(s) are not floating point: {listed}. Model "
-                                     "weights are float32/float16/bfloat16; the file is corrupt or not a model's "
-                                     "weights.")
-
-
-def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse NaN or Inf weights, naming the tensor (opt out: allow_nonfinite=True or VITKIT_ALLOW_NONFINITE=1)."""
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).sum())
-            raise CorruptCheckpointError(
-                f"{source}: tensor {key!r} holds {bad:,} NaN or Inf value(s) out of {value.numel():,}. The file is "
-                f"corrupt or was saved from a diverged run; use an earlier checkpoint.{NONFINITE.text}",
-                hints=(NONFINITE,))
-
-
 def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) -> None:
     """Materialise parameters the checkpoint did not provide (still on the meta device) and initialise them
     with the model's own initialisation (``VisionTransformer.init_parameters``)."""
@@ -186,8 +160,8 @@ def _init_fresh(model: VisionTransformer, names: list[str], dtype: torch.dtype) 
 def _assign(model: VisionTransformer, state: dict[str, torch.Tensor], fresh: list[str],
             device: torch.device, dtype: torch.dtype, source: str, allow_nonfinite: bool) -> None:
     state = {k: v.to(dtype).contiguous() for k, v in state.items()}
-    if not (allow_nonfinite or os.environ.get(ALLOW_NONFINITE_ENV) == "1"):
-        check_finite(state, source)
+    if not (allow_nonfinite or os.environ.get(validate.ALLOW_NONFINITE_ENV) == "1"):
+        validate.check_finite(state, source)
     model.load_state_dict(state, strict=False, assign=True)
     _init_fresh(model, fresh, dtype)
     for name, buf in list(model.named_buffers()):  # non-persistent buffers (a sincos2d placeholder) are not loaded
@@ -217,17 +191,17 @@ def fit(converted: Converted, family: Family, config: ViTConfig, *, source: str,
     Tensors that are not floating point are refused. ``may_adapt=False``: no head replacement or resampling
     (the config is the file's own). ``by_name``: the config is a named model's, not the file's (a misfit then
     suggests the file's own architecture). Not strict: what does not fit is left out and initialised."""
-    check_dtypes(converted.state, source)
+    validate.check_dtypes(converted.state, source)
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in VisionTransformer(config).state_dict().items()}
     # a file loaded as it describes itself must fit as it is: resampling it to its own (damaged) config
     # would load changed numbers without a word
-    adapted = adapt(converted.state, expected, config, style=load_style(config, family.posemb_style),
+    adapted = adapt(converted.state, expected, config, style=family.numerics.load_style(config),
                     source_grid=_source_grid(converted, source)) if may_adapt else Adapted(dict(converted.state))
     report = LoadReport(source=source, format=family.name,
                         newly_initialized=_ordered(adapted.newly_initialized, expected),
                         dropped=sorted(converted.dropped + adapted.dropped), adapted=adapted.notes,
-                        numerics=numerics_line(config, family.name, converted.hints))
+                        numerics=family.numerics.line(config, converted.hints))
     compare(adapted.state, expected, report)
     if not report.ok:
         if strict:
@@ -283,55 +257,10 @@ def _source_grid(converted: Converted, source: str) -> tuple[int, int] | None:
 
 
 # ---------------------------------------------------------------------- public entry points
-def _with_stated_numerics(config: ViTConfig, converted: Converted, explicit: tuple[str, ...] = ()) -> ViTConfig:
-    """``config`` with the norm eps, activation and resampling the checkpoint's family states (e.g. HF ViT's
-    1e-12, a Google file's tanh GELU), so a registry architecture loaded from it computes what the reference
-    model does; fields in ``explicit`` (set by the caller) are kept."""
-    stated = {k: converted.hints[k] for k in NUMERICS if k not in explicit
-              and k in converted.hints and converted.hints[k] != getattr(config, k)}
-    if stated:
-        logger.info("using the checkpoint's %s", ", ".join(f"{k}={v!r}" for k, v in stated.items()))
-    return config.replace(**stated) if stated else config
-
-
 def _read(source: str | os.PathLike[str], format: str | None) -> tuple[Family, Converted]:
     ckpt = read_checkpoint(source)
     family = detect_format(ckpt, format)
     return family, family.convert(ckpt)
-
-
-def pretrained_cfg_for(converted: Converted, config: ViTConfig, source: str = "the checkpoint") -> PretrainedCfg:
-    """The preprocessing a converted checkpoint states, at the input size of ``config``."""
-    stated = converted.pretrained_cfg or {}
-    if not isinstance(stated, dict):
-        raise CorruptCheckpointError(f"{source}: its pretrained_cfg is a {type(stated).__name__}, expected an object "
-                                     "of preprocessing fields. Fix the file or re-save the model.")
-    base = dict(stated)
-    base.update(input_size=(config.in_chans, *config.img_size), num_classes=config.num_classes)
-    base.setdefault("label_names", None)
-    if isinstance(base["label_names"], (list, tuple)) and len(base["label_names"]) != config.num_classes:
-        base["label_names"] = None  # the names describe the head the file was saved with, not a new one
-    try:
-        return PretrainedCfg.from_dict(base)
-    except ConfigError as exc:
-        raise CorruptCheckpointError(f"{source}: the preprocessing it states is not valid: {exc} Fix the file or "
-                                     "re-save the model.") from None
-
-
-def stated_config(converted: Converted, known: Known | None, source: str, **overrides: Any) -> ViTConfig:
-    """The architecture of a checkpoint (``config_from``), a file's bad config blamed on the file. A stated
-    (vitkit) config must agree with the head the file holds: a disagreement is corruption, not a new head."""
-    try:
-        config = config_from(converted, known, **overrides)
-    except ConfigError as exc:
-        raise CorruptCheckpointError(f"{source}: the architecture it states or implies is not valid: {exc} Fix "
-                                     "the file's config or re-save the model.", hints=exc.hints) from None
-    head = converted.state.get("head.weight")
-    if converted.exact and "num_classes" not in overrides and head is not None and head.ndim == 2 \
-            and head.shape[0] != config.num_classes:
-        raise CorruptCheckpointError(f"{source}: its config states num_classes={config.num_classes} but head.weight "
-                                     f"has {head.shape[0]} rows. Fix the config{NEW_HEAD.text}.", hints=(NEW_HEAD,))
-    return config
 
 
 def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretrained_cfg: PretrainedCfg | None = None,
@@ -346,7 +275,7 @@ def load_pretrained(source: str | os.PathLike[str], *, config: ViTConfig, pretra
     The numerics the file's family states (activation, norm eps, resampling) replace the config's, except for
     the fields named in ``explicit`` (those the caller chose)."""
     family, converted = _read(source, format)
-    config = _with_stated_numerics(config, converted, explicit)
+    config = family.numerics.with_stated(config, converted.hints, explicit)
     what = f"{model_name or 'the model'} (embed_dim={config.embed_dim}, depth={config.depth}, " \
            f"patch={config.patch_size[0]}, img_size={config.img_size[0]})"
     fitted = fit(converted, family, config, source=os.fspath(source), strict=strict, what=what, may_adapt=adapt,

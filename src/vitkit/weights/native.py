@@ -15,6 +15,7 @@ from ..version import __version__
 from .formats import Converted, Family
 from .io import Checkpoint, write_json, write_safetensors
 from .mapping import remap
+from .numerics import VITKIT
 from .timm import RULES
 
 AS_TIMM = Hint(" Load it with format='timm' instead.", option="format", cli=" Load it with {flag} timm instead.",
@@ -73,7 +74,7 @@ FAMILY = _NativeFamily(
     description="vitkit.save_pretrained: model.safetensors + config.json with \"format\": \"vitkit\"",
     signatures=(),
     rules=RULES,
-    posemb_style="timm",
+    numerics=VITKIT,
     marker=lambda ckpt: (ckpt.config or {}).get("format") == FORMAT or METADATA_KEY in ckpt.metadata,
     write=write,
 )

@@ -21,6 +21,7 @@ from ..errors import CheckpointError
 from .formats import Family
 from .io import Checkpoint, TensorView, tensor_info, write_npz
 from .mapping import Rule, params, remap
+from .numerics import GOOGLE
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer
@@ -121,7 +122,7 @@ def _hints(ckpt: Checkpoint, tensors: Mapping[str, torch.Tensor]) -> dict[str, A
     # Whether position embeddings cover the class token (original) or not (big_vision) is read off their
     # length by infer_config, since timm-converted files mix the two. The numerics are Google's Flax code's:
     # flax.linen.gelu (tanh approximation by default) and scipy.ndimage.zoom(order=1) to resize position
-    # embeddings (timm runs these files with exact GELU and bilinear without aligned corners: TIMM_NUMERICS).
+    # embeddings (timm runs these files with exact GELU and bilinear without aligned corners: GOOGLE.timm_runs_with).
     return {"num_heads": tensor_info(tensors, query)[0][1],  # (D, heads, head_dim)
             "act_layer": "gelu_tanh", "posemb_resample": "google"}
 
@@ -153,7 +154,7 @@ FAMILY = Family(
                 "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel, ...",
     signatures=(r"(^|/)embedding/kernel$",),
     rules=READ_RULES,
-    posemb_style="google",
+    numerics=GOOGLE,
     prefixes=("params/img/", "opt/target/", "params/"),
     hints=_hints,
     prepare=_prepare,

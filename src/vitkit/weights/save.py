@@ -56,7 +56,7 @@ def _effective(config: ViTConfig) -> dict[str, Any]:
     """The config as what it computes: defaults resolved, values read from the weights left out."""
     out = {k: v for k, v in config.to_dict().items() if k not in _NO_EFFECT}
     out.update(fc_norm=config.use_fc_norm, patch_bias=(not config.pre_norm) if config.patch_bias is None
-               else config.patch_bias, posemb_resample=config.posemb_resample or "timm",
+               else config.patch_bias, posemb_resample=config.resample_style,
                mlp_ratio=int(config.embed_dim * config.mlp_ratio),  # as the hidden width it builds
                init_values=config.init_values is not None,  # the layer-scale values are loaded, not this one
                qk_scale=config.qk_scale or (config.embed_dim // config.num_heads) ** -0.5)

@@ -16,6 +16,7 @@ from ..errors import CheckpointError
 from .formats import Family
 from .infer import NON_INFERABLE
 from .io import Checkpoint, write_json, write_safetensors
+from .numerics import TIMM
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer
@@ -112,7 +113,7 @@ FAMILY = Family(
     description="timm state dicts: patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...",
     signatures=(r"(^|\.)patch_embed\.proj\.weight$",),
     rules=RULES,
-    posemb_style="timm",
+    numerics=TIMM,
     prefixes=("module.", "_orig_mod."),
     hints=_hints,
     pretrained_cfg=_pretrained_cfg,

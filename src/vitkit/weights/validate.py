@@ -1,4 +1,5 @@
-"""The one validation layer every weight source goes through before any tensor data is read.
+"""The one validation layer every weight source goes through: headers and files before any tensor data is read,
+then the tensors themselves (floating point, finite) before they become a model's weights.
 
 Headers are checked against the file that holds them: a safetensors header's dtypes, shapes and offsets,
 an .npz member's .npy header against the member's declared size, a torch zip's members against their
@@ -17,7 +18,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checks import (
     Checker,
@@ -34,7 +35,10 @@ from ..checks import (
     string,
 )
 from ..config import check_fields
-from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, ConfigError, CorruptCheckpointError, Hint, UnsafeCheckpointError
+
+if TYPE_CHECKING:
+    import torch
 from ..fileio import parse_json
 
 ENV_LIMITS = "VITKIT_CHECKPOINT_LIMITS"
@@ -335,3 +339,31 @@ def corrupt(path: Path, kind: str, why: str) -> CorruptCheckpointError:
     """The error for a damaged file of ``kind``, naming what is wrong."""
     return CorruptCheckpointError(f"{path} is not a valid {kind} file: {why}. It is truncated or corrupt (an "
                                   "interrupted download or copy?); download or copy it again.")
+
+
+# ---------------------------------------------------------------------- tensors
+# Set to 1 to load weights holding NaN or Inf (refused by default: they are almost always corruption)
+ALLOW_NONFINITE_ENV = "VITKIT_ALLOW_NONFINITE"
+NONFINITE = Hint(f" To load it anyway, pass allow_nonfinite=True (or set {ALLOW_NONFINITE_ENV}=1).",
+                 cli=f" To load it anyway, set {ALLOW_NONFINITE_ENV}=1.")
+
+
+def check_dtypes(state: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor must be floating point: an integer, boolean or complex weight is a wrong or corrupt file."""
+    bad = [(k, v.dtype) for k, v in state.items() if not v.is_floating_point()]
+    if bad:
+        listed = ", ".join(f"{k} ({str(d).removeprefix('torch.')})" for k, d in bad[:5])
+        raise CorruptCheckpointError(f"{source}: {len(bad)} tensor(s) are not floating point: {listed}. Model "
+                                     "weights are float32/float16/bfloat16; the file is corrupt or not a model's "
+                                     "weights.")
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN or Inf weights, naming the tensor (opt out: allow_nonfinite=True or VITKIT_ALLOW_NONFINITE=1)."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            bad = int((~value.isfinite()).sum())
+            raise CorruptCheckpointError(
+                f"{source}: tensor {key!r} holds {bad:,} NaN or Inf value(s) out of {value.numel():,}. The file is "
+                f"corrupt or was saved from a diverged run; use an earlier checkpoint.{NONFINITE.text}",
+                hints=(NONFINITE,))
