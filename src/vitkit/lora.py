@@ -49,8 +49,9 @@ from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write
 from .model import VisionTransformer
 from .weights import validate
-from .weights.io import read_weight_file, write_safetensors
+from .weights.readers import read_weight_file
 from .weights.validate import ALLOW_NONFINITE_ENV, check_dtypes, check_finite
+from .weights.writers import write_safetensors
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from .errors import ConfigError, ImageError, InputSizeError
 from .model import pretrained_cfg_of_model
 from .runtime import borrowed, pretrained_cfg_of
 from .weights.hf import processor_to_pretrained_cfg
-from .weights.io import read_json
+from .weights.readers import read_json
 
 RESIZE_MODES = ("shorter", "fixed", "none")
 ImageInput = Image.Image | str | os.PathLike | np.ndarray

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from vitkit.config import PretrainedCfg, ViTConfig
 from vitkit.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from vitkit.weights import validate
-from vitkit.weights.io import read_checkpoint
 from vitkit.weights.mapping import remap
 from vitkit.weights.npz import READ_RULES
+from vitkit.weights.readers import read_checkpoint
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -16,8 +16,8 @@ from .families import FORMATS, detect_format, families, get_family
 from .formats import Converted, Family
 from .infer import infer_config, match_known
 from .inventory import Inventory, inventory
-from .io import Checkpoint, read_checkpoint
 from .load import Fitted, LoadReport, build, fit, from_checkpoint, load_pretrained
+from .readers import Checkpoint, read_checkpoint
 from .save import Conversion, Lost, convert, save_pretrained
 
 __all__ = [

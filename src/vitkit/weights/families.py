@@ -6,7 +6,7 @@ from ..choices import WEIGHT_FORMATS
 from ..errors import CheckpointError, ConfigError, Hint
 from . import hf, native, npz, timm
 from .formats import Family
-from .io import Checkpoint
+from .readers import Checkpoint
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
 FORMATS = WEIGHT_FORMATS

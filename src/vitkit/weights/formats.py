@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .io import Checkpoint, RenamedView
 from .mapping import Remapped, Rule, remap
 from .numerics import FamilyNumerics
+from .readers import Checkpoint, RenamedView
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer

@@ -18,9 +18,10 @@ from ..errors import CheckpointError, Hint
 from .formats import Family
 from .hf_towers import ALL_RULES as TOWER_RULES
 from .hf_towers import prepare as prepare_towers
-from .io import Checkpoint, tensor_info, write_json, write_safetensors
 from .mapping import Rule, fused, params, remap
 from .numerics import TRANSFORMERS
+from .readers import Checkpoint, tensor_info
+from .writers import write_json, write_safetensors
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer

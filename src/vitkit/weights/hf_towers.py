@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .io import RenamedView
 from .mapping import Rule, params
+from .readers import RenamedView
 
 _CLIP_LAYER = "encoder.layers.{}."
 CLIP_RULES: list[Rule] = [

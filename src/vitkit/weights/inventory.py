@@ -16,7 +16,7 @@ from ..config import PretrainedCfg, ViTConfig
 from ..errors import CheckpointError, VitkitError
 from .families import detect_format
 from .infer import ARCH_FIELDS, Known, match_known, pretrained_cfg_for, stated_config
-from .io import Checkpoint, TensorView, read_checkpoint, tensor_info
+from .readers import Checkpoint, TensorView, read_checkpoint, tensor_info
 
 
 @dataclass

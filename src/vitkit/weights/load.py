@@ -25,7 +25,7 @@ from .adapt import Adapted, Shape, adapt
 from .families import detect_format
 from .formats import Converted, Family
 from .infer import Known, pretrained_cfg_for, stated_config
-from .io import read_checkpoint
+from .readers import read_checkpoint
 
 logger = logging.getLogger(__name__)
 MAX_ROWS = 25  # rows per section of a mismatch table

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CheckpointError, Hint
 from ..version import __version__
 from .formats import Converted, Family
-from .io import Checkpoint, write_json, write_safetensors
 from .mapping import remap
 from .numerics import VITKIT
+from .readers import Checkpoint
 from .timm import RULES
+from .writers import write_json, write_safetensors
 
 AS_TIMM = Hint(" Load it with format='timm' instead.", option="format", cli=" Load it with {flag} timm instead.",
                cli_without=" Convert it with `vitkit convert FILE OUT --from timm --to vitkit` and use OUT.")

@@ -19,9 +19,10 @@ import torch
 
 from ..errors import CheckpointError
 from .formats import Family
-from .io import Checkpoint, TensorView, tensor_info, write_npz
 from .mapping import Rule, params, remap
 from .numerics import GOOGLE
+from .readers import Checkpoint, TensorView, tensor_info
+from .writers import write_npz
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer

@@ -20,8 +20,8 @@ from ..text import TextConfig
 from ..tokenizer import TextRules, TextTokenizer, special_id
 from .hf import HF_TO_ACT, SIGLIP_RULES, processor_to_pretrained_cfg
 from .infer import _mlp_ratio
-from .io import Checkpoint, read_checkpoint
 from .mapping import Rule, fused, params, remap
+from .readers import Checkpoint, read_checkpoint
 
 ARCHITECTURES = ("SiglipModel", "CLIPModel")
 

@@ -15,8 +15,9 @@ from ..config import ACT_LAYERS
 from ..errors import CheckpointError
 from .formats import Family
 from .infer import NON_INFERABLE
-from .io import Checkpoint, write_json, write_safetensors
 from .numerics import TIMM
+from .readers import Checkpoint
+from .writers import write_json, write_safetensors
 
 if TYPE_CHECKING:
     from ..model import VisionTransformer

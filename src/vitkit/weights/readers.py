@@ -1,4 +1,4 @@
-"""Safe reading and writing of weight files.
+"""Safe reading of weight files (their writers: ``writers.py``; their checksums: ``checksums.py``).
 
 Nothing here unpickles arbitrary objects: safetensors are memory-mapped, torch files are read with
 ``torch.load(weights_only=True, mmap=True)``, numpy files with ``allow_pickle=False``. The kind of a
@@ -8,7 +8,6 @@ naming the file, what was expected and what to do.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
-from ..fileio import atomic_write
 from . import validate
+from .checksums import CRC_KEY, verify_crc
 from .sources import EXPECTED, resolve_source
 from .validate import corrupt
 
@@ -39,8 +38,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 # Keys under which training checkpoints nest the model's state dict
 TRAINING_KEYS = ("optimizer", "scheduler", "progress", "epoch", "scaler", "train_config")
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict")
-# safetensors has no checksum: vitkit's writer stores each tensor's CRC-32 in the metadata, and checks it on reading
-CRC_KEY = "vitkit_crc32"
 
 
 @dataclass
@@ -213,42 +210,8 @@ def _read_safetensors(path: Path) -> Checkpoint:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _unreadable(path, "safetensors", exc) from None
     if CRC_KEY in metadata:
-        _verify_crc(path, tensors, metadata.pop(CRC_KEY))
+        verify_crc(path, tensors, metadata.pop(CRC_KEY))
     return Checkpoint(path=path, kind="safetensors", tensors=tensors, files=[path], metadata=metadata)
-
-
-def tensor_crc(t: torch.Tensor) -> int:
-    """CRC-32 of a tensor's bytes (as stored: contiguous, native byte order)."""
-    return zlib.crc32(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
-
-
-def crc_record(t: torch.Tensor) -> list[Any]:
-    """What the writer records of a tensor: [CRC-32, dtype name, shape]. The dtype and shape tell a deliberate
-    rewrite (another dtype, a reshaped tensor) from damaged bytes, which keep both."""
-    return [tensor_crc(t), str(t.dtype).removeprefix("torch."), list(t.shape)]
-
-
-def _verify_crc(path: Path, tensors: Mapping[str, torch.Tensor], recorded: str) -> None:
-    """Check each tensor that is still as it was written (same dtype and shape) against its CRC-32.
-
-    A tensor that is gone is left to the loader (which reports it missing); one with another dtype or shape
-    was rewritten on purpose (a re-save after ``.half()``), so its old checksum says nothing about it. Files
-    written before dtype and shape were recorded hold plain CRCs, checked as they are."""
-    crcs = validate.load_json_text(recorded, f"the {CRC_KEY} metadata of {path}")
-    if not isinstance(crcs, dict):
-        raise corrupt(path, "safetensors", f"its {CRC_KEY} metadata is not an object")
-    for name, entry in crcs.items():
-        if name not in tensors:
-            continue
-        crc, dtype, shape = (entry, None, None) if not isinstance(entry, list) or len(entry) != 3 else entry
-        t = tensors[name]
-        if dtype is not None and (dtype != str(t.dtype).removeprefix("torch.") or shape != list(t.shape)):
-            continue
-        if tensor_crc(t) != crc:
-            raise CorruptCheckpointError(
-                f"{path}: tensor {name!r} fails its CRC-32 check: its bytes changed after saving (a damaged download "
-                "or copy?); download or copy the file again. If you changed its values on purpose, save the "
-                f"tensors without the {CRC_KEY!r} metadata entry, or save the model with vitkit.save_pretrained.")
 
 
 def _read_torch(path: Path) -> Checkpoint:
@@ -382,37 +345,3 @@ def _read_dir(folder: Path) -> Checkpoint:
         validate.check_preprocessor_json(extra["preprocessor_config.json"], str(folder / "preprocessor_config.json"))
     return Checkpoint(path=folder, kind=parts[0].kind, tensors=tensors, files=files, metadata=metadata,
                       config=config, extra=extra)
-
-
-# ---------------------------------------------------------------------- writing
-def cpu_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached, contiguous CPU copies (views where possible) ready to be written."""
-    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-
-
-def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    state = cpu_state(tensors)
-    crcs = json.dumps({k: crc_record(v) for k, v in state.items()})
-    meta = {"format": "pt", **(metadata or {}), CRC_KEY: crcs}
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
-
-
-def write_npz(tensors: Mapping[str, torch.Tensor], path: Path) -> Path:
-    arrays = {}
-    for k, v in cpu_state(tensors).items():
-        if v.dtype == torch.bfloat16:  # numpy has no bfloat16
-            v = v.float()
-        arrays[k] = v.numpy()
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write)
-
-
-def write_json(data: dict[str, Any], path: Path) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
