@@ -10,19 +10,16 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import vitkit
 from vitkit import errors
 from vitkit.cli import main
 from vitkit.config import LIMITS, ViTConfig
-from vitkit.data.images import load_image
 from vitkit.data.transforms import resample_filter
 from vitkit.errors import (
     CheckpointError,
     ConfigError,
     CorruptCheckpointError,
-    ImageError,
     OutputError,
     UnsafeCheckpointError,
     VitkitError,
@@ -154,13 +151,6 @@ def test_outputs_refuse_devices_and_folders(tmp_path) -> None:
     with pytest.raises(OutputError, match="is a folder"):
         atomic_write(tmp_path, lambda p: p.write_text("x"))
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
-
-
-def test_thin_strip_refused_before_resizing(tmp_path) -> None:
-    Image.new("RGB", (20000, 1)).save(tmp_path / "strip.png")
-    with pytest.raises(ImageError, match="aspect ratio"):
-        load_image(tmp_path / "strip.png")
-    assert load_image(tmp_path / "strip.png", max_aspect_ratio=None).size == (20000, 1)
 
 
 def test_cli_one_line_and_debug(saved, capsys: pytest.CaptureFixture[str]) -> None:

@@ -185,3 +185,72 @@ def test_a_folder_named_like_an_image_is_walked_or_skipped_not_fatal(tmp_path):
     assert [r.error for r in results] == [None, None] and len(results[1].top_k) == 1
     with pytest.raises(DataError, match="No image files found"):
         expand_inputs([str(tmp_path / "empty.png")])
+
+
+# ---------------------------------------------------------------------- thin images
+def test_resize_and_crop_is_the_plain_path_unless_the_resize_would_be_too_large(monkeypatch):
+    from vitkit.data import transforms
+    from vitkit.data.transforms import center_crop, resize, resize_and_crop
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8))
+    plain = center_crop(resize(photo, (256, 341), "bicubic"), 224)
+    assert np.array_equal(np.asarray(resize_and_crop(photo, (256, 341), 224, interpolation="bicubic")),
+                          np.asarray(plain))  # bit for bit: ordinary images are untouched
+    pixels = rng.integers(0, 256, (3000, 7, 3), dtype=np.uint8)  # 7x3000: 32 x 13714 when resized
+    strip = Image.fromarray(pixels)
+    for filt in ("bilinear", "bicubic"):
+        full = np.asarray(center_crop(resize(strip, (13714, 32), filt), 32)).astype(float)
+        monkeypatch.setattr(transforms, "MAX_PIXELS", 100_000)  # the resize is now 'too large': the crop box path
+        boxed = np.asarray(resize_and_crop(strip, (13714, 32), 32, interpolation=filt)).astype(float)
+        monkeypatch.undo()
+        # the exact maths: the same resize in float32, channel by channel, without 8-bit rounding between passes
+        exact = np.clip(np.stack([np.asarray(center_crop(Image.fromarray(pixels[..., c].astype(np.float32)).resize(
+            (32, 13714), resample=transforms.resample_filter(filt)), 32)) for c in range(3)], -1), 0, 255)
+        # the crop box path is as close to it as resizing everything first (both round to 8 bits between passes)
+        assert boxed.shape == full.shape
+        assert np.abs(boxed - exact).max() <= np.abs(full - exact).max() + 1.0, filt
+        assert abs(np.abs(boxed - exact).mean() - np.abs(full - exact).mean()) < 0.1, filt
+
+
+def test_a_thin_strip_loads_unless_a_limit_is_asked_for(tmp_path):
+    Image.new("RGB", (20000, 1)).save(tmp_path / "strip.png")
+    assert load_image(tmp_path / "strip.png").size == (20000, 1)
+    with pytest.raises(ImageError, match="aspect ratio.*100:1"):
+        load_image(tmp_path / "strip.png", max_aspect_ratio=100)
+
+
+THIN_JOB = r"""
+import json, resource, sys
+from pathlib import Path
+import vitkit
+from vitkit.cli import main
+root = Path(sys.argv[1])
+images = [str(p) for p in sorted((root / "data").rglob("*.png"))]
+model = vitkit.create_model("vit_small_patch16_224", num_classes=2)
+preds = vitkit.predict(images, model, top_k=1)
+feats = vitkit.extract_features(images, model)
+code = main(["train", str(root / "data"), "--model", "vit_small_patch16_224", "--epochs", "1", "--batch-size", "2",
+             "--val-fraction", "0.5", "--out", str(root / "run"), "--export-samples", "0", "--no-plots"])
+print(json.dumps({"errors": [p.error for p in preds], "features": list(feats.shape), "train": code,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_thin_strips_are_predicted_embedded_and_trained_on_under_a_gigabyte(tmp_path):
+    """A 1x20000 strip resized whole to a 224 input would be 224 x 4,480,000 pixels (3 GB); only its crop is."""
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    for cls, size in (("a", (1, 20000)), ("a", (20000, 1)), ("b", (2, 15000)), ("b", (40, 30))):
+        (tmp_path / "data" / cls).mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{size[0]}x{size[1]}.png")
+    out = subprocess.run([sys.executable, "-c", THIN_JOB, str(tmp_path)], capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == [None] * 4 and result["features"] == [4, 384] and result["train"] == 0, result
+    assert result["peak_mb"] < 1024, result

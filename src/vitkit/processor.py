@@ -22,11 +22,12 @@ from .data.images import load_image, to_mode
 from .data.transforms import (
     center_crop,
     crop_offset,
+    keep_ratio_target,
     normalize,
     pair,
     resample_filter,
     resize,
-    resize_keep_ratio,
+    resize_and_crop,
     to_tensor,
 )
 from .errors import ConfigError, ImageError, InputSizeError
@@ -133,29 +134,36 @@ class ImageProcessor:
         return cls.from_pretrained_cfg(pretrained_cfg_of(os.fspath(name_or_source)), **overrides)
 
     # ------------------------------------------------------------------ processing
-    def _resized(self, img: Image.Image) -> Image.Image:
+    def _target(self, width: int, height: int) -> tuple[int, int] | None:
+        """(h, w) an image of ``width`` x ``height`` is resized to before the crop (None: not resized)."""
         if self.resize_mode == "shorter":
-            return resize_keep_ratio(img, self.resize_size, self.interpolation)
+            return keep_ratio_target(height, width, self.resize_size)
         if self.resize_mode == "fixed":
-            return resize(img, self.resize_size, self.interpolation)
-        return img
+            return pair(self.resize_size)
+        return None
 
     def view_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(left, top, right, bottom) of the part of a ``width`` x ``height`` image that the processed image
         shows, in the image's pixels (for drawing a map of the model's input over the original image)."""
-        probe = Image.new("L", (width, height))
-        resized = self._resized(probe).size if self.resize_mode != "none" else probe.size  # (w, h)
-        left, top, right, bottom = 0.0, 0.0, float(resized[0]), float(resized[1])
+        th, tw = self._target(width, height) or (height, width)
+        left, top, right, bottom = 0.0, 0.0, float(tw), float(th)
         if self.do_center_crop:
-            top = float(crop_offset(resized[1], self.size[0], self.crop_rounding))
-            left = float(crop_offset(resized[0], self.size[1], self.crop_rounding))
+            top = float(crop_offset(th, self.size[0], self.crop_rounding))
+            left = float(crop_offset(tw, self.size[1], self.crop_rounding))
             right, bottom = left + self.size[1], top + self.size[0]
-        sx, sy = width / resized[0], height / resized[1]
+        sx, sy = width / tw, height / th
         return (max(left * sx, 0.0), max(top * sy, 0.0), min(right * sx, width), min(bottom * sy, height))
 
     def transform_image(self, img: Image.Image) -> Image.Image:
-        """The geometric part only: resize and centre-crop (for display and overlays)."""
-        img = self._resized(to_mode(img, self.mode))
+        """The geometric part only: resize and centre-crop (for display and overlays). A thin image is resized
+        only where the crop falls (``resize_and_crop``), so a 1x20000 strip takes the memory of the crop."""
+        img = to_mode(img, self.mode)
+        target = self._target(img.width, img.height)
+        if target is not None and self.do_center_crop:
+            return resize_and_crop(img, target, self.size, interpolation=self.interpolation,
+                                   rounding=self.crop_rounding)
+        if target is not None:
+            img = resize(img, target, self.interpolation)
         if self.do_center_crop:
             img = center_crop(img, self.size, rounding=self.crop_rounding)
         return img

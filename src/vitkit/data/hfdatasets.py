@@ -37,7 +37,7 @@ from PIL import Image
 from ..errors import DataError, ImageError
 from ..fileio import parse_json, read_regular_bytes
 from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, check_class_count, stratified_split
-from .images import MAX_ASPECT_RATIO, MAX_PIXELS, load_image, to_mode
+from .images import MAX_PIXELS, load_image, to_mode
 from .labelfiles import MultiHotTargets, MultiLabelImages, sort_class_names
 
 logger = logging.getLogger(__name__)
@@ -57,12 +57,11 @@ def _datasets() -> Any:
 
 
 def _decode_bytes(data: bytes) -> Image.Image:
-    """Embedded image bytes, with the pixel and aspect-ratio limits image files get."""
+    """Embedded image bytes, with the pixel limit image files get."""
     img = Image.open(io.BytesIO(data))
     width, height = img.size
-    if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
-        raise ImageError(f"the embedded image is {width}x{height}, beyond the limits of {MAX_PIXELS:,} pixels and "
-                         f"{MAX_ASPECT_RATIO:g}:1")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"the embedded image is {width}x{height}, beyond the limit of {MAX_PIXELS:,} pixels")
     return to_mode(img, "RGB")
 
 

@@ -27,9 +27,6 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 
 # Pillow's own default (~89.5 MPix, a 9459x9459 image); larger images are refused before decoding.
 MAX_PIXELS = 89_478_485
-# Longer side / shorter side. A thin strip (1x20000) is tiny on disk but scaling its short side up to the
-# model's input (224) makes a 224x4,480,000 image (3 GB): refused before decoding. Panoramas are ~10.
-MAX_ASPECT_RATIO = 100.0
 
 PathLike = str | os.PathLike
 
@@ -37,7 +34,7 @@ PathLike = str | os.PathLike
 _UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def _open(path: Path, max_pixels: int | None, max_aspect_ratio: float | None = MAX_ASPECT_RATIO) -> Image.Image:
+def _open(path: Path, max_pixels: int | None, max_aspect_ratio: float | None = None) -> Image.Image:
     """Open and fully decode ``path``, turning every failure into an ``ImageError`` that names it."""
     if not path.exists():
         raise ImageError(f"Image {str(path)!r} does not exist. Check the path.")
@@ -70,8 +67,8 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None,
                 img.close()
                 raise ImageError(
                     f"Image {str(path)!r} is {width}x{height}, an aspect ratio beyond the limit of "
-                    f"{max_aspect_ratio:g}:1 (resizing its short side to a model's input would take gigabytes). "
-                    "Crop it closer to square first, or raise the limit (max_aspect_ratio= in Python).")
+                    f"{max_aspect_ratio:g}:1 (a limit the caller asked for). "
+                    "Crop it closer to square first, or raise the limit (max_aspect_ratio=).")
             img.load()
     except ImageError:
         raise
@@ -123,7 +120,7 @@ def to_mode(img: Image.Image, mode: str = "RGB", *, background: tuple[int, int, 
 
 
 def load_image(path: PathLike, *, mode: str = "RGB", max_pixels: int | None = MAX_PIXELS,
-               exif_transpose: bool = True, max_aspect_ratio: float | None = MAX_ASPECT_RATIO) -> Image.Image:
+               exif_transpose: bool = True, max_aspect_ratio: float | None = None) -> Image.Image:
     """Read an image file as an 8-bit ``mode`` ('RGB' or 'L') Pillow image, upright per its EXIF tag.
 
     Transparent pixels are composited onto white. Raises ``ImageError`` naming the file when it is
@@ -136,7 +133,7 @@ def load_image(path: PathLike, *, mode: str = "RGB", max_pixels: int | None = MA
 
 def decode_image(data: bytes, *, name: str = "the uploaded image", mode: str = "RGB",
                  max_pixels: int | None = MAX_PIXELS, exif_transpose: bool = True,
-                 max_aspect_ratio: float | None = MAX_ASPECT_RATIO) -> Image.Image:
+                 max_aspect_ratio: float | None = None) -> Image.Image:
     """``load_image`` for the bytes of an image file (an upload): the same checks, with ``name`` in messages."""
     if not data:
         raise ImageError(f"Image {name!r} is empty (0 bytes). Send the bytes of a JPEG, PNG or WebP file.")

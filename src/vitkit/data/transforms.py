@@ -76,15 +76,34 @@ def resize(img: Image.Image, size: tuple[int, int], interpolation: str | int = "
     return img.resize((w, h), resample=resample_filter(interpolation))
 
 
+def keep_ratio_target(height: int, width: int, size: int | tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an image resized keeping its aspect ratio so it covers ``size`` (an int: the shorter side)."""
+    h, w = pair(size)
+    return shorter_side_size(height, width, h) if h == w else keep_ratio_size(height, width, (h, w))
+
+
 def resize_keep_ratio(img: Image.Image, size: int | tuple[int, int],
                       interpolation: str | int = "bicubic") -> Image.Image:
     """Resize keeping the aspect ratio so the image covers ``size`` (an int: the shorter side)."""
-    h, w = pair(size)
-    if h == w:
-        target = shorter_side_size(img.height, img.width, h)
-    else:
-        target = keep_ratio_size(img.height, img.width, (h, w))
-    return resize(img, target, interpolation)
+    return resize(img, keep_ratio_target(img.height, img.width, size), interpolation)
+
+
+def resize_and_crop(img: Image.Image, target: tuple[int, int], crop: int | tuple[int, int], *,
+                    interpolation: str | int = "bicubic", rounding: str = "round") -> Image.Image:
+    """``center_crop(resize(img, target), crop)`` in bounded memory.
+
+    When the resized image would pass ``MAX_PIXELS`` (a thin strip whose short side is scaled up to the input),
+    only the crop box is resized (Pillow's ``resize(box=...)``): the same filter at the same source positions,
+    so the pixels agree with resizing everything first up to Pillow's 8-bit rounding between its two passes,
+    while memory stays that of the crop. Other images take the plain path, pixel for pixel as before."""
+    h, w = target
+    ch, cw = pair(crop, "crop size")
+    if h * w <= MAX_PIXELS or h < ch or w < cw:
+        return center_crop(resize(img, target, interpolation), crop, rounding=rounding)
+    top, left = crop_offset(h, ch, rounding), crop_offset(w, cw, rounding)
+    sx, sy = img.width / w, img.height / h
+    return img.resize((cw, ch), resample=resample_filter(interpolation),
+                      box=(left * sx, top * sy, (left + cw) * sx, (top + ch) * sy))
 
 
 def crop_offset(length: int, crop: int, rounding: str) -> int:
