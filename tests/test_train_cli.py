@@ -88,7 +88,7 @@ def test_linear_probe_trains_only_the_head(folder: Path, tmp_path: Path, capsys:
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "/no/such/folder"], "does not exist"),
-    (["train", "--freeze", "everything"], "--freeze 'everything' is not understood"),
+    (["train", "--freeze", "everything"], "--freeze 'everything' is not allowed"),
     (["train", "--linear-probe", "--freeze", "blocks:2"], "--linear-probe trains only the head"),
     (["train", "--set", "embed_dim"], "is not FIELD=VALUE"),
     (["train", "--set", "embed_dmi=32"], "did you mean 'embed_dim'"),

@@ -116,7 +116,7 @@ def test_ctrl_c_in_the_first_epoch_saves_and_prints_the_command_that_resumes(tmp
 
 
 def test_a_photo_folder_gets_a_photo_model_and_tiny_shares_are_not_zero(folder: Path, tmp_path: Path):
-    assert TrainConfig(data=str(folder)).resolved().model == "vit_small_patch16_224"
+    assert TrainConfig(data=str(folder)).resolved().network.model == "vit_small_patch16_224"
     args = ["train", str(folder), "--img-size", "32", "--linear-probe", "--batch-size", "128", "--max-steps", "1",
             "--threads", "1", "--workers", "0", "--no-plots"]
     proc = vitkit_cli(*args, "--out", str(tmp_path / "a"))

@@ -118,10 +118,11 @@ def test_bad_training_settings_raise_config_error(bad: dict):
 
 def test_presets_fill_unset_fields():
     digits = TrainConfig().resolved()
-    assert (digits.model, digits.out, digits.hflip, digits.layer_decay, digits.threads) == \
-        ("vit_digits", "runs/digits", 0.0, 1.0, 1)
+    assert (digits.network.model, digits.run.out, digits.augment.hflip, digits.optim.layer_decay,
+            digits.run.threads) == ("vit_digits", "runs/digits", 0.0, 1.0, 1)
     folder = TrainConfig(data="some/folder", weights="w.safetensors").resolved()
-    assert folder.hflip == 0.5 and folder.aug == "trivial" and folder.layer_decay == 0.75 and folder.threads is None
-    assert TrainConfig(data="some/folder", lr=1e-3).resolved().lr == 1e-3
+    assert folder.augment.hflip == 0.5 and folder.augment.aug == "trivial" and folder.optim.layer_decay == 0.75 \
+        and folder.run.threads is None
+    assert TrainConfig(data="some/folder", lr=1e-3).resolved().optim.lr == 1e-3
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})

@@ -34,7 +34,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str]:
 ])
 def test_a_bad_number_is_one_line_before_training(capsys, tmp_path: Path, flag: str, value: str, setting: str):
     code, err = _cli(capsys, "train", *TINY_ARGS, "--epochs", "1", "--out", str(tmp_path), flag, value)
-    assert code == 2 and len(err.splitlines()) == 1 and f"{setting}={value}" in err, err
+    assert code == 2 and len(err.splitlines()) == 1 and f"{flag} {value}" in err and f"{setting}=" not in err, err
     assert not (tmp_path / "checkpoint.pt").exists()
 
 

@@ -136,6 +136,7 @@ def optional(check: Checker) -> Checker:
     def checker(v: Any) -> str | None:
         want = None if v is None else check(v)
         return None if want is None else f"null or {want}"
+    checker.choices = getattr(check, "choices", None)  # type: ignore[attr-defined]
     return checker
 
 
@@ -144,6 +145,7 @@ def optional_as(check: Checker, null: str = "None") -> Checker:
     def checker(v: Any) -> str | None:
         want = None if v is None else check(v)
         return None if want is None else f"{null} or {want}"
+    checker.choices = getattr(check, "choices", None)  # type: ignore[attr-defined]
     return checker
 
 

@@ -13,25 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import cli_type, int_between, positive_int
-from ..choices import AUGMENT_POLICIES as POLICIES
 from ..choices import EVAL_SPLITS as SPLITS
 from ..errors import ConfigError
-from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, TRAIN_PRECISIONS, TrainConfig
+from ..training.config import DATA_SETTINGS, GROUPS, TrainConfig
 from ..training.interrupt import TrainingInterrupted
-from .train_flags import add_source_args, add_training_args, source_settings, training_settings
+from .train_flags import add_settings, library_options, settings_from_args
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
 EVAL_CHECKPOINTS = ("best", "last", "best_ema", "ema")
-# CLI flag -> TrainConfig field, for the flags whose value passes through unchanged
-PASSTHROUGH = ("out", "model", "weights", "val_fraction", "epochs", "batch_size", "eval_batch_size", "accum_steps",
-               "lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing", "freeze",
-               "precision", "aug", "magnitude", "hflip", "mixup", "cutmix", "seed", "deterministic", "workers",
-               "threads", "device", "save_every_steps", "export_samples", "grad_checkpointing", "max_steps",
-               "log_every", "img_size", "overwrite", "ema",
-               "teacher", "teacher_weights", "distill", "distill_alpha", "distill_tau", "compile")
-
-
 def _share(part: int, whole: int) -> str:
     """``part`` of ``whole`` as a percentage that never rounds a non-zero share to 0 (772 of 22M: '<0.01%')."""
     share = 100.0 * part / max(whole, 1)
@@ -44,32 +34,14 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
-def _overrides(items: list[str]) -> dict[str, Any]:
-    """``--set FIELD=VALUE`` pairs (VALUE read as JSON when it parses, else as a string)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not FIELD=VALUE (e.g. --set drop_path_rate=0.1).")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig the command line describes."""
-    settings = {k: getattr(args, k) for k in PASSTHROUGH}
+    settings = settings_from_args(args)
     if args.linear_probe:
         if args.freeze not in ("none", "backbone"):
             raise ConfigError(f"--linear-probe trains only the head; drop --freeze {args.freeze} or --linear-probe.")
         settings["freeze"] = "backbone"
-    settings.update(data=args.data, model_overrides=_overrides(args.set), plots=not args.no_plots,
-                    clip_grad=None if args.clip_grad == 0 else args.clip_grad,
-                    resume=args.resume, crop_scale=tuple(args.crop_scale) if args.crop_scale else None)
-    settings.update(training_settings(args))
-    return TrainConfig(**settings)
+    return TrainConfig(data=args.data, **{k: v for k, v in settings.items() if k != "data"})
 
 
 def _print_start(s: dict[str, Any]) -> None:
@@ -156,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     except KeyboardInterrupt:  # before the loop began, or a second Ctrl-C: no state written now
         if int(os.environ.get("RANK", "0")) == 0:
-            state = Path(cfg.resolved().out) / STATE_FILE
+            state = Path(cfg.resolved().run.out) / STATE_FILE
             kept = f"the last state saved before it is {state}; continue with: " \
                    f"{resume_command(int(os.environ.get('WORLD_SIZE', '1')))}" if state.is_file() else \
                 "no training state was written"
@@ -237,7 +209,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..training.evaluation import evaluate
     from ..training.tasks import task_of
 
-    given = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed, **source_settings(args)}
+    given = {"data": args.data, "val_fraction": args.val_fraction, "seed": args.seed,
+             **settings_from_args(args, ["source"])}
+    given = {k: v for k, v in given.items() if k in ("data", "val_fraction", "seed", *DATA_SETTINGS)}
     settings = {k: v for k, v in given.items() if v is not None}
     model, described = args.model, args.model
     if args.run:
@@ -274,121 +248,18 @@ class DefaultsHelp(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        unset = action.default is None or action.default is False or action.default == [] \
+        unset = action.default is None or isinstance(action.default, bool) or action.default in ([], ()) \
             or action.default is argparse.SUPPRESS
         if "default" not in text and not unset and action.option_strings:
             text += " (default: %(default)s)"
         return text
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return " ".join(f"{v:g}" for v in value)
-    return "the number of cores" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _preset(field: str, what: str = "") -> str:
-    """Help text for a setting whose default depends on the data (the digits or an image folder)."""
-    digits, folder = DIGITS_DEFAULTS[field], FOLDER_DEFAULTS[field]
-    return f"{what}{'; ' if what else ''}default depends on the data: {_show(digits)} for the digits, " \
-           f"{_show(folder)} for an image folder"
-
-
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help=DATA_HELP)
-    for add in (_add_model_args, _add_schedule_args, _add_teacher_args, _add_run_args):
-        add(p)
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    """What trains, from which weights, at which size, and where the run goes."""
-    a = p.add_argument_group("model and output").add_argument
-    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
-    a("--out", help=_preset("out", "output folder"))
-    a("--overwrite", action="store_true", help="replace a run already in --out (otherwise refused; see --resume)")
-    a("--model", help=_preset("model", "registry name, saved model folder or checkpoint, or a JSON file of ViTConfig "
-                                       "fields"))
-    a("--weights", help="pretrained weights for a registry --model (any supported checkpoint); default: none "
-                        "(random initialisation)")
-    a("--img-size", type=int, metavar="N", help="input size N x N (position embeddings resampled); default: the "
-                                                "model's own (vit_digits: 32, *_224: 224)")
-    a("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a ViTConfig field (repeatable)")
-    a("--freeze", default=d.freeze, help="none | backbone (linear probing) | blocks:N (last N blocks + head)")
-    a("--linear-probe", action="store_true", help="train only the head (same as --freeze backbone)")
-
-
-def _add_schedule_args(p: argparse.ArgumentParser) -> None:
-    """The recipe: schedule, optimizer, loss and augmentation."""
-    a = p.add_argument_group("schedule, optimizer and augmentation").add_argument
-    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
-    a("--epochs", type=int, help=_preset("epochs", "passes over the training split"))
-    a("--batch-size", type=int, help=_preset("batch_size", "global batch per optimizer step, over processes and "
-                                                           "accumulation"))
-    a("--accum-steps", type=int, default=d.accum_steps, help="gradient accumulation steps per optimizer step")
-    a("--eval-batch-size", type=int, default=d.eval_batch_size, help="batch of the validation passes")
-    a("--lr", type=float, help=_preset("lr", "peak learning rate (after warmup)"))
-    a("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine")
-    a("--warmup-epochs", type=float, help=_preset("warmup_epochs", "epochs of linear warmup (fractions allowed)"))
-    a("--weight-decay", type=float, default=d.weight_decay,
-      help="AdamW decay (never on norms, biases, embeddings, tokens)")
-    a("--layer-decay", type=float, help="layer-wise lr decay (1: off); default depends on the weights: 0.75 with "
-                                        "--weights on an image folder, else 1")
-    a("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of the cross-entropy")
-    a("--clip-grad", type=float, default=d.clip_grad, help="gradient norm clip (0: off)")
-    a("--precision", choices=TRAIN_PRECISIONS, default=d.precision, help="autocast precision")
-    a("--aug", choices=POLICIES, help=_preset("aug", "augmentation policy after crop and flip"))
-    a("--magnitude", type=int, default=d.magnitude, help="RandAugment magnitude 0..30")
-    a("--hflip", type=float, help=_preset("hflip", "horizontal flip probability"))
-    a("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
-      help=_preset("crop_scale", "random resized crop area range"))
-    a("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
-    a("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
-
-
-def _add_teacher_args(p: argparse.ArgumentParser) -> None:
-    """A teacher to distil from, and an average of the weights."""
-    a = p.add_argument_group("distillation and EMA").add_argument
-    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
-    a("--teacher", metavar="MODEL", help="distil from this model (registry name with --teacher-weights, saved "
-                                         "model folder or checkpoint; it must predict the data's classes); default: "
-                                         "none")
-    a("--teacher-weights", metavar="SRC", help="weights for a registry --teacher")
-    a("--distill", choices=DISTILL_MODES, default=d.distill,
-      help="DeiT distillation through the student's distillation head (distilled models), else its logits: hard "
-           "(the teacher's class) or soft (KL at --distill-tau)")
-    a("--distill-alpha", type=float, default=d.distill_alpha, help="weight of the teacher's term (1 - it: labels)")
-    a("--distill-tau", type=float, default=d.distill_tau, help="temperature of soft distillation")
-    a("--ema", type=float, metavar="DECAY",
-      help="also keep an exponential moving average of the weights with this decay (e.g. 0.999; warm-up "
-           "min(DECAY, (1+t)/(10+t)) at step t), validated each epoch and saved as OUT/ema and OUT/best_ema; "
-           "default: off")
-
-
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    """Where and how the run executes: data split, devices, checkpoints, logging."""
-    a = p.add_argument_group("running").add_argument
-    d = TrainConfig  # defaults: TrainConfig's own (its dataclass fields' class attributes)
-    a("--val-fraction", type=float, default=d.val_fraction, help="held-out fraction when the folder has no val/")
-    a("--seed", type=int, default=d.seed, help="seed of the split, the initialisation and the augmentation")
-    a("--deterministic", action="store_true", help="deterministic kernels (a resumed run equals an uninterrupted one)")
-    a("--workers", type=int, help="data loading processes; default depends on the data: 0 for the digits (in "
-                                  "memory), else the cores left beside training (at most 8)")
-    a("--threads", type=int, help=_preset("threads", "CPU threads for torch"))
-    a("--device", help="cpu, cuda or cuda:N (default: this rank's GPU if there is one, else the CPU)")
-    a("--resume", nargs="?", const="auto",
-      help="continue from OUT/checkpoint.pt (or the given checkpoint) with the same training settings; a changed "
-           "schedule (--epochs, --lr, --batch-size, ...) is refused: start a new run with --weights OUT/last instead")
-    a("--save-every-steps", type=int, default=d.save_every_steps,
-      help="also checkpoint every N steps (0: at the end of each epoch only)")
-    a("--export-samples", type=int, help=_preset("export_samples", "held-out images per class to write to "
-                                                                   "OUT/samples"))
-    a("--grad-checkpointing", action="store_true", help="recompute activations: less memory, more compute")
-    a("--compile", action="store_true", help="torch.compile the model for the training step (the first steps "
-                                             "pay a compile of ~30 s; pays off on long runs)")
-    a("--max-steps", type=int, help="stop after N optimizer steps (the schedule still spans all epochs)")
-    a("--log-every", type=int, default=d.log_every,
-      help="steps between reads of the loss on the host (progress bar, non-finite check)")
-    a("--no-plots", action="store_true", help="skip the PNG plots")
+    for group in GROUPS:
+        add_settings(p, group)
+    p.add_argument("--linear-probe", action="store_true", help="train only the head (same as --freeze backbone)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -399,9 +270,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "augmentations, best/last checkpoints, metrics, plots and report.json under --out. "
                     "Runs distributed under `torchrun --nproc_per_node=N -m vitkit train ...`.")
     _add_train_args(p)
-    add_source_args(p, training=True)
-    add_training_args(p)
-    p.set_defaults(func=cmd_train, library_options={"img_size": "--img-size"})
+    p.set_defaults(func=cmd_train, library_options=library_options())
 
     e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",
                               description="Top-1/top-5 accuracy (multi-label: mAP and F1) and loss of a trained "
@@ -420,7 +289,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--split", choices=SPLITS, help="all: every image of DATA (its val/ when it has train/ and val/); "
                    "val: the split `vitkit train` held out; train: the rest. Default: all for a folder DATA, val "
                    "for --run, the digits, a label file or a dataset")
-    add_source_args(e, training=False)
+    add_settings(e, "source", only=DATA_SETTINGS, defaults={"threshold": None},
+                 title="data sources instead of DATA, and multi-label data")
     e.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"), default=128)
     e.add_argument("--workers", type=cli_type(int_between(0), "--workers"))
     e.add_argument("--device")

@@ -1,70 +1,102 @@
-"""The `vitkit train` / `vitkit eval` flags of the data sources (folder, label file, Hugging Face dataset;
-multi-label), LoRA, the multi-process strategy and tracking, and the TrainConfig settings they give."""
+"""`vitkit train` / `vitkit eval` flags, generated from the training settings' fields (``vitkit.training.config``).
+
+Each setting declares its check, help text and flag once, as field metadata; here each field becomes one
+argparse flag (type, default, choices, metavar, nargs), and ``settings_from_args`` reads the parsed values back
+as flat settings. A setting whose default depends on the data says both presets in its help.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
-from ..choices import LORA_TARGETS
-from ..choices import MULTILABEL_LOSSES as LOSSES
-from ..training.config import DATA_SETTINGS, TrainConfig
-from ..training.options import STRATEGIES
+from ..training.config import (
+    DIGITS_DEFAULTS,
+    FOLDER_DEFAULTS,
+    GROUPS,
+    Settings,
+    flag_of,
+    flat_name,
+)
+
+# the group of flags each settings group's fields appear under in --help
+TITLES = {"source": "data", "network": "model and output", "optim": "schedule, optimizer and loss",
+          "augment": "augmentation", "distillation": "distillation", "lora": "LoRA (parameter-efficient fine-tuning)",
+          "run": "running"}
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(f"{v:g}" for v in value)
+    return "the number of cores" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def add_source_args(p: argparse.ArgumentParser, *, training: bool) -> None:
-    """The data sources other than an image folder, and multi-label data (``training``: with the loss)."""
-    d = TrainConfig
-    g = p.add_argument_group("data sources (instead of DATA)")
-    g.add_argument("--labels", metavar="FILE", help="CSV (path,label or path,labels with ';'-separated classes) or "
-                   "JSONL ({\"path\": ..., \"label(s)\": ...}) label file; paths relative to the file")
-    g.add_argument("--val-labels", metavar="FILE", help="validation label file (default: --val-fraction of --labels)")
-    g.add_argument("--hf-dataset", metavar="DIR", help="a Hugging Face dataset saved with save_to_disk "
-                   "(its validation split, else --val-fraction of train)")
-    g.add_argument("--image-column", help="the --hf-dataset's image column (default: the one of Image type)")
-    g.add_argument("--label-column", help="the --hf-dataset's label column (default: the ClassLabel one)")
-    g = p.add_argument_group("multi-label (several classes per image; on by itself for a 'labels' column)")
-    g.add_argument("--multi-label", action="store_const", const=True, default=None,
-                   help="sigmoid outputs even on single-label data (one-element label sets)")
-    if training:
-        g.add_argument("--loss", choices=LOSSES, default=d.multilabel_loss,
-                       help="multi-label loss: bce (with --label-smoothing) or asl (asymmetric loss)")
-    g.add_argument("--threshold", type=float, default=d.threshold if training else None,
-                   help="score threshold of the F1 metrics" + ("" if training else " (default: the run's, else 0.5)"))
+def preset_help(name: str, what: str = "") -> str:
+    """Help text for a setting whose default depends on the data (the digits or an image folder)."""
+    digits, folder = DIGITS_DEFAULTS[name], FOLDER_DEFAULTS[name]
+    return f"{what}{'; ' if what else ''}default depends on the data: {_show(digits)} for the digits, " \
+           f"{_show(folder)} for an image folder"
 
 
-def add_training_args(p: argparse.ArgumentParser) -> None:
-    """LoRA, the multi-process strategy and experiment tracking (`vitkit train` only)."""
-    d = TrainConfig
-    g = p.add_argument_group("LoRA (parameter-efficient fine-tuning)")
-    g.add_argument("--lora-rank", type=int, default=d.lora_rank,
-                   help="train rank-R LoRA adapters and the head instead of the weights (0: off)")
-    g.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="adapter scale alpha (update x alpha/R)")
-    g.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="dropout on the adapters' input")
-    g.add_argument("--lora-targets", type=_names, default=d.lora_targets, metavar="LIST",
-                   help=f"comma-separated linears to adapt among {','.join(LORA_TARGETS)} "
-                        f"(default: {','.join(d.lora_targets)})")
-    g = p.add_argument_group("several processes (torchrun)")
-    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
-                   help="ddp: every rank holds the whole model; fsdp: parameters, gradients and optimizer state "
-                        "sharded across ranks (torch FSDP2)")
-    g = p.add_argument_group("experiment tracking")
-    g.add_argument("--report-to", type=_names, default=d.report_to, metavar="LIST",
-                   help="send each epoch's metrics row to these trackers too (comma-separated; built in: tensorboard, "
-                        "written to OUT/tensorboard)")
+def _argument(f: dataclasses.Field, default: Any) -> tuple[str, dict[str, Any]]:
+    """(flag, argparse keyword arguments) of one setting."""
+    meta, name = f.metadata, flat_name(f)
+    help_text = preset_help(name, meta.get("help", "")) if name in DIGITS_DEFAULTS else meta.get("help", "")
+    kwargs: dict[str, Any] = {"dest": name, "help": help_text}
+    if meta.get("action") == "append":
+        return flag_of(f), {**kwargs, "action": "append", "default": [], "metavar": meta.get("metavar")}
+    if meta.get("action") == "store_const":
+        return flag_of(f), {**kwargs, "action": "store_const", "const": meta["const"], "default": default}
+    if isinstance(default, bool):
+        return flag_of(f), {**kwargs, "action": "store_false" if default else "store_true", "default": default}
+    kwargs["default"] = list(default) if isinstance(default, tuple) and meta.get("nargs") else default
+    for key in ("metavar", "nargs", "const"):
+        if meta.get(key) is not None:
+            kwargs[key] = meta[key]
+    if meta.get("parse") is not None:
+        kwargs["type"] = meta["parse"]
+    choices = getattr(meta.get("check"), "choices", None)
+    if choices:
+        kwargs["choices"] = choices
+    if isinstance(default, tuple) and meta.get("parse") is not None and not meta.get("nargs"):
+        kwargs["default"] = default  # a comma-separated list keeps its tuple default
+    return flag_of(f), kwargs
 
 
-def source_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig settings of the data-source and multi-label flags (None: not given)."""
-    return {name: getattr(args, name) for name in DATA_SETTINGS}
+def add_settings(parser: argparse.ArgumentParser, group: str, *, only: Iterable[str] | None = None,
+                 skip: Iterable[str] = (), defaults: dict[str, Any] | None = None, title: str | None = None) -> None:
+    """One flag per setting of ``group`` (flat names in ``only``, when given, minus ``skip``), under its title;
+    ``defaults`` replaces a field's default (e.g. None: 'the run's' for `vitkit eval`)."""
+    cls: type[Settings] = GROUPS[group]
+    wanted, skipped, defaults = (None if only is None else set(only)), set(skip), defaults or {}
+    g = parser.add_argument_group(title or TITLES[group])
+    for f in dataclasses.fields(cls):
+        name = flat_name(f)
+        if not f.metadata.get("cli", True) or name in skipped or (wanted is not None and name not in wanted):
+            continue
+        default = defaults.get(name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                               else f.default)
+        flag, kwargs = _argument(f, default)
+        g.add_argument(flag, **kwargs)
 
 
-def training_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig settings of the flags ``add_source_args`` and ``add_training_args`` add to `vitkit train`."""
-    return {**source_settings(args), "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,
-            "lora_dropout": args.lora_dropout, "lora_targets": tuple(args.lora_targets),
-            "multilabel_loss": args.loss, "report_to": tuple(args.report_to), "strategy": args.strategy}
+def settings_from_args(args: argparse.Namespace, groups: Iterable[str] = tuple(GROUPS)) -> dict[str, Any]:
+    """The flat settings the parsed flags of ``groups`` give (each flag's value turned into its setting's)."""
+    out: dict[str, Any] = {}
+    for group in groups:
+        for f in dataclasses.fields(GROUPS[group]):
+            name = flat_name(f)
+            if not hasattr(args, name):
+                continue
+            value = getattr(args, name)
+            convert = f.metadata.get("to_setting")
+            out[name] = convert(value) if convert is not None and value is not None else value
+    return out
+
+
+def library_options() -> dict[str, str]:
+    """Every setting's flag, by its flat name (what a hint naming the setting says on the command line)."""
+    return {flat_name(f): flag_of(f) for cls in GROUPS.values() for f in dataclasses.fields(cls)
+            if f.metadata.get("cli", True)}

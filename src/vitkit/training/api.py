@@ -54,18 +54,18 @@ def train(config: TrainConfig | None = None, *, on_start: Callable[[dict[str, An
     ``best/`` and ``last/`` (vitkit format), ``metrics.jsonl``/``.csv``, PNG plots and ``report.json``.
     """
     cfg = (config if config is not None else TrainConfig.from_dict(settings)).resolved()
-    with run_settings(deterministic=cfg.deterministic, threads=cfg.threads):
+    with run_settings(deterministic=cfg.run.deterministic, threads=cfg.run.threads):
         return _train(cfg, on_start, on_epoch)
 
 
 def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
            on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
-    dist = Dist.from_env(cfg.device)
+    dist = Dist.from_env(cfg.run.device)
     trainer: Trainer | None = None
     try:
         prepare_out(cfg, dist)
         trainer = Trainer(cfg, dist, on_epoch=on_epoch)
-        resumed = trainer.resume(cfg.resume) if cfg.resume else False
+        resumed = trainer.resume(cfg.run.resume) if cfg.run.resume else False
         p = trainer.progress
         summary = {**trainer.summary(), "resumed": resumed, "start_epoch": p.epoch, "start_step": p.step,
                    "start_batch": p.batch}
@@ -88,7 +88,7 @@ def _train(cfg: TrainConfig, on_start: Callable[[dict[str, Any]], None] | None,
 
 def _run_epochs(trainer: Trainer) -> bool:
     """Train to the last epoch; False when ``max_steps`` stopped it. A stop request raises TrainingInterrupted."""
-    while trainer.progress.epoch < trainer.cfg.epochs:
+    while trainer.progress.epoch < trainer.cfg.optim.epochs:
         if not trainer.train_epoch():
             return False
         trainer.end_epoch()  # saves the state
@@ -99,15 +99,15 @@ def _run_epochs(trainer: Trainer) -> bool:
 def prepare_out(cfg: TrainConfig, dist: Dist) -> None:
     """Refuse an ``out`` folder that holds a run unless resuming or told to overwrite it (then clear it), one that
     cannot hold a run (under /dev, /proc, /sys), and ``resume='auto'`` with no state in it to resume."""
-    out = Path(cfg.out)
+    out = Path(cfg.run.out)
     check_output_path(out / STATE_FILE)  # a place training could never save to (/dev, /proc, ...): refused now
-    if cfg.resume == "auto" and not (out / STATE_FILE).is_file():
+    if cfg.run.resume == "auto" and not (out / STATE_FILE).is_file():
         raise CheckpointError(f"--resume: --out {str(out)!r} holds no {STATE_FILE} to continue from. Check the "
                               f"folder name, or drop --resume to start a new run there.")
     found = [name for name in RUN_MARKERS if (out / name).exists()]
-    if not found or cfg.resume:
+    if not found or cfg.run.resume:
         return
-    if not cfg.overwrite:
+    if not cfg.run.overwrite:
         raise ConfigError(f"--out {str(out)!r} already holds a training run ({', '.join(found)}), which this run "
                           f"would replace. Pass --resume to continue it, --overwrite to replace it, or another --out.")
     if dist.is_main:
@@ -126,7 +126,7 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
     out, p = trainer.out, trainer.progress
     rows = p.history
     plots: dict[str, str] = {}
-    if trainer.cfg.plots and rows:
+    if trainer.cfg.run.plots and rows:
         title = f"{trainer.summary()['model']}, {out}"
         plots = {k: str(v) for k, v in plot_curves(rows, out, title).items()}
         if trainer.last_confusion is not None:
@@ -153,7 +153,8 @@ def _finish(trainer: Trainer, samples: list[Path], seconds: float, completed: bo
 def _ema_report(trainer: Trainer) -> dict[str, Any]:
     """The EMA's figures and checkpoints, and which weights validated best (raw or EMA)."""
     p, out, last = trainer.progress, trainer.out, trainer.progress.history[-1]
-    return {"ema_decay": trainer.cfg.ema, "best_ema_val_top1": p.best_ema_top1, "best_ema_epoch": p.best_ema_epoch,
+    return {"ema_decay": trainer.cfg.optim.ema, "best_ema_val_top1": p.best_ema_top1,
+            "best_ema_epoch": p.best_ema_epoch,
             "final_ema_val_top1": last.get("ema_val_top1"),
             "best_weights": "ema" if p.best_ema_top1 > p.best_score else "raw",
             "checkpoints": {**_checkpoints(out), "ema": str(out / "ema"), "best_ema": str(out / "best_ema")}}

@@ -23,8 +23,8 @@ SPLITS = EVAL_SPLITS
 
 def _splits(data: str | None, split: str, cfg: TrainConfig) -> DataSplits:
     if split != "all":
-        return load_data(cfg)
-    if data is None or data == DIGITS_SOURCE or cfg.labels or cfg.hf_dataset:
+        return load_data(cfg.source, cfg.run.seed)
+    if data is None or data == DIGITS_SOURCE or cfg.source.labels or cfg.source.hf_dataset:
         raise ConfigError("split='all' scores every image of an image folder; for the digits, a label file or a "
                           "dataset choose split='val' (the held-out images) or 'train'.")
     return load_whole_folder(data)
@@ -54,7 +54,7 @@ def evaluate(model: str | torch.nn.Module, data: str | None = None, *, weights: 
     cfg.validate()
     if isinstance(model, str) and not weights:
         model = load_model(model)
-    if not isinstance(model, str) and data not in (None, DIGITS_SOURCE) and not (cfg.labels or cfg.hf_dataset):
+    if not isinstance(model, str) and not cfg.source.is_digits and not (cfg.source.labels or cfg.source.hf_dataset):
         check_model_classes(model, folder_classes(data))  # before a single image of a wrong folder is read
     splits = _splits(data, split, cfg)
     if isinstance(model, str):

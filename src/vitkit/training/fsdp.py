@@ -48,9 +48,9 @@ def is_sharded(model: nn.Module) -> bool:
 
 
 def shard_model(model: nn.Module, cfg: Any, dist: Any) -> None:
-    """Shard ``model`` IN PLACE across the process group when ``cfg.strategy`` is 'fsdp' (each block, then the
+    """Shard ``model`` IN PLACE across the process group when ``cfg.run.strategy`` is 'fsdp' (each block, then the
     root); a no-op for DDP or a single process. Call before the optimizer is built."""
-    if cfg.strategy != "fsdp":
+    if cfg.run.strategy != "fsdp":
         return
     if not dist.initialized:
         logger.warning("--strategy fsdp shards a model across the processes of a torchrun launch; this is one "

@@ -128,35 +128,37 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg, self.dist, self.on_epoch = cfg, dist, on_epoch
-        self.out = Path(cfg.out)
+        self.out = Path(cfg.run.out)
         self.device = dist.device
-        seed_everything(cfg.seed)
-        self.splits: DataSplits = load_data(cfg)  # a folder, the digits, a label file or a HF dataset
+        seed_everything(cfg.run.seed)
+        self.splits: DataSplits = load_data(cfg.source, cfg.run.seed)  # a folder, the digits, a label file, a dataset
         self.task = make_task(cfg, self.splits)  # single- or multi-label: loss, validation, best score
         if dist.is_main:
             logger.info("data: %s", self.splits.describe())
-        with quiet_new_head(bool(cfg.resume)):
-            self.model = build_model(cfg.model, num_classes=len(self.splits.classes), weights=cfg.weights,
-                                     overrides=cfg.model_overrides, img_size=cfg.img_size)
+        net, opt, aug, teacher = cfg.network, cfg.optim, cfg.augment, cfg.distillation
+        with quiet_new_head(bool(cfg.run.resume)):
+            self.model = build_model(net.model, num_classes=len(self.splits.classes), weights=net.weights,
+                                     overrides=net.model_overrides, img_size=net.img_size)
         label_model(self.model, self.splits)
         self.trainable, self.total = setup_trainable(self.model, cfg)  # LoRA adapters or --freeze
-        self.model.set_grad_checkpointing(cfg.grad_checkpointing)
+        self.model.set_grad_checkpointing(net.grad_checkpointing)
         self.model.to(self.device)
         shard_model(self.model, cfg, dist)  # --strategy fsdp (before the optimizer sees the parameters)
-        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema else None
-        self.teacher = load_teacher(cfg.teacher, cfg.teacher_weights, self.model, list(self.splits.classes),
-                                    self.device) if cfg.teacher else None
+        self.ema = ModelEma(self.model, opt.ema) if opt.ema else None
+        self.teacher = load_teacher(teacher.teacher, teacher.teacher_weights, self.model, list(self.splits.classes),
+                                    self.device) if teacher.teacher else None
         self.batch_size = self._global_batch()
         self.steps_per_epoch = len(self.splits.train) // self.batch_size
-        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         layer_decay=cfg.layer_decay)
-        self.scheduler = WarmupCosine(self.optimizer, base_lr=cfg.lr, total_steps=cfg.epochs * self.steps_per_epoch,
-                                      warmup_steps=round(cfg.warmup_epochs * self.steps_per_epoch), min_lr=cfg.min_lr)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.mix = MixupCutmix(num_classes=len(self.splits.classes), mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
-                               label_smoothing=cfg.label_smoothing)
-        self.workers = cfg.workers if cfg.workers is not None else default_workers(self.splits.train, dist.world_size)
-        self.train_tf, self.eval_tf = train_transform(self.model, cfg), EvalTransform(self.model)
+        self.optimizer = build_optimizer(self.model, lr=opt.lr, weight_decay=opt.weight_decay,
+                                         layer_decay=opt.layer_decay)
+        self.scheduler = WarmupCosine(self.optimizer, base_lr=opt.lr, total_steps=opt.epochs * self.steps_per_epoch,
+                                      warmup_steps=round(opt.warmup_epochs * self.steps_per_epoch), min_lr=opt.min_lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=opt.precision == "fp16")
+        self.mix = MixupCutmix(num_classes=len(self.splits.classes), mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
+                               label_smoothing=opt.label_smoothing)
+        workers = cfg.source.workers
+        self.workers = workers if workers is not None else default_workers(self.splits.train, dist.world_size)
+        self.train_tf, self.eval_tf = train_transform(self.model, cfg.augment, cfg.run.seed), EvalTransform(self.model)
         self.progress = Progress(stats=EpochStats(loss_sum=_loss_accumulator(self.device)))
         self.checked_step = 0  # the step at which the loss was last seen finite on every rank
         self.stop = StopRequest()  # entered by ``train`` for the length of the training loop
@@ -168,24 +170,24 @@ class Trainer:
                                             else None) if dist.initialized and not is_sharded(self.model) else None)
         # the training step's forward: compiled on request (the first steps pay the compile; shapes stay static
         # because every training batch has its full size)
-        self.step_net: torch.nn.Module = torch.compile(self.net) if cfg.compile else self.net
+        self.step_net: torch.nn.Module = torch.compile(self.net) if net.compile else self.net
 
     # ------------------------------------------------------------------ set-up helpers
     def _global_batch(self) -> int:
         """The configured global batch, lowered (with a warning) to fit a small training set."""
-        unit = self.dist.world_size * self.cfg.accum_steps
+        batch, accum = self.cfg.optim.batch_size, self.cfg.optim.accum_steps
+        unit = self.dist.world_size * accum
         n = len(self.splits.train)
-        if self.cfg.batch_size % unit:
-            raise ConfigError(f"--batch-size {self.cfg.batch_size} does not split into {self.dist.world_size} "
-                              f"process(es) x {self.cfg.accum_steps} accumulation step(s); use a multiple of {unit}.")
+        if batch % unit:
+            raise ConfigError(f"--batch-size {batch} does not split into {self.dist.world_size} "
+                              f"process(es) x {accum} accumulation step(s); use a multiple of {unit}.")
         if n < unit:
             raise DataError(f"The training split has {n} images, fewer than {unit} (processes x accumulation "
                               f"steps); add images or lower --accum-steps / the process count.")
-        if n >= self.cfg.batch_size:
-            return self.cfg.batch_size
+        if n >= batch:
+            return batch
         lowered = n // unit * unit
-        logger.warning("batch size %d is larger than the training split (%d images); using %d",
-                       self.cfg.batch_size, n, lowered)
+        logger.warning("batch size %d is larger than the training split (%d images); using %d", batch, n, lowered)
         return lowered
 
     def close(self) -> None:
@@ -207,13 +209,14 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """What is being trained: the model, its parameter counts, the data and the schedule."""
         h, w = self.model.config.img_size
-        return {"model": self.model.model_name or self.cfg.model, "img_size": f"{h}x{w}",
-                "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.freeze,
+        return {"model": self.model.model_name or self.cfg.network.model, "img_size": f"{h}x{w}",
+                "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.network.freeze,
                 **self.splits.describe(),
-                "epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
+                "epochs": self.cfg.optim.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
                 "world_size": self.dist.world_size, "device": str(self.device), "out": str(self.out),
                 "teacher": None if self.teacher is None else {
-                    "model": self.cfg.teacher, "mode": self.cfg.distill, "alpha": self.cfg.distill_alpha,
+                    "model": self.cfg.distillation.teacher, "mode": self.cfg.distillation.mode,
+                    "alpha": self.cfg.distillation.alpha,
                     "through": "distillation head" if self.model.head_dist is not None else "logits"},
                 **lora_summary(self.model), **self.task.summary(),
                 **({"strategy": "fsdp"} if is_sharded(self.model) else {})}
@@ -267,12 +270,13 @@ class Trainer:
 
     def _check_progress(self, p: Progress, path: str) -> None:
         """Counters a run could have reached: within its epochs, steps and an epoch's batches."""
-        steps = self.cfg.epochs * self.steps_per_epoch
-        if not (0 <= p.epoch <= self.cfg.epochs and 0 <= p.batch <= self.steps_per_epoch
+        epochs = self.cfg.optim.epochs
+        steps = epochs * self.steps_per_epoch
+        if not (0 <= p.epoch <= epochs and 0 <= p.batch <= self.steps_per_epoch
                 and 0 <= p.step <= steps and -1 <= p.best_epoch <= p.epoch and len(p.history) == p.epoch):
             raise ckpt.damaged(path, "progress", f"(epoch {p.epoch}, batch {p.batch}, step {p.step}, best epoch "
                                                  f"{p.best_epoch}, {len(p.history)} history rows) does not fit a "
-                                                 f"run of {self.cfg.epochs} epochs of {self.steps_per_epoch} steps")
+                                                 f"run of {epochs} epochs of {self.steps_per_epoch} steps")
 
     def _check_resumable(self, state: dict[str, Any], path: str) -> None:
         """Same architecture, classes, training split size and training settings as the checkpoint's run."""
@@ -293,21 +297,21 @@ class Trainer:
         """
         cfg, step = self.cfg, self.progress.step
         # mixing's own stream, seeded per step (only mixing draws from it)
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 104_729 + self.dist.rank) \
+        gen = torch.Generator().manual_seed(cfg.run.seed * 7_919 + step * 104_729 + self.dist.rank) \
             if self.mix.enabled else None
-        pieces = list(zip(x.chunk(cfg.accum_steps), y.chunk(cfg.accum_steps)))
+        pieces = list(zip(x.chunk(cfg.optim.accum_steps), y.chunk(cfg.optim.accum_steps)))
         stats = self.progress.stats
         for i, (mx, my) in enumerate(pieces):
             mx, my = mx.to(self.device, non_blocking=True), my.to(self.device, non_blocking=True)
             mx, target = self.mix(mx, my, gen) if gen is not None else (mx, my)
             sync = self.ddp is None or i == len(pieces) - 1
-            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.precision):
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, cfg.optim.precision):
                 loss = self._loss(self.step_net(mx), mx, target)
             self.scaler.scale(loss / len(pieces)).backward()
             stats.loss_sum += loss.detach().to(stats.loss_sum.dtype) * len(my)
-        if cfg.clip_grad:
+        if cfg.optim.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -319,8 +323,8 @@ class Trainer:
         cfg = self.cfg
         if self.teacher is None:  # (a multi-label task refuses a teacher)
             return self.task.loss(out, target)
-        return distillation_loss(out, target, self.teacher(x), mode=cfg.distill, alpha=cfg.distill_alpha,
-                                 tau=cfg.distill_tau, label_smoothing=cfg.label_smoothing)
+        return distillation_loss(out, target, self.teacher(x), mode=cfg.distillation.mode, alpha=cfg.distillation.alpha,
+                                 tau=cfg.distillation.tau, label_smoothing=cfg.optim.label_smoothing)
 
     def check_finite(self) -> bool:
         """The host sync of a logging interval; returns whether any rank was asked to stop (Ctrl-C).
@@ -361,7 +365,7 @@ class Trainer:
     def _train_loader(self) -> Any:
         p = self.progress
         sampler = GlobalBatchSampler(len(self.splits.train), global_batch=self.batch_size, rank=self.dist.rank,
-                                     world_size=self.dist.world_size, seed=self.cfg.seed, epoch=p.epoch,
+                                     world_size=self.dist.world_size, seed=self.cfg.run.seed, epoch=p.epoch,
                                      start_batch=p.batch)
         return make_loader(self.splits.train, self.train_tf, sampler, self.workers,
                            pin_memory=self.device.type == "cuda", training=True)
@@ -370,7 +374,7 @@ class Trainer:
         """Train the rest of the current epoch; False when ``max_steps`` stopped it early."""
         p, cfg = self.progress, self.cfg
         self.net.train()
-        bar = tqdm(self._train_loader(), desc=f"epoch {p.epoch + 1}/{cfg.epochs}", leave=False, unit="batch",
+        bar = tqdm(self._train_loader(), desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}", leave=False, unit="batch",
                    disable=None if self.dist.is_main else True)
         start = time.perf_counter()
         try:
@@ -382,15 +386,15 @@ class Trainer:
                 p.stats.images += len(y)
                 p.stats.skipped += skipped
                 synced = None
-                if p.step % cfg.log_every == 0:
+                if p.step % cfg.run.log_every == 0:
                     synced = self.check_finite()
                     bar.set_postfix(loss=f"{float(p.stats.loss_sum) / max(p.stats.images, 1):.3f}", lr=f"{lr:.2e}")
                 p.stats.seconds += time.perf_counter() - start
                 start = time.perf_counter()
                 self.stop_if_asked(synced=synced)
-                stop = cfg.max_steps is not None and p.step >= cfg.max_steps
+                stop = cfg.optim.max_steps is not None and p.step >= cfg.optim.max_steps
                 # a periodic save on the epoch's last step is left to end_epoch, which saves anyway
-                periodic = cfg.save_every_steps and p.step % cfg.save_every_steps == 0 and \
+                periodic = cfg.run.save_every_steps and p.step % cfg.run.save_every_steps == 0 and \
                     p.batch < self.steps_per_epoch
                 if stop or periodic:
                     self.save()
@@ -411,8 +415,8 @@ class Trainer:
         self.stop_if_asked()
 
     def _validate(self, model: torch.nn.Module) -> tuple[dict[str, float], torch.Tensor, int]:
-        sampler = ShardBatchSampler(len(self.splits.val), batch_size=self.cfg.eval_batch_size, rank=self.dist.rank,
-                                    world_size=self.dist.world_size)
+        sampler = ShardBatchSampler(len(self.splits.val), batch_size=self.cfg.optim.eval_batch_size,
+                                    rank=self.dist.rank, world_size=self.dist.world_size)
         loader = make_loader(self.splits.val, self.eval_tf, sampler, self.workers,
                              pin_memory=self.device.type == "cuda")
         with unsharded(model):  # FSDP gathers the parameters once for the whole pass
@@ -468,10 +472,10 @@ class Trainer:
 
     def export_samples(self) -> list[Path]:
         """Write a few held-out images as ``OUT/samples/<class>_<i>.png`` (to try ``vitkit predict`` on)."""
-        if not self.cfg.export_samples or not self.dist.is_main or not self.task.one_class_per_image:
+        if not self.cfg.run.export_samples or not self.dist.is_main or not self.task.one_class_per_image:
             return []
         val = self.splits.val
-        picked = sample_indices(val.labels, self.cfg.export_samples)
+        picked = sample_indices(val.labels, self.cfg.run.export_samples)
         loaded = [(val.load(i), val.labels[i]) for i in picked]
         loaded = [(img, label) for img, label in loaded if img is not None]
         return export_samples([img for img, _ in loaded], [label for _, label in loaded], self.out / "samples",

@@ -18,7 +18,6 @@ from torch import nn
 from ..errors import CheckpointError
 from ..lora import apply_lora, lora_layers, merge_lora, save_adapters, trainable_parameters
 from .optim import apply_freeze
-from .options import lora_config
 
 ADAPTERS_DIR = "adapters"
 
@@ -29,9 +28,9 @@ def setup_trainable(model: nn.Module, cfg: Any) -> tuple[int, int]:
     LoRA freezes everything else itself, so ``apply_freeze`` (which sets every parameter's flag) must not
     run after it. Returns (trainable, total) parameter counts.
     """
-    lcfg = lora_config(cfg)
+    lcfg = cfg.lora.config()
     if lcfg is None:
-        return apply_freeze(model, cfg.freeze)
+        return apply_freeze(model, cfg.network.freeze)
     apply_lora(model, lcfg)
     counts = trainable_parameters(model)
     return counts["trainable"], counts["total"]

@@ -23,6 +23,7 @@ from ..fileio import parse_json, read_regular_bytes
 from ..processor import ImageProcessor
 from ..runtime import load_model
 from ..weights import build, load_pretrained
+from .config import AugmentSettings
 
 
 def seed_everything(seed: int) -> None:
@@ -115,13 +116,14 @@ def check_model_classes(model: torch.nn.Module, classes: list[str]) -> None:
                         f"{classes[:5]}...; evaluate it on the data it was trained on.")
 
 
-def train_transform(model: torch.nn.Module, cfg: Any) -> SeededTransform:
+def train_transform(model: torch.nn.Module, augment: AugmentSettings, seed: int) -> SeededTransform:
     """The run's training augmentation at the model's input size and normalisation."""
     pcfg = model.pretrained_cfg
     tt = TrainTransform(size=tuple(model.config.img_size), mean=tuple(pcfg.mean), std=tuple(pcfg.std),
-                        interpolation=pcfg.interpolation, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio),
-                        hflip=cfg.hflip, policy=cfg.aug, magnitude=cfg.magnitude)
-    return SeededTransform(tt, cfg.seed)
+                        interpolation=pcfg.interpolation, scale=tuple(augment.crop_scale),
+                        ratio=tuple(augment.crop_ratio), hflip=augment.hflip, policy=augment.aug,
+                        magnitude=augment.magnitude)
+    return SeededTransform(tt, seed)
 
 
 class EvalTransform:

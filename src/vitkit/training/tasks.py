@@ -74,7 +74,7 @@ class SingleLabelTask:
     one_class_per_image = True  # samples can be named by their class
 
     def __init__(self, cfg: Any) -> None:
-        self.label_smoothing = cfg.label_smoothing
+        self.label_smoothing = cfg.optim.label_smoothing
 
     def loss(self, out: Any, target: torch.Tensor) -> torch.Tensor:
         """Mean loss; a distilled model's two heads both learn the labels (soft mixup targets: no smoothing)."""
@@ -143,15 +143,16 @@ class MultiLabelTask:
     one_class_per_image = False
 
     def __init__(self, cfg: Any) -> None:
-        if cfg.mixup or cfg.cutmix:
+        if cfg.augment.mixup or cfg.augment.cutmix:
             raise ConfigError("--mixup/--cutmix mix one class per image; they are not available for multi-label "
                               "data. Drop them (or use single-label data).")
-        if getattr(cfg, "teacher", None) or getattr(cfg, "ema", None):
-            raise ConfigError(f"--{'teacher' if cfg.teacher else 'ema'} is not available for multi-label data yet "
+        if cfg.distillation.teacher or cfg.optim.ema:
+            which = "teacher" if cfg.distillation.teacher else "ema"
+            raise ConfigError(f"{which} (--{which}) is not available for multi-label data yet "
                               "(distillation and the EMA's report are single-label). Drop it for this run.")
-        self.threshold = cfg.threshold
-        self.loss_name = cfg.multilabel_loss
-        self.loss_fn = multilabel_loss(cfg.multilabel_loss, label_smoothing=cfg.label_smoothing)
+        self.threshold = cfg.source.threshold
+        self.loss_name = cfg.optim.multilabel_loss
+        self.loss_fn = multilabel_loss(cfg.optim.multilabel_loss, label_smoothing=cfg.optim.label_smoothing)
 
     def loss(self, out: Any, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch and classes; a distilled model's two heads both learn the labels."""
@@ -219,7 +220,7 @@ def _gather_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def make_task(cfg: Any, splits: DataSplits) -> SingleLabelTask | MultiLabelTask:
-    """The run's task: multi-label when the data is (or ``cfg.multi_label`` made it so), else single-label."""
+    """The run's task: multi-label when the data is (or ``cfg.source.multi_label`` made it so), else single-label."""
     return MultiLabelTask(cfg) if is_multi_label(splits) else SingleLabelTask(cfg)
 
 

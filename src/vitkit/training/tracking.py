@@ -54,13 +54,13 @@ def reporter_names() -> list[str]:
     return sorted(_REPORTERS)
 
 
-def check_report_to(names: Sequence[str]) -> None:
-    """Fail clearly on a tracker that is not registered."""
+def unknown_reporter(names: Sequence[str]) -> str | None:
+    """What was expected, when one of ``names`` is not a registered tracker (None when all are)."""
     unknown = [n for n in names if n not in _REPORTERS]
     if unknown:
-        raise ConfigError(f"--report-to {unknown[0]!r} is not a known tracker: expected one of "
-                          f"{', '.join(reporter_names())} (add others with "
-                          f"vitkit.training.tracking.register_reporter).")
+        return (f"trackers among {', '.join(reporter_names())} ({unknown[0]!r} is not one; add others with "
+                f"vitkit.training.tracking.register_reporter)")
+    return None
 
 
 class TensorBoardReporter:
@@ -105,7 +105,6 @@ class Reporters:
 
 
 def open_reporters(cfg: Any, out: Path, is_main: bool) -> Reporters:
-    """The trackers ``cfg.report_to`` names, opened on rank 0 (an empty set elsewhere)."""
-    names = list(cfg.report_to)
-    check_report_to(names)
+    """The trackers ``cfg.run.report_to`` names, opened on rank 0 (an empty set elsewhere)."""
+    names = list(cfg.run.report_to)
     return Reporters([_REPORTERS[n](out, cfg) for n in names] if is_main else [])
