@@ -121,14 +121,15 @@ def test_every_hints_cli_wording_names_no_library_keyword():
 
 
 def test_library_messages_say_option_hints_only_through_hint():
-    """A message naming strict=/format= must be a Hint's library text (which the CLI rewords)."""
+    """A message naming strict=/format= must be a Hint's library text (which the CLI rewords), or the wording of a
+    hint for another entry point (a table keyed by the hint, ``NOT_STRICT: "..."``)."""
     pattern = re.compile(r"""["'][^"'\n]*\b(pass strict=|pass format=|with format=|format='(?:vitkit|timm))""")
     offenders = []
     for path in SRC.rglob("*.py"):
         if path.parts[-2] == "cli":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if pattern.search(line) and "Hint(" not in line:
+            if pattern.search(line) and "Hint(" not in line and not re.match(r"\s*[A-Z_]+: ", line):
                 offenders.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
 

@@ -18,7 +18,7 @@ from ..choices import EVAL_SPLITS as SPLITS
 from ..errors import ConfigError
 from ..training.config import DIGITS_DEFAULTS, DISTILL_MODES, FOLDER_DEFAULTS, TRAIN_PRECISIONS, TrainConfig
 from ..training.interrupt import TrainingInterrupted
-from .train_flags import add_source_args, add_training_args, source_settings, training_settings
+from .train_flags import add_source_args, add_training_args, setting_flags, source_settings, training_settings
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -401,7 +401,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     add_source_args(p, training=True)
     add_training_args(p)
-    p.set_defaults(func=cmd_train, library_options={"img_size": "--img-size"})
+    p.set_defaults(func=cmd_train, library_options=setting_flags(p))
 
     e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",
                               description="Top-1/top-5 accuracy (multi-label: mAP and F1) and loss of a trained "
@@ -425,4 +425,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=cli_type(int_between(0), "--workers"))
     e.add_argument("--device")
     e.add_argument("--json", action="store_true", help="machine-readable output (with the confusion matrix)")
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func=cmd_eval, library_options=setting_flags(e))

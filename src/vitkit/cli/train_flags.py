@@ -58,6 +58,14 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "written to OUT/tensorboard)")
 
 
+def setting_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    """TrainConfig field -> the flag that sets it, for the errors' hints (``keyword``): a flag stands for the field
+    its destination names, and ``--loss`` / ``--set`` for the two that are named otherwise."""
+    fields, renamed = set(TrainConfig.__dataclass_fields__), {"loss": "multilabel_loss", "set": "model_overrides"}
+    named = {renamed.get(a.dest, a.dest): a.option_strings[-1] for a in p._actions if a.option_strings}
+    return {field: flag for field, flag in named.items() if field in fields}
+
+
 def source_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig settings of the data-source and multi-label flags (None: not given)."""
     return {name: getattr(args, name) for name in DATA_SETTINGS}

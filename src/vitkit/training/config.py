@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import reject_unknown_fields
-from ..errors import ConfigError
+from ..errors import ConfigError, Hint, keyword
 from .options import validate_options
 
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -155,7 +155,8 @@ class TrainConfig:
         if not self.distill_tau > 0:
             _fail("distill_tau", self.distill_tau, "a temperature > 0")
         if self.teacher_weights is not None and self.teacher is None:
-            _fail("teacher_weights", self.teacher_weights, "a --teacher to load them into (or drop them)")
+            _fail("teacher_weights", self.teacher_weights, f"a {keyword('teacher')} to load them into (or drop them)",
+                  keyword("teacher"))
         if self.save_every_steps < 0:
             _fail("save_every_steps", self.save_every_steps, "0 (each epoch only) or a step count")
         parse_freeze(self.freeze)
@@ -178,16 +179,17 @@ class TrainConfig:
         return cls(**data)
 
 
-def _fail(name: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"Training setting {name}={value!r} is not allowed: expected {expected}.")
+def _fail(name: str, value: Any, expected: str, *hints: Hint) -> None:
+    raise ConfigError(f"Training setting {name}={value!r} is not allowed: expected {expected}.", hints=hints)
 
 
 def parse_freeze(spec: str) -> int | None:
     """'none' -> None (train all), 'backbone' -> 0 blocks, 'blocks:N' -> the last N blocks train."""
     match = FREEZE_RE.match(str(spec).strip())
     if not match:
-        raise ConfigError(f"--freeze {spec!r} is not understood: expected 'none' (train everything), 'backbone' "
-                          f"(train only the head: linear probing) or 'blocks:N' (the last N blocks and the head).")
+        freeze = keyword("freeze", spec)
+        raise ConfigError(f"{freeze} is not understood: expected 'none' (train everything), 'backbone' (train only "
+                          f"the head: linear probing) or 'blocks:N' (the last N blocks and the head).", hints=(freeze,))
     if match.group(1) == "none":
         return None
     return 0 if match.group(1) == "backbone" else int(match.group(2))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..data.augment import MixupCutmix
 from ..data.datasets import DataSplits
 from ..data.digits import export_samples
-from ..errors import ConfigError, DataError, VitkitError
+from ..errors import ConfigError, DataError, VitkitError, keyword
 from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -176,11 +176,13 @@ class Trainer:
         unit = self.dist.world_size * self.cfg.accum_steps
         n = len(self.splits.train)
         if self.cfg.batch_size % unit:
-            raise ConfigError(f"--batch-size {self.cfg.batch_size} does not split into {self.dist.world_size} "
-                              f"process(es) x {self.cfg.accum_steps} accumulation step(s); use a multiple of {unit}.")
+            batch = keyword("batch_size", self.cfg.batch_size)
+            raise ConfigError(f"{batch} does not split into {self.dist.world_size} process(es) x "
+                              f"{self.cfg.accum_steps} accumulation step(s); use a multiple of {unit}.", hints=(batch,))
         if n < unit:
+            accum = keyword("accum_steps")
             raise DataError(f"The training split has {n} images, fewer than {unit} (processes x accumulation "
-                              f"steps); add images or lower --accum-steps / the process count.")
+                            f"steps); add images or lower {accum} / the process count.", hints=(accum,))
         if n >= self.cfg.batch_size:
             return self.cfg.batch_size
         lowered = n // unit * unit
@@ -281,7 +283,8 @@ class Trainer:
         if saved_images is not None and saved_images != images:
             raise ckpt.CheckpointError(
                 f"Checkpoint {path!r} was trained on {saved_images} training images but the data now has {images}, "
-                f"which changes the schedule (steps per epoch). Resume on the same data, or use another --out folder.")
+                f"which changes the schedule (steps per epoch). Resume on the same data, or use another "
+                f"{keyword('out')} folder.", hints=(keyword("out"),))
         defaults = TrainConfig().to_dict()
         ckpt.check_settings(state.get("train_config", {}), self.cfg.to_dict(), defaults, path, str(self.out))
 
@@ -353,10 +356,12 @@ class Trainer:
         p = self.progress
         kept = f"the last good checkpoint {self.state_path} is intact" if self.state_path.is_file() else \
             "no checkpoint had been written yet"
+        hints = keyword("lr"), keyword("clip_grad"), keyword("precision", "fp32"), keyword("resume", "auto", typed="")
         raise NonFiniteLossError(
             f"The training loss became {value} in epoch {p.epoch + 1}, between steps {self.checked_step + 1} and "
-            f"{p.step} (lr {self.scheduler.lr_at(max(p.step - 1, 0)):.3g}); {kept}. Lower --lr, keep --clip-grad on "
-            f"or use --precision fp32, then start again (a --resume continues with the same settings).")
+            f"{p.step} (lr {self.scheduler.lr_at(max(p.step - 1, 0)):.3g}); {kept}. Lower {hints[0]}, keep "
+            f"{hints[1]} on or use {hints[2]}, then start again (resuming with {hints[3]} continues with the "
+            f"same settings).", hints=hints)
 
     def _train_loader(self) -> Any:
         p = self.progress

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..choices import MULTILABEL_LOSSES as LOSSES
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword
 from .tracking import check_report_to
 
 if TYPE_CHECKING:
@@ -29,27 +29,33 @@ def lora_config(cfg: Any) -> LoRAConfig | None:
         return LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                           targets=tuple(cfg.lora_targets))
     except ConfigError as exc:
-        raise ConfigError(f"{exc} (set by --lora-rank/--lora-alpha/--lora-dropout/--lora-targets)") from None
+        hints = tuple(keyword(name) for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets"))
+        raise ConfigError(f"{exc} (set by {'/'.join(map(str, hints))})", hints=hints) from None
 
 
 def _check_lora(cfg: Any) -> None:
     if not isinstance(cfg.lora_rank, int) or isinstance(cfg.lora_rank, bool) or cfg.lora_rank < 0:
         _fail("lora_rank", cfg.lora_rank, "0 (LoRA off) or a positive rank such as 8")
     if lora_config(cfg) is not None and cfg.freeze != "none":
-        raise ConfigError(f"--lora-rank trains only the adapters and the head; --freeze {cfg.freeze} cannot be "
-                          f"combined with it. Drop one of the two.")
+        hints = keyword("lora_rank", cfg.lora_rank), keyword("freeze", cfg.freeze)
+        raise ConfigError(f"{hints[0]} trains only the adapters and the head; {hints[1]} cannot be combined with "
+                          f"it. Drop one of the two.", hints=hints)
 
 
 def _check_sources(cfg: Any) -> None:
     given = [name for name, value in (("data", cfg.data), ("labels", cfg.labels), ("hf_dataset", cfg.hf_dataset))
              if value is not None and not (name == "data" and value == "digits")]
     if len(given) > 1:
-        raise ConfigError(f"Give one data source, not {' and '.join(given)}: an image folder (DATA), a label file "
-                          f"(--labels) or a saved Hugging Face dataset (--hf-dataset).")
+        hints = keyword("labels"), keyword("hf_dataset")
+        raise ConfigError(f"Give one data source, not {' and '.join(given)}: an image folder (data), a label file "
+                          f"({hints[0]}) or a saved Hugging Face dataset ({hints[1]}).", hints=hints)
     if cfg.val_labels and not cfg.labels:
-        raise ConfigError("--val-labels lists the validation images of a --labels file; give --labels too.")
+        hints = keyword("val_labels"), keyword("labels")
+        raise ConfigError(f"{hints[0]} lists the validation images of a {hints[1]} file; give {hints[1]} too.",
+                          hints=hints)
     if (cfg.image_column or cfg.label_column) and not cfg.hf_dataset:
-        raise ConfigError("--image-column/--label-column name columns of a --hf-dataset; give --hf-dataset too.")
+        hints = keyword("image_column"), keyword("label_column"), keyword("hf_dataset")
+        raise ConfigError(f"{hints[0]}/{hints[1]} name columns of a {hints[2]}; give {hints[2]} too.", hints=hints)
 
 
 def validate_options(cfg: Any) -> None:

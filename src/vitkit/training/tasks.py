@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..data.datasets import DataSplits, LabelledImages
 from ..data.labelfiles import MultiHotTargets, MultiLabelImages, is_multi_label
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword
 from ..multilabel import MultiLabelMeter, multilabel_loss
 from .metrics import EvalCounts
 
@@ -144,11 +144,13 @@ class MultiLabelTask:
 
     def __init__(self, cfg: Any) -> None:
         if cfg.mixup or cfg.cutmix:
-            raise ConfigError("--mixup/--cutmix mix one class per image; they are not available for multi-label "
-                              "data. Drop them (or use single-label data).")
+            hints = keyword("mixup"), keyword("cutmix")
+            raise ConfigError(f"{hints[0]}/{hints[1]} mix one class per image; they are not available for "
+                              f"multi-label data. Drop them (or use single-label data).", hints=hints)
         if getattr(cfg, "teacher", None) or getattr(cfg, "ema", None):
-            raise ConfigError(f"--{'teacher' if cfg.teacher else 'ema'} is not available for multi-label data yet "
-                              "(distillation and the EMA's report are single-label). Drop it for this run.")
+            named = keyword("teacher" if cfg.teacher else "ema")
+            raise ConfigError(f"{named} is not available for multi-label data yet (distillation and the EMA's "
+                              f"report are single-label). Drop it for this run.", hints=(named,))
         self.threshold = cfg.threshold
         self.loss_name = cfg.multilabel_loss
         self.loss_fn = multilabel_loss(cfg.multilabel_loss, label_smoothing=cfg.label_smoothing)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -58,9 +58,9 @@ def check_report_to(names: Sequence[str]) -> None:
     """Fail clearly on a tracker that is not registered."""
     unknown = [n for n in names if n not in _REPORTERS]
     if unknown:
-        raise ConfigError(f"--report-to {unknown[0]!r} is not a known tracker: expected one of "
-                          f"{', '.join(reporter_names())} (add others with "
-                          f"vitkit.training.tracking.register_reporter).")
+        named = keyword("report_to", (unknown[0],), typed=repr(unknown[0]))
+        raise ConfigError(f"{named} is not a known tracker: expected one of {', '.join(reporter_names())} (add "
+                          f"others with vitkit.training.tracking.register_reporter).", hints=(named,))
 
 
 class TensorBoardReporter:
@@ -70,8 +70,9 @@ class TensorBoardReporter:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard "
-                              "(or pip install 'vitkit[tensorboard]').") from None
+            named = keyword("report_to", ("tensorboard",), typed="tensorboard")
+            raise ConfigError(f"{named} needs the tensorboard package: pip install tensorboard (or pip install "
+                              f"'vitkit[tensorboard]').", hints=(named,)) from None
         self.writer = SummaryWriter(log_dir=str(out / TENSORBOARD_DIR))
 
     def log(self, row: dict[str, Any]) -> None:
