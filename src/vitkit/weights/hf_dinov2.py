@@ -177,7 +177,9 @@ def config_json(config: ViTConfig, arch: str, act_to_hf: Mapping[str, str]) -> d
         "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads,
         "mlp_ratio": mlp_ratio(c), "patch_size": c.patch_size[0],
         "image_size": c.img_size[0], "num_channels": c.in_chans, "layer_norm_eps": c.norm_eps,
-        "hidden_act": "silu" if swiglu else act_to_hf[c.act_layer], "use_swiglu_ffn": swiglu,
+        # (SwiGLU's is SiLU whatever hidden_act says; the model's own is kept, as transformers' folders keep it)
+        "hidden_act": act_to_hf.get(c.act_layer, "gelu") if swiglu else act_to_hf[c.act_layer],
+        "use_swiglu_ffn": swiglu,
         "qkv_bias": c.qkv_bias, "layerscale_value": float(c.init_values), "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.0, "dtype": "float32"}
     if c.reg_tokens:
