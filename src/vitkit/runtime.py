@@ -21,9 +21,10 @@ from .model import VisionTransformer
 from .registry import create_model, get_entry, is_registered, known_configs
 from .weights import from_checkpoint, inventory
 from .weights.families import CHOOSE_FORMAT, KNOWN_FORMAT
-from .weights.load import NONFINITE, NOT_STRICT, OWN_MODEL
+from .weights.load import NOT_STRICT, OWN_MODEL
 from .weights.native import AS_TIMM
 from .weights.sources import HUB_PREFIX, cached_snapshot, looks_like_repo_id
+from .weights.validate import NONFINITE
 
 #: what a use accepts as a model: a registry name, a saved model folder / checkpoint / ``hf-hub:`` id, or a module
 ModelSpec = str | os.PathLike | torch.nn.Module
