@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 import vitkit
 from vitkit.cli import main
 from vitkit.errors import CheckpointError, Hint, VitkitError
+from vitkit.training.config import WHERE
 
 SRC = Path(vitkit.__file__).parent
 # library keywords a hint may name (`num_classes=`, `img_size=` also describe an architecture: only as advice)
@@ -121,14 +122,15 @@ def test_every_hints_cli_wording_names_no_library_keyword():
 
 
 def test_library_messages_say_option_hints_only_through_hint():
-    """A message naming strict=/format= must be a Hint's library text (which the CLI rewords)."""
+    """A message naming strict=/format= must be a Hint's library text (which the CLI rewords), or the wording of a
+    hint for another entry point (a table keyed by the hint, ``NOT_STRICT: "..."``)."""
     pattern = re.compile(r"""["'][^"'\n]*\b(pass strict=|pass format=|with format=|format='(?:vitkit|timm))""")
     offenders = []
     for path in SRC.rglob("*.py"):
         if path.parts[-2] == "cli":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if pattern.search(line) and "Hint(" not in line:
+            if pattern.search(line) and "Hint(" not in line and not re.match(r"\s*[A-Z_]+: ", line):
                 offenders.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
 
@@ -140,3 +142,138 @@ def test_dropped_hints_leave_clean_sentences():
     assert err.for_cli({}) == "It does not fit (see the table).\n  a  b"  # the table below keeps its columns
     assert err.for_cli({"strict": "--not-strict"}).startswith("It does not fit (see the table), or pass --not-strict")
     assert str(err).startswith("It does not fit (see the table), or pass strict=False")  # Python keeps its words
+
+
+# --- training: a Python caller is told TrainConfig's keywords, a command-line user the train command's flags
+KEYWORD_SAID = re.compile(r"\b[a-z_]+=")
+
+
+def test_training_refusals_name_keywords_in_python_and_flags_on_the_command_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text("{}")
+    with pytest.raises(vitkit.ConfigError) as exc:
+        vitkit.train(out=str(run), epochs=1)
+    assert "Pass resume='auto' to continue it, overwrite=True to replace it, or another out=." in str(exc.value)
+    assert f"out={str(run)!r} already holds" in str(exc.value) and "--" not in str(exc.value)
+    err = _cli_error(capsys, "train", "--out", str(run), "--epochs", "1")
+    assert f"--out {str(run)!r} already holds" in err and not KEYWORD_SAID.search(err), err
+    assert "Pass --resume to continue it, --overwrite to replace it, or another --out." in err
+
+    with pytest.raises(CheckpointError) as exc:
+        vitkit.train(out=str(tmp_path / "nothere"), resume="auto", epochs=1)
+    assert str(exc.value).startswith("resume='auto': out=") and "drop resume='auto'" in str(exc.value)
+    err = _cli_error(capsys, "train", "--out", str(tmp_path / "nothere"), "--resume", "--epochs", "1")
+    assert "error: --resume: --out " in err and "drop --resume to" in err and not KEYWORD_SAID.search(err), err
+
+    with pytest.raises(vitkit.ConfigError) as exc:
+        vitkit.train(lora_rank=4, freeze="backbone", out=str(tmp_path / "lora"))
+    assert "lora_rank=4 trains only the adapters" in str(exc.value) and "freeze='backbone' cannot" in str(exc.value)
+    err = _cli_error(capsys, "train", "--lora-rank", "4", "--freeze", "backbone", "--out", str(tmp_path / "lora"))
+    assert "--lora-rank 4 trains only the adapters" in err and "--freeze 'backbone' cannot" in err, err
+    assert not (tmp_path / "lora").exists()
+
+
+def test_train_and_eval_flags_for_hints_are_their_own():
+    from vitkit.cli import build_parser
+
+    commands = build_parser("train", lazy=True)._subparsers._group_actions[0].choices
+    train, evaluate = (commands[c].get_default("library_options") for c in ("train", "eval"))
+    assert train["resume"] == "--resume" and train["lora_rank"] == "--lora-rank"
+    assert train["multilabel_loss"] == "--loss" and train["model_overrides"] == "--set"
+    assert "resume" not in evaluate and "multilabel_loss" not in evaluate
+    assert evaluate["val_fraction"] == "--val-fraction"
+    assert set(train) <= set(WHERE) and set(evaluate) <= set(WHERE)
+
+
+def test_keyword_hints_stand_as_words():
+    out, other = Hint("out='x'", option="out", cli="{flag} 'x'"), Hint("out=", option="out", cli="{flag}")
+    err = VitkitError("layout=2 and out='x' here; or another out=.", hints=(other, out))
+    assert err.for_cli({"out": "--out"}) == "layout=2 and --out 'x' here; or another --out."
+
+
+# --- a use (predict, features) takes no loader option: its caller loads the model and passes it
+def test_predict_and_features_advise_what_their_caller_can_do(files):
+    img, depth2 = files / "x.png", files / "depth2.safetensors"
+    for use in (lambda **kw: vitkit.predict(img, **kw), lambda **kw: vitkit.extract_features([img], **kw)):
+        with pytest.raises(CheckpointError) as exc:
+            use(model="vit_tiny_patch16_224", weights=depth2)
+        said = str(exc.value)
+        assert "vitkit.create_model(NAME, pretrained=FILE, strict=False) and pass the model" in said, said
+        assert "model=FILE without weights= builds the model" in said and "pass strict=False" not in said
+        with pytest.raises(CheckpointError) as exc:
+            use(model=files / "unknown.safetensors")
+        assert "vitkit.from_pretrained(FILE, format=...) and pass the model" in str(exc.value)
+        assert "pass format=" not in str(exc.value)
+    # the advice works: the model built that way is taken
+    model = vitkit.create_model("vit_tiny_patch16_224", pretrained=depth2, strict=False)
+    assert len(vitkit.predict(img, model=model, top_k=3)[0].top_k) == 3
+    with pytest.raises(CheckpointError, match="pass strict=False to load"):  # create_model's own wording stays
+        vitkit.create_model("vit_tiny_patch16_224", pretrained=depth2)
+
+
+# --- images beyond the limits: a knob for every use, named as each entry point sets it
+@pytest.fixture()
+def tiny_limit(monkeypatch):
+    from vitkit.data import images
+
+    monkeypatch.setattr(images.LIMITS, "max_pixels", 1000)
+    return images
+
+
+def test_an_image_beyond_the_limit_says_how_to_raise_it_in_python(files, tiny_limit):
+    small = files / "small.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20)).save(small)
+    big, ok = vitkit.predict([files / "x.png", small], model="vit_digits", top_k=1)  # x.png: 40x40 = 1,600 pixels
+    assert "more than the limit of 1,000" in big.error and ok.error is None
+    assert "load_image(path, max_pixels=N) and pass the image" in big.error
+    assert "vitkit.data.images.LIMITS.max_pixels = N" in big.error
+    image = tiny_limit.load_image(files / "x.png", max_pixels=2000)  # the advice works
+    assert vitkit.predict(image, model="vit_digits", top_k=1)[0].error is None
+
+
+def test_an_image_beyond_the_limit_says_the_environment_variable_on_the_command_line(files, tiny_limit, capsys,
+                                                                                      tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20)).save(files / "small.png")
+    args = ["predict", str(files / "x.png"), str(files / "small.png"), "--model", "vit_digits"]
+    assert main(args) == 0
+    skipped = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped"))
+    assert skipped.endswith("raise the limit (set VITKIT_IMAGE_LIMITS=max_pixels=N).") and "load_image" not in skipped
+    err = _cli_error(capsys, "predict", str(files / "x.png"), "--model", "vit_digits")  # the only image: the error
+    assert "set VITKIT_IMAGE_LIMITS=max_pixels=N" in err and "LIMITS.max_pixels" not in err
+
+    assert main(["features", str(files / "x.png"), str(files / "small.png"), "--model", "vit_digits",
+                 "--out", str(tmp_path / "f.npy")]) == 0
+    skipped = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped"))
+    assert "set VITKIT_IMAGE_LIMITS=max_pixels=N" in skipped and "load_image" not in skipped
+
+
+def test_training_data_log_lines_say_the_command_lines_wording(files, tiny_limit, tmp_path, caplog):
+    """The data loader logs a skipped image with the error; the CLI says the error's hints in its terms."""
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for j in range(2):
+            Image.new("RGB", (20, 20), (80 * j, 30, 90)).save(tmp_path / "data" / name / f"{j}.png")
+    (tmp_path / "data" / "a" / "big.png").write_bytes((files / "x.png").read_bytes())
+    model = vitkit.create_model("vit_digits", num_classes=2, depth=1)
+    vitkit.save_pretrained(model, tmp_path / "model")
+    with caplog.at_level("WARNING", logger="vitkit"):
+        assert main(["eval", str(tmp_path / "data"), "--model", str(tmp_path / "model"), "--workers", "0"]) == 0
+    said = [r.getMessage() for r in caplog.records if "big.png" in r.getMessage()]
+    assert said and all("set VITKIT_IMAGE_LIMITS=max_pixels=N" in s and "load_image" not in s for s in said), said
+
+
+def test_the_image_limits_are_read_from_the_environment():
+    import subprocess
+    import sys
+
+    code = "from vitkit.data.images import LIMITS; print(LIMITS.max_pixels)"
+    env = {"VITKIT_IMAGE_LIMITS": "max_pixels=5000", "PYTHONPATH": str(SRC.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["5000"]

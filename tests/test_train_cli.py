@@ -92,7 +92,8 @@ def test_linear_probe_trains_only_the_head(folder: Path, tmp_path: Path, capsys:
     (["train", "--linear-probe", "--freeze", "blocks:2"], "--linear-probe trains only the head"),
     (["train", "--set", "embed_dim"], "is not FIELD=VALUE"),
     (["train", "--set", "embed_dmi=32"], "did you mean 'embed_dim'"),
-    (["train", "--batch-size", "10", "--accum-steps", "3"], "multiple of accum_steps=3"),
+    (["train", "--batch-size", "10", "--accum-steps", "3"], "--batch-size 10 is not allowed: expected a multiple of "
+                                                            "--accum-steps 3"),
     (["eval"], "Name the model to evaluate"),
     (["eval", "--run", "/no/such/run"], "has no report.json"),
 ])

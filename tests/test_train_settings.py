@@ -11,7 +11,7 @@ import pytest
 import vitkit
 from vitkit.cli import main
 from vitkit.cli.train import _add_train_args, config_from_args
-from vitkit.cli.train_flags import library_options
+from vitkit.cli.train_flags import setting_flags
 from vitkit.errors import ConfigError
 from vitkit.training.config import GROUPS, WHERE, OptimSettings, SourceSettings, TrainConfig, flag_of, flat_name
 
@@ -52,15 +52,17 @@ def test_every_setting_has_a_sample_and_one_flag() -> None:
     assert set(SAMPLES) == set(WHERE)
     flags = [a.option_strings for a in _parser()._actions if a.option_strings and a.dest != "help"]
     by_flag = {flag for option in flags for flag in option}
-    assert by_flag == {*library_options().values(), "--linear-probe"}
-    assert len(library_options()) == len(set(library_options().values())) == len(WHERE) - 1  # DATA is positional
+    flags_of = setting_flags(_parser())
+    assert by_flag == {*flags_of.values(), "--linear-probe"}
+    assert len(flags_of) == len(set(flags_of.values())) == len(WHERE) - 1  # DATA is positional
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SAMPLES if n != "data"))
 def test_each_flag_gives_its_setting(name: str) -> None:
     value, tokens = SAMPLES[name]
     group, field = WHERE[name]
-    args = _parser().parse_args([library_options()[name], *tokens])
+    parser = _parser()
+    args = parser.parse_args([setting_flags(parser)[name], *tokens])
     cfg = config_from_args(args)
     assert getattr(getattr(cfg, group), field) == value
     # and nothing else moved from its default

@@ -68,7 +68,7 @@ def test_a_registered_reporter_gets_every_row_and_is_closed(tmp_path: Path):
 def test_unknown_trackers_and_a_missing_tensorboard_fail_clearly(tmp_path: Path, monkeypatch, capsys):
     assert main(["train", "--report-to", "tensorboard,nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--report-to ('tensorboard', 'nope') is not allowed: expected trackers among tensorboard" in err
+    assert "--report-to tensorboard,nope is not allowed: expected trackers among tensorboard" in err
     assert "'nope' is not one" in err
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(ConfigError, match="pip install tensorboard"):

@@ -177,28 +177,65 @@ def test_sharded_checkpoint(transformers, tmp_path):
 
 
 DINO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14)
+SWIGLU, LABELS, REGS = {"use_swiglu_ffn": True}, {"num_labels": 5}, {"num_register_tokens": 3, "image_size": 42}
+DINO_CASES = [("Dinov2Model", {}), ("Dinov2Model", SWIGLU), ("Dinov2ForImageClassification", LABELS),
+              ("Dinov2WithRegistersModel", REGS), ("Dinov2WithRegistersModel", {**REGS, **SWIGLU}),
+              ("Dinov2WithRegistersForImageClassification", {**REGS, **LABELS})]
 
 
-@pytest.mark.parametrize("arch, extra", [("Dinov2Model", {}), ("Dinov2Model", {"use_swiglu_ffn": True}),
-                                         ("Dinov2ForImageClassification", {"num_labels": 5})])
+def _dino(transformers, arch: str, extra: dict):
+    """A transformers DINOv2 of ``arch`` with every parameter drawn at random (layer scale, mask and register
+    tokens, which start at zero or one, too)."""
+    config = (transformers.Dinov2WithRegistersConfig if "Registers" in arch else transformers.Dinov2Config)
+    return randomize(getattr(transformers, arch)(config(**{**DINO, **extra})))
+
+
+def _same_outputs(theirs, model, x, classifier: bool) -> None:
+    """vitkit's outputs equal transformers' within 1e-5 (fp32): logits, or features and the pooled token."""
+    with torch.no_grad():
+        out, features = theirs(pixel_values=x), model.forward_features(x)
+        if classifier:
+            torch.testing.assert_close(model(x), out.logits, atol=1e-5, rtol=1e-5)
+        else:
+            torch.testing.assert_close(features, out.last_hidden_state, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(model(x), out.pooler_output, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch, extra", DINO_CASES)
 def test_dinov2_folders_load_with_transformers_outputs(transformers, tmp_path, arch, extra):
-    ref = randomize(getattr(transformers, arch)(transformers.Dinov2Config(**DINO, **extra)))  # layer scale too
+    ref = _dino(transformers, arch, extra)
     model = vitkit.from_pretrained(_save(ref, tmp_path / "dino")).eval()
     report = model.load_report
     assert report.ok and not report.newly_initialized and report.dropped == ["embeddings.mask_token"]
     assert model.config.init_values is not None and model.config.norm_eps == 1e-6
-    classifier = arch == "Dinov2ForImageClassification"
+    assert model.config.reg_tokens == extra.get("num_register_tokens", 0)
+    classifier = "ForImageClassification" in arch
     assert model.global_pool == ("token_avg" if classifier else "token")
-    for x in (torch.randn(2, 3, 28, 28), torch.randn(1, 3, 42, 56)):  # the native grid, and one resampled
-        with torch.no_grad():
-            theirs, features = ref(pixel_values=x), model.forward_features(x)
-            if classifier:
-                torch.testing.assert_close(model(x), theirs.logits, atol=1e-5, rtol=1e-5)
-            else:
-                torch.testing.assert_close(features, theirs.last_hidden_state, atol=1e-5, rtol=1e-5)
-                torch.testing.assert_close(model(x), theirs.pooler_output, atol=1e-5, rtol=1e-5)
+    side = DINO["image_size"] if "Registers" not in arch else REGS["image_size"]
+    # the native grid, one resampled up and (registers: 3x3 positions) one down, where antialias counts
+    for x in (torch.randn(2, 3, side, side), torch.randn(1, 3, 42, 56), torch.randn(1, 3, 28, 28)):
+        _same_outputs(ref, model, x, classifier)
     again = vitkit.from_pretrained(vitkit.save_pretrained(model, tmp_path / "again")).eval()  # vitkit's own format
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), atol=1e-6, rtol=1e-6)
-    with pytest.raises(CheckpointError, match=("DINOv2's classifier.*" if classifier else "") + "layer scale"):
-        vitkit.save_pretrained(model, tmp_path / "back", format="hf")  # transformers' ViT classes lack both
+
+
+@pytest.mark.parametrize("arch, extra", DINO_CASES)
+def test_dinov2_written_for_transformers_loads_there_with_the_same_outputs(transformers, tmp_path, arch, extra):
+    ref = _dino(transformers, arch, extra)
+    model = vitkit.from_pretrained(_save(ref, tmp_path / "dino")).eval()
+    folder = vitkit.save_pretrained(model, tmp_path / "back", format="hf")
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [arch]
+    theirs, info = getattr(transformers, arch).from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    side = DINO["image_size"] if "Registers" not in arch else REGS["image_size"]
+    for x in (torch.randn(2, 3, side, side), torch.randn(1, 3, 42, 56)):
+        _same_outputs(theirs.eval(), model, x, "ForImageClassification" in arch)
+
+
+def test_a_dinov2_transformers_cannot_hold_is_refused_in_one_line(transformers, tmp_path):
+    model = vitkit.from_pretrained(_save(_dino(transformers, "Dinov2Model", {}), tmp_path / "dino"))
+    model.reset_classifier(3)  # a class-token classifier: transformers' DINOv2 head reads the mean patch token too
+    with pytest.raises(CheckpointError, match=r"it has a pooling other than .*transformers' DINOv2 classes lack"):
+        vitkit.save_pretrained(model, tmp_path / "back", format="hf")
+    assert not (tmp_path / "back" / "model.safetensors").exists()

@@ -20,11 +20,14 @@ The CLI prints any ``VitkitError`` as one line and exits with status 2.
 
 Advice that names an option is a ``Hint``: the message carries the library's wording (``strict=False``), and
 the CLI says it with the flag its command has for that option (``--not-strict``), or drops it where the
-command has none, so every hint names an option of the entry point the user called.
+command has none, so every hint names an option of the entry point the user called. A setting named inside a
+sentence (``out='runs/x'`` in Python, ``--out 'runs/x'`` on the command line) is a ``keyword`` hint.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,11 +48,28 @@ class Hint:
     cli: str = ""
     cli_without: str = ""
 
+    def __str__(self) -> str:  # a hint stands in an f-string message in the library's wording
+        return self.text
+
     def for_cli(self, flags: Mapping[str, str]) -> str:
         if self.option is None:
             return self.cli
         flag = flags.get(self.option)
         return self.cli.format(flag=flag) if flag else self.cli_without
+
+
+_NO_VALUE = object()
+
+
+def keyword(name: str, value: object = _NO_VALUE, *, typed: str | None = None) -> Hint:
+    """A setting named inside a message: ``name=value`` (``name=`` without a value) in Python, the command's flag
+    on a command line, followed by ``typed`` (the value as typed there; default: the value, none for ``True``).
+
+    Where a command has no flag for ``name``, the CLI says "the name setting"."""
+    text = f"{name}=" if value is _NO_VALUE else f"{name}={value!r}"
+    if typed is None:
+        typed = "" if value is _NO_VALUE or value is True else repr(value) if isinstance(value, str) else str(value)
+    return Hint(text, option=name, cli="{flag}" + (f" {typed}" if typed else ""), cli_without=f"the {name} setting")
 
 
 class VitkitError(Exception):
@@ -65,11 +85,34 @@ class VitkitError(Exception):
     def for_cli(self, flags: Mapping[str, str]) -> str:
         """The message with each hint said for a command whose flags for library options are ``flags``
         (option name -> flag, e.g. ``{"strict": "--not-strict"}``)."""
-        text = str(self)
-        for hint in getattr(self, "hints", ()):
-            text = text.replace(hint.text, hint.for_cli(flags))
-        first, newline, rest = text.partition("\n")  # hints stand in the first line; a table may follow
-        return _tidy(first) + newline + rest
+        return reword(str(self), getattr(self, "hints", ()), flags)
+
+    def reworded(self, texts: Mapping[Hint, str]) -> VitkitError:
+        """This error as another entry point says it: each hint in ``texts`` in that library wording instead (its
+        command-line wording stays); the error itself when it has none of them."""
+        if not any(hint in texts for hint in self.hints):
+            return self
+        message, hints = str(self), []
+        for hint in self.hints:
+            if hint in texts:
+                message = message.replace(hint.text, texts[hint])
+                hint = dataclasses.replace(hint, text=texts[hint])
+            hints.append(hint)
+        error = copy.copy(self)
+        error.args, error.hints = (message,), tuple(hints)
+        return error
+
+
+def reword(text: str, hints: Sequence[Hint], flags: Mapping[str, str]) -> str:
+    """``text`` (an error's message, also one kept as a string, e.g. a skipped image's) with each of ``hints`` said
+    for a command whose flags for library options are ``flags``."""
+    # the longest first, so that `resume=` never cuts into `resume='auto'`; a hint that begins with a word
+    # stands as a word (`out=` is not the end of `layout=`)
+    for hint in sorted(hints, key=lambda h: -len(h.text)):
+        start = r"(?<![\w-])" if hint.text[:1].isalnum() else ""
+        text = re.sub(start + re.escape(hint.text), lambda _, h=hint: h.for_cli(flags), text)
+    first, newline, rest = text.partition("\n")  # hints stand in the first line; a table may follow
+    return _tidy(first) + newline + rest
 
 
 def _tidy(line: str) -> str:

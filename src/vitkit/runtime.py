@@ -16,16 +16,32 @@ from typing import Any
 import torch
 
 from .config import PretrainedCfg
-from .errors import CheckpointError, ConfigError, Hint
+from .errors import CheckpointError, ConfigError, Hint, VitkitError
 from .model import VisionTransformer
 from .registry import create_model, get_entry, is_registered, known_configs
 from .weights import from_checkpoint, inventory
+from .weights.families import CHOOSE_FORMAT, KNOWN_FORMAT
+from .weights.load import NOT_STRICT, OWN_MODEL
+from .weights.native import AS_TIMM
 from .weights.sources import HUB_PREFIX, cached_snapshot, looks_like_repo_id
+from .weights.validate import NONFINITE
 
 #: what a use accepts as a model: a registry name, a saved model folder / checkpoint / ``hf-hub:`` id, or a module
 ModelSpec = str | os.PathLike | torch.nn.Module
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz", ".ckpt", ".tar")
 DEVICE_HINT = "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+# A use (predict, features, attention, inspect) takes none of the loaders' options (strict=, format=,
+# allow_nonfinite=): its caller loads the model with them and passes it.
+_PASS = " and pass the model"
+USE_WORDING = {
+    NOT_STRICT: ", or load the tensors that fit with vitkit.create_model(NAME, pretrained=FILE, strict=False)" + _PASS,
+    OWN_MODEL: "; model=FILE without weights= builds the model the checkpoint describes",
+    NONFINITE: f" To load it anyway, load it with vitkit.create_model(NAME, pretrained=FILE, allow_nonfinite=True) "
+               f"or vitkit.from_pretrained(FILE, allow_nonfinite=True){_PASS}.",
+    KNOWN_FORMAT: f" If you know the format, load it with vitkit.from_pretrained(FILE, format=...){_PASS}.",
+    CHOOSE_FORMAT: f" To choose, load it with vitkit.from_pretrained(FILE, format=...){_PASS}.",
+    AS_TIMM: f" Load it with vitkit.from_pretrained(FILE, format='timm'){_PASS}.",
+}
 NAME_OR_SOURCE = Hint("; pass either a registry name with weights or a source alone, not both",
                       cli="; pass either --model NAME --weights SOURCE or --model SOURCE alone, not both")
 
@@ -199,7 +215,13 @@ def resolve_model(model: ModelSpec, *, weights: Any = None, device: str | torch.
         if weights is not None:
             raise ConfigError("weights= is for a model name; load the weights into the model object yourself.")
         return model
-    return load_model(model, weights=weights, device=pick_device(device), **overrides)
+    try:
+        return load_model(model, weights=weights, device=pick_device(device), **overrides)
+    except VitkitError as exc:  # the loaders' advice names their options, which a use does not take
+        said = exc.reworded(USE_WORDING)
+        if said is exc:
+            raise
+        raise said.with_traceback(exc.__traceback__) from None
 
 
 @contextlib.contextmanager

@@ -73,6 +73,20 @@ def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.
     return parser
 
 
+class CliWording(logging.Filter):
+    """Says the hints of an error a library log line carries (``logger.warning("skipped: %s", exc)``) with the
+    command's flags, as ``cli_message`` does for the error that stops a command."""
+
+    def __init__(self, flags: dict[str, str]) -> None:
+        super().__init__()
+        self.flags = flags
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, VitkitError) for a in record.args):
+            record.args = tuple(a.for_cli(self.flags) if isinstance(a, VitkitError) else a for a in record.args)
+        return True
+
+
 def cli_message(exc: BaseException, args: argparse.Namespace) -> str:
     """An error's message as the command line says it: its hints in the command's flags."""
     if isinstance(exc, VitkitError):
@@ -108,6 +122,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    wording = CliWording(getattr(args, "library_options", {}))
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(wording)
+    try:
+        return _run(args)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(wording)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its refusals said in one line (exit status 2)."""
     try:
         result = args.func(args)
     # A user's error, or the system refusing a path the user gave (a folder as output, no permission, a

@@ -17,7 +17,7 @@ from ..choices import EVAL_SPLITS as SPLITS
 from ..errors import ConfigError
 from ..training.config import DATA_SETTINGS, GROUPS, TrainConfig
 from ..training.interrupt import TrainingInterrupted
-from .train_flags import add_settings, library_options, settings_from_args
+from .train_flags import add_settings, setting_flags, settings_from_args
 
 DATA_HELP = ("image folder: <class>/<image> (split by --val-fraction) or train/ and val/ inside; "
              "default: the bundled 8x8 digits")
@@ -270,7 +270,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "augmentations, best/last checkpoints, metrics, plots and report.json under --out. "
                     "Runs distributed under `torchrun --nproc_per_node=N -m vitkit train ...`.")
     _add_train_args(p)
-    p.set_defaults(func=cmd_train, library_options=library_options())
+    p.set_defaults(func=cmd_train, library_options=setting_flags(p))
 
     e = subparsers.add_parser("eval", formatter_class=DefaultsHelp, help="accuracy of a model on a data split",
                               description="Top-1/top-5 accuracy (multi-label: mAP and F1) and loss of a trained "
@@ -295,4 +295,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=cli_type(int_between(0), "--workers"))
     e.add_argument("--device")
     e.add_argument("--json", action="store_true", help="machine-readable output (with the confusion matrix)")
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func=cmd_eval, library_options=setting_flags(e))

@@ -16,6 +16,7 @@ from ..training.config import (
     DIGITS_DEFAULTS,
     FOLDER_DEFAULTS,
     GROUPS,
+    WHERE,
     Settings,
     flag_of,
     flat_name,
@@ -96,7 +97,7 @@ def settings_from_args(args: argparse.Namespace, groups: Iterable[str] = tuple(G
     return out
 
 
-def library_options() -> dict[str, str]:
-    """Every setting's flag, by its flat name (what a hint naming the setting says on the command line)."""
-    return {flat_name(f): flag_of(f) for cls in GROUPS.values() for f in dataclasses.fields(cls)
-            if f.metadata.get("cli", True)}
+def setting_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The flag of each training setting ``parser`` has, by its flat name (what a ``keyword`` hint naming the
+    setting says on that command line: ``vitkit train`` has them all, ``vitkit eval`` its data flags)."""
+    return {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings and a.dest in WHERE}

@@ -21,7 +21,7 @@ from ..choices import (
     INFERENCE_BACKENDS,
     INFERENCE_PRECISIONS,
 )
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, reword
 from .engine import add_engine_flags, run_features, run_predict
 
 if TYPE_CHECKING:
@@ -129,13 +129,15 @@ def show_predictions(results: list[ImagePredictions], *, output: str | None, as_
 
     if output:
         save_predictions(results, output)
+    from ..data.images import LIMIT_HINTS  # a skipped image's error is kept as text: its hints said here
+
     skipped = [r for r in results if r.error is not None]
     for r in skipped if len(results) > 1 else []:
-        print(f"skipped {r.source}: {r.error}", file=sys.stderr)
+        print(f"skipped {r.source}: {reword(r.error, LIMIT_HINTS, {})}", file=sys.stderr)
     if len(skipped) == len(results):  # nothing to show: one error line (the image's own when there is one)
         raise DataError(skipped[0].error if len(results) == 1 else
                         f"None of the {len(results)} images could be read (each is listed above); nothing was "
-                        f"predicted.")
+                        f"predicted.", hints=LIMIT_HINTS)
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -166,8 +168,10 @@ def cmd_features(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         if result.reused:
             print(f"resumed: {result.reused} images were already done, {result.computed} computed now")
+    from ..data.images import LIMIT_HINTS
+
     for path, error in result.skipped:
-        print(f"skipped {path}: {error}", file=sys.stderr)
+        print(f"skipped {path}: {reword(error, LIMIT_HINTS, {})}", file=sys.stderr)
     if result.path is None:
         print("this rank is done; the parts are merged when the last rank finishes (or run with --merge)")
     else:

@@ -37,7 +37,7 @@ from PIL import Image
 from ..errors import DataError, ImageError
 from ..fileio import parse_json, read_regular_bytes
 from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, check_class_count, stratified_split
-from .images import MAX_PIXELS, load_image, to_mode
+from .images import LIMITS, load_image, to_mode
 from .labelfiles import MultiHotTargets, MultiLabelImages, sort_class_names
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def _decode_bytes(data: bytes) -> Image.Image:
     """Embedded image bytes, with the pixel limit image files get."""
     img = Image.open(io.BytesIO(data))
     width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"the embedded image is {width}x{height}, beyond the limit of {MAX_PIXELS:,} pixels")
+    if width * height > LIMITS.max_pixels:
+        raise ImageError(f"the embedded image is {width}x{height}, beyond the limit of {LIMITS.max_pixels:,} pixels")
     return to_mode(img, "RGB")
 
 

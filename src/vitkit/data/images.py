@@ -12,13 +12,16 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError, ImageError
+from ..checks import limits_from_env
+from ..errors import DataError, Hint, ImageError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,33 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 
 # Pillow's own default (~89.5 MPix, a 9459x9459 image); larger images are refused before decoding.
 MAX_PIXELS = 89_478_485
+IMAGE_LIMITS_ENV = "VITKIT_IMAGE_LIMITS"
+
+
+@dataclass
+class ImageLimits:
+    """The bound every use of vitkit reads image files with (predict, features, training data, the server):
+    ``vitkit.data.images.LIMITS.max_pixels = N``, or ``VITKIT_IMAGE_LIMITS="max_pixels=N"``."""
+
+    max_pixels: int = MAX_PIXELS
+
+
+LIMITS = limits_from_env(ImageLimits(), IMAGE_LIMITS_ENV)
+
+
+class _Limit(Enum):
+    LIMIT = "LIMITS"
+
+
+#: ``load_image``'s default bound: the one in ``LIMITS`` when the image is read
+LIMIT = _Limit.LIMIT
+
+# what to do about an image beyond the limit: in Python, a bound of load_image (whose image every use takes) or
+# LIMITS; on the command line, the environment variable
+RAISE_PIXELS = Hint(" raise the limit (load_image(path, max_pixels=N) and pass the image, or "
+                    "vitkit.data.images.LIMITS.max_pixels = N for every image).",
+                    cli=f" raise the limit (set {IMAGE_LIMITS_ENV}=max_pixels=N).")
+LIMIT_HINTS = (RAISE_PIXELS,)
 
 PathLike = str | os.PathLike
 
@@ -52,6 +82,7 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None,
     """Fully decode ``source`` (a file or a binary stream called ``name`` in messages), every failure an
     ``ImageError`` that names it."""
     path = name  # the messages below name the image by this
+    max_pixels = LIMITS.max_pixels if max_pixels is LIMIT else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -62,7 +93,7 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None,
                 raise ImageError(
                     f"Image {str(path)!r} is {width}x{height} = {width * height:,} pixels, more than the limit of "
                     f"{max_pixels:,} (a possible decompression bomb). Downscale it first, or if you trust the "
-                    f"file, raise the limit (max_pixels= in Python).")
+                    f"file,{RAISE_PIXELS}", hints=(RAISE_PIXELS,))
             if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(min(width, height), 1):
                 img.close()
                 raise ImageError(
@@ -74,7 +105,7 @@ def _decode(source: Path | BinaryIO, name: str, max_pixels: int | None,
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"Image {str(path)!r} is too large to decode safely ({exc}). Downscale it first, or "
-                         f"if you trust the file, raise the limit (max_pixels= in Python).") from None
+                         f"if you trust the file,{RAISE_PIXELS}", hints=(RAISE_PIXELS,)) from None
     except UnidentifiedImageError:
         raise ImageError(f"{str(path)!r} is not an image Pillow can read (unknown or corrupt format). "
                          f"Expected JPEG, PNG, WebP, TIFF, BMP or GIF; remove or re-save the file.") from None
@@ -119,20 +150,21 @@ def to_mode(img: Image.Image, mode: str = "RGB", *, background: tuple[int, int, 
     return img if img.mode == mode else img.convert(mode)
 
 
-def load_image(path: PathLike, *, mode: str = "RGB", max_pixels: int | None = MAX_PIXELS,
+def load_image(path: PathLike, *, mode: str = "RGB", max_pixels: int | None | _Limit = LIMIT,
                exif_transpose: bool = True, max_aspect_ratio: float | None = None) -> Image.Image:
     """Read an image file as an 8-bit ``mode`` ('RGB' or 'L') Pillow image, upright per its EXIF tag.
 
     Transparent pixels are composited onto white. Raises ``ImageError`` naming the file when it is
     missing, empty, not an image, truncated, larger than ``max_pixels`` or longer than ``max_aspect_ratio``
-    times its width (None: no limit). ``path`` must be a regular file (a FIFO would block forever).
+    times its width (None: no limit; ``max_pixels`` by default that of ``LIMITS``). ``path`` must be a regular
+    file (a FIFO would block forever).
     """
     path = Path(path)
     return _upright(_open(path, max_pixels, max_aspect_ratio), str(path), mode, exif_transpose)
 
 
 def decode_image(data: bytes, *, name: str = "the uploaded image", mode: str = "RGB",
-                 max_pixels: int | None = MAX_PIXELS, exif_transpose: bool = True,
+                 max_pixels: int | None | _Limit = LIMIT, exif_transpose: bool = True,
                  max_aspect_ratio: float | None = None) -> Image.Image:
     """``load_image`` for the bytes of an image file (an upload): the same checks, with ``name`` in messages."""
     if not data:

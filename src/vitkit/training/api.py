@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, keyword
 from ..fileio import check_output_path
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
@@ -101,17 +101,21 @@ def prepare_out(cfg: TrainConfig, dist: Dist) -> None:
     cannot hold a run (under /dev, /proc, /sys), and ``resume='auto'`` with no state in it to resume."""
     out = Path(cfg.run.out)
     check_output_path(out / STATE_FILE)  # a place training could never save to (/dev, /proc, ...): refused now
+    where = keyword("out", str(out))
     if cfg.run.resume == "auto" and not (out / STATE_FILE).is_file():
-        raise CheckpointError(f"--resume: --out {str(out)!r} holds no {STATE_FILE} to continue from. Check the "
-                              f"folder name, or drop --resume to start a new run there.")
+        resume = keyword("resume", "auto", typed="")
+        raise CheckpointError(f"{resume}: {where} holds no {STATE_FILE} to continue from. Check the folder name, "
+                              f"or drop {resume} to start a new run there.", hints=(resume, where))
     found = [name for name in RUN_MARKERS if (out / name).exists()]
     if not found or cfg.run.resume:
         return
     if not cfg.run.overwrite:
-        raise ConfigError(f"--out {str(out)!r} already holds a training run ({', '.join(found)}), which this run "
-                          f"would replace. Pass --resume to continue it, --overwrite to replace it, or another --out.")
+        resume, overwrite, other = keyword("resume", "auto", typed=""), keyword("overwrite", True), keyword("out")
+        raise ConfigError(f"{where} already holds a training run ({', '.join(found)}), which this run would replace. "
+                          f"Pass {resume} to continue it, {overwrite} to replace it, or another {other}.",
+                          hints=(where, resume, overwrite, other))
     if dist.is_main:
-        logger.warning("replacing the run in %s (--overwrite)", out)
+        logger.warning("replacing the run in %s (asked to overwrite it)", out)
         for name in RUN_OUTPUTS:
             target = out / name
             if target.is_dir():

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, keyword
 from ..fileio import atomic_write
 from ..weights import save_pretrained
 from ..weights.validate import check_regular_file, check_zip, open_zip, verify_zip_crc
@@ -39,8 +39,9 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a training state without unpickling any object (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
+        out, resume = keyword("out"), keyword("resume", str(path))
         raise CheckpointError(f"Training checkpoint {str(path)!r} does not exist. Pass the {STATE_FILE} a run "
-                              f"wrote (in its --out folder), or drop --resume to start afresh.")
+                              f"wrote (in its {out} folder), or drop {resume} to start afresh.", hints=(out, resume))
     check_regular_file(path, "training checkpoint")
     if zipfile.is_zipfile(path):  # the weight loader's checks: no zip bomb, no damaged member, before reading
         with open_zip(path, "torch") as zf:
@@ -69,8 +70,9 @@ STATE_PARTS: dict[str, type | tuple[type, ...]] = {
 
 def damaged(path: str, part: str, why: str) -> CheckpointError:
     """The error for a training state whose ``part`` cannot be used."""
+    hints = keyword("weights", "OUT/last", typed="OUT/last"), keyword("out", "NEW_FOLDER", typed="NEW_FOLDER")
     return CheckpointError(f"Training checkpoint {path!r} is damaged: its {part} {why}. Resume from another copy, "
-                           f"or start a new run from its last export: --weights OUT/last --out NEW_FOLDER.")
+                           f"or start a new run from its last export: {hints[0]} {hints[1]}.", hints=hints)
 
 
 def check_state(state: dict[str, Any], path: str) -> None:
@@ -103,11 +105,13 @@ def check_compatible(state: dict[str, Any], model_config: dict[str, Any], classe
     diff = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
     if diff:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {model_config.get(k)!r}" for k in diff[:4])
+        hints = keyword("model"), keyword("out")
         raise CheckpointError(f"Checkpoint {path!r} was written for another architecture ({details}). Resume with "
-                              f"the same --model and settings, or use another --out folder.")
+                              f"the same {hints[0]} and settings, or use another {hints[1]} folder.", hints=hints)
     if list(state.get("classes", [])) != list(classes):
+        out = keyword("out")
         raise CheckpointError(f"Checkpoint {path!r} was trained on classes {state.get('classes')} but the data has "
-                              f"{classes}. Resume on the same data, or use another --out folder.")
+                              f"{classes}. Resume on the same data, or use another {out} folder.", hints=(out,))
 
 
 # Settings that say where, how fast or how often a run goes, not what it computes: a resume may change them.
@@ -130,10 +134,12 @@ def check_settings(saved: dict[str, Any], run: dict[str, Any], defaults: dict[st
     if not diff:
         return
     changes = "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, old, new in diff)
-    again = " ".join(f"--{k.replace('_', '-')} {_flag_value(old)}" for k, old, _ in diff)
+    again = [keyword(k, old, typed=_flag_value(old)) for k, old, _ in diff]
+    weights, new = keyword("weights", f"{out}/last"), keyword("out", "NEW_FOLDER", typed="NEW_FOLDER")
     raise ConfigError(f"Cannot resume from {path!r}: the run asks for other training settings than the checkpoint "
-                      f"was written with ({changes}); a resume continues the same schedule. Resume with {again}, or "
-                      f"start a new run from its weights: vitkit train --weights {out}/last --out NEW_FOLDER ...")
+                      f"was written with ({changes}); a resume continues the same schedule. Resume with "
+                      f"{' '.join(map(str, again))}, or start a new run from its weights: {weights} {new}.",
+                      hints=(*again, weights, new))
 
 
 def _flag_value(value: Any) -> str:

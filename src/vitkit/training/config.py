@@ -33,7 +33,7 @@ from ..checks import (
 )
 from ..choices import AUGMENT_POLICIES, LORA_TARGETS, MULTILABEL_LOSSES
 from ..config import reject_unknown_fields
-from ..errors import ConfigError, Hint
+from ..errors import ConfigError, keyword
 
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 DISTILL_MODES = ("hard", "soft")
@@ -77,17 +77,13 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + flat_name(f).replace("_", "-")
 
 
-def setting_hint(name: str, value: Any) -> Hint:
-    """``name=value`` in the library's words, ``--flag value`` in the command line's (the flag ``vitkit train``
-    generates for the setting ``name``)."""
-    return Hint(f"{name}={short(value)}", option=name, cli=f"{{flag}} {short(value)}",
-                cli_without=f"{name}={short(value)}")
-
-
-def fail(name: str, value: Any, expected: str) -> None:
-    """Raise the ConfigError of a setting that is not allowed, named as the caller set it."""
-    hint = setting_hint(name, value)
-    raise ConfigError(f"Training setting {hint.text} is not allowed: expected {expected}.", hints=(hint,))
+def fail(name: str, value: Any, expected: str, *hints: Any) -> None:
+    """Raise the ConfigError of a setting that is not allowed, named as the caller set it (``name=value`` in
+    Python, ``--flag value`` on the command line; ``hints``: other settings ``expected`` names)."""
+    typed = None if isinstance(value, str) else ",".join(value) if isinstance(value, tuple) and all(
+        isinstance(v, str) for v in value) else short(value)  # as the flag is typed: lists comma-separated
+    setting = keyword(name, value, typed=typed)
+    raise ConfigError(f"Training setting {setting} is not allowed: expected {expected}.", hints=(setting, *hints))
 
 
 def _sorted_pair(v: Any) -> str | None:
@@ -162,14 +158,17 @@ class SourceSettings(Settings):
                                           ("hf_dataset", self.hf_dataset))
                  if value is not None and not (name == "data" and value == "digits")]
         if len(given) > 1:
-            raise ConfigError(f"Give one data source, not {' and '.join(given)}: an image folder (DATA), a label "
-                              f"file (labels=, --labels) or a saved Hugging Face dataset (hf_dataset=, --hf-dataset).")
+            hints = keyword("labels"), keyword("hf_dataset")
+            raise ConfigError(f"Give one data source, not {' and '.join(given)}: an image folder (data), a label "
+                              f"file ({hints[0]}) or a saved Hugging Face dataset ({hints[1]}).", hints=hints)
         if self.val_labels and not self.labels:
-            raise ConfigError("val_labels (--val-labels) lists the validation images of a label file; give labels "
-                              "(--labels) too.")
+            hints = keyword("val_labels"), keyword("labels")
+            raise ConfigError(f"{hints[0]} lists the validation images of a {hints[1]} file; give {hints[1]} too.",
+                              hints=hints)
         if (self.image_column or self.label_column) and not self.hf_dataset:
-            raise ConfigError("image_column/label_column (--image-column/--label-column) name columns of a Hugging "
-                              "Face dataset; give hf_dataset (--hf-dataset) too.")
+            hints = keyword("image_column"), keyword("label_column"), keyword("hf_dataset")
+            raise ConfigError(f"{hints[0]}/{hints[1]} name columns of a {hints[2]}; give {hints[2]} too.",
+                              hints=hints)
         if not 0.0 < self.threshold < 1.0:
             fail("threshold", self.threshold, "a score threshold in (0, 1)")
         if not 0.0 < self.val_fraction < 1.0:
@@ -257,7 +256,8 @@ class OptimSettings(Settings):
 
     def rules(self) -> None:
         if self.batch_size is not None and self.batch_size % self.accum_steps:
-            fail("batch_size", self.batch_size, f"a multiple of accum_steps={self.accum_steps}")
+            accum = keyword("accum_steps", self.accum_steps)
+            fail("batch_size", self.batch_size, f"a multiple of {accum}", accum)
 
 
 @dataclass
@@ -296,8 +296,8 @@ class DistillSettings(Settings):
 
     def rules(self) -> None:
         if self.teacher_weights is not None and self.teacher is None:
-            fail("teacher_weights", self.teacher_weights, "a teacher (teacher=, --teacher) to load them into (or drop "
-                                                          "them)")
+            teacher = keyword("teacher")
+            fail("teacher_weights", self.teacher_weights, f"a {teacher} to load them into (or drop them)", teacher)
 
 
 @dataclass
@@ -441,12 +441,14 @@ class TrainConfig:
         for name in GROUPS:
             getattr(self, name).validate()
         if self.lora.rank and self.network.freeze != "none":
-            raise ConfigError(f"LoRA (lora_rank=, --lora-rank) trains only the adapters and the head; freeze="
-                              f"{self.network.freeze!r} (--freeze) cannot be combined with it. Drop one of the two.")
+            hints = keyword("lora_rank", self.lora.rank), keyword("freeze", self.network.freeze)
+            raise ConfigError(f"{hints[0]} trains only the adapters and the head; {hints[1]} cannot be combined with "
+                              f"it. Drop one of the two.", hints=hints)
         try:
             self.lora.config()
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (set by lora_rank/lora_alpha/lora_dropout/lora_targets, --lora-*)") from None
+            hints = tuple(keyword(name) for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets"))
+            raise ConfigError(f"{exc} (set by {'/'.join(map(str, hints))})", hints=hints) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting by its flat name (``report.json``'s ``config``, the training state's ``train_config``)."""
@@ -480,7 +482,8 @@ def parse_freeze(spec: str) -> int | None:
     """'none' -> None (train all), 'backbone' -> 0 blocks, 'blocks:N' -> the last N blocks train."""
     match = FREEZE_RE.match(str(spec).strip())
     if not match:
-        raise ConfigError(f"freeze={spec!r} is not understood: expected {_freeze(None)}.")
+        freeze = keyword("freeze", spec)
+        raise ConfigError(f"{freeze} is not understood: expected {_freeze(None)}.", hints=(freeze,))
     if match.group(1) == "none":
         return None
     return 0 if match.group(1) == "backbone" else int(match.group(2))
@@ -489,4 +492,4 @@ def parse_freeze(spec: str) -> int | None:
 __all__ = ["DATA_SETTINGS", "DIGITS_DEFAULTS", "DISTILL_MODES", "FOLDER_DEFAULTS", "GROUPS", "STRATEGIES",
            "TRAIN_PRECISIONS", "WHERE", "AugmentSettings", "DistillSettings", "LoRASettings", "NetworkSettings",
            "OptimSettings", "RunSettings", "Settings", "SourceSettings", "TrainConfig", "fail", "flag_of", "flat_name",
-           "parse_freeze", "setting", "setting_hint"]
+           "parse_freeze", "setting"]

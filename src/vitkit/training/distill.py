@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, keyword
 from ..registry import is_registered
 from .setup import build_model, check_model_classes
 
@@ -66,15 +66,17 @@ def load_teacher(spec: str, weights: str | None, student: nn.Module, classes: li
                  device: torch.device) -> Teacher:
     """The teacher ``spec`` (registry name with ``weights``, saved folder or checkpoint), checked against the data."""
     if weights is None and is_registered(spec):
-        raise ConfigError(f"--teacher {spec!r} is a registry name without weights: a teacher with random weights "
-                          f"teaches nothing. Pass --teacher-weights SRC, or --teacher a trained model folder (e.g. "
-                          f"runs/digits/best).")
+        hints = keyword("teacher", spec), keyword("teacher_weights", "SRC", typed="SRC"), keyword("teacher")
+        raise ConfigError(f"{hints[0]} is a registry name without weights: a teacher with random weights teaches "
+                          f"nothing. Pass {hints[1]}, or {hints[2]} a trained model folder (e.g. runs/digits/best).",
+                          hints=hints)
     model = build_model(spec, num_classes=None, weights=weights)
     try:
         check_model_classes(model, classes)
     except DataError as exc:
-        raise ConfigError(f"--teacher {spec!r} does not fit the data: {exc} A teacher must predict the data's "
-                          f"classes (e.g. a model trained on them).") from None
+        teacher = keyword("teacher", spec)
+        raise ConfigError(f"{teacher} does not fit the data: {exc} A teacher must predict the data's classes (e.g. "
+                          f"a model trained on them).", hints=(teacher,)) from None
     logger.info("teacher %s: %d classes at %s", spec, model.num_classes, tuple(model.config.img_size))
     return Teacher(model, student, device)
 

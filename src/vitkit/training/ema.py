@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, keyword
 
 
 class ModelEma:
@@ -50,7 +50,8 @@ class ModelEma:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or "module" not in state:
-            raise CheckpointError("The checkpoint's EMA state is missing or damaged; resume without --ema, or "
-                                  "start afresh.")
+            ema = keyword("ema")
+            raise CheckpointError(f"The checkpoint's EMA state is missing or damaged; resume without {ema}, or "
+                                  f"start afresh.", hints=(ema,))
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..data.augment import MixupCutmix
 from ..data.datasets import DataSplits
 from ..data.digits import export_samples
-from ..errors import ConfigError, DataError, VitkitError
+from ..errors import ConfigError, DataError, VitkitError, keyword
 from ..fileio import remove_stale_temps
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -179,11 +179,13 @@ class Trainer:
         unit = self.dist.world_size * accum
         n = len(self.splits.train)
         if batch % unit:
-            raise ConfigError(f"--batch-size {batch} does not split into {self.dist.world_size} "
-                              f"process(es) x {accum} accumulation step(s); use a multiple of {unit}.")
+            named = keyword("batch_size", batch)
+            raise ConfigError(f"{named} does not split into {self.dist.world_size} process(es) x "
+                              f"{accum} accumulation step(s); use a multiple of {unit}.", hints=(named,))
         if n < unit:
+            accum_hint = keyword("accum_steps")
             raise DataError(f"The training split has {n} images, fewer than {unit} (processes x accumulation "
-                              f"steps); add images or lower --accum-steps / the process count.")
+                            f"steps); add images or lower {accum_hint} / the process count.", hints=(accum_hint,))
         if n >= batch:
             return batch
         lowered = n // unit * unit
@@ -285,7 +287,8 @@ class Trainer:
         if saved_images is not None and saved_images != images:
             raise ckpt.CheckpointError(
                 f"Checkpoint {path!r} was trained on {saved_images} training images but the data now has {images}, "
-                f"which changes the schedule (steps per epoch). Resume on the same data, or use another --out folder.")
+                f"which changes the schedule (steps per epoch). Resume on the same data, or use another "
+                f"{keyword('out')} folder.", hints=(keyword("out"),))
         defaults = TrainConfig().to_dict()
         ckpt.check_settings(state.get("train_config", {}), self.cfg.to_dict(), defaults, path, str(self.out))
 
@@ -357,10 +360,12 @@ class Trainer:
         p = self.progress
         kept = f"the last good checkpoint {self.state_path} is intact" if self.state_path.is_file() else \
             "no checkpoint had been written yet"
+        hints = keyword("lr"), keyword("clip_grad"), keyword("precision", "fp32"), keyword("resume", "auto", typed="")
         raise NonFiniteLossError(
             f"The training loss became {value} in epoch {p.epoch + 1}, between steps {self.checked_step + 1} and "
-            f"{p.step} (lr {self.scheduler.lr_at(max(p.step - 1, 0)):.3g}); {kept}. Lower --lr, keep --clip-grad on "
-            f"or use --precision fp32, then start again (a --resume continues with the same settings).")
+            f"{p.step} (lr {self.scheduler.lr_at(max(p.step - 1, 0)):.3g}); {kept}. Lower {hints[0]}, keep "
+            f"{hints[1]} on or use {hints[2]}, then start again (resuming with {hints[3]} continues with the "
+            f"same settings).", hints=hints)
 
     def _train_loader(self) -> Any:
         p = self.progress

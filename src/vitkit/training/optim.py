@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword
 from .config import parse_freeze
 
 HEAD_PREFIXES = ("head.", "head_dist.")
@@ -28,8 +28,9 @@ def apply_freeze(model: nn.Module, spec: str) -> tuple[int, int]:
     keep_blocks = parse_freeze(spec)
     depth = len(model.blocks)
     if keep_blocks is not None and keep_blocks > depth:
-        raise ConfigError(f"--freeze blocks:{keep_blocks} asks for more blocks than the model has ({depth}); "
-                          f"use blocks:0..{depth}, 'backbone' or 'none'.")
+        freeze = keyword("freeze", spec)
+        raise ConfigError(f"{freeze} asks for more blocks than the model has ({depth}); use blocks:0..{depth}, "
+                          f"'backbone' or 'none'.", hints=(freeze,))
     for name, param in model.named_parameters():
         param.requires_grad_(keep_blocks is None or _trains(name, keep_blocks, depth))
     total = sum(p.numel() for p in model.parameters())
@@ -73,8 +74,9 @@ def param_groups(model: nn.Module, *, weight_decay: float, layer_decay: float = 
             "lr_scale": layer_decay ** (depth + 1 - layer), "layer": layer})
         group["params"].append(param)
     if not groups:
-        raise ConfigError("No parameter is left to train (everything is frozen); use --freeze none, backbone or "
-                          "blocks:N with N >= 1.")
+        freeze = keyword("freeze")
+        raise ConfigError(f"No parameter is left to train (everything is frozen); use {freeze} 'none', 'backbone' "
+                          f"or 'blocks:N' with N >= 1.", hints=(freeze,))
     return [groups[k] for k in sorted(groups)]
 
 

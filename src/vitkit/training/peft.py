@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, keyword
 from ..lora import apply_lora, lora_layers, merge_lora, save_adapters, trainable_parameters
 from .optim import apply_freeze
 
@@ -66,6 +66,7 @@ def check_lora_state(state: dict[str, Any], model: nn.Module, path: str = "The t
     if saved != ours or (saved and cfg.get("lora_rank") != model.lora_config.rank):
         then = f"LoRA rank {cfg.get('lora_rank')} on {list(cfg.get('lora_targets') or [])}" if saved else "no LoRA"
         now = getattr(model, "lora_config", None)
+        hints = keyword("lora_rank"), keyword("lora_targets"), keyword("out")
         raise CheckpointError(f"{path} was written by a run with {then}, but this run has "
                               f"{f'LoRA rank {now.rank} on {list(now.targets)}' if now else 'no LoRA'}. Resume with "
-                              f"the same --lora-rank/--lora-targets, or use another --out folder.")
+                              f"the same {hints[0]} and {hints[1]}, or use another {hints[2]} folder.", hints=hints)

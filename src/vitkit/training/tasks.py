@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..data.datasets import DataSplits, LabelledImages
 from ..data.labelfiles import MultiHotTargets, MultiLabelImages, is_multi_label
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword
 from ..multilabel import MultiLabelMeter, multilabel_loss
 from .metrics import EvalCounts
 
@@ -144,12 +144,13 @@ class MultiLabelTask:
 
     def __init__(self, cfg: Any) -> None:
         if cfg.augment.mixup or cfg.augment.cutmix:
-            raise ConfigError("--mixup/--cutmix mix one class per image; they are not available for multi-label "
-                              "data. Drop them (or use single-label data).")
+            hints = keyword("mixup"), keyword("cutmix")
+            raise ConfigError(f"{hints[0]}/{hints[1]} mix one class per image; they are not available for "
+                              f"multi-label data. Drop them (or use single-label data).", hints=hints)
         if cfg.distillation.teacher or cfg.optim.ema:
-            which = "teacher" if cfg.distillation.teacher else "ema"
-            raise ConfigError(f"{which} (--{which}) is not available for multi-label data yet "
-                              "(distillation and the EMA's report are single-label). Drop it for this run.")
+            named = keyword("teacher" if cfg.distillation.teacher else "ema")
+            raise ConfigError(f"{named} is not available for multi-label data yet (distillation and the EMA's "
+                              f"report are single-label). Drop it for this run.", hints=(named,))
         self.threshold = cfg.source.threshold
         self.loss_name = cfg.optim.multilabel_loss
         self.loss_fn = multilabel_loss(cfg.optim.multilabel_loss, label_smoothing=cfg.optim.label_smoothing)

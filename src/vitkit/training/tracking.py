@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -70,8 +70,9 @@ class TensorBoardReporter:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard "
-                              "(or pip install 'vitkit[tensorboard]').") from None
+            named = keyword("report_to", ("tensorboard",), typed="tensorboard")
+            raise ConfigError(f"{named} needs the tensorboard package: pip install tensorboard (or pip install "
+                              f"'vitkit[tensorboard]').", hints=(named,)) from None
         self.writer = SummaryWriter(log_dir=str(out / TENSORBOARD_DIR))
 
     def log(self, row: dict[str, Any]) -> None:

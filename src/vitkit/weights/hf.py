@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import HALF, ViTConfig
 from ..data.transforms import PIL_CODES
 from ..errors import CheckpointError, Hint
+from . import hf_dinov2 as dinov2
 from .formats import Family
 from .hf_towers import ALL_RULES as TOWER_RULES
 from .hf_towers import prepare as prepare_towers
@@ -46,19 +47,9 @@ def vit_rules(p: str = "") -> list[Rule]:
     ]
 
 
-# DINOv2 (Dinov2Model; Dinov2ForImageClassification under 'dinov2.'): ViT's embeddings and attention, with
-# timm-like norms, layer scale and MLP names (SwiGLU: one packed weights_in, gate first, then value)
-_DINO_LAYER = "encoder.layer.{}."
-DINOV2_RULES: list[Rule] = [
-    *params(_DINO_LAYER + "norm1", "blocks.{}.norm1"),
-    (_DINO_LAYER + "layer_scale1.lambda1", "blocks.{}.ls1.gamma", "id"),
-    *params(_DINO_LAYER + "norm2", "blocks.{}.norm2"),
-    *params(_DINO_LAYER + "mlp.fc1", "blocks.{}.mlp.fc1"),
-    *params(_DINO_LAYER + "mlp.fc2", "blocks.{}.mlp.fc2"),
-    *params(_DINO_LAYER + "mlp.weights_in", "blocks.{}.mlp.fc1"),
-    *params(_DINO_LAYER + "mlp.weights_out", "blocks.{}.mlp.fc2"),
-    (_DINO_LAYER + "layer_scale2.lambda1", "blocks.{}.ls2.gamma", "id"),
-]
+# DINOv2 (Dinov2Model, Dinov2WithRegistersModel; their classifiers under 'dinov2.' / 'dinov2_with_registers.'):
+# ViT's embeddings and attention, with timm-like norms, layer scale and MLP names (hf_dinov2.py)
+DINOV2_RULES: list[Rule] = dinov2.READ_RULES
 DINOV2_SWIGLU_OUT = "encoder.layer.0.mlp.weights_out.weight"
 
 # transformers 5 in-memory names (a state dict saved with torch.save instead of save_pretrained)
@@ -146,7 +137,7 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
         "norm_eps": 1e-12, "act_layer": "gelu"}  # the defaults of SiglipVisionConfig and ViTConfig
     hints["posemb_resample"] = "hf"  # interpolate_pos_encoding's numerics, at load and for other input sizes
     config = _vision_config(ckpt)
-    if config.get("model_type") == "dinov2":
+    if config.get("model_type") in dinov2.MODEL_TYPES:
         hints.update(_dinov2_hints(config, arch, tensors))
     hints.update({ours: config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in config})
     if "hidden_act" in config:
@@ -160,8 +151,8 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
 def _dinov2_hints(config: dict[str, Any], arch: str, tensors: Any) -> dict[str, Any]:
     """What a DINOv2 folder's config says beyond its shapes: Dinov2Config's eps, its classifier's pooling (the
     class token and the mean patch token side by side) and the width of a SwiGLU MLP."""
-    hints: dict[str, Any] = {"norm_eps": 1e-6}
-    if arch == "Dinov2ForImageClassification":
+    hints: dict[str, Any] = {"norm_eps": 1e-6, **dinov2.hints(config)}
+    if arch in ("Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification"):
         hints["global_pool"] = "token_avg"
     if config.get("use_swiglu_ffn") and DINOV2_SWIGLU_OUT in tensors:
         dim, hidden = tensor_info(tensors, DINOV2_SWIGLU_OUT)[0]
@@ -320,21 +311,23 @@ def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
 
 def write(model: VisionTransformer, path: Path) -> Path:
     """A transformers folder: config.json, model.safetensors (transformers' names), preprocessor_config.json."""
-    problems = [why for test, why in UNSUPPORTED if test(model.config)]
+    c, dino = model.config, dinov2.is_dinov2(model.config)
+    problems = dinov2.problems(c, ACT_TO_HF) if dino else [why for test, why in UNSUPPORTED if test(c)]
     if problems:
+        classes = "DINOv2 classes" if dino else "ViT, DeiT and SigLIP classes"
         raise CheckpointError(f"Cannot save this model for Hugging Face transformers: it has {'; '.join(problems)}, "
-                              "which transformers' ViT, DeiT and SigLIP classes lack. Save it in the 'vitkit' "
-                              "or 'timm' format instead.")
-    arch = architecture(model.config)
-    _, backbone, heads = ARCHS[arch]
-    out = remap(model.state_dict(), [*backbone, *heads], reverse=True, num_heads=model.config.num_heads)
+                              f"which transformers' {classes} lack. Save it in the 'vitkit' or 'timm' format instead.")
+    arch = dinov2.architecture(c) if dino else architecture(c)
+    table = dinov2.rules(c) if dino else [*ARCHS[arch][1], *ARCHS[arch][2]]
+    out = remap(model.state_dict(), table, reverse=True, num_heads=c.num_heads)
     if out.unmatched:
         raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
                               "Save it in the 'vitkit' or 'timm' format instead.")
-    write_safetensors(out.tensors, path / "model.safetensors")
+    write_safetensors(dinov2.finish_tensors(out.tensors, c) if dino else out.tensors, path / "model.safetensors")
     pcfg = model.pretrained_cfg
     names = pcfg.label_names if pcfg is not None and isinstance(pcfg.label_names, tuple) else None
-    config = {**hf_config_json(model.config, arch), **labels_json(names, model.config.num_classes)}
+    config = {**(dinov2.config_json(c, arch, ACT_TO_HF) if dino else hf_config_json(c, arch)),
+              **labels_json(names, c.num_classes)}
     if getattr(pcfg, "multi_label", False):
         config["problem_type"] = MULTI_LABEL
     write_json(config, path / "config.json")
@@ -352,9 +345,9 @@ FAMILY = Family(
                 r"(^|\.)embeddings\.patch_embedding\.weight$"),
     rules=READ_RULES,
     numerics=TRANSFORMERS,
-    prefixes=("vit.", "deit.", "dinov2.", "vision_model."),
+    prefixes=("vit.", "deit.", "dinov2.", "dinov2_with_registers.", "vision_model."),
     hints=_hints,
-    prepare=prepare_towers,
+    prepare=lambda tensors: dinov2.fold_registers(prepare_towers(tensors)),
     pretrained_cfg=_pretrained_cfg,
     write=write,
     marker=lambda ckpt: "model_type" in (ckpt.config or {}),
