@@ -109,28 +109,28 @@ def _coords(grids: torch.Tensor, length: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("variant", ["naflexvit_base_patch16_gap", "naflexvit_base_patch16_siglip"])
-def test_naflexvit_equals_timm_on_mixed_aspect_batches(timm, variant: str) -> None:
+def test_naflexvit_file_equals_timm_on_mixed_aspect_batches(timm, variant: str, tmp_path) -> None:
+    from safetensors.torch import save_file
+
     ref = randomize(timm.create_model(variant, pretrained=False, embed_dim=64, depth=2, num_heads=4,
                                       num_classes=7)).eval()
-    sd = ref.state_dict()
-    gap = variant.endswith("gap")
-    ours = vitkit.VisionTransformer(
-        img_size=256, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=7,
-        class_token=False, reg_tokens=4 if gap else 0, no_embed_class=True, global_pool="avg" if gap else "map",
-        fc_norm=gap or None, init_values=1e-5 if gap else None, act_layer="gelu" if gap else "gelu_tanh",
-        posemb_resample="timm" if gap else "siglip2").eval()
-    w = sd.pop("embeds.proj.weight")
-    mapped = {"patch_embed.proj.weight": w.reshape(64, 16, 16, 3).permute(0, 3, 1, 2),
-              "patch_embed.proj.bias": sd.pop("embeds.proj.bias"),
-              "pos_embed": sd.pop("embeds.pos_embed").reshape(1, 256, 64)}
-    if gap:
-        mapped["reg_token"] = sd.pop("embeds.reg_token")
-    mapped.update({k.replace("attn_pool.", "attn_pool."): v for k, v in sd.items()})
-    ours.load_state_dict(mapped)
-    batch = PatchProcessor(patch_size=16, max_num_patches=96)(_photos())
-    with torch.no_grad():
-        theirs = ref(batch.patches, patch_coord=_coords(batch.grids, 96), patch_valid=batch.mask)
-        torch.testing.assert_close(ours(batch), theirs, **TOL)
+    path = tmp_path / f"{variant}.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))  # timm's names: embeds.*
+    models = [vitkit.create_model(variant, pretrained=path, embed_dim=64, depth=2, num_heads=4, num_classes=7)]
+    if variant.endswith("gap"):  # everything but the head count is in the shapes; siglip's GELU is in the name
+        models.append(vitkit.from_pretrained(path, num_heads=4))
+    for ours in models:
+        batch = PatchProcessor.from_model(ours, max_num_patches=96)(_photos())  # its mean, std and filter
+        with torch.no_grad():
+            theirs = ref(batch.patches, patch_coord=_coords(batch.grids, 96), patch_valid=batch.mask)
+            assert ours.load_report.ok
+            assert isinstance(vitkit.patches.processor_for(ours), PatchProcessor)  # native aspect by default
+            torch.testing.assert_close(ours(batch), theirs, **TOL)
+            got = vitkit.predict(_photos(), ours, max_patches=96, top_k=3)
+            for result, probs in zip(got, theirs.softmax(-1)):
+                top = probs.sort(descending=True)
+                assert [p.index for p in result.top_k] == top.indices[:3].tolist()
+                torch.testing.assert_close(torch.tensor([p.probability for p in result.top_k]), top.values[:3], **TOL)
 
 
 def _digits_model():
