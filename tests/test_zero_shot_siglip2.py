@@ -146,3 +146,14 @@ def test_bad_gemma_tokenizer_files_are_one_clear_error(pair, tmp_path):
     set_tokenizer_config(broken, padding_side="middle")
     with pytest.raises(CheckpointError, match="padding_side='middle'"):
         vitkit.load_image_text(broken)
+
+
+def test_the_vision_half_loads_as_a_native_image_model(pair):
+    folder, ref, processor, model = pair
+    tower = vitkit.from_pretrained(folder)  # the text tower and logit scale and bias dropped, named in the report
+    assert tower.pretrained_cfg.max_num_patches == 16 and "logit_scale" in tower.load_report.dropped
+    images = _photos()
+    with torch.no_grad():
+        expected = ref.get_image_features(**_image_inputs(processor, images)).pooler_output
+    got = vitkit.extract_features(images, tower).features  # native aspect by default
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=TOL, rtol=0)

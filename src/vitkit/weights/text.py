@@ -168,7 +168,7 @@ def attach_tokenizer(model: ImageTextModel, folder: Path) -> None:
 
 
 def read_transformers(source: str | os.PathLike[str]) -> ImageTextModel:
-    """An ``ImageTextModel`` (with its tokenizer) from a transformers SiglipModel or CLIPModel folder."""
+    """An ``ImageTextModel`` (with its tokenizer) from a transformers SiglipModel, Siglip2Model or CLIPModel folder."""
     ckpt = read_checkpoint(source)
     where = str(ckpt.path)
     arch = ((ckpt.config or {}).get("architectures") or [""])[0]
