@@ -143,3 +143,77 @@ def open_clip_folder(folder: Path, vocab_size: int) -> object:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
     return model
+
+
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+
+
+def gemma_tokenizer(folder: Path, vocab_size: int = 420, template: str = "$A <eos>"):
+    """transformers' GemmaTokenizer (BPE with byte fallback, spaces as '▁') over a vocabulary trained here: the
+    five special tokens, the 256 byte tokens, then the merges of a BPE trained on the lowercased corpus. Its
+    tokenizer.json's post-processor adds ``template``'s special tokens (SigLIP 2 was trained with EOS appended;
+    transformers takes them from the tokenizer.json, not tokenizer_config.json's add_*_token flags)."""
+    transformers = import_transformers()
+    from tokenizers import Tokenizer, models, normalizers, trainers
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.train_from_iterator([t.lower() for t in TEXT_CORPUS], trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=GEMMA_SPECIALS, show_progress=False))
+    trained = json.loads(bpe.to_str())["model"]
+    vocab = {s: i for i, s in enumerate(GEMMA_SPECIALS)}
+    vocab.update({f"<0x{b:02X}>": len(GEMMA_SPECIALS) + b for b in range(256)})
+    for piece, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(piece, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    tok = transformers.GemmaTokenizer(vocab=vocab, merges=merges)
+    tok.save_pretrained(folder)
+    set_template(folder, template)
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+def set_template(folder: Path, template: str) -> None:
+    """The tokenizer.json's post-processor: ``template`` (e.g. '$A <eos>' or Gemma's '<bos> $A')."""
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    specials = [(t, tok.token_to_id(t)) for t in template.split() if t != "$A"]
+    tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=specials)
+    tok.save(str(folder / "tokenizer.json"))
+
+
+def set_tokenizer_config(folder: Path, **fields) -> None:
+    """tokenizer_config.json with ``fields`` set (None removes a key)."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.update(fields)
+    path.write_text(json.dumps({k: v for k, v in config.items() if v is not None}, indent=2))
+
+
+def siglip2_folder(folder: Path) -> tuple[object, object]:
+    """A tiny Siglip2Model (NaFlex, 16 patches of 8x8) folder with a Gemma tokenizer (EOS appended, padded on
+    the right) and its processor, as transformers saves them; returns (model, processor) loaded back from the
+    folder: the tokenizer as AutoTokenizer picks it (Siglip2Tokenizer), the image processor with Pillow
+    (Siglip2ImageProcessorPil, which vitkit.patches reproduces; the torchvision backend resizes differently)."""
+    transformers = import_transformers()
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gemma = gemma_tokenizer(folder)  # saved with the folder's Siglip2 config below, Auto* picks Siglip2Tokenizer
+    text = dict(vocab_size=len(gemma), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=64, projection_size=32, bos_token_id=2,
+                eos_token_id=1, pad_token_id=0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_patches=16, patch_size=8)
+    model = transformers.Siglip2Model(transformers.Siglip2Config(text_config=text, vision_config=vision)).eval()
+    redraw(model, seed=3)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.1)
+        model.logit_bias.fill_(-1.2)
+    model.save_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    image_processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16)
+    transformers.Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    set_tokenizer_config(folder, padding_side="right")
+    return model, transformers.Siglip2Processor(image_processor=Siglip2ImageProcessorPil.from_pretrained(folder),
+                                                tokenizer=transformers.AutoTokenizer.from_pretrained(folder))

@@ -24,45 +24,24 @@ def _photos():
     return [wide, tall, wide.crop((0, 0, 200, 120))]
 
 
-def _siglip2_pair(transformers, num_patches: int = 64):
+def _siglip2_pair(transformers, folder, num_patches: int = 64):
+    """A random Siglip2VisionModel (every parameter re-drawn) saved with its processor, and vitkit's load of it."""
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
     cfg = transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                            num_attention_heads=4, num_patches=num_patches, patch_size=8)
     ref = randomize(transformers.Siglip2VisionModel(cfg)).eval()
-    side = int(num_patches ** 0.5)
-    ours = vitkit.VisionTransformer(img_size=side * 8, patch_size=8, embed_dim=64, depth=2, num_heads=4,
-                                    mlp_ratio=2.0, class_token=False, global_pool="map", act_layer="gelu_tanh",
-                                    norm_eps=1e-6, num_classes=0, posemb_resample="siglip2").eval()
-    sd = ref.state_dict()
-    p = ""
-    w = sd[p + "embeddings.patch_embedding.weight"]  # (D, p*p*C) -> (D, C, p, p)
-    mapped = {"patch_embed.proj.weight": w.reshape(64, 8, 8, 3).permute(0, 3, 1, 2),
-              "patch_embed.proj.bias": sd[p + "embeddings.patch_embedding.bias"],
-              "pos_embed": sd[p + "embeddings.position_embedding.weight"][None],
-              "norm.weight": sd[p + "post_layernorm.weight"], "norm.bias": sd[p + "post_layernorm.bias"]}
-    for i in range(2):
-        h, o = f"{p}encoder.layers.{i}.", f"blocks.{i}."
-        for a, b in [("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.out_proj", "attn.proj"),
-                     ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]:
-            mapped[o + b + ".weight"], mapped[o + b + ".bias"] = sd[h + a + ".weight"], sd[h + a + ".bias"]
-        for kind in ("weight", "bias"):
-            mapped[o + "attn.qkv." + kind] = torch.cat([sd[f"{h}self_attn.{x}_proj.{kind}"] for x in "qkv"])
-    hp = p + "head."
-    mapped.update({"attn_pool.latent": sd[hp + "probe"],
-                   "attn_pool.q.weight": sd[hp + "attention.in_proj_weight"][:64],
-                   "attn_pool.q.bias": sd[hp + "attention.in_proj_bias"][:64],
-                   "attn_pool.kv.weight": sd[hp + "attention.in_proj_weight"][64:],
-                   "attn_pool.kv.bias": sd[hp + "attention.in_proj_bias"][64:]})
-    for a, b in [("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]:
-        for kind in ("weight", "bias"):
-            mapped[f"attn_pool.{b}.{kind}"] = sd[f"{hp}{a}.{kind}"]
-    ours.load_state_dict(mapped)
-    return ref, ours
+    ref.save_pretrained(folder)
+    Siglip2ImageProcessorPil(patch_size=8, max_num_patches=num_patches).save_pretrained(folder)
+    return ref, vitkit.from_pretrained(folder)
 
 
-def test_siglip2_naflex_pooled_output_equals_transformers_batched_and_one_by_one(transformers):
+def test_siglip2_naflex_pooled_output_equals_transformers_batched_and_one_by_one(transformers, tmp_path):
     from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 
-    ref, ours = _siglip2_pair(transformers)
+    ref, ours = _siglip2_pair(transformers, tmp_path)
+    assert ours.config.posemb_resample == "siglip2" and ours.pretrained_cfg.max_num_patches == 64
+    assert ours.load_report.ok and not ours.load_report.adapted
     images = _photos()
     inputs = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=64)(images, return_tensors="pt")
     batch = PatchProcessor(patch_size=8, max_num_patches=64)(images)
@@ -130,28 +109,28 @@ def _coords(grids: torch.Tensor, length: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("variant", ["naflexvit_base_patch16_gap", "naflexvit_base_patch16_siglip"])
-def test_naflexvit_equals_timm_on_mixed_aspect_batches(timm, variant: str) -> None:
+def test_naflexvit_file_equals_timm_on_mixed_aspect_batches(timm, variant: str, tmp_path) -> None:
+    from safetensors.torch import save_file
+
     ref = randomize(timm.create_model(variant, pretrained=False, embed_dim=64, depth=2, num_heads=4,
                                       num_classes=7)).eval()
-    sd = ref.state_dict()
-    gap = variant.endswith("gap")
-    ours = vitkit.VisionTransformer(
-        img_size=256, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=7,
-        class_token=False, reg_tokens=4 if gap else 0, no_embed_class=True, global_pool="avg" if gap else "map",
-        fc_norm=gap or None, init_values=1e-5 if gap else None, act_layer="gelu" if gap else "gelu_tanh",
-        posemb_resample="timm" if gap else "siglip2").eval()
-    w = sd.pop("embeds.proj.weight")
-    mapped = {"patch_embed.proj.weight": w.reshape(64, 16, 16, 3).permute(0, 3, 1, 2),
-              "patch_embed.proj.bias": sd.pop("embeds.proj.bias"),
-              "pos_embed": sd.pop("embeds.pos_embed").reshape(1, 256, 64)}
-    if gap:
-        mapped["reg_token"] = sd.pop("embeds.reg_token")
-    mapped.update({k.replace("attn_pool.", "attn_pool."): v for k, v in sd.items()})
-    ours.load_state_dict(mapped)
-    batch = PatchProcessor(patch_size=16, max_num_patches=96)(_photos())
-    with torch.no_grad():
-        theirs = ref(batch.patches, patch_coord=_coords(batch.grids, 96), patch_valid=batch.mask)
-        torch.testing.assert_close(ours(batch), theirs, **TOL)
+    path = tmp_path / f"{variant}.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))  # timm's names: embeds.*
+    models = [vitkit.create_model(variant, pretrained=path, embed_dim=64, depth=2, num_heads=4, num_classes=7)]
+    if variant.endswith("gap"):  # everything but the head count is in the shapes; siglip's GELU is in the name
+        models.append(vitkit.from_pretrained(path, num_heads=4))
+    for ours in models:
+        batch = PatchProcessor.from_model(ours, max_num_patches=96)(_photos())  # its mean, std and filter
+        with torch.no_grad():
+            theirs = ref(batch.patches, patch_coord=_coords(batch.grids, 96), patch_valid=batch.mask)
+            assert ours.load_report.ok
+            assert isinstance(vitkit.patches.processor_for(ours), PatchProcessor)  # native aspect by default
+            torch.testing.assert_close(ours(batch), theirs, **TOL)
+            got = vitkit.predict(_photos(), ours, max_patches=96, top_k=3)
+            for result, probs in zip(got, theirs.softmax(-1)):
+                top = probs.sort(descending=True)
+                assert [p.index for p in result.top_k] == top.indices[:3].tolist()
+                torch.testing.assert_close(torch.tensor([p.probability for p in result.top_k]), top.values[:3], **TOL)
 
 
 def _digits_model():
@@ -181,16 +160,20 @@ def test_predict_with_max_patches_equals_the_image_resized_to_its_grid() -> None
                                    torch.tensor([p.probability for p in b.top_k]), atol=1e-4, rtol=0)
 
 
-def test_extract_features_on_three_aspects_in_one_call_equals_transformers(transformers) -> None:
+def test_extract_features_on_three_aspects_in_one_call_equals_transformers(transformers, tmp_path) -> None:
     from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 
-    ref, ours = _siglip2_pair(transformers)
+    ref, ours = _siglip2_pair(transformers, tmp_path)
     images = _photos()
-    inputs = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=64)(images, return_tensors="pt")
+    inputs = Siglip2ImageProcessorPil.from_pretrained(tmp_path)(images, return_tensors="pt")
     with torch.no_grad():
         theirs = ref(**inputs).pooler_output
-    feats = vitkit.extract_features(images, ours, max_patches=64, batch_size=2).features
+    # native aspect by default: the folder's patch budget, no max_patches needed
+    feats = vitkit.extract_features(images, ours, batch_size=2).features
     torch.testing.assert_close(torch.from_numpy(feats), theirs, **TOL)
+    for i, image in enumerate(images):  # one by one
+        one = vitkit.extract_features([image], ours).features
+        torch.testing.assert_close(torch.from_numpy(one), theirs[i:i + 1], **TOL)
     with pytest.raises(vitkit.ConfigError, match="one pooled feature"):
         vitkit.extract_features(images, ours, max_patches=64, pool="none")
 

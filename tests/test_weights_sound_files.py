@@ -95,14 +95,19 @@ def test_linear_patch_embedding_is_refused_naming_it(saved) -> None:
         vitkit.from_pretrained(tmp / "flat.safetensors")
 
 
-def test_siglip2_naflex_folder_is_refused_in_one_line(timm, transformers, tmp_path) -> None:
-    """(timm first, as transformers' SigLIP 2 classes import torchvision.)"""
-    config = transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                              num_attention_heads=1, patch_size=8, num_patches=16)
-    transformers.Siglip2VisionModel(config).save_pretrained(tmp_path / "s2")
-    with pytest.raises(CheckpointError, match="is a Siglip2VisionModel, which vitkit does not load: .*NaFlex"):
-        vitkit.from_pretrained(tmp_path / "s2")
-    assert "Siglip2VisionModel" in vitkit.weights.inventory(tmp_path / "s2").problems[0]
+def test_siglip2_classifier_folder_is_refused_in_one_line(timm, transformers, tmp_path) -> None:
+    """(timm first, as transformers' SigLIP 2 classes import torchvision.) The NaFlex towers load; the
+    classifier, whose head reads the mean patch token, is refused naming why."""
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, patch_size=8,
+                  num_patches=16)
+    transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(**vision)).save_pretrained(tmp_path / "s2")
+    assert vitkit.from_pretrained(tmp_path / "s2").config.posemb_resample == "siglip2"
+    config = transformers.Siglip2Config(vision_config=vision, text_config=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1, vocab_size=50), num_labels=3)
+    transformers.Siglip2ForImageClassification(config).save_pretrained(tmp_path / "cls")
+    with pytest.raises(CheckpointError, match="is a Siglip2ForImageClassification, which vitkit does not load: .*mean"):
+        vitkit.from_pretrained(tmp_path / "cls")
+    assert "Siglip2ForImageClassification" in vitkit.weights.inventory(tmp_path / "cls").problems[0]
 
 
 def _cached(tmp_path, monkeypatch, repo: str):

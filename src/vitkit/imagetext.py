@@ -47,7 +47,7 @@ class ImageTextModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(2.302585093))  # log(10), as SigLIP's initialisation
         self.logit_bias = nn.Parameter(torch.tensor(-10.0 if scoring == "sigmoid" else 0.0))
         self.tokenizer: Any = None  # a vitkit.tokenizer.TextTokenizer, set by the loader
-        self.image_processor: Any = None  # a callable image -> (C, H, W) pixels, set by the loader
+        self.image_processor: Any = None  # an ImageProcessor or PatchProcessor, set by the loader
 
     @property
     def text_config(self) -> TextConfig:
@@ -74,9 +74,10 @@ class ImageTextModel(nn.Module):
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_image(self, images: Any, *, normalize: bool = True) -> torch.Tensor:
-        """Image embeddings (B, D) of pixels (B, C, H, W), or of image files / PIL images (preprocessed by
-        the image tower's pretrained_cfg)."""
-        if not isinstance(images, torch.Tensor):
+        """Image embeddings (B, D) of pixels (B, C, H, W), of patch sequences (a ``vitkit.patches.PatchBatch``),
+        or of image files / PIL images (preprocessed as the image tower's pretrained_cfg says: at each image's
+        own aspect ratio for a NaFlex tower)."""
+        if not isinstance(images, torch.Tensor) and not hasattr(images, "grids"):  # a PatchBatch as it is
             images = self._preprocess(images)
         x = self.visual(images.to(self._device(), self.logit_scale.dtype))
         return F.normalize(x, dim=-1) if normalize else x
@@ -87,7 +88,7 @@ class ImageTextModel(nn.Module):
             raise ConfigError("encode_image takes pixels (B, C, H, W) here: this model has no image preprocessing "
                               "attached. Use vitkit.zero_shot, or preprocess with vitkit.ImageProcessor.")
         items = images if isinstance(images, (list, tuple)) else [images]
-        return torch.stack([preprocess.preprocess_one(item) for item in items])  # list of (C, H, W) -> (B, C, H, W)
+        return preprocess.collate([preprocess.preprocess_one(item) for item in items])  # pixels or a PatchBatch
 
     def similarities(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """Logits (images, texts) of unit-length embeddings: exp(logit_scale) * cosine + logit_bias."""
@@ -100,8 +101,8 @@ class ImageTextModel(nn.Module):
         """Sigmoid of each pair (SigLIP) or softmax over the texts (CLIP) of logits (images, texts)."""
         return logits.sigmoid() if self.scoring == "sigmoid" else logits.softmax(dim=-1)
 
-    def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Logits (images, texts) of pixels (B, C, H, W) and token ids (T, L)."""
+    def forward(self, pixels: Any, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (images, texts) of pixels (B, C, H, W) or a PatchBatch, and token ids (T, L)."""
         return self.similarities(self.encode_image(pixels), self.encode_text(ids))
 
     def config_dict(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 from .errors import CheckpointError, ConfigError
 
 KINDS = ("sentencepiece", "tokenizers")
+PADDING_SIDES = ("right", "left")
 FILES = {"sentencepiece": "spiece.model", "tokenizers": "tokenizer.json"}
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _SPACES = re.compile(r"\s+")
@@ -33,9 +34,11 @@ class TextRules:
     """How texts become token ids for one text tower.
 
     ``kind``: 'sentencepiece' or 'tokenizers' (the library that reads ``file``). ``context_length``: every
-    text is cut or padded to this many ids. ``lowercase``; ``canonicalize``: strip ASCII punctuation and
-    collapse whitespace (SigLIP, as big_vision). ``bos_id`` / ``eos_id``: ids put before / after each text
-    (None: none, or, for 'tokenizers', those the file's post-processor adds). ``pad_id``: the filler id.
+    text is cut or padded to this many ids. ``lowercase`` (for 'tokenizers' a lowercasing normaliser put in
+    front of the file's, as transformers' ``Siglip2Tokenizer`` does); ``canonicalize``: strip ASCII
+    punctuation and collapse whitespace (SigLIP, as big_vision). ``bos_id`` / ``eos_id``: ids put before /
+    after each text (None: none, or, for 'tokenizers', those the file's post-processor adds). ``pad_id``: the
+    filler id; ``padding_side``: 'right' or 'left'.
     """
 
     kind: str = "sentencepiece"
@@ -46,10 +49,14 @@ class TextRules:
     bos_id: int | None = None
     eos_id: int | None = 1
     pad_id: int = 1
+    padding_side: str = "right"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"TextRules.kind={self.kind!r} is not allowed: expected one of {', '.join(KINDS)}.")
+        if self.padding_side not in PADDING_SIDES:
+            raise ConfigError(f"TextRules.padding_side={self.padding_side!r} is not allowed: expected one of "
+                              f"{', '.join(PADDING_SIDES)}.")
         if not isinstance(self.context_length, int) or self.context_length < 2:
             raise ConfigError(f"TextRules.context_length={self.context_length!r} is not allowed: expected an "
                               "integer >= 2.")
@@ -69,8 +76,9 @@ class TextRules:
         return cls(**data)
 
     def clean(self, text: str) -> str:
-        """The text as the tokenizer sees it: lowercased and canonicalized as the rules say."""
-        if self.lowercase:
+        """The text as the tokenizer sees it: lowercased (here for 'sentencepiece'; by the tokenizer's own
+        normaliser for 'tokenizers') and canonicalized as the rules say."""
+        if self.lowercase and self.kind == "sentencepiece":
             text = text.lower()
         if self.canonicalize:
             text = _SPACES.sub(" ", text.translate(_PUNCTUATION)).strip()
@@ -93,7 +101,7 @@ class TextTokenizer:
             raise CheckpointError(f"Tokenizer file {str(path)!r} is missing: the text tower needs its tokenizer "
                                   f"({rules.file}, {rules.kind}). Copy it from the checkpoint's original folder.")
         try:
-            backend, size = _open(path, rules.kind)
+            backend, size = _open(path, rules)
         except Exception as exc:  # the libraries raise RuntimeError, OSError, Exception for a bad file
             raise CheckpointError(f"Tokenizer file {str(path)!r} could not be read by {rules.kind} "
                                   f"({type(exc).__name__}): it is corrupt or not a {rules.kind} file. "
@@ -108,39 +116,44 @@ class TextTokenizer:
         cleaned = r.clean(text)
         if r.kind == "sentencepiece":
             ids = list(self.backend.encode(cleaned))
-        else:
+        else:  # the file's truncation keeps the start/end tokens its post-processor adds
             ids = list(self.backend.encode(cleaned).ids)
         head = [r.bos_id] if r.bos_id is not None else []
         tail = [r.eos_id] if r.eos_id is not None else []
         room = r.context_length - len(head) - len(tail)
-        if r.kind == "tokenizers" and ids and len(ids) > r.context_length:
-            ids = ids[:r.context_length - 1] + ids[-1:]  # the file's own end token stays last
         return head + ids[:room] + tail
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        """Token ids (B, context_length), padded with ``pad_id``."""
+        """Token ids (B, context_length), padded with ``pad_id`` on the rules' ``padding_side``."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        out = torch.full((len(texts), self.rules.context_length), self.rules.pad_id, dtype=torch.long)
+        length = self.rules.context_length
+        out = torch.full((len(texts), length), self.rules.pad_id, dtype=torch.long)
         for i, text in enumerate(texts):
-            ids = self.encode(text)
-            out[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            ids = torch.tensor(self.encode(text), dtype=torch.long)
+            if self.rules.padding_side == "left":
+                out[i, length - len(ids):] = ids
+            else:
+                out[i, :len(ids)] = ids
         return out
 
 
-def _open(path: Path, kind: str) -> tuple[Any, int]:
-    if kind == "sentencepiece":
+def _open(path: Path, rules: TextRules) -> tuple[Any, int]:
+    if rules.kind == "sentencepiece":
         import sentencepiece
 
         sp = sentencepiece.SentencePieceProcessor()
         sp.Load(str(path))
         return sp, int(sp.get_piece_size())
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer, normalizers
 
     text = path.read_text(encoding="utf-8")
     json.loads(text)  # a clear failure for a file that is not JSON at all
     tok = Tokenizer.from_str(text)
-    tok.no_padding()
-    tok.no_truncation()
+    tok.no_padding()  # padding is the rules' (length, id, side), not the file's
+    tok.enable_truncation(max_length=rules.context_length)  # counts the post-processor's special tokens
+    if rules.lowercase:  # in front of the file's own normaliser, as transformers' Siglip2Tokenizer puts it
+        tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *([tok.normalizer] if tok.normalizer
+                                                                            else [])])
     return tok, int(tok.get_vocab_size(with_added_tokens=True))
 
 

@@ -25,8 +25,9 @@ from .config import PretrainedCfg
 from .errors import ConfigError
 from .imagetext import ImageTextModel
 from .model import VisionTransformer
+from .patches import processor_for
 from .predict import ImagePredictions, predict
-from .processor import ImageInput, ImageProcessor
+from .processor import ImageInput
 from .weights import build
 from .weights.text import OPEN_CLIP_CONFIG, read_open_clip, read_transformers
 
@@ -135,14 +136,14 @@ def zero_shot(images: ImageInput | Sequence[ImageInput], labels: Sequence[str], 
 
 def load_image_text(source: str | os.PathLike[str]) -> ImageTextModel:
     """An image-text model from a name in ``PRETRAINED`` (its published weights, through the Hugging Face
-    cache), a transformers SiglipModel or CLIPModel folder, an ``hf-hub:`` id, or an open_clip CLIP folder
-    (open_clip_config.json), with its tokenizer and its image preprocessing (``encode_text`` takes strings,
-    ``encode_image`` takes images)."""
+    cache), a transformers SiglipModel, Siglip2Model (NaFlex) or CLIPModel folder, an ``hf-hub:`` id, or an
+    open_clip CLIP folder (open_clip_config.json), with its tokenizer and its image preprocessing (``encode_text``
+    takes strings, ``encode_image`` takes images, at their own aspect ratio for a NaFlex model)."""
     folder = os.fspath(source)
     if folder in PRETRAINED and not os.path.exists(folder):
         source = folder = f"hf-hub:{PRETRAINED[folder]}"
     is_open_clip = os.path.isdir(folder) and os.path.isfile(os.path.join(folder, OPEN_CLIP_CONFIG))
     model = read_open_clip(source) if is_open_clip else read_transformers(source)
     if model.visual.pretrained_cfg is not None:
-        model.image_processor = ImageProcessor.from_model(model.visual)
+        model.image_processor = processor_for(model.visual)  # patch sequences for a NaFlex tower
     return model

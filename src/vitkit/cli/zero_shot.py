@@ -9,8 +9,9 @@ from ..errors import ConfigError
 from .use import show_predictions
 
 ZERO_SHOT_TEXT = ("The most probable of the given class names for each image, with an image-text model: a "
-                  "transformers SiglipModel or CLIPModel folder (with its tokenizer files). SigLIP scores each "
-                  "label with a sigmoid, CLIP takes a softmax over the labels. Each label goes into every "
+                  "transformers SiglipModel, Siglip2Model (NaFlex: each image at its own aspect ratio) or "
+                  "CLIPModel folder (with its tokenizer files). SigLIP scores each label with a sigmoid, CLIP "
+                  "takes a softmax over the labels. Each label goes into every "
                   "--template (averaged per class); the default is 'a photo of a {}.'. Prints like "
                   "`vitkit predict`; --output FILE also writes CSV or JSON.")
 
@@ -41,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=ZERO_SHOT_TEXT)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     p.add_argument("--model", required=True,
-                   help=f"a transformers SiglipModel or CLIPModel folder, an open_clip folder, or a published "
-                        f"model ({', '.join(ZERO_SHOT_MODELS)})")
+                   help=f"a transformers SiglipModel, Siglip2Model or CLIPModel folder, an open_clip folder, or a "
+                        f"published model ({', '.join(ZERO_SHOT_MODELS)})")
     p.add_argument("--labels", help="class names separated by commas, e.g. 'cat,dog,bird'")
     p.add_argument("--labels-file", metavar="FILE", help="class names, one per line (.txt) or a JSON list")
     p.add_argument("--template", action="append", metavar="T",

@@ -64,7 +64,8 @@ VIT5_RULES = [
 
 _SIGLIP_LAYER = "encoder.layers.{}."
 SIGLIP_RULES: list[Rule] = [
-    *params("embeddings.patch_embedding", "patch_embed.proj"),
+    # a kernel (SigLIP), or SigLIP 2 NaFlex's linear layer over flattened patches, as vitkit's kernel
+    *params("embeddings.patch_embedding", "patch_embed.proj", weight_tf="patch"),
     ("embeddings.position_embedding.weight", "pos_embed", "batch"),
     *params(_SIGLIP_LAYER + "layer_norm1", "blocks.{}.norm1"),
     *fused(_SIGLIP_LAYER + "self_attn.QKV", "blocks.{}.attn.qkv", ("q_proj", "k_proj", "v_proj")),
@@ -94,7 +95,9 @@ ARCHS: dict[str, tuple[str, list[Rule], list[Rule]]] = {
     "DeiTForImageClassificationWithTeacher": ("deit", vit_rules("deit."), [
         *params("cls_classifier", "head"), *params("distillation_classifier", "head_dist")]),
     "SiglipVisionModel": ("siglip_vision_model", SIGLIP_RULES, []),
+    "Siglip2VisionModel": ("siglip2_vision_model", SIGLIP_RULES, []),
 }
+SIGLIP2 = ("Siglip2VisionModel", "Siglip2Model")  # NaFlex: patch sequences, positions resized per image
 
 DROPPED = [("embeddings.mask_token", None, "id"), ("text_model.*", None, "id"),  # other towers of SiglipModel
            ("logit_scale", None, "id"), ("logit_bias", None, "id")]
@@ -111,10 +114,9 @@ HF_FIELDS = {"hidden_size": "embed_dim", "num_hidden_layers": "depth", "num_atte
 REFUSED = {"DeiTForImageClassification": "its classifier reads the class token only, while a distilled vitkit "
                                          "model averages the class and distillation heads; use DeiTModel or "
                                          "DeiTForImageClassificationWithTeacher weights",
-           **dict.fromkeys(("Siglip2VisionModel", "Siglip2Model"), (
-               "SigLIP 2 NaFlex embeds flattened patches with a linear layer and resizes its position grid per "
-               "image, while vitkit loads fixed-resolution ViTs with a convolutional patch embedding; use a "
-               "fixed-resolution SigLIP 2 checkpoint (SiglipVisionModel / SiglipModel)"))}
+           "Siglip2ForImageClassification": "its classifier reads the mean of the patch tokens, not the attention-"
+                                            "pooled feature of Siglip2VisionModel; use Siglip2VisionModel or "
+                                            "Siglip2Model weights"}
 # Pillow's integer resample codes (as preprocessor configs store them) of the filters written and read
 RESAMPLE = {code: name for code, name in PIL_CODES.items() if name in ("nearest", "bilinear", "bicubic")}
 RESAMPLE_CODES = {name: code for code, name in RESAMPLE.items()}
@@ -132,10 +134,15 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
     arch = ((ckpt.config or {}).get("architectures") or [""])[0]
     if arch in REFUSED:
         raise CheckpointError(f"{ckpt.path} is a {arch}, which vitkit does not load: {REFUSED[arch]}.")
+    channels = _vision_config(ckpt).get("num_channels", 3)
+    if arch in SIGLIP2 and channels not in (1, 3):
+        raise CheckpointError(f"{ckpt.path}: a {arch} with num_channels={channels!r} is not loaded: vitkit reads "
+                              "SigLIP 2's flattened-patch embedding for RGB or grey images (3 or 1 channels).")
     siglip = "embeddings.patch_embedding.weight" in tensors
     hints: dict[str, Any] = {"norm_eps": 1e-6, "act_layer": "gelu_tanh"} if siglip else {
         "norm_eps": 1e-12, "act_layer": "gelu"}  # the defaults of SiglipVisionConfig and ViTConfig
-    hints["posemb_resample"] = "hf"  # interpolate_pos_encoding's numerics, at load and for other input sizes
+    # interpolate_pos_encoding's numerics, at load and for other input sizes; SigLIP 2 NaFlex's per-image resize
+    hints["posemb_resample"] = "siglip2" if arch in SIGLIP2 else "hf"
     config = _vision_config(ckpt)
     if config.get("model_type") in dinov2.MODEL_TYPES:
         hints.update(_dinov2_hints(config, arch, tensors))
@@ -185,8 +192,8 @@ def _geometry(pp: dict[str, Any], refused: list[str]) -> dict[str, Any]:
     return dict(input_size=(3, *out), crop_pct=out[0] / resized[0], crop_mode="squash")
 
 
-def processor_to_pretrained_cfg(pp: dict[str, Any], where: str) -> dict[str, Any]:
-    """``PretrainedCfg`` fields of a ``preprocessor_config.json``; a setting it cannot express raises, naming it."""
+def _unexpressed(pp: dict[str, Any]) -> list[str]:
+    """The settings of a preprocessor config that vitkit's rescale, normalise and resample cannot express."""
     refused = []
     if not pp.get("do_resize", True):
         refused.append("do_resize=False")
@@ -196,14 +203,47 @@ def processor_to_pretrained_cfg(pp: dict[str, Any], where: str) -> dict[str, Any
         refused.append("do_normalize=False")
     if pp.get("resample", 2) not in PIL_CODES:
         refused.append(f"resample={pp.get('resample')!r}")
-    out = _geometry(pp, refused)
+    return refused
+
+
+def _refuse(refused: list[str], where: str) -> None:
     if refused:
         raise CheckpointError(f"{where}: vitkit's preprocessing (PretrainedCfg) cannot express {'; '.join(refused)}. "
                               f"Edit the file to a resize + centre crop + rescale by 1/255 + normalize"
                               f"{OWN_PROCESSOR.text}.", hints=(OWN_PROCESSOR,))
+
+
+def processor_to_pretrained_cfg(pp: dict[str, Any], where: str) -> dict[str, Any]:
+    """``PretrainedCfg`` fields of a ``preprocessor_config.json``; a setting it cannot express raises, naming it."""
+    refused = _unexpressed(pp)
+    out = _geometry(pp, refused)
+    _refuse(refused, where)
     out.update(interpolation=PIL_CODES[pp.get("resample", 2)], crop_rounding="floor",  # transformers floors margins
                mean=pp.get("image_mean", HALF), std=pp.get("image_std", HALF))
     return out
+
+
+def naflex_pretrained_cfg(pp: dict[str, Any], where: str, patch_size: int) -> dict[str, Any]:
+    """``PretrainedCfg`` fields of a SigLIP 2 NaFlex ``Siglip2ImageProcessor``: its patch budget, filter, mean and
+    std (each image resized to fit the budget at its own aspect ratio, see ``vitkit.patches``)."""
+    _refuse(_unexpressed(pp), where)
+    stated = pp.get("patch_size", patch_size)
+    if stated != patch_size:
+        raise CheckpointError(f"{where}: patch_size={stated!r}, but the model's patches are {patch_size}x{patch_size}. "
+                              "The processor is from another model; use the files that came with the checkpoint.")
+    budget = pp.get("max_num_patches", 256)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise CheckpointError(f"{where}: max_num_patches={budget!r} is not allowed: expected a positive integer "
+                              "(e.g. 256). Fix the file.")
+    return dict(max_num_patches=budget, interpolation=PIL_CODES[pp.get("resample", 2)], crop_pct=1.0,
+                mean=pp.get("image_mean", HALF), std=pp.get("image_std", HALF))
+
+
+def processor_fields(pp: dict[str, Any], where: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``PretrainedCfg`` fields of a fixed-size or a NaFlex (``max_num_patches``) preprocessor config."""
+    if "max_num_patches" in pp:
+        return naflex_pretrained_cfg(pp, where, int(config.get("patch_size", 16)))
+    return processor_to_pretrained_cfg(pp, where)
 
 
 def _label_names(config: dict[str, Any]) -> tuple[str, ...] | None:
@@ -222,9 +262,17 @@ def _placeholders(n: int) -> tuple[str, ...]:
     return tuple(f"LABEL_{i}" for i in range(n))
 
 
+def image_processor_json(ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The folder's image processor settings: preprocessor_config.json, or the image processor inside the
+    processor_config.json that transformers 5 saves for a processor of several parts."""
+    pp = ckpt.extra.get("preprocessor_config.json") or (ckpt.extra.get("processor_config.json") or {}).get(
+        "image_processor")
+    return pp if isinstance(pp, dict) and pp else None
+
+
 def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
-    pp = ckpt.extra.get("preprocessor_config.json")
-    out = processor_to_pretrained_cfg(pp, f"{ckpt.path}/preprocessor_config.json") if pp else {}
+    pp = image_processor_json(ckpt)
+    out = processor_fields(pp, f"{ckpt.path}/preprocessor_config.json", _vision_config(ckpt)) if pp else {}
     if (ckpt.config or {}).get("problem_type") == MULTI_LABEL:
         out["multi_label"] = True
     names = _label_names(ckpt.config or {})

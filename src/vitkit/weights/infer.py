@@ -124,8 +124,9 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
     if len(kernel) != 4:
         raise CheckpointError(f"The checkpoint's patch embedding (patch_embed.proj.weight) has shape {kernel}, "
                               "expected a convolution kernel (width, channels, patch height, patch width): a "
-                              "linear patch embedding over flattened patches (as SigLIP 2 NaFlex uses) is not a "
-                              "model vitkit loads. Use a fixed-resolution checkpoint of the model.")
+                              "linear patch embedding over flattened patches under this name is not a layout vitkit "
+                              "reads (SigLIP 2 NaFlex folders and timm NaFlexVit files load). Use the checkpoint as "
+                              "its library saved it.")
     dim, in_chans, ph, pw = kernel
     blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))}
     hidden = _shape(shapes, "blocks.0.mlp.fc1.weight", "MLP width")[0]

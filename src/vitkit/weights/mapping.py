@@ -14,6 +14,7 @@ The same engine runs both ways (``remap(..., reverse=True)``) so every table is 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -87,9 +88,37 @@ def _token_to(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(-1)  # (1, 1, D) -> (D,)
 
 
+def _patch_from(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """A patch embedding as vitkit's kernel (D, C, p, p): a kernel as it is, or a linear layer over flattened
+    patches (D, p*p*C), each patch flattened as (patch row, patch column, channel) as transformers' SigLIP 2
+    processor and timm's NaFlexVit flatten them, with C = 3 (RGB) or 1 (grey)."""
+    if t.ndim == 4:
+        return t
+    if t.ndim != 2:
+        raise CorruptCheckpointError(f"A patch embedding of shape {tuple(t.shape)} is neither a kernel (D, C, p, p) "
+                                     "nor a linear layer over flattened patches (D, p*p*C): the file is corrupt.")
+    dim, width = t.shape
+    for channels in (3, 1):
+        side = math.isqrt(width // channels)
+        if width % channels == 0 and side * side * channels == width and side > 0:
+            return t.reshape(dim, side, side, channels).permute(0, 3, 1, 2)  # (D, p*p*C) -> (D, C, p, p)
+    raise CorruptCheckpointError(f"A linear patch embedding of shape {tuple(t.shape)} does not flatten square patches "
+                                 f"of 3 or 1 channels ({width} inputs is not p*p*3 or p*p): the file is corrupt or "
+                                 "not an image model's.")
+
+
+def _grid_from(t: torch.Tensor, heads: int) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1, t.shape[-1])  # (1, H, W, D) -> (1, H*W, D): timm's NaFlexVit positions
+
+
+def _grid_to(t: torch.Tensor, heads: int) -> torch.Tensor:
+    side = math.isqrt(t.shape[1])
+    return t.reshape(t.shape[0], side, side, t.shape[-1])  # (1, H*W, D) -> (1, H, W, D), a square grid
+
+
 #: name -> the number of dimensions the transform to vitkit reads (None: any)
 TRANSFORM_NDIM: dict[str, int | None] = {"id": None, "T": 2, "conv": 4, "heads_in": 3, "heads_out": 3,
-                                         "heads_bias": 2, "batch": 2, "token": 1}
+                                         "heads_bias": 2, "batch": 2, "token": 1, "patch": None, "grid": 4}
 
 #: name -> (to vitkit, back to the checkpoint's layout)
 TRANSFORMS: dict[str, tuple[Transform, Transform]] = {
@@ -101,6 +130,8 @@ TRANSFORMS: dict[str, tuple[Transform, Transform]] = {
     "heads_bias": (_heads_bias_from, _heads_bias_to),
     "batch": (_add_batch, _drop_batch),
     "token": (_token_from, _token_to),
+    "patch": (_patch_from, _identity),  # kernels are written as kernels
+    "grid": (_grid_from, _grid_to),
 }
 
 

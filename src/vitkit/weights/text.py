@@ -1,12 +1,14 @@
-"""Image-text checkpoints: transformers' SiglipModel and CLIPModel folders, open_clip CLIP folders.
+"""Image-text checkpoints: transformers' SiglipModel, Siglip2Model and CLIPModel folders, open_clip CLIP folders.
 
 A folder holds config.json (both towers' architectures), model.safetensors and the tokenizer's own files
 (spiece.model, tokenizer.json, tokenizer_config.json). The text rules the model was trained with are
-decided here, from the architecture, and saved in the text config.
+decided here, from the architecture, and saved in the text config. SigLIP 2's text tower is SigLIP's; its
+image tower is NaFlex (patch sequences at each image's own aspect ratio).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,12 @@ from ..errors import CheckpointError
 from ..imagetext import ImageTextModel
 from ..text import TextConfig
 from ..tokenizer import TextRules, TextTokenizer, special_id
-from .hf import HF_TO_ACT, SIGLIP_RULES, processor_to_pretrained_cfg
+from .hf import HF_TO_ACT, SIGLIP_RULES, image_processor_json, processor_fields
 from .infer import _mlp_ratio
 from .mapping import Rule, fused, params, remap
 from .readers import Checkpoint, read_checkpoint
 
-ARCHITECTURES = ("SiglipModel", "CLIPModel")
+ARCHITECTURES = ("SiglipModel", "Siglip2Model", "CLIPModel")
 
 _LAYER = "encoder.layers.{}."
 TOWER_BLOCKS: list[Rule] = [
@@ -80,10 +82,14 @@ def vision_config(arch: str, config: dict[str, Any], where: str) -> ViTConfig:
     v = config.get("vision_config") or {}
     clip = arch == "CLIPModel"
     dim = int(v.get("hidden_size", 768))
-    common = dict(img_size=int(v.get("image_size", 224)), patch_size=int(v.get("patch_size", 16 if not clip else 32)),
+    patch = int(v.get("patch_size", 16 if not clip else 32))
+    # SigLIP 2 NaFlex: a square grid of num_patches learned positions, resized per image
+    side = math.isqrt(int(v.get("num_patches", 256))) * patch if arch == "Siglip2Model" else None
+    common = dict(img_size=side or int(v.get("image_size", 224)), patch_size=patch,
                   in_chans=int(v.get("num_channels", 3)), embed_dim=dim, depth=int(v.get("num_hidden_layers", 12)),
                   num_heads=int(v.get("num_attention_heads", 12)), num_classes=0,
-                  mlp_ratio=_mlp_ratio(int(v.get("intermediate_size", 3072)), dim), posemb_resample="hf")
+                  mlp_ratio=_mlp_ratio(int(v.get("intermediate_size", 3072)), dim),
+                  posemb_resample="siglip2" if side else "hf")
     if clip:
         return ViTConfig(**common, pre_norm=True, act_layer=_act(v, "quick_gelu", where),
                          norm_eps=float(v.get("layer_norm_eps", 1e-5)),
@@ -112,12 +118,30 @@ def _special(ckpt: Checkpoint, name: str, default: str) -> str:
     return value.get("content", default) if isinstance(value, dict) else str(value)
 
 
+def _gemma_rules(ckpt: Checkpoint, context_length: int) -> TextRules:
+    """SigLIP 2's Gemma tokenizer.json as transformers' Siglip2Tokenizer and Siglip2Processor run it: lowercased,
+    the start/end tokens of the file's post-processor (transformers ignores tokenizer_config.json's
+    add_bos_token / add_eos_token beside a tokenizer.json), cut and padded to the context length with the pad
+    token, on the stated padding side (tokenizer_config.json, else the tokenizer.json's, else Siglip2Tokenizer's
+    'left')."""
+    config = ckpt.extra.get("tokenizer_config.json") or {}
+    padding = (ckpt.extra.get("tokenizer.json") or {}).get("padding") or {}
+    side = config.get("padding_side") or str(padding.get("direction", "left")).lower()
+    if side not in ("left", "right"):
+        raise CheckpointError(f"{ckpt.path / 'tokenizer_config.json'}: padding_side={side!r} is not allowed: "
+                              "expected 'left' or 'right'. Fix the file.")
+    return TextRules(kind="tokenizers", file="tokenizer.json", context_length=context_length, lowercase=True,
+                     canonicalize=False, eos_id=None, padding_side=side)
+
+
 def text_rules(arch: str, ckpt: Checkpoint, context_length: int) -> TextRules:
     """The rules each architecture's texts were trained with, with ids from the checkpoint's tokenizer."""
     if arch == "SiglipModel":  # SentencePiece; lowercase, no punctuation, one space; </s> at the end; pad 64
         base = TextRules(kind="sentencepiece", file="spiece.model", context_length=context_length,
                          lowercase=True, canonicalize=True)
         names = {"eos_id": _special(ckpt, "eos_token", "</s>"), "pad_id": _special(ckpt, "pad_token", "</s>")}
+    elif arch == "Siglip2Model":  # Gemma's tokenizer.json: lowercase, its own end token, the pad token
+        base, names = _gemma_rules(ckpt, context_length), {"pad_id": _special(ckpt, "pad_token", "<pad>")}
     else:  # CLIP's BPE tokenizer.json: its normalizer lowercases and cleans spaces, its post-processor adds
         base = TextRules(kind="tokenizers", file="tokenizer.json", context_length=context_length,
                          lowercase=False, canonicalize=False, eos_id=None)  # <|startoftext|> ... <|endoftext|>
@@ -144,7 +168,7 @@ def attach_tokenizer(model: ImageTextModel, folder: Path) -> None:
 
 
 def read_transformers(source: str | os.PathLike[str]) -> ImageTextModel:
-    """An ``ImageTextModel`` (with its tokenizer) from a transformers SiglipModel or CLIPModel folder."""
+    """An ``ImageTextModel`` (with its tokenizer) from a transformers SiglipModel, Siglip2Model or CLIPModel folder."""
     ckpt = read_checkpoint(source)
     where = str(ckpt.path)
     arch = ((ckpt.config or {}).get("architectures") or [""])[0]
@@ -162,10 +186,9 @@ def read_transformers(source: str | os.PathLike[str]) -> ImageTextModel:
     _fix_shapes(state)
     attach_tokenizer(model, ckpt.path)  # a tokenizer from another model is named before the weights' shapes
     _load_state(model, state, where)
-    pp = ckpt.extra.get("preprocessor_config.json") or (ckpt.extra.get("processor_config.json") or {}).get(
-        "image_processor")  # transformers 5 saves a processor's parts in one processor_config.json
+    pp = image_processor_json(ckpt)
     if pp:
-        fields = processor_to_pretrained_cfg(pp, f"{where}/preprocessor_config.json")
+        fields = processor_fields(pp, f"{where}/preprocessor_config.json", config.get("vision_config") or {})
         model.visual.pretrained_cfg = PretrainedCfg.from_dict({**fields, "label_names": None, "num_classes": 0})
     return model.eval()
 

@@ -16,7 +16,7 @@ from ..errors import CheckpointError
 from .formats import Family
 from .infer import NON_INFERABLE
 from .numerics import TIMM
-from .readers import Checkpoint
+from .readers import Checkpoint, tensor_info
 from .writers import write_json, write_safetensors
 
 if TYPE_CHECKING:
@@ -26,7 +26,16 @@ RULES = (
     ("blocks.{}.gamma_1", "blocks.{}.ls1.gamma", "id"),  # DeiT-III / CaiT-style layer scale, old naming
     ("blocks.{}.gamma_2", "blocks.{}.ls2.gamma", "id"),
     ("mask_token", None, "id"),  # masked-image-modelling token, unused for inference
+    # NaFlexVit's embedding module: a linear layer over flattened patches, positions as an (H, W) grid
+    ("embeds.proj.weight", "patch_embed.proj.weight", "patch"),
+    ("embeds.proj.bias", "patch_embed.proj.bias", "id"),
+    ("embeds.pos_embed", "pos_embed", "grid"),
+    ("embeds.cls_token", "cls_token", "id"),
+    ("embeds.reg_token", "reg_token", "id"),
+    ("embeds.norm.weight", "patch_embed.norm.weight", "id"),
+    ("embeds.norm.bias", "patch_embed.norm.bias", "id"),
 )
+NAFLEX_POSITIONS = "embeds.pos_embed"
 
 # ViTConfig fields with the same name and meaning in timm's VisionTransformer(**kwargs)
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
@@ -50,7 +59,13 @@ def _architecture(ckpt: Checkpoint) -> str | None:
 
 
 def _pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any] | None:
-    return stated_pretrained_cfg(ckpt.config or {})
+    """The preprocessing the folder's config.json states; a NaFlexVit file that states no patch budget runs at
+    its own aspect ratio with the budget of its position grid (16 x 16: 256 patches)."""
+    out = stated_pretrained_cfg(ckpt.config or {})
+    grid = next((tensor_info(ckpt.tensors, k)[0] for k in ckpt.tensors if k.endswith(NAFLEX_POSITIONS)), None)
+    if grid is not None and len(grid) == 4:
+        out = {**(out or {}), "max_num_patches": int(grid[1] * grid[2])}
+    return out
 
 
 def stated_pretrained_cfg(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -112,7 +127,7 @@ def write(model: VisionTransformer, path: Path) -> Path:
 FAMILY = Family(
     name="timm",
     description="timm state dicts: patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...",
-    signatures=(r"(^|\.)patch_embed\.proj\.weight$",),
+    signatures=(r"(^|\.)patch_embed\.proj\.weight$", r"(^|\.)embeds\.proj\.weight$"),
     rules=RULES,
     numerics=TIMM,
     prefixes=("module.", "_orig_mod."),

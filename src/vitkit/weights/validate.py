@@ -168,7 +168,7 @@ NESTED_SCHEMAS: dict[str, dict[str, Checker]] = {"vision_config": CONFIG_SCHEMA,
 PREPROCESSOR_SCHEMA: dict[str, Checker] = {
     "image_mean": list_of(number, "numbers"), "image_std": list_of(number, "numbers"), "resample": integer,
     "size": int_or_dict, "crop_size": int_or_dict, "do_center_crop": boolean, "do_resize": boolean,
-    "do_normalize": boolean}
+    "do_normalize": boolean, "patch_size": integer, "max_num_patches": integer}
 INDEX_SCHEMA: dict[str, Checker] = {"weight_map": mapping, "metadata": mapping}
 # Keys real files set to null, meaning "not set" (transformers' nested configs write "architectures": null);
 # the readers treat them as absent. A null anywhere else (a width, a depth) is refused.
