@@ -271,32 +271,58 @@ def _plain_type(annotation: Any) -> type | None:
     return annotation if isinstance(annotation, type) else None
 
 
-def cli_arguments(cls: type, *, only: Iterable[str] | None = None) -> list[Argument]:
-    """argparse specs for the fields of dataclass ``cls`` (or those named in ``only``): flag ``--field-name``
-    (or the field's ``flag``), type, default, help (with the default) and choices from a ``one_of`` check.
-    A bool field defaulting to False becomes a switch; one defaulting to True gets ``--no-`` beside it
-    (``argparse.BooleanOptionalAction``). Values parsed this way are checked by the dataclass itself."""
-    wanted = None if only is None else set(only)
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def cli_arguments(cls: type, *, only: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None,
+                  help_for: Callable[[str, str], str] | None = None, show_default: bool = True) -> list[Argument]:
+    """argparse specs for the fields of dataclass ``cls`` (or those named in ``only``).
+
+    A field's ``flat`` metadata names it (its destination; default: the field's name), ``flag`` its flag
+    (default ``--flat-name``), ``cli=False`` leaves it out. Type: the field's ``parse`` metadata, else its
+    scalar type; ``nargs``, ``metavar``, ``const`` and ``action`` ('append', 'store_const') pass through;
+    choices come from a ``one_of`` check. A bool field defaulting to False becomes a switch; one defaulting to
+    True gets ``--no-`` beside it (``argparse.BooleanOptionalAction``), or is the switch its ``--no-...`` flag
+    names. ``defaults`` replaces fields' defaults; ``help_for(name, help)`` rewrites a help text;
+    ``show_default`` appends '(default: ...)'. Values parsed this way are checked by the dataclass itself."""
+    wanted, defaults = None if only is None else set(only), defaults or {}
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
-        if wanted is not None and f.name not in wanted or f.metadata.get("cli") is False:
+        meta = f.metadata
+        name = meta.get("flat") or f.name
+        if wanted is not None and name not in wanted or meta.get("cli") is False:
             continue
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        flag = meta.get("flag") or "--" + name.replace("_", "-")
+        default = defaults.get(name, _default(f))
+        text = meta.get("help", "")
+        kwargs: dict[str, Any] = {"dest": name, "help": help_for(name, text) if help_for else text}
         kind = _plain_type(hints.get(f.name))
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata.get("help", "")}
-        if kind is bool:
-            kwargs["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+        if meta.get("action") == "append":
+            kwargs.update(action="append", default=[], metavar=meta.get("metavar"))
+        elif meta.get("action") == "store_const":
+            kwargs.update(action="store_const", const=meta["const"], default=default)
+        elif kind is bool or isinstance(default, bool):
+            switch = "store_false" if flag.startswith("--no-") else "store_true"
+            kwargs.update(action=switch if default is (switch == "store_false") else argparse.BooleanOptionalAction,
+                          default=default)
         else:
-            if kind in (int, float, str):
-                kwargs["type"] = kind
-            choices = getattr(f.metadata.get("check"), "choices", None)
+            parse = meta.get("parse") or (kind if kind in (int, float, str) else None)
+            if parse is not None:
+                kwargs["type"] = parse
+            for key in ("metavar", "nargs", "const"):
+                if meta.get(key) is not None:
+                    kwargs[key] = meta[key]
+            choices = getattr(meta.get("check"), "choices", None)
             if choices:
                 kwargs["choices"] = choices
-            if default is not None and kwargs["help"]:
+            kwargs["default"] = list(default) if isinstance(default, tuple) and meta.get("nargs") else default
+            if show_default and default is not None and kwargs["help"]:
                 kwargs["help"] += f" (default: {default})"
-        out.append(Argument(f.name, (flag,), kwargs))
+        out.append(Argument(name, (flag,), kwargs))
     return out
 
 

@@ -12,13 +12,12 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from ..checks import cli_arguments
 from ..training.config import (
     DIGITS_DEFAULTS,
     FOLDER_DEFAULTS,
     GROUPS,
     WHERE,
-    Settings,
-    flag_of,
     flat_name,
 )
 
@@ -41,46 +40,17 @@ def preset_help(name: str, what: str = "") -> str:
            f"{_show(folder)} for an image folder"
 
 
-def _argument(f: dataclasses.Field, default: Any) -> tuple[str, dict[str, Any]]:
-    """(flag, argparse keyword arguments) of one setting."""
-    meta, name = f.metadata, flat_name(f)
-    help_text = preset_help(name, meta.get("help", "")) if name in DIGITS_DEFAULTS else meta.get("help", "")
-    kwargs: dict[str, Any] = {"dest": name, "help": help_text}
-    if meta.get("action") == "append":
-        return flag_of(f), {**kwargs, "action": "append", "default": [], "metavar": meta.get("metavar")}
-    if meta.get("action") == "store_const":
-        return flag_of(f), {**kwargs, "action": "store_const", "const": meta["const"], "default": default}
-    if isinstance(default, bool):
-        return flag_of(f), {**kwargs, "action": "store_false" if default else "store_true", "default": default}
-    kwargs["default"] = list(default) if isinstance(default, tuple) and meta.get("nargs") else default
-    for key in ("metavar", "nargs", "const"):
-        if meta.get(key) is not None:
-            kwargs[key] = meta[key]
-    if meta.get("parse") is not None:
-        kwargs["type"] = meta["parse"]
-    choices = getattr(meta.get("check"), "choices", None)
-    if choices:
-        kwargs["choices"] = choices
-    if isinstance(default, tuple) and meta.get("parse") is not None and not meta.get("nargs"):
-        kwargs["default"] = default  # a comma-separated list keeps its tuple default
-    return flag_of(f), kwargs
+def _help(name: str, text: str) -> str:
+    return preset_help(name, text) if name in DIGITS_DEFAULTS else text
 
 
 def add_settings(parser: argparse.ArgumentParser, group: str, *, only: Iterable[str] | None = None,
-                 skip: Iterable[str] = (), defaults: dict[str, Any] | None = None, title: str | None = None) -> None:
-    """One flag per setting of ``group`` (flat names in ``only``, when given, minus ``skip``), under its title;
-    ``defaults`` replaces a field's default (e.g. None: 'the run's' for `vitkit eval`)."""
-    cls: type[Settings] = GROUPS[group]
-    wanted, skipped, defaults = (None if only is None else set(only)), set(skip), defaults or {}
+                 defaults: dict[str, Any] | None = None, title: str | None = None) -> None:
+    """One flag per setting of ``group`` (flat names in ``only``, when given), under its title; ``defaults``
+    replaces a field's default (e.g. None: 'the run's' for `vitkit eval`). The help formatter shows defaults."""
     g = parser.add_argument_group(title or TITLES[group])
-    for f in dataclasses.fields(cls):
-        name = flat_name(f)
-        if not f.metadata.get("cli", True) or name in skipped or (wanted is not None and name not in wanted):
-            continue
-        default = defaults.get(name, f.default_factory() if f.default_factory is not dataclasses.MISSING
-                               else f.default)
-        flag, kwargs = _argument(f, default)
-        g.add_argument(flag, **kwargs)
+    for arg in cli_arguments(GROUPS[group], only=only, defaults=defaults, help_for=_help, show_default=False):
+        arg.add_to(g)
 
 
 def settings_from_args(args: argparse.Namespace, groups: Iterable[str] = tuple(GROUPS)) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 from ..checks import (
     Checker,
     boolean,
+    checked,
+    field_problems,
     fraction,
     int_between,
     non_negative,
@@ -63,10 +65,8 @@ def setting(default: Any = None, check: Checker | None = None, *, help: str = ""
     its ``help``, its ``flat`` name when it differs from the field's, its ``flag`` when it is not
     ``--flat-name``, ``cli=False`` when it has no flag, and argparse options (``metavar``, ``nargs``,
     ``parse`` (the flag's type), ``action``, ``const``, ``to_setting`` (the flag's value -> the setting's))."""
-    meta = {"check": check, "help": help, "flat": flat, "flag": flag, "cli": cli, **argparse_options}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+    return checked(default, check, help=help, flag=flag, flat=flat, cli=cli,
+                   default_factory=factory if factory is not None else dataclasses.MISSING, **argparse_options)
 
 
 def flat_name(f: dataclasses.Field) -> str:
@@ -116,12 +116,9 @@ class Settings:
     """A group of settings: checks each field's value, then the group's own rules (``rules``)."""
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            check = f.metadata.get("check")
-            value = getattr(self, f.name)
-            want = check(value) if check is not None else None
-            if want is not None:
-                fail(flat_name(f), value, want)
+        fields = {f.name: f for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        for name, value, want, _ in field_problems(self):
+            fail(flat_name(fields[name]), value, want)
         self.rules()
 
     def rules(self) -> None:
