@@ -41,7 +41,8 @@ def preset_help(name: str, what: str = "") -> str:
 
 
 def _help(name: str, text: str) -> str:
-    return preset_help(name, text) if name in DIGITS_DEFAULTS else text
+    """A preset setting's help says both presets, unless its own text already says what its default is."""
+    return preset_help(name, text) if name in DIGITS_DEFAULTS and "default" not in text else text
 
 
 def add_settings(parser: argparse.ArgumentParser, group: str, *, only: Iterable[str] | None = None,
