@@ -70,6 +70,16 @@ def clip_tokenizer(folder: Path, vocab_size: int = 300):
     return tok
 
 
+def assert_pipeline_agrees(pipe, images, results, labels, template: str, tol: float) -> None:
+    """vitkit.zero_shot's ``results`` equal the ``zero-shot-image-classification`` pipeline's scores per label."""
+    for image, result in zip(images, results):
+        expected = {d["label"]: d["score"] for d in pipe(image, candidate_labels=labels, hypothesis_template=template)}
+        got = {p.label: p.probability for p in result.top_k}
+        assert got.keys() == expected.keys()
+        for label in labels:
+            assert abs(got[label] - expected[label]) < tol, (label, got[label], expected[label])
+
+
 def sample_image(size: int = 40, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import vitkit
 from _cli import run_cli
 from _refs import import_transformers
-from _text_refs import HOSTILE, clip_folder, sample_image, siglip_folder
+from _text_refs import HOSTILE, assert_pipeline_agrees, clip_folder, sample_image, siglip_folder
 from vitkit.errors import CheckpointError, ConfigError
 
 LABELS = ["cat", "dog", "bird", "red car", "Café crème"]
@@ -84,13 +84,7 @@ def test_zero_shot_probabilities_match_the_pipeline(pair, transformers):
                                  image_processor=processor.image_processor)
     images = [sample_image(seed=i) for i in range(2)]
     results = vitkit.zero_shot(images, LABELS, model=model, templates=["a photo of a {}."], top_k=len(LABELS))
-    for image, result in zip(images, results):
-        expected = {d["label"]: d["score"] for d in pipe(image, candidate_labels=LABELS,
-                                                          hypothesis_template="a photo of a {}.")}
-        got = {p.label: p.probability for p in result.top_k}
-        assert got.keys() == expected.keys()
-        for label in LABELS:
-            assert abs(got[label] - expected[label]) < TOL, (label, got[label], expected[label])
+    assert_pipeline_agrees(pipe, images, results, LABELS, "a photo of a {}.", TOL)
 
 
 def test_templates_are_averaged_per_class_as_open_clip_does(pair):

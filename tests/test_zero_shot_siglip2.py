@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import vitkit
 from _cli import run_cli
 from _refs import import_transformers
-from _text_refs import HOSTILE, set_template, set_tokenizer_config, siglip2_folder
+from _text_refs import HOSTILE, assert_pipeline_agrees, set_template, set_tokenizer_config, siglip2_folder
 from vitkit.errors import CheckpointError
 from vitkit.patches import PatchProcessor
 from vitkit.processor import sample_photos
@@ -98,12 +98,7 @@ def test_zero_shot_probabilities_match_the_pipeline(pair, transformers):
                                  image_processor=processor.image_processor)
     images = _photos()
     results = vitkit.zero_shot(images, LABELS, model=str(folder), templates=[TEMPLATE], top_k=len(LABELS))
-    for image, result in zip(images, results):
-        expected = {d["label"]: d["score"] for d in pipe(image, candidate_labels=LABELS, hypothesis_template=TEMPLATE)}
-        got = {p.label: p.probability for p in result.top_k}
-        assert got.keys() == expected.keys()
-        for label in LABELS:
-            assert abs(got[label] - expected[label]) < TOL, (label, got[label], expected[label])
+    assert_pipeline_agrees(pipe, images, results, LABELS, TEMPLATE, TOL)
 
 
 def test_folded_classifier_runs_natively_and_predicts_zero_shot_probabilities(pair):
