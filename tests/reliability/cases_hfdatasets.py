@@ -2,7 +2,8 @@
 outside the folder, missing or of the wrong type; JSON files that are FIFOs, devices, deep or not objects;
 split lists that leave the folder; ClassLabel names fewer than the values; image features changed to
 another type; damaged Arrow files; too many classes; and image cells that are URLs, FIFOs, paths outside
-the folder, 20000x1 strips or garbage (skipped and counted, nothing fetched or read outside). Every case
+the folder or garbage (skipped and counted, nothing fetched or read outside) beside a 20000x1 strip (read:
+only its crop is resized). Every case
 ends in one error, or loads the rows it should with the readable images it should.
 """
 
@@ -213,13 +214,13 @@ def cases(root: Path, rng: random.Random) -> list[Case]:
         "single": ("single", {"rows": ROWS, "readable": ROWS, "classes": 2}),
         "multi-label-no-label-inside-lists": ("multi", {"rows": ROWS, "readable": ROWS, "classes": 2}),
         "dataset-dict": ("dict", {"rows": 2 * ROWS, "readable": 2 * ROWS}),
-        # 10 cells: embedded bytes and the file inside read; URL, FIFO, outside paths, strip, garbage skipped
-        "hostile-cells-skipped-and-counted": ("cells", {"rows": 10, "readable": 2}),
+        # 10 cells: embedded bytes, the file inside and the strip read; URL, FIFO, outside paths, garbage skipped
+        "hostile-cells-skipped-and-counted": ("cells", {"rows": 10, "readable": 3}),
     }
     out += [Case(f"hf/{name}", CATEGORY, "hfdataset", "ok", _case(bases, base, name, _fifo_cell, **spec),
                  isolate=base == "cells") for name, (base, spec) in loaded.items()]
     out.append(Case("hf/hostile-cells-allowed-outside", CATEGORY, "hfdataset", "ok",
-                    _case(bases, "cells", "cells-outside", _fifo_cell, rows=10, readable=4,
+                    _case(bases, "cells", "cells-outside", _fifo_cell, rows=10, readable=5,
                           kwargs={"allow_outside_images": True}), isolate=True))
     return out + _field_mutations(bases)
 
