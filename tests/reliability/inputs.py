@@ -84,7 +84,8 @@ def image_cases(root: Path, rng: random.Random) -> Iterator[Case]:
         yield Case(f"image/special/{name}", "images:special", "image", "error", _write(root, name, blob))
     for name, (w, h) in {"strip-1x20000.png": (20000, 1), "strip-20000x1.png": (1, 20000),
                          "strip-2x60000.png": (60000, 2), "pixel-1x1.png": (1, 1)}.items():
-        yield Case(f"image/special/{name}", "images:special", "image", "either", _write(root, name, _strip(w, h)))
+        # read and processed in bounded memory: a thin image is resized only where its centre crop falls
+        yield Case(f"image/special/{name}", "images:special", "image", "ok", _write(root, name, _strip(w, h)))
     yield Case("image/special/folder.png", "images:special", "image", "error", _folder(root, "folder.png"))
 
 
