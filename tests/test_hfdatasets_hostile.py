@@ -84,9 +84,15 @@ def test_image_cells_holding_urls_fifos_or_outside_paths_are_skipped_and_nothing
     assert allowed.images.load(2) is not None and allowed.images.load(3) is None  # a FIFO never, allowed or not
 
 
-def test_a_thin_embedded_image_is_skipped_not_decoded(tmp_path):
-    src = read_hf_dataset(_save(tmp_path / "ds", [Image.new("RGB", (20000, 1)), Image.new("RGB", (8, 8))], [0, 1]))
-    assert [img is not None for img in _loads(src)] == [False, True]
+def test_a_thin_embedded_image_is_read_and_one_past_the_pixel_limit_is_skipped(tmp_path, monkeypatch):
+    from vitkit.data import images
+
+    src = read_hf_dataset(_save(tmp_path / "ds", [Image.new("RGB", (20000, 1)), Image.new("RGB", (8, 8)),
+                                                  Image.new("RGB", (40, 40))], [0, 1, 0]))
+    monkeypatch.setattr(images.LIMITS, "max_pixels", 20_000)  # the strip fits; 40x40 = 1,600 does too
+    assert [img is not None for img in _loads(src)] == [True, True, True]
+    monkeypatch.setattr(images.LIMITS, "max_pixels", 1_000)  # now the strip and 40x40 are past it
+    assert [img is not None for img in _loads(src)] == [False, True, False]
 
 
 @pytest.mark.parametrize("files", [[], "data.arrow", [{"filename": "../outside/secret.arrow"}],
