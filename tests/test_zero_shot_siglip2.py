@@ -152,3 +152,31 @@ def test_the_vision_half_loads_as_a_native_image_model(pair):
         expected = ref.get_image_features(**_image_inputs(processor, images)).pooler_output
     got = vitkit.extract_features(images, tower).features  # native aspect by default
     torch.testing.assert_close(torch.from_numpy(got), expected, atol=TOL, rtol=0)
+
+
+def test_fixed_resolution_siglip2_a_siglip_model_with_a_gemma_tokenizer(tmp_path, transformers):
+    """SigLIP 2 at a fixed resolution ships as a SiglipModel folder with a Gemma tokenizer: its texts get SigLIP 2's
+    rules (lowercased, the tokenizer.json's end token, padded to 64), not SigLIP's SentencePiece canonicalisation,
+    and the embeddings equal transformers' on the ids its tokenizer gives the lowercased texts padded to 64."""
+    from _text_refs import gemma_tokenizer, redraw
+
+    gemma = gemma_tokenizer(tmp_path)
+    text = dict(vocab_size=len(gemma), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=64, projection_size=32, pad_token_id=0,
+                eos_token_id=1, bos_token_id=2)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    ref = transformers.SiglipModel(transformers.SiglipConfig(text_config=text, vision_config=vision)).eval()
+    redraw(ref, seed=5)
+    ref.save_pretrained(tmp_path)
+    set_tokenizer_config(tmp_path, padding_side="right")
+    model = vitkit.load_image_text(tmp_path)
+    texts = ["A photo of a CAT.", "Café crème!", ""]
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ids = tok([t.lower() for t in texts], padding="max_length", max_length=64, truncation=True,
+              return_tensors="pt")["input_ids"]
+    assert torch.equal(model.tokenize(texts), ids)
+    with torch.no_grad():
+        want = F.normalize(ref.get_text_features(input_ids=ids).pooler_output, dim=-1)
+        got = model.encode_text(texts)
+    assert (got - want).abs().max() < TOL

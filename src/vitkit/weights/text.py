@@ -134,8 +134,18 @@ def _gemma_rules(ckpt: Checkpoint, context_length: int) -> TextRules:
                      canonicalize=False, eos_id=None, padding_side=side)
 
 
+def _gemma_tokenizer(ckpt: Checkpoint) -> bool:
+    """A Gemma tokenizer beside the weights: SigLIP 2 (its fixed-resolution checkpoints are SiglipModel folders)."""
+    named = str((ckpt.extra.get("tokenizer_config.json") or {}).get("tokenizer_class") or "")
+    if named:
+        return named.startswith(("Gemma", "Siglip2"))
+    return not (ckpt.path / "spiece.model").is_file() and (ckpt.path / "tokenizer.json").is_file()
+
+
 def text_rules(arch: str, ckpt: Checkpoint, context_length: int) -> TextRules:
     """The rules each architecture's texts were trained with, with ids from the checkpoint's tokenizer."""
+    if arch == "SiglipModel" and _gemma_tokenizer(ckpt):
+        arch = "Siglip2Model"  # SigLIP 2 at a fixed resolution: the same text rules as its NaFlex models
     if arch == "SiglipModel":  # SentencePiece; lowercase, no punctuation, one space; </s> at the end; pad 64
         base = TextRules(kind="sentencepiece", file="spiece.model", context_length=context_length,
                          lowercase=True, canonicalize=True)
