@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .batching import batches, chunks
 from .choices import FEATURE_POOL_ALIASES, FEATURE_POOLS, FEATURE_PRECISIONS
 from .data.images import expand_inputs, list_images
-from .errors import ConfigError, DataError, ImageError, OutputError
+from .errors import ConfigError, DataError, OutputError
 from .export import CastIO, convert_precision
 from .featurestore import (
     OUTPUT_SUFFIXES,
@@ -130,55 +130,29 @@ def features_model(net: torch.nn.Module, precision: str) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def _load_one(processor: ImageProcessor | PatchProcessor, path: ImageInput) -> Any:
-    try:
-        return processor.preprocess_one(path)
-    except ImageError as exc:
-        return str(exc)
-
-
-def _chunks(indices: list[int], size: int) -> list[list[int]]:
-    return [indices[i:i + size] for i in range(0, len(indices), size)]
-
-
-def _prefetched(executor: ThreadPoolExecutor, processor: ImageProcessor, files: Sequence[ImageInput],
-                todo: list[tuple[int, list[int]]]) -> Iterator[tuple[int, list[int], list[torch.Tensor | str]]]:
-    """Yield (chunk number, rows, loaded images) while the next chunk's images load in the background."""
-    def submit(rows: list[int]) -> list[Future]:
-        return [executor.submit(_load_one, processor, files[i]) for i in rows]
-
-    pending = submit(todo[0][1]) if todo else []
-    for n, (k, rows) in enumerate(todo):
-        current = pending
-        pending = submit(todo[n + 1][1]) if n + 1 < len(todo) else []
-        yield k, rows, [f.result() for f in current]
-
-
 def _run_rank(model: torch.nn.Module, processor: ImageProcessor | PatchProcessor, files: list[str], folder: Path, *,
               mine: list[int], chunk_size: int, pool: str, layers: list[int] | None, device: torch.device,
               num_workers: int) -> tuple[int, int]:
     """Compute the chunks of this rank that are not on disk yet. Returns (computed, reused) image counts."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)  # half-written chunks of a killed run
-    chunks = _chunks(mine, chunk_size)
-    todo = [(k, rows) for k, rows in enumerate(chunks) if not sound_chunk(folder / f"chunk_{k:06d}.npz", rows)]
+    groups = chunks(mine, chunk_size)
+    todo = [(k, rows) for k, rows in enumerate(groups) if not sound_chunk(folder / f"chunk_{k:06d}.npz", rows)]
     if todo:
         (folder / "done.json").unlink(missing_ok=True)
     reused = len(mine) - sum(len(rows) for _, rows in todo)
     if reused:
         logger.info("resuming: %d of %d images already done in %s", reused, len(mine), folder)
     bar = tqdm(total=len(mine), initial=reused, desc="features", unit="img", disable=None)
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as executor, bar:
-        for k, rows, loaded in _prefetched(executor, processor, files, todo):
-            images = [item for item in loaded if not isinstance(item, str)]
-            feats = None
-            if images:
-                x = processor.collate(images).to(device)  # (B, C, H, W) or a PatchBatch
-                feats = compute_features(model, x, pool=pool, layers=layers)
-            save_chunk(folder / f"chunk_{k:06d}.npz", rows, loaded,
+    with bar:
+        for batch in batches(processor, files, [rows for _, rows in todo], workers=num_workers):
+            feats = None if batch.pixels is None else compute_features(model, batch.pixels.to(device), pool=pool,
+                                                                          layers=layers)  # (B, C, H, W), PatchBatch
+            k = todo[batch.number][0]
+            save_chunk(folder / f"chunk_{k:06d}.npz", batch.rows, batch.errors,
                        None if feats is None else feats.float().cpu().numpy())
-            bar.update(len(rows))
-    mark_done(folder, len(chunks), len(mine))
+            bar.update(len(batch.rows) + len(batch.errors))
+    mark_done(folder, len(groups), len(mine))
     return len(mine) - reused, reused
 
 
@@ -264,15 +238,12 @@ def _extract_in_memory(items: list[ImageInput], net: torch.nn.Module, *, pool: s
     rows: list[int] = []
     arrays: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
-    todo = list(enumerate(_chunks(list(range(len(items))), batch_size)))
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as executor:
-        for _, idx, loaded in _prefetched(executor, processor, items, todo):
-            ok = [(i, t) for i, t in zip(idx, loaded) if not isinstance(t, str)]
-            skipped += [(names[i], t) for i, t in zip(idx, loaded) if isinstance(t, str)]
-            if ok:
-                x = processor.collate([t for _, t in ok]).to(model_device(net))  # (B, C, H, W) or a PatchBatch
-                arrays.append(compute_features(work, x, pool=pool, layers=layers).float().cpu().numpy())
-                rows += [i for i, _ in ok]
+    for batch in batches(processor, items, chunks(range(len(items)), batch_size), workers=num_workers):
+        skipped += [(names[i], str(exc)) for i, exc in batch.errors.items()]
+        if batch.pixels is not None:
+            x = batch.pixels.to(model_device(net))  # (B, C, H, W) or a PatchBatch
+            arrays.append(compute_features(work, x, pool=pool, layers=layers).float().cpu().numpy())
+            rows += batch.rows
     if not rows:
         raise DataError(f"None of the {len(items)} images could be read (e.g. {skipped[0][1]}).")
     features = np.concatenate(arrays)  # (N, ...)

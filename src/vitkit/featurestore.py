@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,17 +268,16 @@ def prepare_manifest(parts: Path, settings: dict[str, Any], chunk_size: int) -> 
     return chunk_size
 
 
-def save_chunk(path: Path, rows: list[int], loaded: list[Any], feats: np.ndarray | None) -> None:
-    """One batch's features (rows of the readable images) and the errors of the others (a ``str`` in
-    ``loaded``), written atomically."""
-    ok = [r for r, item in zip(rows, loaded) if not isinstance(item, str)]
-    failed = [(r, item) for r, item in zip(rows, loaded) if isinstance(item, str)]
-    for _, err in failed:
+def save_chunk(path: Path, rows: list[int], errors: Mapping[int, Exception | str], feats: np.ndarray | None) -> None:
+    """One batch's features (``rows``: the readable images, in order) and the errors of the others (by row),
+    written atomically."""
+    for err in errors.values():
         logger.info("skipped unreadable image: %s", err)
+    failed = sorted(errors.items())
     arrays = {"features": feats if feats is not None else np.zeros((0,), np.float32),
-              "index": np.asarray(ok, dtype=np.int64),
+              "index": np.asarray(rows, dtype=np.int64),
               "failed_index": np.asarray([r for r, _ in failed], dtype=np.int64),
-              "failed_error": np.asarray([e for _, e in failed], dtype=np.str_)}
+              "failed_error": np.asarray([str(e) for _, e in failed], dtype=np.str_)}
 
     atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .batching import batches, chunks
 from .data.images import expand_inputs
 from .errors import ConfigError, DataError, ImageError
 from .fileio import atomic_write
@@ -152,25 +153,25 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(net, precision, backend)
     if run is not net and isinstance(processor, PatchProcessor):  # a runner of images: one call per grid
         run = partial(run_by_grid, run, patch_size=processor.patch_size, channels=net.config.in_chans)
-    results: list[ImagePredictions] = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="predict", unit="batch", disable=len(starts) < 2):
-        batch = images[start:start + batch_size]
-        loaded = _load_batch(processor, batch, start)
-        readable = [i for i, item in enumerate(loaded) if not isinstance(item, ImagePredictions)]
-        if readable:
-            x = processor.collate([loaded[i] for i in readable]).to(device)  # (B, C, H, W) or a PatchBatch
-            # eval mode: a distilled model returns the mean of its two heads' logits
-            logits = run(x).float()
-            probs = class_scores(logits, multi_label=multi_label)  # (B, num_classes)
-            values, indices = probs.topk(k, dim=-1)  # (B, k)
-            for row, (j, vals, idxs) in enumerate(zip(readable, values.tolist(), indices.tolist())):
-                top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
-                loaded[j] = ImagePredictions(source=_describe(batch[j], start + j), top_k=top)
-                if multi_label:
-                    loaded[j].labels, loaded[j].threshold = _above(probs[row], threshold, names), threshold
-        results.extend(loaded)
-    return results
+    results: list[ImagePredictions | None] = [None] * len(images)
+    groups = chunks(range(len(images)), batch_size)
+    for batch in tqdm(batches(processor, images, groups), total=len(groups), desc="predict", unit="batch",
+                      disable=len(groups) < 2):
+        for i, exc in batch.errors.items():
+            logger.info("skipped unreadable image: %s", exc)
+            results[i] = ImagePredictions(source=_describe(images[i], i), error=str(exc))
+        if batch.pixels is None:
+            continue
+        # eval mode: a distilled model returns the mean of its two heads' logits
+        logits = run(batch.pixels.to(device)).float()  # from (B, C, H, W) or a PatchBatch
+        probs = class_scores(logits, multi_label=multi_label)  # (B, num_classes)
+        values, indices = probs.topk(k, dim=-1)  # (B, k)
+        for row, (j, vals, idxs) in enumerate(zip(batch.rows, values.tolist(), indices.tolist())):
+            top = [Prediction(index=i, label=names[i], probability=p) for p, i in zip(vals, idxs)]
+            results[j] = ImagePredictions(source=_describe(images[j], j), top_k=top)
+            if multi_label:
+                results[j].labels, results[j].threshold = _above(probs[row], threshold, names), threshold
+    return [r for r in results if r is not None]
 
 
 def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list[Prediction]:
@@ -178,10 +179,6 @@ def _above(scores: torch.Tensor, threshold: float, names: Sequence[str]) -> list
     picked = (scores > threshold).nonzero().flatten().tolist()
     return sorted((Prediction(index=i, label=names[i], probability=float(scores[i])) for i in picked),
                   key=lambda p: -p.probability)
-
-
-def _is_model_input(image: Any) -> bool:
-    return isinstance(image, torch.Tensor) and image.is_floating_point()
 
 
 def _tensor_images(images: torch.Tensor, in_chans: int) -> list[torch.Tensor]:
@@ -192,21 +189,6 @@ def _tensor_images(images: torch.Tensor, in_chans: int) -> list[torch.Tensor]:
         raise ImageError(f"A tensor input must be (B, C, H, W) or (C, H, W) with C={in_chans}, float (preprocessed "
                          f"pixels) or uint8 (0-255), got {images.dtype} {tuple(images.shape)}.")
     return list(batch.detach().cpu())
-
-
-def _load_batch(processor: ImageProcessor | PatchProcessor, batch: Sequence[ImageInput],
-                start: int) -> list[Any]:
-    """Each image preprocessed (``processor.preprocess_one``), or a result carrying the error when it cannot
-    be read."""
-    out: list[Any] = []
-    for j, image in enumerate(batch):
-        try:  # a float tensor (C, H, W) is a model input already
-            out.append(image if _is_model_input(image) and isinstance(processor, ImageProcessor)
-                       else processor.preprocess_one(image))
-        except ImageError as exc:
-            logger.info("skipped unreadable image: %s", exc)
-            out.append(ImagePredictions(source=_describe(image, start + j), error=str(exc)))
-    return out
 
 
 def format_predictions(results: list[ImagePredictions]) -> str:
