@@ -227,10 +227,10 @@ import vitkit
 from vitkit.cli import main
 root = Path(sys.argv[1])
 images = [str(p) for p in sorted((root / "data").rglob("*.png"))]
-model = vitkit.create_model("vit_small_patch16_224", num_classes=2)
+model = vitkit.create_model("vit_tiny_patch16_224", num_classes=2)
 preds = vitkit.predict(images, model, top_k=1)
 feats = vitkit.extract_features(images, model)
-code = main(["train", str(root / "data"), "--model", "vit_small_patch16_224", "--epochs", "1", "--batch-size", "2",
+code = main(["train", str(root / "data"), "--model", "vit_tiny_patch16_224", "--epochs", "1", "--batch-size", "2",
              "--val-fraction", "0.5", "--out", str(root / "run"), "--export-samples", "0", "--no-plots"])
 print(json.dumps({"errors": [p.error for p in preds], "features": list(feats.shape), "train": code,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -252,5 +252,5 @@ def test_thin_strips_are_predicted_embedded_and_trained_on_under_a_gigabyte(tmp_
     out = subprocess.run([sys.executable, "-c", THIN_JOB, str(tmp_path)], capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["errors"] == [None] * 4 and result["features"] == [4, 384] and result["train"] == 0, result
+    assert result["errors"] == [None] * 4 and result["features"] == [4, 192] and result["train"] == 0, result
     assert result["peak_mb"] < 1024, result
