@@ -91,6 +91,15 @@ def test_the_exported_model_is_multi_label_and_its_metrics_match_scikit_learn(ru
     assert row["val_f1_macro"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0), abs=1e-6)
 
 
+def test_eval_run_scores_the_runs_own_label_files_with_map(run: Path, capsys: pytest.CaptureFixture):
+    """`vitkit eval --run` reads the run's data (its label files, not the bundled digits) and scores a multi-label
+    run as training did: the best checkpoint's mAP equals the report's best."""
+    assert main(["eval", "--run", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    report = json.loads((run / "report.json").read_text())
+    assert result["val_images"] == 120 and result["val_mAP"] == pytest.approx(report["best_val_mAP"], abs=1e-6)
+
+
 def test_predict_gives_sigmoid_scores_above_the_threshold(run: Path, files, capsys: pytest.CaptureFixture):
     _, val_file, _ = files
     image = val_file.parent / json.loads(val_file.read_text().splitlines()[0])["path"]

@@ -48,6 +48,11 @@ def test_a_csv_label_file_trains_and_the_summary_says_what_was_found(pngs, tmp_p
     assert report["config"]["epochs"] == 1 and report["config"]["out"] == str(tmp_path)
     model = vitkit.from_pretrained(tmp_path / "last")
     assert list(model.pretrained_cfg.label_names) == ["seven", "three", "zero"] and not model.pretrained_cfg.multi_label
+    # `eval --run` scores the run's own label file and split, not the bundled digits
+    assert main(["eval", "--run", str(tmp_path), "--checkpoint", "last", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["val_images"] == 24 and result["val_top1"] == pytest.approx(last["val_top1"], abs=1e-9)
 
 
 def test_a_jsonl_file_with_a_validation_file(pngs, tmp_path, capsys):
