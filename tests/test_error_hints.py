@@ -183,7 +183,8 @@ def test_train_and_eval_flags_for_hints_are_their_own():
     assert train["multilabel_loss"] == "--loss" and train["model_overrides"] == "--set"
     assert "resume" not in evaluate and "multilabel_loss" not in evaluate
     assert evaluate["val_fraction"] == "--val-fraction"
-    assert set(train) <= set(WHERE) and set(evaluate) <= set(WHERE)
+    assert set(WHERE) - {"data"} <= set(train)  # every training setting's flag (DATA is positional)
+    assert train["linear_probe"] == "--linear-probe" and evaluate["checkpoint"] == "--checkpoint"  # and the rest
 
 
 def test_keyword_hints_stand_as_words():
@@ -277,3 +278,28 @@ def test_the_image_limits_are_read_from_the_environment():
     env = {"VITKIT_IMAGE_LIMITS": "max_pixels=5000", "PYTHONPATH": str(SRC.parent)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["5000"]
+
+
+def test_a_dropped_hint_leaves_no_stray_space_but_file_suffixes_keep_theirs():
+    from vitkit.errors import _tidy
+
+    assert _tidy("Load it here  .") == "Load it here."
+    assert _tidy("one , two ; (three )") == "one, two; (three)"
+    assert _tidy("expected a file ending in .npy or .safetensors.") == "expected a file ending in .npy or .safetensors."
+
+
+@pytest.mark.parametrize("argv, python_call, flag", [
+    (["features", "README.md", "--model", "vit_digits", "--out", "{tmp}/x.txt"], "features", "--out"),
+    (["attention", "README.md", "--model", "vit_digits", "--out", "{tmp}/a.jpg"], "attention", "--out"),
+])
+def test_output_refusals_name_out_as_the_caller_gave_it(argv, python_call, flag, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert f"{flag} '{tmp_path}" in line and "out=" not in line, line
+    with pytest.raises(VitkitError) as err:
+        if python_call == "features":
+            vitkit.extract_features(["README.md"], str(tmp_path / "x.txt"), model="vit_digits")
+        else:
+            vitkit.save_attention_map("README.md", str(tmp_path / "a.jpg"), model="vit_digits")
+    assert f"out='{tmp_path}" in str(err.value) and "--out" not in str(err.value)

@@ -19,7 +19,7 @@ from PIL import Image
 from .checks import number_between
 from .choices import ATTENTION_METHODS
 from .data.images import load_image
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, OutputError, keyword
 from .labels import class_scores, is_multi_label, labels_for_model
 from .model import name_of
 from .patches import processor_for
@@ -266,7 +266,8 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     writes image | rollout | last-layer attention side by side instead. ``max_patches``: as ``attention_map``."""
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise OutputError(f"--out {str(out)!r} must be a .png file.")
+        where = keyword("out", str(out))
+        raise OutputError(f"{where} must be a .png file.", hints=(where,))
     if not panels:
         _check_method(method)
     if number_between(0, 1)(alpha) is not None:

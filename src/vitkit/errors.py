@@ -118,7 +118,7 @@ def reword(text: str, hints: Sequence[Hint], flags: Mapping[str, str]) -> str:
 def _tidy(line: str) -> str:
     """Spacing and punctuation left behind where a hint was dropped (`` .``, ``..``, double spaces)."""
     line = re.sub(r" {2,}", " ", line)
-    line = re.sub(r" +([.,;)])", r"\1", line)
+    line = re.sub(r" +([.,;)])(?=[\s.,;)]|$)", r"\1", line)  # not before a file suffix: 'in .npy or .png'
     return re.sub(r"(?<!\.)\.\.(?!\.)", ".", line).strip()
 
 

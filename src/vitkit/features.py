@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .batching import batches, chunks
 from .choices import FEATURE_POOL_ALIASES, FEATURE_POOLS, FEATURE_PRECISIONS
 from .data.images import expand_inputs, list_images
-from .errors import ConfigError, DataError, OutputError
+from .errors import ConfigError, DataError, OutputError, keyword
 from .export import CastIO, convert_precision
 from .featurestore import (
     OUTPUT_SUFFIXES,
@@ -197,13 +197,17 @@ def extract_features(
                                       num_workers=num_workers, precision=precision, max_patches=max_patches)
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise OutputError(f"--out {str(out)!r} has an unknown format: expected a file ending in .npy or .safetensors.")
+        where = keyword("out", str(out))
+        raise OutputError(f"{where} has an unknown format: expected a file ending in .npy or .safetensors.",
+                          hints=(where,))
     rank, world_size = resolve_rank(rank, world_size)
     files = [str(p) for p in list_images(inputs)]
     check_outputs(out, overwrite=overwrite)
     # an output beside an unfinished merge's parts is that merge's (killed) product: finish it
     if out.exists() and not overwrite and not (parts_dir(out) / "manifest.json").exists():
-        raise DataError(f"{str(out)!r} already exists. Choose another --out, delete it, or pass --overwrite.")
+        other, again = keyword("out"), keyword("overwrite", True)
+        raise DataError(f"{str(out)!r} already exists. Choose another {other}, delete it, or pass {again}.",
+                        hints=(other, again))
     net = resolve_model(model, weights=weights, device=_rank_device(device))
     with borrowed(net, device):
         return _extract(files, out, net, model=model, weights=weights, pool=pool, layers=layers,

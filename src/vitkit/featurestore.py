@@ -45,11 +45,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, keyword
 from .fileio import TEMP_SUFFIX, atomic_write, parse_json, read_regular_bytes
 from .filelock import FileLock
 
 logger = logging.getLogger(__name__)
+OTHER_OUT, OVERWRITE = keyword("out"), keyword("overwrite", True)  # what a refusal of an output suggests
 
 OUTPUT_SUFFIXES = (".npy", ".safetensors")
 _TEMP = rf"\..+{re.escape(TEMP_SUFFIX)}"  # atomic_write's temporary files
@@ -170,12 +171,13 @@ def check_outputs(out: Path, *, overwrite: bool = False) -> None:
     if foreign is not None:
         raise DataError(f"{str(parts)!r} is where `vitkit features` keeps the parts of {out.name!r}, but it holds "
                         f"something vitkit did not write ({foreign[:200]!r}) and would be removed after the merge. "
-                        f"Move it away, or choose another --out.")
+                        f"Move it away, or choose another {OTHER_OUT}.", hints=(OTHER_OUT,))
     meta_path, list_path = sidecars(out)
     present = [p for p in (meta_path, list_path) if os.path.lexists(p)]
     if present and not overwrite and not _own_sidecars(out):
         raise DataError(f"{str(present[0])!r} exists and was not written by `vitkit features` for {out.name!r}; "
-                        f"it would be replaced. Move it away, choose another --out, or pass --overwrite.")
+                        f"it would be replaced. Move it away, choose another {OTHER_OUT}, or pass {OVERWRITE}.",
+                        hints=(OTHER_OUT, OVERWRITE))
 
 
 # ---------------------------------------------------------------------------------------------- locks
@@ -190,12 +192,13 @@ def rank_lock(parts: Path, out: Path, rank: int, world_size: int, *, overwrite: 
             break
     if lock is None or isinstance(lock, str):
         raise DataError(f"Another `vitkit features` run ({lock or 'finishing now'}) is writing rank {rank} of "
-                        f"{world_size} to {str(out)!r}. Wait for it to finish, or choose another --out.")
+                        f"{world_size} to {str(out)!r}. Wait for it to finish, or choose another {OTHER_OUT}.",
+                        hints=(OTHER_OUT,))
     if out.exists() and not overwrite and not (parts / "manifest.json").exists():
         lock.release()
         remove_if_empty(parts)
         raise DataError(f"{str(out)!r} was written by another run while this one started. Use it, or pass "
-                        f"--overwrite to compute it again.")
+                        f"{OVERWRITE} to compute it again.", hints=(OVERWRITE,))
     return lock
 
 
@@ -364,7 +367,7 @@ def merge_features(out: str | os.PathLike, *, overwrite: bool = False) -> Featur
     manifest = _read_manifest(parts)
     if manifest is None:
         raise DataError(f"No parts to merge: {str(parts)!r} holds no (readable) manifest. Run `vitkit features` "
-                        f"with the same --out on every rank first.")
+                        f"with the same {OTHER_OUT} on every rank first.", hints=(OTHER_OUT,))
     world_size = manifest["settings"]["world_size"]
     missing = _missing_ranks(parts, world_size)
     if missing:

@@ -84,8 +84,8 @@ def _warn_if_random(model: ModelSpec, weights: Any) -> None:
     """A registry name without weights is a randomly initialised network: its answers mean nothing."""
     if isinstance(model, str) and weights is None and is_registered(model):
         logger.warning("model %r has RANDOM weights (a registry name without weights): its predictions are "
-                       "meaningless. Pass weights (--weights FILE, a saved model folder, or "
-                       "--weights pretrained for the published ones).", model)
+                       "meaningless. Give it weights (a checkpoint file, or 'pretrained' for the published ones), "
+                       "or a saved model folder as the model.", model)
 
 
 @torch.inference_mode()

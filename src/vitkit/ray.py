@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .data.images import list_images
-from .errors import ConfigError, DataError, MissingDependencyError, OutputError
+from .errors import ConfigError, DataError, MissingDependencyError, OutputError, keyword
 from .features import check_pool, extract_features
 from .predict import predict
 from .runtime import ModelSpec, resolve_model
@@ -139,8 +139,9 @@ def run_job(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, task
             raise ConfigError(f"{name}={value!r} is not allowed: expected a positive whole number.")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputError(f"--out {str(out)!r} already exists; the Parquet files of a Ray job go to a new (or "
-                          f"empty) folder.")
+        where = keyword("out", str(out))
+        raise OutputError(f"{where} already exists; the Parquet files of a Ray job go to a new (or empty) folder.",
+                          hints=(where,))
     resolve_model(model, weights=weights, device="meta") if weights else None  # a bad spec fails here, once
     ray = _ray()
     if not ray.is_initialized():

@@ -70,7 +70,15 @@ def build_parser(command: str | None = None, *, lazy: bool = False) -> argparse.
             done.add(module)
         elif module not in full:
             subparsers.add_parser(name, help=line)
+    for sub in subparsers.choices.values():  # a hint naming a library option says the command's flag for it
+        sub.set_defaults(library_options={**own_flags(sub), **(sub.get_default("library_options") or {})})
     return parser
+
+
+def own_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """A command's flags by the option they set (their destination): ``{"out": "--out", ...}``."""
+    return {a.dest: a.option_strings[-1] for a in parser._actions
+            if a.option_strings and a.dest not in ("help", argparse.SUPPRESS)}
 
 
 class CliWording(logging.Filter):

@@ -34,13 +34,14 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import DataError, ImageError
+from ..errors import DataError, ImageError, keyword
 from ..fileio import parse_json, read_regular_bytes
 from .datasets import VAL_DIR_NAMES, DataSplits, LabelledImages, check_class_count, stratified_split
 from .images import LIMITS, load_image, to_mode
 from .labelfiles import MultiHotTargets, MultiLabelImages, sort_class_names
 
 logger = logging.getLogger(__name__)
+IMAGE_COLUMN = keyword("image_column")
 
 LABEL_NAMES = ("label", "labels")
 TRAIN_SPLIT = "train"
@@ -103,7 +104,8 @@ class HFImages(LabelledImages):
             self.dataset = dataset.select_columns([image_column]).cast_column(image_column, ds.Image(decode=False))
         except Exception as exc:  # noqa: BLE001 - whatever pyarrow raises on a column it cannot cast
             raise DataError(f"The image column {image_column!r} cannot be read as images ({type(exc).__name__}: "
-                            f"{_one_line(exc)}). Name the image column with --image-column.") from None
+                            f"{_one_line(exc)}). Name the image column with {IMAGE_COLUMN}.",
+                            hints=(IMAGE_COLUMN,)) from None
         self.image_column, self.folder, self.allow_outside = image_column, folder, allow_outside
 
     def load(self, index: int) -> Image.Image | None:
@@ -171,7 +173,7 @@ def _check_image_feature(feature: Any, column: str, where: str, ds: Any) -> None
     if not (isinstance(feature, ds.Image) or text or struct):
         raise DataError(f"{where}: the image column {column!r} holds {str(feature)[:100]}, not images (expected an "
                         f"Image feature, paths as text, or {{bytes, path}}). Name the image column with "
-                        f"--image-column.")
+                        f"{IMAGE_COLUMN}.", hints=(IMAGE_COLUMN,))
 
 
 def _class_label(feature: Any, ds: Any) -> tuple[Any, bool]:
@@ -202,7 +204,8 @@ def _targets(values: list[Any], multi: bool, names: list[str], where: str) -> tu
         values = [None if v is None else [x for x in v if x != -1] for v in values]
     rows = [i for i, v in enumerate(values) if v is not None and (multi or v >= 0)]
     if not rows:
-        raise DataError(f"{where}: no row has a label. Name the label column with --label-column.")
+        column = keyword("label_column")
+        raise DataError(f"{where}: no row has a label. Name the label column with {column}.", hints=(column,))
     bad = next(((i, x) for i in rows for x in (values[i] if multi else [values[i]])
                 if not isinstance(x, int) or not 0 <= x < len(names)), None)
     if bad is not None:
