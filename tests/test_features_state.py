@@ -60,7 +60,7 @@ def test_a_sidecar_no_features_run_wrote_is_not_replaced_without_overwrite(image
     mine = tmp_path / sidecar
     mine.write_text('{"my": "notes"}\n')
     out = tmp_path / "feats.npy"
-.*overwrite=True"):
+    with pytest.raises(DataError, match=rf"{sidecar}' exists and was not written by `vitkit features`.*overwrite=True"):
         _run(images, out)
     assert mine.read_text() == '{"my": "notes"}\n' and not out.exists()
     model = tmp_path / "model"
