@@ -53,7 +53,7 @@ def shard_model(model: nn.Module, cfg: Any, dist: Any) -> None:
     if cfg.run.strategy != "fsdp":
         return
     if not dist.initialized:
-        logger.warning("--strategy fsdp shards a model across the processes of a torchrun launch; this is one "
+        logger.warning("the fsdp strategy shards a model across the processes of a torchrun launch; this is one "
                        "process, so it trains unsharded (launch with `torchrun --nproc_per_node=N -m vitkit train`)")
         return
     fully_shard = _fsdp().fully_shard
