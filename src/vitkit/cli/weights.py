@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import WEIGHT_FORMATS as FORMATS
+from ..choices import WRITTEN_FORMATS
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--accept-loss exits 0.")
     p.add_argument("src", help="source checkpoint file, folder or hf-hub:ORG/NAME")
     p.add_argument("dst", help="destination file (.safetensors, .npz) or folder")
-    p.add_argument("--to", required=True, choices=FORMATS, help="format to write")
+    p.add_argument("--to", required=True, choices=WRITTEN_FORMATS, help="format to write")
     p.add_argument("--format", "--from", dest="format", choices=FORMATS, help="format of SRC (default: detect)")
     p.add_argument("--verify", action="store_true",
                    help="load DST on its own (as the target library would) and compare it with SRC on real photos, "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..choices import WEIGHT_FORMATS
 from ..errors import CheckpointError, ConfigError, Hint
-from . import hf, native, npz, timm
+from . import hf, native, npz, open_clip, timm
 from .formats import Family
 from .readers import Checkpoint
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY,
+                                                   open_clip.FAMILY)}
 FORMATS = WEIGHT_FORMATS
 assert tuple(FAMILIES) == FORMATS  # the CLI offers the same names without importing the families
 # a command without --format can still convert the file, naming its format

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npz")
 # Files a checkpoint folder may hold its weights in, in order of preference
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json", "open_clip_model.safetensors")
+                "pytorch_model.bin.index.json", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 # Keys under which training checkpoints nest the model's state dict
 TRAINING_KEYS = ("optimizer", "scheduler", "progress", "epoch", "scaler", "train_config")
 NESTED_STATE_KEYS = ("state_dict", "model", "module", "model_state_dict")

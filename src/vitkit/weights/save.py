@@ -11,7 +11,7 @@ from typing import Any
 from ..config import ViTConfig
 from ..errors import ConfigError
 from ..model import VisionTransformer
-from .families import FORMATS, get_family
+from .families import families, get_family
 from .infer import Known
 from .load import from_checkpoint
 
@@ -35,7 +35,9 @@ def save_pretrained(model: VisionTransformer, path: str | os.PathLike[str], form
         raise ConfigError(f"save_pretrained takes a vitkit VisionTransformer, got {type(model).__name__}.")
     family = get_family(format)  # an unknown name is a ConfigError naming the known ones
     if family.write is None:
-        raise ConfigError(f"Weights cannot be written in the {format!r} format: use one of {', '.join(FORMATS)}.")
+        writable = ", ".join(name for name, f in families().items() if f.write is not None)
+        raise ConfigError(f"Weights cannot be written in the {format!r} format (vitkit reads it): use one of "
+                          f"{writable}.")
     out = family.write(model, Path(path).expanduser())
     logger.info("saved %s weights to %s", format, out)
     return out
