@@ -15,8 +15,8 @@ FEATURE_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # features.py
 EXPORT_PRECISIONS = ("fp32", "bf16", "int8")  # export.py
 EXPORT_FORMATS = ("onnx", "torch-export")  # export.py
 ONNX_OPSETS = (7, 20)  # the opsets torch's TorchScript-based ONNX exporter writes (torch.onnx._constants)
-WEIGHT_FORMATS = ("vitkit", "timm", "hf", "npz", "open_clip")  # weights/families.py: the checkpoint families
-WRITTEN_FORMATS = ("vitkit", "timm", "hf", "npz")  # those save_pretrained / convert --to write (open_clip: read)
+WEIGHT_FORMATS = ("vitkit", "timm", "hf", "npz", "open_clip", "dinov3")  # weights/families.py: the checkpoint families
+WRITTEN_FORMATS = ("vitkit", "timm", "hf", "npz")  # those save_pretrained / convert --to write (the rest: read)
 # zeroshot.py: published image-text models by name (their transformers folders on the Hugging Face Hub), and
 # the names of the template sets in data/zero_shot_templates.json
 ZERO_SHOT_MODELS = {

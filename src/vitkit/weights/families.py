@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ..choices import WEIGHT_FORMATS
 from ..errors import CheckpointError, ConfigError, Hint
-from . import hf, native, npz, open_clip, timm
+from . import dinov3, hf, native, npz, open_clip, timm
 from .formats import Family
 from .readers import Checkpoint
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (native.FAMILY, timm.FAMILY, hf.FAMILY, npz.FAMILY,
-                                                   open_clip.FAMILY)}
+                                                   open_clip.FAMILY, dinov3.FAMILY)}
 FORMATS = WEIGHT_FORMATS
 assert tuple(FAMILIES) == FORMATS  # the CLI offers the same names without importing the families
 # a command without --format can still convert the file, naming its format
@@ -37,8 +37,9 @@ def detect_format(ckpt: Checkpoint, format: str | None = None) -> Family:
         return get_family(format)
     table = FAMILIES
     claims = [f for f in table.values() if f.claims(ckpt)]
-    if table["vitkit"] in claims:  # vitkit's marker is explicit; its names are also timm's
-        return table["vitkit"]
+    for specific in ("vitkit", "dinov3"):  # vitkit's marker, Meta's storage_tokens: their other names are timm's
+        if table[specific] in claims:
+            return table[specific]
     if len(claims) == 1:
         return claims[0]
     keys = list(ckpt.tensors)

@@ -90,7 +90,11 @@ def _pooling(shapes: Shapes, class_token: bool) -> dict[str, Any]:
 
 def _sincos_grid(shapes: Shapes, hints: Mapping[str, Any], patch: tuple[int, int]) -> tuple[bool, tuple[int, int]]:
     """(no_embed_class, patch grid) of a checkpoint without a position tensor: fixed sin-cos embeddings
-    (big_vision's posemb='sincos2d') of the grid the stated image size gives."""
+    (big_vision's posemb='sincos2d') of the grid the stated image size gives, or rotary embeddings alone
+    (posemb='none', DINOv3: the grid of the image size its family states)."""
+    if hints.get("posemb") == "none" and "img_size" in hints:
+        h, w = (hints["img_size"],) * 2 if isinstance(hints["img_size"], int) else hints["img_size"]
+        return False, (int(h) // patch[0], int(w) // patch[1])
     if hints.get("posemb") != "sincos2d":
         raise CheckpointError("The checkpoint has patch and block tensors but no position embedding tensor "
                               "(pos_embed, or Google's pos_embedding): it was probably trained with fixed sin-cos "
@@ -129,7 +133,8 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
                               "its library saved it.")
     dim, in_chans, ph, pw = kernel
     blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK.match(k))}
-    hidden = _shape(shapes, "blocks.0.mlp.fc1.weight", "MLP width")[0]
+    swiglu = "blocks.0.mlp.fc1_g.weight" in shapes  # SwiGLU: its gated width
+    hidden = _shape(shapes, "blocks.0.mlp.fc1_g.weight" if swiglu else "blocks.0.mlp.fc1.weight", "MLP width")[0]
     class_token = "cls_token" in shapes
     reg_tokens = shapes["reg_token"][1] if "reg_token" in shapes else 0
     prefix = int(class_token) + int("dist_token" in shapes) + reg_tokens
@@ -148,7 +153,7 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
         init_values=1e-5 if "blocks.0.ls1.gamma" in shapes else None,  # the value is loaded, not used
         pre_norm="norm_pre.weight" in shapes, final_norm="norm.weight" in shapes or "fc_norm.weight" in shapes,
         norm_layer="layernorm" if "blocks.0.norm1.bias" in shapes else "rmsnorm",
-        **_pooling(shapes, class_token))
+        **_pooling(shapes, class_token), **({"mlp_layer": "swiglu"} if swiglu else {}))
     if "num_heads" not in hints:
         fields["num_heads"] = heads_for_width(dim, known)
         logger.info("num_heads not stored in the checkpoint; assuming %d (%d-dim heads)",
