@@ -1,6 +1,6 @@
-"""CLIP and DINOv3 image towers from transformers folders (``save_pretrained``): CLIPVisionModel, the vision
-half of CLIPModel and DINOv3ViTModel (plain and gated MLP), every parameter re-drawn, depth 2; vitkit's
-features equal transformers' within 1e-5 at two input sizes."""
+"""CLIP, DINOv3 and AIMv2 image towers from transformers folders (``save_pretrained``): CLIPVisionModel, the
+vision half of CLIPModel, DINOv3ViTModel (plain and gated MLP) and Aimv2VisionModel, every parameter re-drawn,
+depth 2; vitkit's features equal transformers' within 1e-5 at two input sizes."""
 
 from __future__ import annotations
 
@@ -87,3 +87,31 @@ def test_dinov3_vit_model_folder(transformers, tmp_path, gated):
             got = model.forward_features(x)
         assert got.shape == want.shape
         assert (got - want).abs().max().item() <= ATOL, (h, w)
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+def test_aimv2_vision_model_folder(transformers, tmp_path, by_name):
+    """An Aimv2VisionModel folder: RMSNorm after the patch embedding and in the blocks, SwiGLU, no biases but the
+    patch embedding's; read by name (a registry AIMv2) and from the folder alone. Its attention-pooling head is
+    dropped and reported: vitkit averages the patch tokens, as timm's AIMv2 does."""
+    cfg = transformers.Aimv2VisionConfig(hidden_size=96, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=4, image_size=32, patch_size=8, rms_norm_eps=1e-5)
+    ref = transformers.Aimv2VisionModel(cfg).eval()
+    _redraw(ref, 5)
+    with torch.no_grad():  # RMSNorm weights around 1, as trained ones are
+        for name, p in ref.named_parameters():
+            if "rms_norm" in name:
+                p.add_(1.0)
+    ref.save_pretrained(tmp_path)
+    if by_name:
+        model = vitkit.create_model("aimv2_large_patch14_224", pretrained=str(tmp_path), img_size=32, patch_size=8,
+                                    mlp_ratio=256 / 96, **OURS).eval()
+    else:
+        model = vitkit.from_pretrained(tmp_path).eval()
+    report = model.load_report
+    assert report.ok and "head.cls_token" in report.dropped and model.config.mlp_layer == "swiglu"
+    x = _images(32, 32)  # transformers' learned AIMv2 embedding runs at its own size only (timm's parity, at two
+    with torch.no_grad():  # sizes, is in test_zoo.py)
+        want = ref(pixel_values=x).last_hidden_state
+        got = model.forward_features(x)
+    assert got.shape == want.shape and (got - want).abs().max().item() <= ATOL

@@ -109,7 +109,8 @@ ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "qu
 HF_TO_ACT = {**{v: k for k, v in ACT_TO_HF.items()}, "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh",
              "gelu_python": "gelu", "swish": "silu"}
 HF_FIELDS = {"hidden_size": "embed_dim", "num_hidden_layers": "depth", "num_attention_heads": "num_heads",
-             "num_channels": "in_chans", "layer_norm_eps": "norm_eps", "image_size": "img_size"}
+             "num_channels": "in_chans", "layer_norm_eps": "norm_eps", "rms_norm_eps": "norm_eps",
+             "image_size": "img_size"}
 # architectures whose outputs vitkit cannot reproduce, and why
 REFUSED = {"DeiTForImageClassification": "its classifier reads the class token only, while a distilled vitkit "
                                          "model averages the class and distillation heads; use DeiTModel or "

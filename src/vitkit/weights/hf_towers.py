@@ -4,6 +4,9 @@
   and ``logit_scale`` dropped; ``visual_projection`` becomes the bias-free head, as timm maps OpenAI's ``proj``).
   CLIP's ``post_layernorm`` normalises the pooled class token; vitkit's final norm normalises every token, which
   gives the same pooled feature.
+- ``Aimv2VisionModel``: RMSNorm after the patch embedding and in every block, separate q, k, v fused into ``qkv``,
+  the SwiGLU ``gate_proj``/``up_proj``/``down_proj``; its attention-pooling ``head`` is dropped (reported): vitkit
+  averages the normalised patch tokens, as timm's AIMv2 does, and ``last_hidden_state`` is the same.
 - ``DINOv3ViTModel``: q, k, v projections fused into ``qkv`` (k without a bias: ``q_bias`` and ``v_bias``),
   layer scales ``lambda1``, the gated MLP's ``gate_proj``/``up_proj``/``down_proj`` as SwiGLU's
   ``fc1_g``/``fc1_x``/``fc2`` (``up_proj`` alone is the plain MLP's ``fc1``).
@@ -47,7 +50,22 @@ DINOV3_RULES: list[Rule] = [
     *params(_DINO_LAYER + "mlp.up_proj", "blocks.{}.mlp.fc1"),
     *params(_DINO_LAYER + "mlp.down_proj", "blocks.{}.mlp.fc2"),
 ]
-ALL_RULES = [*CLIP_RULES, *DINOV3_RULES]
+_AIM_LAYER = "encoder.layers.{}."
+AIMV2_RULES: list[Rule] = [
+    *params("embeddings.patch_embed", "patch_embed.proj"),
+    ("embeddings.rms_norm.weight", "patch_embed.norm.weight", "id"),
+    *[(f"{_AIM_LAYER}attention.{n}_proj.weight", f"blocks.{{}}.attn.qkv.weight#{n}", "id") for n in "qkv"],
+    *[(f"{_AIM_LAYER}attention.{n}_proj.bias", f"blocks.{{}}.attn.qkv.bias#{n}", "id") for n in "qkv"],
+    *params(_AIM_LAYER + "attention.out_proj", "blocks.{}.attn.proj"),
+    (_AIM_LAYER + "rms_norm1.weight", "blocks.{}.norm1.weight", "id"),
+    (_AIM_LAYER + "rms_norm2.weight", "blocks.{}.norm2.weight", "id"),
+    *params(_AIM_LAYER + "ffn.gate_proj", "blocks.{}.mlp.fc1_g"),
+    *params(_AIM_LAYER + "ffn.up_proj", "blocks.{}.mlp.fc1_x"),
+    *params(_AIM_LAYER + "ffn.down_proj", "blocks.{}.mlp.fc2"),
+    ("rms_norm.weight", "norm.weight", "id"),
+    ("head.*", None, "id"),  # Aimv2's attention-pooling head: vitkit pools by averaging, as timm's AIMv2 does
+]
+ALL_RULES = [*CLIP_RULES, *DINOV3_RULES, *AIMV2_RULES]
 
 
 _GATED = re.compile(r"^layer\.(\d+)\.mlp\.gate_proj\.weight$")

@@ -152,6 +152,7 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
         proj_bias="blocks.0.attn.proj.bias" in shapes, patch_bias="patch_embed.proj.bias" in shapes,
         init_values=1e-5 if "blocks.0.ls1.gamma" in shapes else None,  # the value is loaded, not used
         pre_norm="norm_pre.weight" in shapes, final_norm="norm.weight" in shapes or "fc_norm.weight" in shapes,
+        patch_norm="patch_embed.norm.weight" in shapes,
         norm_layer="layernorm" if "blocks.0.norm1.bias" in shapes else "rmsnorm",
         **_pooling(shapes, class_token), **({"mlp_layer": "swiglu"} if swiglu else {}))
     if "num_heads" not in hints:
