@@ -89,6 +89,10 @@ class PatchBatch:
                           self.mask.to(device, non_blocking=non_blocking),
                           self.grids.to(device, non_blocking=non_blocking))
 
+    def pin_memory(self) -> PatchBatch:
+        """Page-locked copies (what a DataLoader with ``pin_memory`` asks of a batch)."""
+        return PatchBatch(self.patches.pin_memory(), self.mask.pin_memory(), self.grids.pin_memory())
+
     def select(self, index: int | slice) -> PatchBatch:
         """A sub-batch (rows of every tensor), e.g. one image as ``batch.select(slice(i, i + 1))``."""
         index = slice(index, index + 1) if isinstance(index, int) else index
