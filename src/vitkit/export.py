@@ -237,9 +237,9 @@ def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
 
 
 # ---------------------------------------------------------------------------------------------- ONNX, patch sequences
-#: (height, width) of the images a patch-sequence graph is traced on, and the other ones it is verified on
-#: (square, portrait, landscape, panorama): a graph that froze the example's grids would fail the check
-NATIVE_TRACE_ASPECTS = ((300, 400), (400, 300))
+#: (height, width) of the images a patch-sequence graph is traced on (5:3, 3:5), and the other ones it is verified
+#: on (square, 4:3 portrait, 9:16 panorama): a graph that froze the example's grids would fail the check
+NATIVE_TRACE_ASPECTS = ((300, 500), (500, 300))
 NATIVE_VERIFY_ASPECTS = ((480, 480), (640, 480), (270, 480))
 PATCH_INPUTS = ("patches", "mask", "grids")
 
@@ -289,7 +289,8 @@ def example_patches(model: nn.Module, max_patches: int, *, aspects: tuple[tuple[
     return pad_sequences(sequences, grids, length=max_patches).to(next(model.parameters()).device)
 
 
-def _patch_feeds(batch: Any) -> dict[str, Any]:
+def patch_feeds(batch: Any) -> dict[str, Any]:
+    """A ``PatchBatch`` as the inputs of a graph of patch sequences (numpy arrays by input name)."""
     return {"patches": batch.patches.float().cpu().numpy(), "mask": batch.mask.cpu().numpy(),
             "grids": batch.grids.cpu().numpy()}
 
@@ -340,7 +341,7 @@ def export_onnx_native(model: nn.Module, path: str | os.PathLike, *, max_patches
     result = ExportResult(path=path, input_shape=tuple(batch.patches.shape), max_abs_diff=None, precision=precision)
     if verify:
         session = onnx_session(path)
-        result.checks = verify_patches(lambda b: torch.from_numpy(session.run(None, _patch_feeds(b))[0]), model,
+        result.checks = verify_patches(lambda b: torch.from_numpy(session.run(None, patch_feeds(b))[0]), model,
                                        budget)
         result.max_abs_diff = max(result.checks.values())
     return result

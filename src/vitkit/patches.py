@@ -85,6 +85,9 @@ class PatchBatch:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
            non_blocking: bool = False) -> PatchBatch:
+        """On ``device`` with float patches in ``dtype`` (``batch.to(torch.bfloat16)`` casts, as a tensor's does)."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         return PatchBatch(self.patches.to(device=device, dtype=dtype, non_blocking=non_blocking),
                           self.mask.to(device, non_blocking=non_blocking),
                           self.grids.to(device, non_blocking=non_blocking))
