@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -158,8 +159,11 @@ def _write_guarded(path: Path, write: Callable[[Path], object], what: str) -> No
 
 # ---------------------------------------------------------------------------------------------- ONNX
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: int = 1, opset: int = 18,
-                precision: str = "fp32", verify: bool = True) -> ExportResult:
+                precision: str = "fp32", verify: bool = True, max_patches: int | None = None) -> ExportResult:
     """Write ``model`` (eval mode) to an ONNX file with dynamic batch, height and width axes.
+
+    With ``max_patches`` the graph takes padded patch sequences instead (images at their own aspect ratio):
+    see ``export_onnx_native``.
 
     The input is named ``pixel_values``, the output ``logits`` (pooled features for a headless model).
     ``precision='int8'`` runs ONNX Runtime's dynamic quantizer (int8 weights per channel) on the graph.
@@ -167,6 +171,9 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
     differences to eager fp32 PyTorch are returned. A failed export leaves nothing behind. The caller's
     model is not changed (the export works on a float32 copy on the model's device).
     """
+    if max_patches is not None:
+        return export_onnx_native(model, path, max_patches=max_patches, opset=opset, precision=precision,
+                                  verify=verify)
     check_precision(precision, FORMAT_PRECISIONS["onnx"], "ONNX precision")
     path = Path(path)
     work = convert_precision(model, "fp32")
@@ -229,6 +236,136 @@ def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+# ---------------------------------------------------------------------------------------------- ONNX, patch sequences
+#: (height, width) of the images a patch-sequence graph is traced on (5:3, 3:5), and the other ones it is verified
+#: on (square, 4:3 portrait, 9:16 panorama): a graph that froze the example's grids would fail the check
+NATIVE_TRACE_ASPECTS = ((300, 500), (500, 300))
+NATIVE_VERIFY_ASPECTS = ((480, 480), (640, 480), (270, 480))
+PATCH_INPUTS = ("patches", "mask", "grids")
+
+
+class PatchGraph(nn.Module):
+    """``forward(patches, mask, grids)``: ``model.forward_patches``, the module a graph of padded patch sequences
+    is traced from (traced, the model computes each token's position terms from ``grids`` in the graph)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_patches(patches, mask, grids)
+
+
+def native_budget(model: nn.Module, max_patches: int | None) -> int:
+    """The patch budget a patch-sequence export is made and verified at: ``max_patches``, else the checkpoint's
+    own (``pretrained_cfg.max_num_patches``), else the model's configured number of patches; checked."""
+    from .patches import PatchProcessor
+
+    return PatchProcessor.from_model(model, max_num_patches=_checked_budget(max_patches)).max_num_patches
+
+
+def _checked_budget(max_patches: int | None) -> int | None:
+    if max_patches is not None and (not isinstance(max_patches, int) or isinstance(max_patches, bool)
+                                    or max_patches < 1):
+        raise ConfigError(f"max_patches={max_patches!r} is not allowed: expected a positive number of patches per "
+                          f"image (e.g. 256).")
+    return max_patches
+
+
+def example_patches(model: nn.Module, max_patches: int, *, aspects: tuple[tuple[int, int], ...] = NATIVE_TRACE_ASPECTS,
+                    seed: int = 0) -> Any:
+    """A ``PatchBatch`` of random pixels for ``model``: one image of each (height, width) of ``aspects`` at the
+    budget, padded to it (as ``PatchProcessor`` pads by default), on the model's device."""
+    from .patches import pad_sequences, size_for_patch_budget
+
+    c = model.config
+    p = c.patch_size[0]
+    gen = torch.Generator().manual_seed(seed)
+    sequences, grids = [], []
+    for height, width in aspects:
+        h, w = size_for_patch_budget(height, width, patch_size=p, max_num_patches=max_patches)
+        grids.append((h // p, w // p))
+        sequences.append(torch.randn(h // p * (w // p), p * p * c.in_chans, generator=gen))
+    return pad_sequences(sequences, grids, length=max_patches).to(next(model.parameters()).device)
+
+
+def patch_feeds(batch: Any) -> dict[str, Any]:
+    """A ``PatchBatch`` as the inputs of a graph of patch sequences (numpy arrays by input name)."""
+    return {"patches": batch.patches.float().cpu().numpy(), "mask": batch.mask.cpu().numpy(),
+            "grids": batch.grids.cpu().numpy()}
+
+
+def export_onnx_native(model: nn.Module, path: str | os.PathLike, *, max_patches: int | None = None,
+                       opset: int = 18, precision: str = "fp32", verify: bool = True) -> ExportResult:
+    """Write ``model`` (eval mode) as an ONNX graph of padded patch sequences: images at their own aspect ratio.
+
+    Inputs, as ``vitkit.patches.PatchProcessor`` makes them (and as transformers' SigLIP 2 takes
+    ``pixel_values``, ``pixel_attention_mask``, ``spatial_shapes``): ``patches`` (batch, num_patches,
+    patch * patch * channels) float32, ``mask`` (batch, num_patches) bool, True on real patches, and ``grids``
+    (batch, 2) int64, each image's rows and columns of patches; batch and num_patches are dynamic. Output
+    ``logits`` (pooled features for a headless model). The position embeddings are resampled inside the graph
+    from ``grids``: each token's embedding is a weighted sum of the learned grid, with the weights of the
+    checkpoint's own resize (bilinear/bicubic, antialiased or not) computed from the grid sizes, so one graph
+    serves every grid, batched. ``max_patches`` (default: the checkpoint's budget) sets the example and the
+    verification inputs only. With ``verify`` the file runs in ONNX Runtime on images of three aspect ratios in
+    one padded batch and each alone; ``checks`` maps each grid to the max abs difference to eager fp32
+    ``forward_patches``. Models with rotary embeddings are refused (their tables are computed per grid in
+    Python). The caller's model is not changed.
+    """
+    check_precision(precision, FORMAT_PRECISIONS["onnx"], "ONNX precision")
+    budget = native_budget(model, max_patches)
+    if model.config.rope != "none":
+        raise ExportError(f"{type(model).__name__} uses rotary position embeddings ({model.config.rope!r}); an ONNX "
+                          f"graph of patch sequences is not available for them yet. Export it for images (without "
+                          f"max_patches): the graph takes any height and width.")
+    path = Path(path)
+    work = PatchGraph(convert_precision(model, "fp32")).eval()
+    batch = example_patches(work.model, budget)
+
+    def write_fp32(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes about the Python-level checks of the example
+            torch.onnx.export(work, (batch.patches, batch.mask, batch.grids), str(tmp), dynamo=False,
+                              opset_version=opset, input_names=list(PATCH_INPUTS), output_names=["logits"],
+                              dynamic_axes={"patches": {0: "batch", 1: "num_patches"},
+                                            "mask": {0: "batch", 1: "num_patches"}, "grids": {0: "batch"},
+                                            "logits": {0: "batch"}})
+
+    def write_int8(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = Path(scratch) / "fp32.onnx"
+            write_fp32(fp32)
+            quantize_onnx(fp32, tmp)
+
+    _write_guarded(path, write_int8 if precision == "int8" else write_fp32, "the ONNX file")
+    result = ExportResult(path=path, input_shape=tuple(batch.patches.shape), max_abs_diff=None, precision=precision)
+    if verify:
+        session = onnx_session(path)
+        result.checks = verify_patches(lambda b: torch.from_numpy(session.run(None, patch_feeds(b))[0]), model,
+                                       budget)
+        result.max_abs_diff = max(result.checks.values())
+    return result
+
+
+def verify_patches(run: Callable[[Any], torch.Tensor], model: nn.Module, max_patches: int) -> dict:
+    """Max abs difference of ``run`` (a PatchBatch -> outputs) against eager fp32 ``forward_patches`` for each
+    grid of ``example_patches``, the largest of it batched with the others (padded to the budget) and alone
+    (padded to its own length)."""
+    reference = convert_precision(model, "fp32").cpu()
+    batch = example_patches(reference, max_patches, aspects=NATIVE_VERIFY_ASPECTS, seed=1)
+    with torch.no_grad():
+        want = reference.forward_patches(batch.patches, batch.mask, batch.grids)
+        together = run(batch).float()
+        checks = {}
+        for i, grid in enumerate(batch.grids.tolist()):
+            alone = run(batch.select(i).chunk(1)[0]).float()  # trimmed to its own length
+            checks[tuple(grid)] = max(float((together[i] - want[i]).abs().max()),
+                                      float((alone[0] - want[i]).abs().max()))
+            log.info("exported patch graph vs eager fp32 at grid %s: max abs diff %.3g", tuple(grid),
+                     checks[tuple(grid)])
+    return checks
+
+
 # ---------------------------------------------------------------------------------------------- torch.export
 def export_program(model: nn.Module, *, precision: str = "fp32", batch_size: int = 2) -> torch.export.ExportedProgram:
     """A torch.export ExportedProgram of ``model`` with dynamic batch, height and width (multiples of the
@@ -269,10 +406,15 @@ def export_torch(model: nn.Module, path: str | os.PathLike, *, precision: str = 
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | None = None,
-                 precision: str = "fp32", opset: int = 18, verify: bool = True) -> ExportResult:
-    """Export by ``format`` ('onnx' or 'torch-export'; None: from the suffix, .onnx or .pt2)."""
+                 precision: str = "fp32", opset: int = 18, verify: bool = True,
+                 max_patches: int | None = None) -> ExportResult:
+    """Export by ``format`` ('onnx' or 'torch-export'; None: from the suffix, .onnx or .pt2); ``max_patches``:
+    an ONNX graph of patch sequences (``export_onnx_native``)."""
     fmt = export_format(path, format, opset=opset)
     check_precision(precision, FORMAT_PRECISIONS[fmt], f"{fmt} precision")
+    if max_patches is not None and fmt != "onnx":
+        raise ConfigError(f"max_patches={max_patches!r} exports a graph of patch sequences, which is written as "
+                          f"ONNX only; name the file .onnx (or pass format='onnx'), or drop max_patches.")
     if fmt == "onnx":
-        return export_onnx(model, path, precision=precision, opset=opset, verify=verify)
+        return export_onnx(model, path, precision=precision, opset=opset, verify=verify, max_patches=max_patches)
     return export_torch(model, path, precision=precision, verify=verify)

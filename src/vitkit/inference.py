@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from torch import nn
 
 from .choices import INFERENCE_BACKENDS, INFERENCE_PRECISIONS
 from .errors import ConfigError
-from .export import convert_precision, export_onnx, onnx_session
+from .export import convert_precision, export_onnx, export_onnx_native, onnx_session, patch_feeds
 from .model import name_of
 from .openvino_runtime import default_calibration_images, openvino_available, openvino_runner
+from .patches import PatchProcessor, run_by_grid
 from .processor import ImageProcessor
 from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_trial, trials_enabled
 
@@ -164,6 +166,29 @@ def _onnx_runner(model: nn.Module, precision: str) -> Callable[[torch.Tensor], t
     return lambda x: torch.from_numpy(session.run(None, {"pixel_values": x.detach().float().cpu().numpy()})[0])
 
 
+def _onnx_patch_runner(model: nn.Module, precision: str) -> Callable[[Any], torch.Tensor]:
+    """ONNX Runtime on the exported graph of padded patch sequences (``export_onnx_native``): a ``PatchBatch``
+    in one call, whatever its grids."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx_native(model, Path(tmp) / "model.onnx", precision=precision, verify=False).path
+        session = onnx_session(path.read_bytes(), threads=torch.get_num_threads())
+    return lambda batch: torch.from_numpy(session.run(None, patch_feeds(batch))[0])
+
+
+def _native(model: nn.Module, plan: Plan, image_fn: Callable[[torch.Tensor], torch.Tensor] | None
+            ) -> Callable[[Any], torch.Tensor]:
+    """A runner of ``PatchBatch``es: ONNX Runtime on the graph of patch sequences (its mask an input), eager
+    torch on the batch as it is; the other backends (and rotary models on ONNX Runtime, which have no such
+    graph) run their image graph once per grid."""
+    if plan.backend == "onnxruntime" and model.config.rope == "none":
+        return _onnx_patch_runner(model, plan.precision)
+    if plan.backend == "eager" and image_fn is not None:  # the converted model takes patch batches as they are
+        return image_fn
+    if image_fn is None:
+        image_fn = _onnx_runner(model, plan.precision)
+    return partial(run_by_grid, image_fn, patch_size=model.config.patch_size[0], channels=model.config.in_chans)
+
+
 def _compiled(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """torch.compile: on a CPU with Inductor's freezing (weights folded as constants, prepacked for oneDNN);
     on CUDA with CUDA graphs (mode 'reduce-overhead'). Compiles at the first call (tens of seconds)."""
@@ -172,9 +197,14 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor
     return torch.compile(module, options={"freezing": True})
 
 
-def _build(model: nn.Module, plan: Plan, device: torch.device, *, calibration: Any, mode: str
+def _build(model: nn.Module, plan: Plan, device: torch.device, *, calibration: Any, mode: str, native: bool = False
            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
-    """The callable of one path, and the converted module that runs (None outside torch)."""
+    """The callable of one path (of ``PatchBatch``es when ``native``), and the converted module that runs (None
+    outside torch)."""
+    if native:
+        fn, module = (None, None) if plan.backend == "onnxruntime" else _build(model, plan, device,
+                                                                            calibration=calibration, mode=mode)
+        return _native(model, plan, fn), module
     if plan.backend == "onnxruntime":
         return _onnx_runner(model, plan.precision), None
     if plan.backend == "openvino":
@@ -183,8 +213,11 @@ def _build(model: nn.Module, plan: Plan, device: torch.device, *, calibration: A
     return (_compiled(module, device) if plan.backend == "compile" else module), module
 
 
-def _trial_input(model: nn.Module, batch_size: int) -> torch.Tensor:
-    """Real photos through the model's preprocessing (random pixels for a model without a pretrained cfg)."""
+def _trial_input(model: nn.Module, batch_size: int, native: bool = False) -> Any:
+    """Real photos through the model's preprocessing (random pixels for a model without a pretrained cfg);
+    ``native``: as patch sequences at the model's budget."""
+    if native:
+        return PatchProcessor.from_model(model, pad_to="longest")(default_calibration_images(batch_size))
     try:
         processor = ImageProcessor.from_model(model)
     except ConfigError:
@@ -195,21 +228,22 @@ def _trial_input(model: nn.Module, batch_size: int) -> torch.Tensor:
 
 
 def _tuned(model: nn.Module, static: Plan, device: torch.device, *, batch_size: int, calibration: Any, mode: str,
-           cache: PathCache) -> tuple[Plan, Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
+           cache: PathCache, native: bool = False
+           ) -> tuple[Plan, Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
     """The fastest installed CPU path in the static plan's precision, by a timed trial (or the cached winner)."""
     cpu = CpuCapability.detect()
     key = cache_key(model_fingerprint(model), cpu=cpu.describe(), threads=torch.get_num_threads(),
-                    batch=batch_size, precision=static.precision)
+                    batch=batch_size, precision=static.precision + ("|native" if native else ""))
     hit = cache.get(key)
     if hit is not None and hit["backend"] in BACKENDS:
         plan = Plan(static.precision, hit["backend"], f"{hit.get('reason', '')} (cached in {cache.path})")
-        return (plan, *_build(model, plan, device, calibration=calibration, mode=mode))
+        return (plan, *_build(model, plan, device, calibration=calibration, mode=mode, native=native))
     installed = {"eager": True, "onnxruntime": onnxruntime_available(), "openvino": openvino_available()}
     backends = [b for b in ("eager", "onnxruntime", "openvino")
                 if installed[b] and static.precision in BACKEND_PRECISIONS[b]]
-    built = {b: _build(model, Plan(static.precision, b, ""), device, calibration=calibration, mode=mode)
-             for b in backends}
-    x = _trial_input(model, batch_size)
+    built = {b: _build(model, Plan(static.precision, b, ""), device, calibration=calibration, mode=mode,
+                       native=native) for b in backends}
+    x = _trial_input(model, batch_size, native)
     with torch.inference_mode():
         reference = model(x).float()
         result = run_trial({b: fn for b, (fn, _) in built.items()}, x, reference,
@@ -224,7 +258,8 @@ def _tuned(model: nn.Module, static: Plan, device: torch.device, *, batch_size: 
 
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: str = "auto", *,
                            calibration: Any = None, mode: str = "latency", trial: bool | None = None,
-                           batch_size: int = 8, cache_dir: str | os.PathLike | None = None) -> InferenceRunner:
+                           batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
+                           native: bool = False) -> InferenceRunner:
     """A fast callable for ``model``'s inference: ``runner(x)`` for (B, 3, H, W) float images returns the
     output (logits, or pooled features for a headless model) as a tensor on the model's device.
 
@@ -240,6 +275,11 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     int8 is dynamic quantization for eager and ONNX Runtime, NNCF's static quantization for OpenVINO, calibrated
     on ``calibration`` (batches from ``openvino_runtime.calibration_batches``; by default crops of
     scikit-learn's sample photos). OpenVINO's ``mode``: 'latency' or 'throughput' (streams for batch jobs).
+
+    ``native=True``: the runner takes images at their own aspect ratio, a ``vitkit.patches.PatchBatch``
+    (``PatchProcessor``'s patches, mask and grids), in one call: ONNX Runtime runs the graph of padded patch
+    sequences (``export.export_onnx_native``, the mask an input); the other backends run their image graph once
+    per distinct grid (``patches.run_by_grid``), as do rotary models.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: expected a positive number of images.")
@@ -248,9 +288,9 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     name = name_of(model)
     if backend == "auto" and device.type == "cpu" and trials_enabled(trial):
         plan, fn, module = _tuned(model, plan, device, batch_size=batch_size, calibration=calibration, mode=mode,
-                                  cache=PathCache(cache_dir))
+                                  cache=PathCache(cache_dir), native=native)
     else:
-        fn, module = _build(model, plan, device, calibration=calibration, mode=mode)
+        fn, module = _build(model, plan, device, calibration=calibration, mode=mode, native=native)
     runner = InferenceRunner(fn, plan, device, name, module)
     log.info("%r", runner)
     return runner

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import PretrainedCfg, ViTConfig, nearest_multiple
-from .errors import ConfigError, InputSizeError
+from .errors import ConfigError, ExportError, InputSizeError
 from .layers import (
     PREFIX_TOKENS,
     AttentionPoolHead,
@@ -25,7 +25,7 @@ from .layers import (
     init_module,
     init_parameter,
 )
-from .posemb import posemb_sincos_2d, resample_posemb
+from .posemb import posemb_at_tokens, posemb_sincos_2d, posemb_sincos_2d_at, resample_posemb, token_positions
 from .rope import rope_table
 
 OUTPUT_FORMATS = ("NCHW", "NLC")
@@ -247,10 +247,11 @@ class VisionTransformer(nn.Module):
         return self._embed(x)[0]
 
     # ------------------------------------------------------------------ forward passes
-    def _run_block(self, block: nn.Module, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
+    def _run_block(self, block: nn.Module, x: torch.Tensor, rope: torch.Tensor | None = None,
+                   attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
-            return checkpoint(block, x, rope, use_reentrant=False)
-        return block(x, rope)
+            return checkpoint(block, x, rope, attn_mask=attn_mask, use_reentrant=False)
+        return block(x, rope, attn_mask=attn_mask)
 
     def _embed_with_rope(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         tokens, grid = self._embed(x)
@@ -380,15 +381,22 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed.norm(x)
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
         embedded_prefix = 0 if c.no_embed_class else self.num_prefix_tokens
+        # a graph being traced or exported computes each token's terms from the grids it reads at run time;
+        # eagerly each distinct grid is resampled once, with torch's own resize
+        recording = torch.jit.is_tracing() or torch.compiler.is_exporting()
+        rows, cols = token_positions(grids, mask) if recording else (None, None)
         if c.posemb == "sincos2d":
-            x = x + self._per_grid(grids, L, lambda g: posemb_sincos_2d(g, self.embed_dim)[0], self.embed_dim,
-                                   x.device, x.dtype)
+            x = x + (posemb_sincos_2d_at(rows.float(), cols.float(), self.embed_dim).to(x.dtype) if recording else
+                     self._per_grid(grids, L, lambda g: posemb_sincos_2d(g, self.embed_dim)[0], self.embed_dim,
+                                    x.device, x.dtype))
         elif c.posemb != "none":
             def patch_posemb(grid: tuple[int, int]) -> torch.Tensor:
                 return resample_posemb(self.pos_embed, grid, num_prefix_tokens=embedded_prefix, old_grid=c.grid_size,
                                        style=c.resample_style)[0, embedded_prefix:]
 
-            x = x + self._per_grid(grids, L, patch_posemb, self.embed_dim, x.device, x.dtype)
+            x = x + (posemb_at_tokens(self.pos_embed[:, embedded_prefix:], c.grid_size, grids, rows, cols,
+                                      style=c.resample_style).to(x.dtype) if recording else
+                     self._per_grid(grids, L, patch_posemb, self.embed_dim, x.device, x.dtype))
             if embedded_prefix:
                 prefix = [t + pe for t, pe in zip(prefix, self.pos_embed[:, :embedded_prefix].split(
                     [t.shape[1] for t in prefix], dim=1))]
@@ -396,6 +404,10 @@ class VisionTransformer(nn.Module):
         full_mask = torch.cat([mask.new_ones(B, self.num_prefix_tokens), mask], dim=1)
         rope = None
         if c.rope != "none":
+            if recording:
+                raise ExportError("Rotary position embeddings of patch sequences are computed per grid in Python; "
+                                  "a graph of them cannot be traced yet. Export this model for images "
+                                  "(without max_patches): it takes any height and width.")
             head_dim = c.embed_dim // c.num_heads
             rope = self._per_grid(grids, L, lambda g: self.rope_table(g, device=x.device), 2 * head_dim,
                                   x.device, torch.float32)[:, None]  # (B, L, 2hd) -> (B, 1, L, 2hd)
@@ -409,7 +421,7 @@ class VisionTransformer(nn.Module):
         x, full_mask, rope = self.embed_patches(patches, mask, grids)
         keys = full_mask[:, None, None, :]  # (B, prefix + L) -> (B, 1, 1, prefix + L)
         for block in self.blocks:
-            x = block(x, rope, attn_mask=keys)
+            x = self._run_block(block, x, rope, attn_mask=keys)
         return self.norm(x), full_mask
 
     def forward_patches(self, patches: torch.Tensor, mask: torch.Tensor, grids: torch.Tensor, *,

@@ -83,13 +83,33 @@ class PatchBatch:
     def __len__(self) -> int:
         return self.patches.shape[0]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> PatchBatch:
-        return PatchBatch(self.patches.to(device=device, dtype=dtype), self.mask.to(device), self.grids.to(device))
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
+           non_blocking: bool = False) -> PatchBatch:
+        """On ``device`` with float patches in ``dtype`` (``batch.to(torch.bfloat16)`` casts, as a tensor's does)."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
+        return PatchBatch(self.patches.to(device=device, dtype=dtype, non_blocking=non_blocking),
+                          self.mask.to(device, non_blocking=non_blocking),
+                          self.grids.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> PatchBatch:
+        """Page-locked copies (what a DataLoader with ``pin_memory`` asks of a batch)."""
+        return PatchBatch(self.patches.pin_memory(), self.mask.pin_memory(), self.grids.pin_memory())
 
     def select(self, index: int | slice) -> PatchBatch:
         """A sub-batch (rows of every tensor), e.g. one image as ``batch.select(slice(i, i + 1))``."""
         index = slice(index, index + 1) if isinstance(index, int) else index
         return PatchBatch(self.patches[index], self.mask[index], self.grids[index])
+
+    def chunk(self, chunks: int) -> list[PatchBatch]:
+        """Up to ``chunks`` sub-batches of consecutive images (as ``torch.chunk`` splits a tensor), each trimmed
+        to its own longest sequence."""
+        parts = []
+        for index in torch.arange(len(self)).chunk(chunks):
+            part = self.select(slice(int(index[0]), int(index[-1]) + 1))
+            length = int(part.mask.sum(dim=1).max())
+            parts.append(PatchBatch(part.patches[:, :length], part.mask[:, :length], part.grids))
+        return parts
 
     @property
     def tokens(self) -> int:

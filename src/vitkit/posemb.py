@@ -44,17 +44,22 @@ def posemb_sincos_2d(grid: tuple[int, int], dim: int, *, temperature: float = 10
     Quarters of the width: sin(x * w), cos(x * w), sin(y * w), cos(y * w) with w = temperature ** -(i / (dim/4 - 1)),
     over row-major (y, x) patch positions. Computed in float32 (then cast), as big_vision does.
     """
-    if dim % 4:
-        raise ValueError(f"sincos2d position embeddings need a width divisible by 4, got {dim}")
     y, x = torch.meshgrid(torch.arange(grid[0], device=device, dtype=torch.float32),
                           torch.arange(grid[1], device=device, dtype=torch.float32), indexing="ij")
+    return posemb_sincos_2d_at(y.flatten(), x.flatten(), dim, temperature=temperature).to(dtype)[None]
+
+
+def posemb_sincos_2d_at(rows: torch.Tensor, cols: torch.Tensor, dim: int, *, temperature: float = 10_000.0
+                        ) -> torch.Tensor:
+    """``posemb_sincos_2d``'s embeddings (..., dim) of patches at float32 ``rows`` and ``cols`` (any shape)."""
+    if dim % 4:
+        raise ValueError(f"sincos2d position embeddings need a width divisible by 4, got {dim}")
     quarter = dim // 4
-    omega = torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter - 1, 1)
+    omega = torch.arange(quarter, device=rows.device, dtype=torch.float32) / max(quarter - 1, 1)
     omega = 1.0 / temperature ** omega
-    x = x.flatten()[:, None] * omega[None, :]  # (H*W, dim/4)
-    y = y.flatten()[:, None] * omega[None, :]
-    pe = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)  # (H*W, dim)
-    return pe.to(dtype)[None]
+    x = cols[..., None] * omega  # (..., dim/4)
+    y = rows[..., None] * omega
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)  # (..., dim)
 
 
 def resample_posemb(
@@ -107,3 +112,68 @@ def resample_patch_embed(weight: torch.Tensor, new_size: tuple[int, int], *, sty
     # (D, C, kh*kw) @ (kh*kw, h'*w') -> (D, C, h', w')
     out = weight.float().reshape(dim, chans, -1) @ torch.linalg.pinv(resize)
     return out.reshape(dim, chans, *new_size).to(weight.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- in a graph
+def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
+    """Keys' cubic convolution kernel at |x| (torch's ``cubic_convolution1`` / ``2``), 0 beyond 2."""
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def _triangle(x: torch.Tensor) -> torch.Tensor:
+    return (1 - x.abs()).clamp(min=0)
+
+
+def resize_weights(size_in: int, size_out: torch.Tensor, index: torch.Tensor, style: str) -> torch.Tensor:
+    """Row ``index`` of the (size_out, size_in) matrix by which ``F.interpolate`` in ``style`` resizes an axis
+    of ``size_in`` samples to ``size_out``: (...) integer tensors (broadcast) -> (..., size_in) float32 weights.
+
+    The same weights as torch's kernels (antialiased: PIL's filters, support widened by the downscale and
+    renormalised; plain bilinear / bicubic: 2 / 4 taps with the edge sample repeated; corners aligned), written
+    as tensor arithmetic on the sizes, so a traced or exported graph resizes to sizes it reads at run time.
+    """
+    opts = RESAMPLE_STYLES[style]
+    j = torch.arange(size_in, dtype=torch.float32, device=index.device)  # the input samples
+    n_out, i = size_out.float()[..., None], index.float()[..., None]
+    if opts.get("align_corners"):
+        weights = _triangle(j - i * (size_in - 1) / (n_out - 1).clamp(min=1))
+    elif opts["antialias"]:
+        scale = size_in / n_out
+        x = (j + 0.5 - (i + 0.5) * scale) / scale.clamp(min=1)  # the filter's argument, widened when shrinking
+        weights = _cubic(x, -0.5) if opts["mode"] == "bicubic" else _triangle(x)
+    else:
+        src = (i + 0.5) * size_in / n_out - 0.5  # the source position of output sample i
+        if opts["mode"] == "bilinear":
+            weights = _triangle(j - src.clamp(min=0))  # past the last sample: renormalised onto it below
+        else:  # 4 taps around floor(src), each clamped to the axis (the edge sample repeated)
+            base, t = src.floor(), src - src.floor()
+            coeffs = (_cubic(t + 1, -0.75), _cubic(t, -0.75), _cubic(1 - t, -0.75), _cubic(2 - t, -0.75))
+            weights = sum(c * (j == (base + k - 1).clamp(0, size_in - 1)).float() for k, c in enumerate(coeffs))
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def token_positions(grids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, column) of each token of padded patch sequences: grids (B, 2) and mask (B, L) -> two (B, L)
+    long tensors, row-major over each image's grid; padding takes its image's last patch (so anything
+    computed from it stays finite, and masked). Traceable: the length is read from ``mask``."""
+    n = mask.long().cumsum(dim=1) - 1  # (B, L): 0, 1, ... over real tokens, then the last one repeated
+    n = torch.maximum(n, torch.zeros_like(n))
+    cols = grids[:, 1:]
+    rows = torch.div(n, cols, rounding_mode="floor")
+    return rows, n - rows * cols
+
+
+def posemb_at_tokens(grid_posemb: torch.Tensor, old_grid: tuple[int, int], grids: torch.Tensor, rows: torch.Tensor,
+                     cols: torch.Tensor, *, style: str) -> torch.Tensor:
+    """``resample_posemb`` for a batch of grids at once, per token: (1, H*W, C) patch position embeddings on
+    ``old_grid``, each image's grid ``grids`` (B, 2) and each token's ``rows`` and ``cols`` (B, L) -> (B, L, C),
+    token (r, c) of image b taking row r, column c of the embeddings resized to ``grids[b]`` (float32 math,
+    the input's dtype back). Tensor arithmetic only: a graph takes the grids as an input."""
+    H, W = old_grid
+    wy = resize_weights(H, grids[:, :1], rows, style)  # (B, L, H)
+    wx = resize_weights(W, grids[:, 1:], cols, style)  # (B, L, W)
+    mix = (wy[..., :, None] * wx[..., None, :]).flatten(2)  # (B, L, H, W) -> (B, L, H*W)
+    return (mix @ grid_posemb[0].float()).to(grid_posemb.dtype)  # (B, L, H*W) @ (H*W, C) -> (B, L, C)

@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from .fileio import atomic_write
 from .inference import optimize_for_inference
 from .labels import class_scores, is_multi_label, labels_for_model
 from .model import name_of
-from .patches import PatchProcessor, processor_for, run_by_grid
+from .patches import PatchProcessor, processor_for
 from .processor import ImageInput, ImageProcessor
 from .registry import is_registered
 from .runtime import ModelSpec, borrowed, model_device, resolve_model
@@ -150,9 +149,9 @@ def _predict(images: Sequence[ImageInput], net: torch.nn.Module, *, top_k: int, 
     names = labels_for_model(net, labels)
     k = min(top_k, num_classes)
     # the model as it is for the default path; else an optimized copy (the caller's model is not changed)
-    run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(net, precision, backend)
-    if run is not net and isinstance(processor, PatchProcessor):  # a runner of images: one call per grid
-        run = partial(run_by_grid, run, patch_size=processor.patch_size, channels=net.config.in_chans)
+    # (patch sequences: ONNX Runtime runs the graph that takes them, other runners their image graph per grid)
+    run = net if (precision, backend) == ("fp32", "eager") else optimize_for_inference(
+        net, precision, backend, native=isinstance(processor, PatchProcessor))
     results: list[ImagePredictions | None] = [None] * len(images)
     groups = chunks(range(len(images)), batch_size)
     for batch in tqdm(batches(processor, images, groups), total=len(groups), desc="predict", unit="batch",

@@ -47,7 +47,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _print_start(s: dict[str, Any]) -> None:
     data = "the digits" if s["source"] == "digits" else "an image folder"
     chosen = "" if s["model_given"] else f" (the default for {data}; choose with --model)"
-    print(f"model {s['model']}{chosen} at {s['img_size']} pixels: {s['params']:,} parameters, "
+    size = f"each image's own aspect ratio, up to {s['max_patches']} patches" if s.get("max_patches") else \
+        f"{s['img_size']} pixels"
+    print(f"model {s['model']}{chosen} at {size}: {s['params']:,} parameters, "
           f"{s['trainable_params']:,} trainable ({_share(s['trainable_params'], s['params'])}, "
           f"{_lora_line(s) or 'freeze=' + s['freeze']})")
     if s.get("teacher"):

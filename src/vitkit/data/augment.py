@@ -61,12 +61,15 @@ GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "
 
 
 def random_resized_crop_box(width: int, height: int, rng: random.Random, scale: tuple[float, float],
-                            ratio: tuple[float, float]) -> tuple[int, int, int, int]:
-    """A (left, top, right, bottom) box of a random area fraction in ``scale`` and aspect in ``ratio``.
+                            ratio: tuple[float, float], *, relative: bool = False) -> tuple[int, int, int, int]:
+    """A (left, top, right, bottom) box of a random area fraction in ``scale`` and aspect in ``ratio``
+    (``relative``: in ``ratio`` times the image's own aspect, for models that see images at their shape).
 
     Ten tries as in the Inception paper, then the largest centred box of an allowed aspect.
     """
     area = width * height
+    if relative:
+        ratio = (ratio[0] * width / height, ratio[1] * width / height)
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
         target = area * rng.uniform(*scale)
@@ -120,10 +123,18 @@ class TrainTransform:
             m = -m
         return fn(img, m)
 
+    #: crop aspects relative to the image's own (subclasses that keep the image's shape)
+    relative_ratio = False
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) a crop of ``height`` x ``width`` pixels is resized to: the model's input size."""
+        return self.size
+
     def augment(self, img: Image.Image, rng: random.Random) -> Image.Image:
         """The augmented Pillow image at the model's input size."""
-        box = random_resized_crop_box(img.width, img.height, rng, self.scale, self.ratio)
-        h, w = self.size
+        box = random_resized_crop_box(img.width, img.height, rng, self.scale, self.ratio,
+                                      relative=self.relative_ratio)
+        h, w = self.output_size(box[3] - box[1], box[2] - box[0])
         img = img.resize((w, h), resample=resample_filter(self.interpolation), box=box)
         if rng.random() < self.hflip:
             img = ImageOps.mirror(img)

@@ -262,13 +262,15 @@ class TransformedImages(torch.utils.data.Dataset):
         return None
 
 
-def collate_skipping(batch: list[tuple[torch.Tensor, int, int] | None]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Stack the readable samples: (images (B, C, H, W), labels (B,), number of unreadable images met)."""
+def collate_skipping(batch: list[tuple[Any, int, int] | None], stack: Callable[[list[Any]], Any] = torch.stack
+                     ) -> tuple[Any, torch.Tensor, int]:
+    """Stack the readable samples: (images (B, C, H, W), labels (B,), number of unreadable images met).
+    ``stack``: how the samples' images become one batch (default ``torch.stack``; patch sequences are padded)."""
     good = [b for b in batch if b is not None]
     skipped = len(batch) - len(good) + sum(b[2] for b in good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
     labels = [b[1] for b in good]
     if isinstance(labels[0], torch.Tensor):  # multi-hot (K,) targets of multi-label data -> (B, K)
-        return torch.stack([b[0] for b in good]), torch.stack(labels).float(), skipped
-    return torch.stack([b[0] for b in good]), torch.tensor(labels, dtype=torch.long), skipped
+        return stack([b[0] for b in good]), torch.stack(labels).float(), skipped
+    return stack([b[0] for b in good]), torch.tensor(labels, dtype=torch.long), skipped

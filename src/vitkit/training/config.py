@@ -212,6 +212,11 @@ class NetworkSettings(Settings):
     img_size: int | None = setting(None, optional_as(positive_int), parse=int, metavar="N",
                                    help="input size N x N (position embeddings resampled); default: the model's own "
                                         "(vit_digits: 32, *_224: 224)")
+    max_patches: int | None = setting(None, optional_as(positive_int), parse=int, metavar="N",
+                                      help="train and validate each image at its own aspect ratio, resized to at "
+                                           "most N patches (padded patch sequences with a mask; position embeddings "
+                                           "resampled per image; the crop's aspect range is relative to the image's); "
+                                           "the exports run that way too. Default: square crops at --img-size")
     freeze: str = setting("none", _freeze, help="none | backbone (linear probing) | blocks:N (last N blocks + head)")
     grad_checkpointing: bool = setting(False, boolean, help="recompute activations: less memory, more compute")
     compile: bool = setting(False, boolean, help="torch.compile the model for the training step (the first steps pay "
@@ -441,11 +446,28 @@ class TrainConfig:
             hints = keyword("lora_rank", self.lora.rank), keyword("freeze", self.network.freeze)
             raise ConfigError(f"{hints[0]} trains only the adapters and the head; {hints[1]} cannot be combined with "
                               f"it. Drop one of the two.", hints=hints)
+        if self.network.max_patches is not None:
+            self._check_native()
         try:
             self.lora.config()
         except ConfigError as exc:
             hints = tuple(keyword(name) for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets"))
             raise ConfigError(f"{exc} (set by {'/'.join(map(str, hints))})", hints=hints) from None
+
+    def _check_native(self) -> None:
+        """Settings that mix or share whole pixel grids cannot take images of different shapes."""
+        native = keyword("max_patches", self.network.max_patches)
+        for name, value in (("mixup", self.augment.mixup), ("cutmix", self.augment.cutmix)):
+            if value:
+                other = keyword(name, value)
+                raise ConfigError(f"{other} mixes images pixel by pixel, which needs them all at one size; with "
+                                  f"{native} each image keeps its own shape. Drop one of the two.",
+                                  hints=(other, native))
+        if self.distillation.teacher is not None:
+            other = keyword("teacher", self.distillation.teacher)
+            raise ConfigError(f"{other} scores the student's batch, and with {native} that batch is patch sequences, "
+                              f"which a teacher of another patch size cannot read. Drop one of the two.",
+                              hints=(other, native))
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting by its flat name (``report.json``'s ``config``, the training state's ``train_config``)."""

@@ -140,6 +140,8 @@ class Trainer:
             self.model = build_model(net.model, num_classes=len(self.splits.classes), weights=net.weights,
                                      overrides=net.model_overrides, img_size=net.img_size)
         label_model(self.model, self.splits)
+        if net.max_patches is not None:  # the exports run each image at its own aspect ratio at this budget
+            self.model.pretrained_cfg = self.model.pretrained_cfg.replace(max_num_patches=net.max_patches)
         self.trainable, self.total = setup_trainable(self.model, cfg)  # LoRA adapters or --freeze
         self.model.set_grad_checkpointing(net.grad_checkpointing)
         self.model.to(self.device)
@@ -158,7 +160,8 @@ class Trainer:
                                label_smoothing=opt.label_smoothing)
         workers = cfg.source.workers
         self.workers = workers if workers is not None else default_workers(self.splits.train, dist.world_size)
-        self.train_tf, self.eval_tf = train_transform(self.model, cfg.augment, cfg.run.seed), EvalTransform(self.model)
+        self.train_tf = train_transform(self.model, cfg.augment, cfg.run.seed, max_patches=net.max_patches)
+        self.eval_tf = EvalTransform(self.model, max_patches=net.max_patches)
         self.progress = Progress(stats=EpochStats(loss_sum=_loss_accumulator(self.device)))
         self.checked_step = 0  # the step at which the loss was last seen finite on every rank
         self.stop = StopRequest()  # entered by ``train`` for the length of the training loop
@@ -211,7 +214,8 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """What is being trained: the model, its parameter counts, the data and the schedule."""
         h, w = self.model.config.img_size
-        return {"model": self.model.model_name or self.cfg.network.model, "img_size": f"{h}x{w}",
+        native = {"max_patches": self.cfg.network.max_patches} if self.cfg.network.max_patches else {}
+        return {"model": self.model.model_name or self.cfg.network.model, "img_size": f"{h}x{w}", **native,
                 "params": self.total, "trainable_params": self.trainable, "freeze": self.cfg.network.freeze,
                 **self.splits.describe(),
                 "epochs": self.cfg.optim.epochs, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,

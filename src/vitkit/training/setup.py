@@ -7,6 +7,8 @@ import logging
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from ..data.datasets import DIGITS_SOURCE, DataSplits, LabelledImages, Transform
 from ..data.labelfiles import is_multi_label
 from ..errors import ConfigError, DataError
 from ..fileio import parse_json, read_regular_bytes
-from ..processor import ImageProcessor
+from ..patches import PatchBatch, PatchProcessor, pad_sequences, processor_for, size_for_patch_budget, to_patches
 from ..runtime import load_model
 from ..weights import build, load_pretrained
 from .config import AugmentSettings
@@ -116,24 +118,60 @@ def check_model_classes(model: torch.nn.Module, classes: list[str]) -> None:
                         f"{classes[:5]}...; evaluate it on the data it was trained on.")
 
 
-def train_transform(model: torch.nn.Module, augment: AugmentSettings, seed: int) -> SeededTransform:
-    """The run's training augmentation at the model's input size and normalisation."""
+@dataclass(frozen=True)
+class PatchTrainTransform(TrainTransform):
+    """The training augmentation of images at their own aspect ratio: the random crop (its aspect range
+    relative to the image's), flip and policy, then the crop resized to the patch budget as ``PatchProcessor``
+    sizes an image, and cut into patches: ``transform(img, rng) -> (patches (h*w, p*p*C), grid (h, w))``."""
+
+    patch_size: int = 16
+    max_num_patches: int = 256
+    relative_ratio = True
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return size_for_patch_budget(height, width, patch_size=self.patch_size, max_num_patches=self.max_num_patches)
+
+    def __call__(self, img: Image.Image, rng: random.Random) -> tuple[torch.Tensor, tuple[int, int]]:  # type: ignore[override]
+        x = super().__call__(img, rng)  # (C, h * p, w * p)
+        p = self.patch_size
+        return to_patches(x, p), (x.shape[1] // p, x.shape[2] // p)
+
+
+def train_transform(model: torch.nn.Module, augment: AugmentSettings, seed: int, *,
+                    max_patches: int | None = None) -> SeededTransform:
+    """The run's training augmentation at the model's input size and normalisation (``max_patches``: each
+    image at its own aspect ratio within that many patches, as patch sequences)."""
     pcfg = model.pretrained_cfg
-    tt = TrainTransform(size=tuple(model.config.img_size), mean=tuple(pcfg.mean), std=tuple(pcfg.std),
-                        interpolation=pcfg.interpolation, scale=tuple(augment.crop_scale),
-                        ratio=tuple(augment.crop_ratio), hflip=augment.hflip, policy=augment.aug,
-                        magnitude=augment.magnitude)
-    return SeededTransform(tt, seed)
+    common = dict(mean=tuple(pcfg.mean), std=tuple(pcfg.std), interpolation=pcfg.interpolation,
+                  scale=tuple(augment.crop_scale), ratio=tuple(augment.crop_ratio), hflip=augment.hflip,
+                  policy=augment.aug, magnitude=augment.magnitude, size=tuple(model.config.img_size))
+    if max_patches is None:
+        return SeededTransform(TrainTransform(**common), seed)
+    patches = PatchProcessor.from_model(model, max_num_patches=max_patches)  # refuses non-square patches
+    return SeededTransform(PatchTrainTransform(**common, patch_size=patches.patch_size,
+                                               max_num_patches=patches.max_num_patches), seed)
 
 
 class EvalTransform:
-    """``transform(img, epoch, index)`` applying the model's evaluation preprocessing (no randomness)."""
+    """``transform(img, epoch, index)`` applying the model's evaluation preprocessing (no randomness): fixed
+    size, or patch sequences with ``max_patches`` or for a native-aspect model (``patches.processor_for``)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.processor = ImageProcessor.from_model(model)
+    def __init__(self, model: torch.nn.Module, *, max_patches: int | None = None) -> None:
+        self.processor = processor_for(model, max_patches=max_patches)
 
-    def __call__(self, img: Image.Image, epoch: int, index: int) -> torch.Tensor:
+    def __call__(self, img: Image.Image, epoch: int, index: int) -> Any:
         return self.processor.preprocess_one(img)
+
+
+def yields_patches(transform: Any) -> bool:
+    """Whether ``transform`` makes patch sequences (batched by padding) rather than fixed-size images."""
+    return isinstance(getattr(transform, "transform", None), PatchTrainTransform) or \
+        isinstance(getattr(transform, "processor", None), PatchProcessor)
+
+
+def stack_patches(items: list[tuple[torch.Tensor, tuple[int, int]]]) -> PatchBatch:
+    """Patch sequences of one batch padded to the longest of them, with their mask and grids."""
+    return pad_sequences([p for p, _ in items], [g for _, g in items])
 
 
 def default_workers(images: LabelledImages, world_size: int) -> int:
@@ -147,7 +185,8 @@ def make_loader(images: LabelledImages, transform: Any, batch_sampler: Any, work
                 pin_memory: bool = False, training: bool = False) -> torch.utils.data.DataLoader:
     """Batches of (images, labels, unreadable count); in training an unreadable image is replaced, not dropped."""
     data = TransformedImages(images, transform, replace_unreadable=training)
-    return torch.utils.data.DataLoader(data, batch_sampler=batch_sampler, collate_fn=collate_skipping,
+    collate = partial(collate_skipping, stack=stack_patches) if yields_patches(transform) else collate_skipping
+    return torch.utils.data.DataLoader(data, batch_sampler=batch_sampler, collate_fn=collate,
                                        num_workers=workers, pin_memory=pin_memory)
 
 
