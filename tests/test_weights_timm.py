@@ -154,3 +154,28 @@ def test_timm_writer_round_trips(timm, tmp_path, ckpt):
     again = vitkit.from_pretrained(folder)
     x = images()
     assert max_diff(target(x), ref(x)) <= TOL and max_diff(again(x), ref(x)) <= TOL
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_dinov3_qkvb", "vit_small_plus_patch16_dinov3",
+                                  "eva02_tiny_patch14_224", "vit_pe_core_tiny_patch16_384"])
+def test_rotary_models_written_for_timm_load_in_timms_eva_with_the_same_features(name, tmp_path):
+    """DINOv3, EVA-02 and PE are timm's Eva class: the written folder's model_args are Eva's and the layer
+    scales its gamma_1/gamma_2, so timm builds and loads the folder; reading it back gives the model again."""
+    import json
+
+    from _refs import require
+    from _text_refs import redraw
+
+    timm = require("timm")
+    model = vitkit.create_model(name, depth=2).eval()
+    redraw(model)
+    out = vitkit.save_pretrained(model, tmp_path / "t", format="timm")
+    cfg = json.loads((out / "config.json").read_text())
+    ref = timm.create_model(cfg["architecture"], pretrained=True, **cfg["model_args"],
+                            pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"))).eval()
+    back = vitkit.create_model(name, depth=2, pretrained=out).eval()
+    x = torch.randn(2, 3, *model.config.img_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.forward_features(x)
+        assert (ref.forward_features(x) - want).abs().max() <= 1e-5
+        assert (back.forward_features(x) - want).abs().max() == 0

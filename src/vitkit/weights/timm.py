@@ -6,6 +6,7 @@ A timm folder from the Hub has ``config.json`` with ``architecture``, ``pretrain
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,15 @@ RULES = (
     ("embeds.norm.bias", "patch_embed.norm.bias", "id"),
 )
 NAFLEX_POSITIONS = "embeds.pos_embed"
+_EVA_LAYER_SCALE = re.compile(r"^(blocks\.\d+\.)ls([12])\.gamma$")
 
 # ViTConfig fields with the same name and meaning in timm's VisionTransformer(**kwargs)
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
              "mlp_ratio", "qkv_bias", "qk_norm", "proj_bias", "init_values", "class_token", "no_embed_class",
              "reg_tokens", "pre_norm", "final_norm", "fc_norm")
+# the kwargs of timm's Eva (DINOv3, EVA-02, PE) with vitkit's names and meaning
+EVA_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
+            "mlp_ratio", "qkv_bias", "init_values", "class_token", "no_embed_class")
 PCFG_KEYS = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation", "num_classes")
 # vitkit's multi-label flag rides at the top level of config.json: timm ignores unknown top-level keys, but
 # builds its PretrainedCfg(**pretrained_cfg) and fails on an unknown key inside pretrained_cfg
@@ -89,11 +94,12 @@ def stated_pretrained_cfg(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
-    """A timm Hub-style config.json: architecture, class count, preprocessing and model kwargs."""
+    """A timm Hub-style config.json: architecture, class count, preprocessing and model kwargs (for a rotary
+    model, timm's ``Eva`` class: the kwargs it shares with vitkit; the architecture names the rest)."""
     c = model.config
-    args = {k: getattr(c, k) for k in TIMM_ARGS}
+    args = {k: getattr(c, k) for k in (EVA_ARGS if c.rope else TIMM_ARGS)}
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
-    if c.act_layer != "gelu" and c.act_layer in ACT_LAYERS:  # timm's get_act_layer builds each from its name
+    if not c.rope and c.act_layer != "gelu" and c.act_layer in ACT_LAYERS:  # timm's get_act_layer builds each
         args["act_layer"] = c.act_layer
     pcfg = model.pretrained_cfg
     out = {"architecture": model.model_name or "vit_custom", "num_classes": c.num_classes,
@@ -108,15 +114,21 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
 
 def write(model: VisionTransformer, path: Path) -> Path:
     """A timm state dict as safetensors: ``path`` itself if it ends in .safetensors, else a Hub-style folder."""
-    if model.config.posemb != "learn":
+    c = model.config
+    if c.posemb == "sincos2d":
         raise CheckpointError("Cannot save this model for timm: it has fixed sin-cos position embeddings "
                               "(posemb='sincos2d'), which timm's VisionTransformer cannot build. Save it in the "
                               "'vitkit' or 'npz' (big_vision's layout) format instead.")
+    if c.posemb == "none" and c.rope != "dinov3":
+        raise CheckpointError("Cannot save this model for timm: it has no position embedding and no DINOv3 rotary "
+                              "embedding, which timm's classes cannot build. Save it in the 'vitkit' format instead.")
     if model.config.global_pool == "token_avg":
         raise CheckpointError("Cannot save this model for timm: its head reads the class token and the mean patch "
                               "token side by side (global_pool='token_avg'), which timm's VisionTransformer cannot "
                               "build. Save it in the 'vitkit' format instead.")
     state: dict[str, torch.Tensor] = model.state_dict()
+    if c.rope:  # timm's Eva (DINOv3, EVA-02, PE) names layer scales gamma_1, gamma_2
+        state = {_EVA_LAYER_SCALE.sub(r"\1gamma_\2", k): v for k, v in state.items()}
     if path.suffix == ".safetensors":
         return write_safetensors(state, path)
     write_safetensors(state, path / "model.safetensors")
