@@ -37,6 +37,9 @@ GRID_SIZE = Hint(" Pass img_size=(H, W) of the checkpoint.",
 
 # Heads of published widths beyond the registry's (g, DINOv2-g, G); other unknown widths: 64-dim heads
 HEADS_BY_WIDTH = {1408: 16, 1536: 24, 1664: 16}
+# The fields a checkpoint's tensors decide (a named architecture's hints leave them to the shapes)
+SHAPED_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "num_classes", "representation_size",
+                 "class_token", "reg_tokens", "distilled", "no_embed_class")
 # Fields tensor shapes cannot tell: a family's config files (hints) or the caller (overrides) must
 NON_INFERABLE = ("num_heads", "norm_eps", "act_layer", "qk_scale", "no_embed_class", "global_pool", "fc_norm")
 # The fields that make an architecture, in the order an inventory lists them
@@ -155,6 +158,10 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
         patch_norm="patch_embed.norm.weight" in shapes,
         norm_layer="layernorm" if "blocks.0.norm1.bias" in shapes else "rmsnorm",
         **_pooling(shapes, class_token), **({"mlp_layer": "swiglu"} if swiglu else {}))
+    if hints.get("mlp_layer") == "swiglu_packed":  # one fc1 holds the gate and the value: half is the width
+        fields["mlp_ratio"] = _mlp_ratio(hidden // 2, dim)
+    if "blocks.0.mlp.norm.weight" in shapes:
+        fields["mlp_norm"] = True
     if "num_heads" not in hints:
         fields["num_heads"] = heads_for_width(dim, known)
         logger.info("num_heads not stored in the checkpoint; assuming %d (%d-dim heads)",
@@ -188,7 +195,15 @@ def known_hints(name: str | None, known: Known | None) -> dict[str, Any]:
     """The fields shapes cannot tell, from a known model of that name (a timm tag after '.' ignored;
     ``{}`` if unknown)."""
     config = (known or {}).get(str(name or "").split(".")[0])
-    return {} if config is None else {k: getattr(config, k) for k in NON_INFERABLE}
+    if config is None:
+        return {}
+    hints = {k: getattr(config, k) for k in NON_INFERABLE}
+    if config.rope != "none" or config.posemb != "learn":
+        # rotary or fixed positions (timm's Eva family): the architecture's own fields, but those the tensors
+        # decide (widths, depth, heads' count of classes, tokens; the image size where a position tensor says it)
+        shaped = {*SHAPED_FIELDS, *(() if config.posemb != "learn" else ("img_size",))}
+        hints.update({k: v for k, v in config.to_dict().items() if k not in shaped})
+    return hints
 
 
 # mlp_ratio is compared as the hidden width it gives, so ratios rounded differently still match

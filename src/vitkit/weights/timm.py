@@ -97,9 +97,10 @@ def timm_config_json(model: VisionTransformer) -> dict[str, Any]:
     """A timm Hub-style config.json: architecture, class count, preprocessing and model kwargs (for a rotary
     model, timm's ``Eva`` class: the kwargs it shares with vitkit; the architecture names the rest)."""
     c = model.config
-    args = {k: getattr(c, k) for k in (EVA_ARGS if c.rope else TIMM_ARGS)}
+    rotary = c.rope != "none"
+    args = {k: getattr(c, k) for k in (EVA_ARGS if rotary else TIMM_ARGS)}
     args["img_size"], args["patch_size"] = list(c.img_size), list(c.patch_size)
-    if not c.rope and c.act_layer != "gelu" and c.act_layer in ACT_LAYERS:  # timm's get_act_layer builds each
+    if not rotary and c.act_layer != "gelu" and c.act_layer in ACT_LAYERS:  # timm's get_act_layer builds each
         args["act_layer"] = c.act_layer
     pcfg = model.pretrained_cfg
     out = {"architecture": model.model_name or "vit_custom", "num_classes": c.num_classes,
@@ -127,7 +128,7 @@ def write(model: VisionTransformer, path: Path) -> Path:
                               "token side by side (global_pool='token_avg'), which timm's VisionTransformer cannot "
                               "build. Save it in the 'vitkit' format instead.")
     state: dict[str, torch.Tensor] = model.state_dict()
-    if c.rope:  # timm's Eva (DINOv3, EVA-02, PE) names layer scales gamma_1, gamma_2
+    if c.rope != "none":  # timm's Eva (DINOv3, EVA-02, PE) names layer scales gamma_1, gamma_2
         state = {_EVA_LAYER_SCALE.sub(r"\1gamma_\2", k): v for k, v in state.items()}
     if path.suffix == ".safetensors":
         return write_safetensors(state, path)
