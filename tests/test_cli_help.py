@@ -71,7 +71,7 @@ def test_help_is_written_for_the_command_line():
     assert res.returncode == 0 and "predict" in res.stdout and "features" in res.stdout
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name in ("predict", "features", "inspect", "attention", "models", "export"):
+    for name in ("predict", "features", "inspect", "attention", "models", "export", "optimize"):
         text = sub.choices[name].format_help()
         assert "``" not in text and "=True" not in text, (name, text)  # no docstring markup, no Python calls
         flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text))

@@ -23,7 +23,8 @@ _EXPORTS = {
     "PretrainedCfg": "config", "ViTConfig": "config", "list_images": "data.images", "load_image": "data.images",
     "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors", "ImageError": "errors",
     "InputSizeError": "errors", "UnknownModelError": "errors", "VitkitError": "errors",
-    "export_onnx": "export", "optimize_for_inference": "inference", "extract_features": "features",
+    "export_onnx": "export", "export_model": "deploy", "optimize_model": "deploy",
+    "optimize_for_inference": "inference", "extract_features": "features",
     "load_features": "features",
     "merge_features": "features", "load_labels": "labels", "VisionTransformer": "model", "predict": "predict",
     "ImageProcessor": "processor", "PatchProcessor": "patches", "PatchBatch": "patches",
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .attention import attention_rollout, last_layer_attention, save_attention_map  # noqa: F401
     from .config import PretrainedCfg, ViTConfig  # noqa: F401
     from .data.images import list_images, load_image  # noqa: F401
+    from .deploy import export_model, optimize_model  # noqa: F401
     from .errors import (  # noqa: F401
         CheckpointError,
         ConfigError,

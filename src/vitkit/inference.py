@@ -25,6 +25,7 @@ from torch import nn
 from .choices import INFERENCE_BACKENDS, INFERENCE_PRECISIONS
 from .errors import ConfigError
 from .export import convert_precision, export_onnx, export_onnx_native, onnx_session, patch_feeds
+from .graphmodel import StandIn
 from .model import name_of
 from .openvino_runtime import default_calibration_images, openvino_available, openvino_runner
 from .patches import PatchProcessor, run_by_grid
@@ -283,6 +284,11 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: expected a positive number of images.")
+    if isinstance(model, StandIn):
+        raise ConfigError(f"{model.model_name!r} is an exported graph ({model.description}): it runs in the precision "
+                          f"and on the backend it was written for, so precision={precision!r} and "
+                          f"backend={backend!r} do not apply; drop them (or export the model again in that "
+                          f"precision).")
     device = next(model.parameters()).device
     plan = plan_for(device, precision, backend)
     name = name_of(model)

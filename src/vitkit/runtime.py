@@ -17,6 +17,7 @@ import torch
 
 from .config import PretrainedCfg
 from .errors import CheckpointError, ConfigError, Hint, VitkitError
+from .graphmodel import is_graph_file, load_graph_model
 from .model import VisionTransformer
 from .registry import create_model, get_entry, is_registered, known_configs
 from .weights import from_checkpoint, inventory
@@ -148,8 +149,17 @@ def load_model(
     **overrides: Any,
 ) -> torch.nn.Module:
     """A model from what a user typed: a registry name (with optional ``weights``), or a saved model
-    folder, a checkpoint file or an ``hf-hub:`` id (the architecture is read from the source)."""
+    folder, a checkpoint file or an ``hf-hub:`` id (the architecture is read from the source), or a graph vitkit
+    exported (an OpenVINO ``.xml`` or an ``.onnx`` with its description beside it; it runs on the CPU)."""
     spec = os.fspath(spec)
+    if is_graph_file(spec):
+        if weights is not None or num_classes is not None or img_size is not None or overrides:
+            raise ConfigError(f"{spec!r} is an exported graph: it runs as it was exported, so weights, num_classes, "
+                              f"img_size and other overrides do not apply to it; drop them.")
+        if pick_device(device).type != "cpu" and device not in (None, "auto"):
+            raise ConfigError(f"{spec!r} is an exported graph that runs on the CPU; device={str(device)!r} cannot "
+                              f"run it. Use device='cpu' (or leave it out).")
+        return load_graph_model(spec)
     if _is_name(spec):  # an unknown name raises UnknownModelError (with the closest names) in create_model
         return create_model(spec, pretrained=weights, num_classes=num_classes, img_size=img_size, device=device,
                             **overrides)

@@ -37,7 +37,8 @@ COMMANDS = {
     "zero-shot": ("zero_shot", "classify images by class names with SigLIP or CLIP"),
     "train": ("train", "fine-tune a model on an image folder (default: the bundled digits)"),
     "eval": ("train", "accuracy of a model on a data split"),
-    "export": ("export", "export a model to ONNX (dynamic batch and size), int8, or torch.export"),
+    "export": ("export", "export a model to ONNX (dynamic batch and size), int8, torch.export or OpenVINO"),
+    "optimize": ("export", "write a calibrated int8 model (OpenVINO or ONNX Runtime) with a report against fp32"),
     "bench": ("bench", "time vitkit's inference paths against timm, transformers and ONNX Runtime"),
     "serve": ("serve", "serve a model over HTTP (dynamic batching, a page to try it)"),
 }

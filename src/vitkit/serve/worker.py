@@ -25,9 +25,10 @@ from ..attention import attention_map, overlay
 from ..data.images import decode_image
 from ..errors import VitkitError
 from ..features import extract_features, features_model
+from ..graphmodel import StandIn
 from ..inference import optimize_for_inference
 from ..predict import predict
-from ..runtime import ModelSpec, model_device, resolve_model
+from ..runtime import ModelSpec, resolve_model
 from ..zeroshot import load_image_text
 from .settings import ServeSettings
 from .zero_shot import ZeroShotRunner, is_image_text
@@ -35,21 +36,6 @@ from .zero_shot import ZeroShotRunner, is_image_text
 logger = logging.getLogger(__name__)
 
 TASKS = ("predict", "features", "attention", "zero-shot")
-
-
-class RunnerModel(torch.nn.Module):
-    """An ``InferenceRunner`` where a model goes: ``forward`` is the runner, and the model's description
-    (classes, preprocessing, config, name) travels with it, so ``vitkit.predict`` runs it as it runs the model."""
-
-    def __init__(self, runner: Any, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.runner = runner
-        for name in ("num_classes", "pretrained_cfg", "config", "model_name"):
-            setattr(self, name, getattr(model, name, None))
-        self.register_buffer("device_marker", torch.empty(0, device=model_device(model)), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.runner(x)
 
 
 class ModelWorker(ls.LitAPI):
@@ -82,7 +68,7 @@ class ModelWorker(ls.LitAPI):
         self.net = net
         s = self.settings
         default_path = (s.precision, s.backend) == ("fp32", "eager")
-        self.classify = net if default_path else RunnerModel(optimize_for_inference(net, s.precision, s.backend), net)
+        self.classify = net if default_path else StandIn.of(optimize_for_inference(net, s.precision, s.backend), net)
         self.embed = net if s.precision == "fp32" else features_model(net, s.precision)
         self.has_head = int(getattr(net, "num_classes", 0)) > 0
         size = tuple(net.pretrained_cfg.input_size[1:])
