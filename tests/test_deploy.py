@@ -41,7 +41,9 @@ def test_openvino_ir_round_trip_equals_eager(digits, ir_fp32):
     assert set(ir_fp32.checks) == set(verify_sizes(digits))
     h, w = digits.config.img_size
     assert ir_fp32.checks[(h, w)] <= 1e-4, ir_fp32.checks
-    assert ir_fp32.max_abs_diff <= 5e-3, ir_fp32.checks  # other sizes: OpenVINO's own antialiased resize
+    # other sizes resample the position embeddings in the graph, and OpenVINO's antialiased bicubic Resize is not
+    # torch's (ONNX Runtime's is, within 1e-6): about 1e-3 of the outputs' scale
+    assert ir_fp32.max_abs_diff <= 1e-2, ir_fp32.checks
     loaded = load_graph_model(path)  # the graph alone, no torch model
     assert isinstance(loaded, StandIn) and loaded.num_classes == digits.num_classes
     assert loaded.pretrained_cfg == digits.pretrained_cfg and loaded.config == digits.config
@@ -173,3 +175,13 @@ def test_optimize_bad_flags_are_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert expected in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("x.*"))
+
+
+def test_features_from_the_ir_equal_the_models(digits, ir_fp32):
+    photos = sample_photos()
+    got = vitkit.extract_features(photos, model=str(ir_fp32.path))
+    want = vitkit.extract_features(photos, model=digits)
+    assert got.features.shape == want.features.shape == (len(photos), digits.num_features)
+    np.testing.assert_allclose(got.features, want.features, atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="pool='default'"):
+        vitkit.extract_features(photos, model=str(ir_fp32.path), pool="avg")

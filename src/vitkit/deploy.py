@@ -53,6 +53,31 @@ class GraphExportResult(ExportResult):
     description: Path | None = None
 
 
+class WithFeatures(nn.Module):
+    """The graph vitkit writes: ``model``'s logits and its pooled features (``forward_head(pre_logits=True)``)
+    side by side in one output (B, num_classes + D); a headless model's output is its features alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.model.forward_features(x)
+        pooled = self.model.forward_head(tokens, pre_logits=True)
+        if not int(getattr(self.model, "num_classes", 0) or 0):
+            return pooled
+        return torch.cat([self.model.forward_head(tokens), pooled], dim=-1)
+
+
+def _graph_of(model: nn.Module) -> tuple[WithFeatures, dict[str, Any]]:
+    """The module to write (an eval-mode fp32 copy on the CPU) and what the description records of its output."""
+    graph = WithFeatures(convert_precision(model, "fp32").cpu()).eval()
+    with torch.no_grad():
+        pooled = graph.model.forward_head(graph.model.forward_features(example_input(graph.model, 1)),
+                                          pre_logits=True)
+    return graph, {"feature_dim": int(pooled.shape[-1])}
+
+
 def _cosines(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(got.float().flatten(1), want.float().flatten(1), dim=1)
 
@@ -97,20 +122,19 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, *, precision: str
                           f"name it e.g. model.xml.")
     check_precision(precision, OPENVINO_PRECISIONS, "OpenVINO precision")
     images = _calibration_images(calibration) if precision == "int8" else None
-    work = convert_precision(model, "fp32").cpu()
-    batches = calibration_batches(work, images) if precision == "int8" else None
-    ov_model = to_openvino(work, precision="fp32" if precision == "bf16" else precision, calibration=batches)
-    data = describe(model, backend="openvino", precision=precision)
-    write_description(path, data)
+    graph, outputs = _graph_of(model)
+    batches = calibration_batches(model, images) if precision == "int8" else None
+    ov_model = to_openvino(graph, precision="fp32" if precision == "bf16" else precision, calibration=batches)
+    write_description(path, describe(model, backend="openvino", precision=precision, **outputs))
     _save_ir_atomically(ov_model, path)
-    result = GraphExportResult(path=path, input_shape=tuple(example_input(work, 1).shape), max_abs_diff=None,
+    result = GraphExportResult(path=path, input_shape=tuple(example_input(graph, 1).shape), max_abs_diff=None,
                                format="openvino", precision=precision, description=description_path(path))
-    if verify:
-        run = load_graph_model(path)
+    if verify:  # the written files, logits and features, against eager fp32
+        run = load_graph_model(path).fn
         if precision == "int8":
-            result.cosine = photo_cosine(run, work)
+            result.cosine = photo_cosine(run, graph)
         else:
-            result.checks = _verify(run, work, 2)
+            result.checks = _verify(run, graph, 2)
             result.max_abs_diff = max(result.checks.values())
     return result
 
@@ -118,7 +142,8 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, *, precision: str
 def photo_cosine(run: Any, reference: nn.Module, images: Sequence[Any] | None = None) -> float:
     """Mean cosine similarity of ``run``'s outputs to eager ``reference``'s on ``images`` (default: the bundled
     sample photos and their flips) through the model's preprocessing."""
-    pixels = ImageProcessor.from_model(reference)(list(images) if images is not None else _photo_views())
+    pixels = ImageProcessor.from_model(getattr(reference, "model", reference))(
+        list(images) if images is not None else _photo_views())
     with torch.no_grad():
         return float(_cosines(run(pixels), reference(pixels)).mean())
 
@@ -249,13 +274,14 @@ def quantize_onnx_static(src: Path, dst: Path, batches: list[np.ndarray]) -> Non
 
 
 def _export_onnx_static(model: nn.Module, out: Path, precision: str, batches: list[np.ndarray] | None) -> None:
+    graph, outputs = _graph_of(model)
     with tempfile.TemporaryDirectory() as scratch:
-        fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", verify=False).path
+        fp32 = export_onnx(graph, Path(scratch) / "fp32.onnx", verify=False).path
         if precision == "fp32":
             _write_guarded(out, lambda tmp: tmp.write_bytes(fp32.read_bytes()), "the ONNX file")
         else:
             _write_guarded(out, lambda tmp: quantize_onnx_static(fp32, tmp, batches), "the ONNX file")
-    write_description(out, describe(model, backend="onnxruntime", precision=precision))
+    write_description(out, describe(model, backend="onnxruntime", precision=precision, **outputs))
 
 
 def optimize_model(model: nn.Module, out: str | os.PathLike, *, precision: str = "int8",
@@ -278,8 +304,9 @@ def optimize_model(model: nn.Module, out: str | os.PathLike, *, precision: str =
     work = convert_precision(model, "fp32").cpu()
     batches = calibration_batches(work, calibrate_on) if precision == "int8" else None
     if backend == "openvino":
-        ov_model = to_openvino(work, precision="fp32" if precision == "bf16" else precision, calibration=batches)
-        write_description(out, describe(model, backend="openvino", precision=precision))
+        graph, outputs = _graph_of(work)
+        ov_model = to_openvino(graph, precision="fp32" if precision == "bf16" else precision, calibration=batches)
+        write_description(out, describe(model, backend="openvino", precision=precision, **outputs))
         _save_ir_atomically(ov_model, out)
         files = [out, out.with_suffix(".bin"), description_path(out)]
     else:

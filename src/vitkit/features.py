@@ -43,6 +43,7 @@ from .featurestore import (
     weights_fingerprint,
 )
 from .fileio import remove_stale_temps
+from .graphmodel import StandIn
 from .inference import plan_for
 from .model import name_of
 from .patches import PatchProcessor, processor_for
@@ -95,6 +96,12 @@ def compute_features(model: torch.nn.Module, x: Any, *, pool: str = "default",
     the last block, or (B, len(layers), ...) from the given blocks (each with the final norm applied, as
     ``forward_intermediates(norm=True)``)."""
     pool = check_pool(model, pool)
+    if isinstance(model, StandIn):  # an exported graph: the pooled features it was written with
+        if layers or pool != "default" or hasattr(x, "patches"):
+            raise ConfigError(f"{model.model_name!r} is an exported graph ({model.description}): it gives the "
+                              f"model's pooled features (pool='default') of whole images only; drop layers, pool "
+                              f"and max_patches, or use the model itself.")
+        return model.features(x).float()
     if hasattr(x, "patches"):  # a PatchBatch: one pooled vector per image, padding ignored
         if layers or pool == "none":
             raise ConfigError("Images at their own aspect ratio (max_patches) give one pooled feature per image "
@@ -121,6 +128,11 @@ def features_model(net: torch.nn.Module, precision: str) -> torch.nn.Module:
     if precision not in FEATURE_PRECISIONS:
         raise ConfigError(f"precision={precision!r} is not supported for features: use one of "
                           f"{', '.join(FEATURE_PRECISIONS)}.")
+    if isinstance(net, StandIn):  # an exported graph runs in the precision it was written in
+        if precision not in ("fp32", "auto"):
+            raise ConfigError(f"{net.model_name!r} is an exported graph ({net.description}): precision="
+                              f"{precision!r} does not apply to it; drop it.")
+        return net
     if precision == "auto":
         precision = plan_for(model_device(net), "auto", "eager").precision
     if precision == "fp32":

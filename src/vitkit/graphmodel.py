@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import PretrainedCfg, ViTConfig
-from .errors import CheckpointError, MissingDependencyError, VitkitError
+from .errors import CheckpointError, ConfigError, MissingDependencyError, VitkitError
 from .fileio import atomic_write
 from .weights.validate import read_json_file
 
@@ -36,9 +36,9 @@ class StandIn(torch.nn.Module):
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, num_classes: int, pretrained_cfg: Any,
                  config: Any, model_name: str | None, device: torch.device | str = "cpu",
-                 description: str = "") -> None:
+                 description: str = "", feature_dim: int | None = None) -> None:
         super().__init__()
-        self.fn, self.description = fn, description
+        self.fn, self.description, self.feature_dim = fn, description, feature_dim
         self.num_classes, self.pretrained_cfg, self.config, self.model_name = (
             num_classes, pretrained_cfg, config, model_name)
         self.register_buffer("device_marker", torch.empty(0, device=device), persistent=False)
@@ -52,6 +52,19 @@ class StandIn(torch.nn.Module):
                    model_name=getattr(model, "model_name", None), device=device, description=repr(fn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output (logits, or pooled features for a headless model)."""
+        out = self._run(x)
+        return out[:, :self.num_classes] if self.feature_dim is not None and self.num_classes else out
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier reads (``forward_head(pre_logits=True)``), for a graph that has them."""
+        if self.feature_dim is None:
+            raise ConfigError(f"{self.model_name!r} ({self.description}) gives the model's output only, not its "
+                              f"features; use the model itself for features.")
+        out = self._run(x)
+        return out[:, out.shape[1] - self.feature_dim:]
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.fn(x).to(self.device_marker.device)
 
@@ -97,6 +110,9 @@ def read_description(graph: Path) -> dict[str, Any]:
         data["config"] = ViTConfig.from_dict(data["config"]) if data.get("config") is not None else None
         if not isinstance(data["num_classes"], int) or data["num_classes"] < 0:
             raise ValueError(f"num_classes={data['num_classes']!r}")
+        dim = data.get("feature_dim")
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"feature_dim={data['feature_dim']!r}")
         if data.get("precision") not in OV_HINTS:
             raise ValueError(f"precision={data.get('precision')!r}")
     except (KeyError, TypeError, ValueError, VitkitError) as exc:
@@ -169,7 +185,7 @@ def load_graph_model(path: str | os.PathLike, *, threads: int | None = None, mod
         fn = _onnx_fn(path, threads)
     name = data.get("model_name") or path.stem
     return StandIn(fn, num_classes=data["num_classes"], pretrained_cfg=data["pretrained_cfg"], config=data["config"],
-                   model_name=name if isinstance(name, str) else path.stem,
+                   model_name=name if isinstance(name, str) else path.stem, feature_dim=data.get("feature_dim"),
                    description=f"{path.name}: {data.get('backend')} {data['precision']}")
 
 
