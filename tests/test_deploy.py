@@ -156,9 +156,17 @@ def test_optimize_cli_writes_a_runnable_model_and_its_report(photo_dir, tmp_path
 
 
 def test_optimize_without_calibration_says_what_it_uses(tmp_path, digits, capsys):
-    result = optimize_model(digits, tmp_path / "b.onnx", backend="onnxruntime")
-    assert "bundled sample photos" in result.calibration and result.report["held_out"] == 2 * len(sample_photos())
-    assert result.report["mean_cosine"] >= 0.99
+    out = tmp_path / "b.onnx"
+    assert main(["optimize", "vit_digits", "--backend", "onnxruntime", "--out", str(out)]) == 0
+    assert "no calibration images given" in capsys.readouterr().out.splitlines()[0]
+    report = json.loads(out.with_name("b.report.json").read_text())
+    assert "bundled sample photos" in report["calibration"] and report["held_out"] == 2 * len(sample_photos())
+    assert report["mean_cosine"] >= 0.99
+    before = _state(digits)
+    result = optimize_model(digits, tmp_path / "c.onnx", backend="onnxruntime", precision="fp32")
+    assert result.report["mean_cosine"] >= 0.9999 and result.report["top1_agreement"] == 1.0
+    after = _state(digits)
+    assert after[1] == before[1] and all(torch.equal(after[0][k], v) for k, v in before[0].items())
 
 
 def test_optimize_bad_flags_are_one_line_exit_2(tmp_path, capsys):

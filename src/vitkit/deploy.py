@@ -83,6 +83,16 @@ def _cosines(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- OpenVINO IR
+def _write_ir(ov_model: Any, path: Path, description: dict[str, Any]) -> None:
+    """The description, then the IR; a failed IR write leaves no description behind."""
+    write_description(path, description)
+    try:
+        _save_ir_atomically(ov_model, path)
+    except BaseException:
+        description_path(path).unlink(missing_ok=True)
+        raise
+
+
 def _save_ir_atomically(ov_model: Any, path: Path) -> None:
     """The IR to ``path`` (.xml) and its .bin: both written under temporary names beside it, then renamed, the
     .bin first (the .xml, which names no weight file, is the one a reader opens)."""
@@ -125,8 +135,7 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, *, precision: str
     graph, outputs = _graph_of(model)
     batches = calibration_batches(model, images) if precision == "int8" else None
     ov_model = to_openvino(graph, precision="fp32" if precision == "bf16" else precision, calibration=batches)
-    write_description(path, describe(model, backend="openvino", precision=precision, **outputs))
-    _save_ir_atomically(ov_model, path)
+    _write_ir(ov_model, path, describe(model, backend="openvino", precision=precision, **outputs))
     result = GraphExportResult(path=path, input_shape=tuple(example_input(graph, 1).shape), max_abs_diff=None,
                                format="openvino", precision=precision, description=description_path(path))
     if verify:  # the written files, logits and features, against eager fp32
@@ -306,8 +315,7 @@ def optimize_model(model: nn.Module, out: str | os.PathLike, *, precision: str =
     if backend == "openvino":
         graph, outputs = _graph_of(work)
         ov_model = to_openvino(graph, precision="fp32" if precision == "bf16" else precision, calibration=batches)
-        write_description(out, describe(model, backend="openvino", precision=precision, **outputs))
-        _save_ir_atomically(ov_model, out)
+        _write_ir(ov_model, out, describe(model, backend="openvino", precision=precision, **outputs))
         files = [out, out.with_suffix(".bin"), description_path(out)]
     else:
         _export_onnx_static(work, out, precision, batches)
