@@ -120,6 +120,21 @@ def test_export_cli_writes_openvino_and_predict_runs_it(tmp_path, capsys):
     assert "--calibrate is for OpenVINO int8" in capsys.readouterr().err
 
 
+def test_an_onnx_export_predicts_as_the_model(digits, tmp_path):
+    result = vitkit.export_model(digits, tmp_path / "o.onnx")
+    assert description_path(result.path).is_file()
+    photos = sample_photos()
+    got = vitkit.predict(photos, model=str(result.path), top_k=3)
+    want = vitkit.predict(photos, model=digits, top_k=3)
+    for g, w in zip(got, want):
+        assert [p.index for p in g.top_k] == [p.index for p in w.top_k]
+        np.testing.assert_allclose([p.probability for p in g.top_k], [p.probability for p in w.top_k],
+                                   atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="output only") as info:  # its graph has the logits only
+        vitkit.extract_features(photos, model=str(result.path))
+    assert "\n" not in str(info.value)
+
+
 @pytest.fixture()
 def photo_dir(tmp_path):
     folder = tmp_path / "cal"

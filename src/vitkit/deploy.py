@@ -168,7 +168,8 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | Non
                  precision: str = "fp32", opset: int = 18, verify: bool = True, max_patches: int | None = None,
                  calibration: Any = None) -> ExportResult:
     """Export by ``format``: 'onnx', 'torch-export' or 'openvino' (None: from the suffix, .onnx, .pt2 or .xml).
-    OpenVINO: see ``export_openvino`` (``calibration`` for int8); the others: ``export.export_model``."""
+    OpenVINO: see ``export_openvino`` (``calibration`` for int8); the others: ``export.export_model``, an ONNX
+    graph of images with its description beside it (``graphmodel``), so that ``vitkit.predict`` runs the file."""
     if graph_export_format(path, format, opset=opset) == "openvino":
         if max_patches is not None:
             raise ConfigError(f"max_patches={max_patches!r} exports a graph of patch sequences, which is written as "
@@ -178,8 +179,11 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | Non
         raise ConfigError("calibration= is for OpenVINO int8 (format='openvino'); ONNX int8 is quantized "
                           "dynamically. For calibrated int8 ONNX use vitkit.deploy.optimize_model(..., "
                           "backend='onnxruntime').")
-    return _export_model(model, path, format=format, precision=precision, opset=opset, verify=verify,
-                         max_patches=max_patches)
+    result = _export_model(model, path, format=format, precision=precision, opset=opset, verify=verify,
+                           max_patches=max_patches)
+    if result.format == "onnx" and max_patches is None:  # an image graph: predict takes it (its output only)
+        write_description(result.path, describe(model, backend="onnxruntime", precision=precision))
+    return result
 
 
 def graph_export_format(path: str | os.PathLike, format: str | None = None, *, opset: int = 18) -> str:  # noqa: A002

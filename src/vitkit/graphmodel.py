@@ -89,8 +89,8 @@ def describe(model: torch.nn.Module, *, backend: str, precision: str, **extra: A
 
 
 def _bad(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(f"Cannot load the exported model {str(path)!r}: {why}. Export it again with "
-                           f"`vitkit export MODEL --out {path.name}` (or `vitkit optimize`).")
+    return CheckpointError(f"Cannot load the exported model {str(path)!r}: {why}. Write it again with "
+                           f"`vitkit export MODEL --out {path.name}` or `vitkit optimize MODEL --out {path.name}`.")
 
 
 def read_description(graph: Path) -> dict[str, Any]:
