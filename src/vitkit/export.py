@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .choices import EXPORT_FORMATS, EXPORT_PRECISIONS, ONNX_OPSETS
-from .errors import ConfigError, ExportError, MissingDependencyError, OutputError
+from .errors import ConfigError, ExportError, MissingDependencyError, OutputError, keyword
 from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -413,8 +413,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, *, format: str | Non
     fmt = export_format(path, format, opset=opset)
     check_precision(precision, FORMAT_PRECISIONS[fmt], f"{fmt} precision")
     if max_patches is not None and fmt != "onnx":
-        raise ConfigError(f"max_patches={max_patches!r} exports a graph of patch sequences, which is written as "
-                          f"ONNX only; name the file .onnx (or pass format='onnx'), or drop max_patches.")
+        budget, onnx, drop = keyword("max_patches", max_patches), keyword("format", "onnx"), keyword("max_patches")
+        raise ConfigError(f"{budget} exports a graph of patch sequences, which is written as ONNX only; name the "
+                          f"file .onnx (or pass {onnx}), or drop {drop}.", hints=(budget, onnx, drop))
     if fmt == "onnx":
         return export_onnx(model, path, precision=precision, opset=opset, verify=verify, max_patches=max_patches)
     return export_torch(model, path, precision=precision, verify=verify)
