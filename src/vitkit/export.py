@@ -145,6 +145,17 @@ def _verify(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, batch
     return checks
 
 
+def _write_onnx(path: Path, write_fp32: Callable[[Path], None], precision: str) -> None:
+    """The ONNX file ``write_fp32`` writes, quantized by ONNX Runtime's dynamic quantizer for int8, atomically."""
+    def write_int8(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = Path(scratch) / "fp32.onnx"
+            write_fp32(fp32)
+            quantize_onnx(fp32, tmp)
+
+    _write_guarded(path, write_int8 if precision == "int8" else write_fp32, "the ONNX file")
+
+
 def _write_guarded(path: Path, write: Callable[[Path], object], what: str) -> None:
     """``atomic_write``, with the errors a user causes (an unwritable path, an op the exporter lacks) as
     VitkitError; anything else is a bug and propagates as it is."""
@@ -190,13 +201,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, batch_size: 
                               dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"},
                                             "logits": {0: "batch"}})
 
-    def write_int8(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = Path(scratch) / "fp32.onnx"
-            write_fp32(fp32)
-            quantize_onnx(fp32, tmp)
-
-    _write_guarded(path, write_int8 if precision == "int8" else write_fp32, "the ONNX file")
+    _write_onnx(path, write_fp32, precision)
     result = ExportResult(path=path, input_shape=tuple(x.shape), max_abs_diff=None, precision=precision)
     if verify:
         session = onnx_session(path)
@@ -331,13 +336,7 @@ def export_onnx_native(model: nn.Module, path: str | os.PathLike, *, max_patches
                                             "mask": {0: "batch", 1: "num_patches"}, "grids": {0: "batch"},
                                             "logits": {0: "batch"}})
 
-    def write_int8(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = Path(scratch) / "fp32.onnx"
-            write_fp32(fp32)
-            quantize_onnx(fp32, tmp)
-
-    _write_guarded(path, write_int8 if precision == "int8" else write_fp32, "the ONNX file")
+    _write_onnx(path, write_fp32, precision)
     result = ExportResult(path=path, input_shape=tuple(batch.patches.shape), max_abs_diff=None, precision=precision)
     if verify:
         session = onnx_session(path)
