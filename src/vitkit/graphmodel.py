@@ -21,6 +21,7 @@ import torch
 from .config import PretrainedCfg, ViTConfig
 from .errors import CheckpointError, ConfigError, MissingDependencyError, VitkitError
 from .fileio import atomic_write
+from .model import name_of, pretrained_cfg_of_model
 from .weights.validate import read_json_file
 
 GRAPH_SUFFIXES = (".xml", ".onnx")
@@ -48,8 +49,8 @@ class StandIn(torch.nn.Module):
         """``fn`` standing where ``model`` goes (on the model's device)."""
         device = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
         return cls(fn, num_classes=int(getattr(model, "num_classes", 0) or 0),
-                   pretrained_cfg=getattr(model, "pretrained_cfg", None), config=getattr(model, "config", None),
-                   model_name=getattr(model, "model_name", None), device=device, description=repr(fn))
+                   pretrained_cfg=pretrained_cfg_of_model(model), config=getattr(model, "config", None),
+                   model_name=name_of(model), device=device, description=repr(fn))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output (logits, or pooled features for a headless model)."""
@@ -80,9 +81,9 @@ def description_path(graph: str | os.PathLike) -> Path:
 
 def describe(model: torch.nn.Module, *, backend: str, precision: str, **extra: Any) -> dict[str, Any]:
     """The JSON-ready description of ``model`` that lets its graph predict as it does."""
-    cfg, config = getattr(model, "pretrained_cfg", None), getattr(model, "config", None)
+    cfg, config = pretrained_cfg_of_model(model), getattr(model, "config", None)
     return {"format": DESCRIPTION_FORMAT, "version": DESCRIPTION_VERSION, "backend": backend,
-            "precision": precision, "model_name": getattr(model, "model_name", None),
+            "precision": precision, "model_name": name_of(model),
             "num_classes": int(getattr(model, "num_classes", 0) or 0),
             "pretrained_cfg": cfg.to_dict() if isinstance(cfg, PretrainedCfg) else None,
             "config": config.to_dict() if isinstance(config, ViTConfig) else None, **extra}
