@@ -122,3 +122,32 @@ def test_export_cli(tmp_path, capsys):
     assert main(["export", "vit_tiny_patch_16", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "Did you mean" in capsys.readouterr().err
     assert main(["export", "vit_tiny_patch16_224", "--out", str(tmp_path / "x.onnx"), "--precision", "bf16"]) == 2
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_dinov3_qkvb", "vit_small_plus_patch16_dinov3"])
+def test_a_rotary_model_exports_with_its_tables_computed_for_each_input_size(name, tmp_path):
+    """Rotary tables are computed in the graph from the input's grid (no fixed-size constant): the ONNX file runs
+    at 224x224 and 160x224 within 1e-4 of eager, and optimize_for_inference's ONNX Runtime path does too."""
+    from _text_refs import redraw
+
+    ort = pytest.importorskip("onnxruntime")
+    model = vitkit.create_model(name, depth=2).eval()
+    redraw(model)
+    export_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    runner = vitkit.optimize_for_inference(model, precision="fp32", backend="onnxruntime")
+    for size in ((224, 224), (160, 224)):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(size[0]))
+        with torch.no_grad():
+            want = model(x)
+        got = torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0])
+        assert (got - want).abs().max() < 1e-4, size
+        assert (runner(x) - want).abs().max() < 1e-4, size
+
+
+def test_rotary_models_are_refused_for_transformers_with_their_reason(tmp_path):
+    from vitkit.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no position embedding \\(rotary embeddings alone\\); rotary"):
+        vitkit.save_pretrained(vitkit.create_model("vit_small_patch16_dinov3", depth=1), tmp_path / "x",
+                               format="hf")

@@ -298,7 +298,9 @@ UNSUPPORTED: list[tuple[Callable[[ViTConfig], bool], str]] = [
      "layers without bias"),
     (lambda c: c.patch_size[0] != c.patch_size[1] or (c.global_pool == "map" and c.img_size[0] != c.img_size[1]),
      "non-square patches (or a non-square SigLIP input)"),
-    (lambda c: c.posemb != "learn", "fixed sin-cos position embeddings (posemb='sincos2d')"),
+    (lambda c: c.posemb == "sincos2d", "fixed sin-cos position embeddings (posemb='sincos2d')"),
+    (lambda c: c.posemb == "none", "no position embedding (rotary embeddings alone)"),
+    (lambda c: c.rope != "none", "rotary embeddings"),
     (lambda c: c.embed_proj > 0 or c.normalize_features, "an embedding projection or unit-length features"),
 ]
 
