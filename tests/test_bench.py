@@ -80,3 +80,35 @@ def test_bench_cli(capsys):
     out = capsys.readouterr().out
     assert out.startswith("vitkit bench vit_tiny_patch16_224 --batch-size 1 --iters 1")
     assert "| 1 | vitkit eager | int8 |" in out
+
+
+def test_bench_times_optimized_files_beside_the_model_they_came_from(tmp_path, capsys):
+    """`vitkit bench MODEL --optimized FILE...`: each graph file is a row, checked against MODEL's eager fp32."""
+    from vitkit.deploy import export_model
+
+    torch.manual_seed(0)
+    model = vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32, num_classes=5).eval()
+    vitkit.save_pretrained(model, tmp_path / "m")
+    xml = export_model(model, tmp_path / "m.xml").path
+    onnx = export_model(model, tmp_path / "m.onnx", precision="int8").path
+    assert main(["bench", str(tmp_path / "m"), "--batch-size", "2", "--iters", "1", "--warmup", "0",
+                 "--no-compile", "--no-peers", "--optimized", str(xml), str(onnx)]) == 0
+    out = capsys.readouterr().out
+    assert f"--optimized {xml} {onnx}" in out.splitlines()[0]
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in out.splitlines() if line.startswith("| 2 |")}
+    assert rows["optimized m.xml (openvino)"][2] == "fp32" and float(rows["optimized m.xml (openvino)"][7]) > 0.9999
+    assert rows["optimized m.onnx (onnxruntime)"][2] == "int8"
+    assert float(rows["optimized m.onnx (onnxruntime)"][7]) >= FLOORS["int8"]
+    assert "below the" not in out  # both agree with the model they were written from
+
+
+def test_bench_refuses_a_graph_as_the_model_and_a_file_of_another_size(tmp_path, capsys):
+    from vitkit.deploy import export_model
+
+    small = export_model(vitkit.create_model("vit_tiny_patch16_224", depth=1, img_size=32).eval(),
+                         tmp_path / "s.onnx").path
+    assert main(["bench", str(small)]) == 2
+    assert "--optimized" in capsys.readouterr().err
+    code = main(["bench", "vit_tiny_patch16_224", "--img-size", "64", "--iters", "1", "--optimized", str(small)])
+    err = capsys.readouterr().err
+    assert code == 2 and "takes inputs of (3, 32, 32)" in err and len(err.strip().splitlines()) == 1

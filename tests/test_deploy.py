@@ -154,7 +154,7 @@ def test_optimize_cli_writes_a_runnable_model_and_its_report(photo_dir, tmp_path
     assert main(["optimize", "vit_digits", "--precision", "int8", "--calibrate", str(photo_dir), "--out", str(out),
                  "--backend", backend]) == 0
     printed = capsys.readouterr().out
-    report = json.loads(out.with_name("o.report.json").read_text())
+    report = json.loads(out.with_name(f"o{suffix}.report.json").read_text())
     assert report["backend"] == backend and report["precision"] == "int8"
     files = 3 * len(sample_photos())
     held = sum(1 for i in range(files) if i % 5 == 4) or 1
@@ -174,7 +174,7 @@ def test_optimize_without_calibration_says_what_it_uses(tmp_path, digits, capsys
     out = tmp_path / "b.onnx"
     assert main(["optimize", "vit_digits", "--backend", "onnxruntime", "--out", str(out)]) == 0
     assert "no calibration images given" in capsys.readouterr().out.splitlines()[0]
-    report = json.loads(out.with_name("b.report.json").read_text())
+    report = json.loads(out.with_name("b.onnx.report.json").read_text())
     assert "bundled sample photos" in report["calibration"] and report["held_out"] == 2 * len(sample_photos())
     assert report["mean_cosine"] >= 0.99
     before = _state(digits)
@@ -208,3 +208,49 @@ def test_features_from_the_ir_equal_the_models(digits, ir_fp32):
     np.testing.assert_allclose(got.features, want.features, atol=1e-4, rtol=0)
     with pytest.raises(ConfigError, match="pool='default'"):
         vitkit.extract_features(photos, model=str(ir_fp32.path), pool="avg")
+
+
+def test_an_xml_and_an_onnx_of_one_stem_keep_their_own_descriptions(digits, tmp_path):
+    from vitkit.deploy import export_model
+    from vitkit.runtime import pretrained_cfg_of
+
+    onnx, xml = export_model(digits, tmp_path / "m.onnx").path, export_model(digits, tmp_path / "m.xml").path
+    assert description_path(onnx) != description_path(xml)
+    assert json.loads(description_path(onnx).read_text())["backend"] == "onnxruntime"
+    x = ImageProcessor.from_model(digits)(sample_photos())
+    with torch.no_grad():
+        want = digits(x)
+        feats = digits.forward_head(digits.forward_features(x), pre_logits=True)
+    for path in (onnx, xml):
+        assert (load_graph_model(path)(x) - want).abs().max() < 1e-4
+        assert pretrained_cfg_of(path) == digits.pretrained_cfg
+    assert (load_graph_model(xml).features(x) - feats).abs().max() < 1e-4
+    with pytest.raises(ConfigError, match="output only, not its features"):
+        load_graph_model(onnx).features(x)
+    # another graph's description is refused by name, not read as this one's
+    shutil.copy(description_path(xml), description_path(onnx))
+    with pytest.raises(CheckpointError, match="backend='openvino' for a .onnx graph"):
+        load_graph_model(onnx)
+
+
+def test_a_description_of_the_older_name_is_read_when_it_is_this_graphs(digits, ir_fp32, tmp_path):
+    path = tmp_path / "m.xml"
+    shutil.copy(ir_fp32.path, path)
+    shutil.copy(ir_fp32.path.with_suffix(".bin"), path.with_suffix(".bin"))
+    shutil.copy(description_path(ir_fp32.path), tmp_path / "m.vitkit.json")  # as the first release named it
+    x = ImageProcessor.from_model(digits)(sample_photos())
+    with torch.no_grad():
+        assert (load_graph_model(path)(x) - digits(x)).abs().max() < 1e-4
+    onnx = tmp_path / "m.onnx"  # the shared older name holds the .xml's description: not the .onnx's
+    onnx.write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="m.onnx.vitkit.json .* is missing"):
+        load_graph_model(onnx)
+
+
+def test_attention_maps_of_an_exported_graph_are_refused_by_name(ir_fp32):
+    from PIL import Image
+
+    from vitkit.attention import attention_map
+
+    with pytest.raises(ConfigError, match="exported graph .*not its attention"):
+        attention_map(Image.new("RGB", (40, 40)), str(ir_fp32.path))

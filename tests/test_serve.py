@@ -340,6 +340,42 @@ def test_one_batch_of_mixed_tasks_and_a_bad_image(files):
                                [p["probability"] for p in out[0]["predictions"]], atol=1e-5)
 
 
+@pytest.mark.parametrize("suffix", [".xml", ".onnx"])
+def test_an_optimized_file_is_served_as_the_library_runs_it(files, tmp_path, suffix):
+    """A graph written by `vitkit optimize` / `vitkit export` answers /predict (and /features where the graph has
+    them) as `vitkit.predict` runs the file; /attention, which needs the model's tokens, is a 422 naming why."""
+    from vitkit.deploy import export_model
+    from vitkit.serve import ServeSettings
+    from vitkit.serve.worker import ModelWorker
+
+    graph = export_model(vitkit.load_model(str(files["model"])), tmp_path / f"m{suffix}").path
+    worker = ModelWorker(str(graph), settings=ServeSettings())
+    worker.setup("cpu")
+    requests = [{"task": task, "data": files["cat"], "name": "cat.jpg", "top_k": 3, "pool": "default"}
+                for task in ("predict", "features", "attention")]
+    got = [worker.encode_response(o) for o in worker.predict([worker.decode_request(r) for r in requests])]
+    want = vitkit.predict([files["root"] / "cat.jpg"], str(graph), top_k=3)[0]
+    assert [p["index"] for p in got[0]["predictions"]] == [p.index for p in want.top_k]
+    np.testing.assert_allclose([p["probability"] for p in got[0]["predictions"]],
+                               [p.probability for p in want.top_k], atol=1e-6)
+    if suffix == ".xml":  # the IR carries the pooled features beside the logits
+        feats = vitkit.extract_features([files["root"] / "cat.jpg"], str(files["model"])).features[0]
+        np.testing.assert_allclose(got[1]["features"], feats, atol=1e-4)
+    else:
+        assert got[1].status_code == 422 and b"output only, not its features" in got[1].body
+    assert got[2].status_code == 422 and b"exported graph" in got[2].body and b"/attention" in got[2].body
+
+
+def test_serving_an_optimized_file_with_settings_it_cannot_take_is_one_line(files, tmp_path):
+    from _cli import run_cli
+    from vitkit.deploy import export_model
+
+    graph = export_model(vitkit.load_model(str(files["model"])), tmp_path / "m.onnx").path
+    res = run_cli("serve", str(graph), "--precision", "int8", "--port", "8123", timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "exported graph" in res.stderr and "--precision 'int8' does not apply" in res.stderr
+
+
 @pytest.fixture(scope="module")
 def image_text(files):
     from _text_refs import clip_folder, siglip_folder

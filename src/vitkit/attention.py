@@ -20,6 +20,7 @@ from .checks import number_between
 from .choices import ATTENTION_METHODS
 from .data.images import load_image
 from .errors import ConfigError, OutputError, keyword
+from .graphmodel import StandIn
 from .labels import class_scores, is_multi_label, labels_for_model
 from .model import name_of
 from .patches import processor_for
@@ -241,6 +242,15 @@ def _check_method(method: str) -> None:
         raise ConfigError(f"method={method!r} is not supported: expected one of {', '.join(METHODS)}.")
 
 
+def _with_tokens(net: torch.nn.Module) -> torch.nn.Module:
+    """``net``, or a ConfigError for an exported graph (it computes the output only, no attention weights)."""
+    if isinstance(net, StandIn):
+        raise ConfigError(f"{net.model_name!r} is an exported graph ({net.description}): it gives the model's "
+                          f"output only, not its attention; draw attention maps with the model itself (its "
+                          f"folder, checkpoint or registry name).")
+    return net
+
+
 def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, weights: Any = None,
                   method: str = "rollout", discard_ratio: float = 0.0,
                   device: str | torch.device | None = None,
@@ -250,7 +260,7 @@ def attention_map(image: str | os.PathLike | Image.Image, model: ModelSpec, *, w
     own aspect ratio, within that many patches, the map on its own patch grid.
     """
     _check_method(method)
-    net = resolve_model(model, weights=weights, device=device)
+    net = _with_tokens(resolve_model(model, weights=weights, device=device))
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with borrowed(net, device):
         heats, box = _heatmaps(net, img, (method,), discard_ratio, max_patches)
@@ -273,7 +283,7 @@ def save_attention_map(image: str | os.PathLike | Image.Image, out: str | os.Pat
     if number_between(0, 1)(alpha) is not None:
         raise ConfigError(f"alpha={alpha!r} is not allowed: expected the map's opacity, a number from 0 to 1.")
     _check_discard_ratio(discard_ratio)
-    net = resolve_model(model, weights=weights, device=device)
+    net = _with_tokens(resolve_model(model, weights=weights, device=device))
     img = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
     with borrowed(net, device):
         heats, box = _heatmaps(net, img, METHODS if panels else (method,), discard_ratio, max_patches)

@@ -15,17 +15,20 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .errors import CheckpointError, ConfigError
 from .export import export_onnx, onnx_session, quantize_onnx
+from .graphmodel import is_graph_file, load_graph_model, read_description
 from .inference import CpuCapability, onnxruntime_available, optimize_for_inference
 from .model import name_of
 from .openvino_runtime import (
@@ -216,6 +219,24 @@ def _ort_runtime(label: str, precision: str, path: Path) -> Runtime:
     return Runtime(label, precision, lambda x: torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0]))
 
 
+def optimized_runtime(model: nn.Module, path: str | os.PathLike) -> Callable[[], Runtime]:
+    """A loader of the graph file ``path`` as a benchmark row, checked now (it exists, its description reads,
+    it takes the model's input size); it loads when the run starts, with the run's thread count."""
+    path = Path(os.fspath(path)).expanduser()
+    if not is_graph_file(path):
+        raise ConfigError(f"optimized={str(path)!r} is not a graph file: expected an .xml (OpenVINO) or .onnx file "
+                          f"written by `vitkit optimize` or `vitkit export`.")
+    if not path.is_file():
+        raise CheckpointError(f"Cannot load the exported model {str(path)!r}: the file does not exist.")
+    data = read_description(path)
+    want, got = tuple(model.pretrained_cfg.input_size), tuple(data["pretrained_cfg"].input_size)
+    if got != want:
+        raise ConfigError(f"{path.name} takes inputs of {got}, the model {name_of(model)!r} {want}: bench it with "
+                          f"the model it was written from.")
+    label = f"optimized {path.name} ({data['backend']})"
+    return lambda: Runtime(label, data["precision"], load_graph_model(path, threads=torch.get_num_threads()))
+
+
 def vitkit_runtimes(model: nn.Module, cpu: CpuCapability, notes: list[str], compile_: bool) -> list[Runtime]:
     """vitkit's paths: eager, compile, auto (fp32, int8) and bf16 where the CPU has native bf16."""
     plans = [("fp32", "eager"), ("fp32", "auto"), ("int8", "eager"), ("int8", "auto")]
@@ -236,8 +257,12 @@ def vitkit_runtimes(model: nn.Module, cpu: CpuCapability, notes: list[str], comp
 
 # ---------------------------------------------------------------------------------------------- the run
 def run_bench(model: nn.Module, *, batch_sizes: tuple[int, ...] = (1, 8), iters: int = 10, warmup: int = 2,
-              threads: int | None = None, compile_: bool = True, peers: bool = True) -> BenchReport:
-    """Benchmark ``model`` (eval copies; the model is not changed) at each batch size; see the module doc."""
+              threads: int | None = None, compile_: bool = True, peers: bool = True,
+              optimized: Sequence[str | os.PathLike] = ()) -> BenchReport:
+    """Benchmark ``model`` (eval copies; the model is not changed) at each batch size; see the module doc.
+    ``optimized``: graph files written from ``model`` by ``vitkit optimize`` or ``vitkit export`` (``.xml``,
+    ``.onnx`` with their descriptions), timed and checked against its eager fp32 alongside the other rows."""
+    files = [optimized_runtime(model, path) for path in optimized]  # a bad file is refused before any timing
     if threads:
         torch.set_num_threads(threads)
     cpu = CpuCapability.detect()
@@ -253,7 +278,7 @@ def run_bench(model: nn.Module, *, batch_sizes: tuple[int, ...] = (1, 8), iters:
     report = BenchReport(name_of(model), torch.get_num_threads(), cpu,
                          flops_per_image(model) / 1e9, peak)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        runtimes = vitkit_runtimes(model, cpu, report.notes, compile_)
+        runtimes = vitkit_runtimes(model, cpu, report.notes, compile_) + [load() for load in files]
         if peers:
             runtimes += peer_runtimes(model, Path(tmp), report.notes)
         for batch_size in batch_sizes:
@@ -290,12 +315,14 @@ def _against_peers(report: BenchReport) -> list[str]:
     for batch_size in sorted({r.batch_size for r in report.rows}):
         rows = [r for r in report.rows if r.batch_size == batch_size]
         for precision in ("fp32", "bf16", "int8"):
-            ours = [r for r in rows if r.precision == precision and r.label.startswith("vitkit auto")]
-            peers = [r for r in rows if r.precision == precision and not r.label.startswith("vitkit")]
-            if ours and peers:
-                best = max(peers, key=lambda r: r.images_per_s)
-                lines.append(f"batch {batch_size} {precision}: {ours[0].label} {ours[0].images_per_s:.2f} img/s = "
-                             f"{ours[0].images_per_s / best.images_per_s:.2f}x the fastest peer ({best.label}, "
+            ours = [r for r in rows if r.precision == precision and r.label.startswith(("vitkit auto", "optimized"))]
+            peers = [r for r in rows if r.precision == precision and not r.label.startswith(("vitkit", "optimized"))]
+            if not peers:
+                continue
+            best = max(peers, key=lambda r: r.images_per_s)
+            for row in ours:
+                lines.append(f"batch {batch_size} {precision}: {row.label} {row.images_per_s:.2f} img/s = "
+                             f"{row.images_per_s / best.images_per_s:.2f}x the fastest peer ({best.label}, "
                              f"{best.images_per_s:.2f})")
     return lines
 

@@ -118,7 +118,7 @@ def _calibration_images(calibration: Any) -> list[Any] | None:
 def export_openvino(model: nn.Module, path: str | os.PathLike, *, precision: str = "fp32",
                     calibration: Any = None, verify: bool = True) -> GraphExportResult:
     """Write ``model`` as an OpenVINO IR (``path`` .xml, its .bin beside it) with its description
-    (``<stem>.vitkit.json``: preprocessing, classes, config), so the IR alone predicts as the model does.
+    (``<name>.vitkit.json``: preprocessing, classes, config), so the IR alone predicts as the model does.
 
     ``precision``: 'fp32'; 'bf16' (fp32 weights, the CPU plugin's bf16 inference hint recorded for loading);
     'int8' (NNCF's static quantization calibrated on ``calibration``: a folder of images, or images / paths;
@@ -232,8 +232,9 @@ class OptimizeResult:
 
 
 def report_path(out: str | os.PathLike) -> Path:
+    """The report beside an optimized graph, after its whole name (``m.xml`` -> ``m.xml.report.json``)."""
     out = Path(out)
-    return out.with_name(out.stem + ".report.json")
+    return out.with_name(out.name + ".report.json")
 
 
 def check_optimize_out(out: str | os.PathLike, backend: str, precision: str) -> Path:
@@ -305,8 +306,8 @@ def optimize_model(model: nn.Module, out: str | os.PathLike, *, precision: str =
     ONNX file (.onnx); int8 through ONNX Runtime's static QDQ quantizer. int8 is calibrated on the images of the
     folder ``calibrate``, one in ``HOLD_OUT_EVERY`` held out for the report (top-1 agreement with fp32, mean and
     least cosine similarity of the outputs); without ``calibrate``, on crops of the bundled sample photos
-    (``BUNDLED_CALIBRATION``). The report is ``<stem>.report.json``; ``vitkit.predict(images, model=out)`` runs the
-    result. The caller's model is not changed.
+    (``BUNDLED_CALIBRATION``). The report is ``<name>.report.json`` (``m.xml.report.json``);
+    ``vitkit.predict(images, model=out)`` runs the result. The caller's model is not changed.
     """
     out = check_optimize_out(out, backend, precision)
     if calibrate is not None:

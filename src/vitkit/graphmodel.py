@@ -3,8 +3,8 @@ ONNX Runtime session) together with the model's description (classes, preprocess
 ``vitkit.predict`` runs it as it runs the model.
 
 ``load_graph_model`` reads a graph vitkit wrote (an OpenVINO IR ``.xml`` with its ``.bin``, or an ``.onnx``) and
-the JSON description written beside it (``<stem>.vitkit.json``); no torch model is needed for the graph, and
-nothing in the files is executed as code.
+the JSON description written beside it (``<name>.vitkit.json``, e.g. ``m.xml.vitkit.json``); no torch model is
+needed for the graph, and nothing in the files is executed as code.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class StandIn(torch.nn.Module):
             raise ConfigError(f"{self.model_name!r} ({self.description}) gives the model's output only, not its "
                               f"features; use the model itself for features.")
         out = self._run(x)
+        if out.shape[1] != self.num_classes + self.feature_dim:
+            raise CheckpointError(f"{self.model_name!r} ({self.description}) gives {out.shape[1]} outputs per image "
+                                  f"where its description says {self.num_classes} logits and {self.feature_dim} "
+                                  f"features; the description is not this graph's. Write both again with "
+                                  f"`vitkit export` or `vitkit optimize`.")
         return out[:, out.shape[1] - self.feature_dim:]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,9 +79,28 @@ class StandIn(torch.nn.Module):
 
 
 def description_path(graph: str | os.PathLike) -> Path:
-    """The JSON description beside a graph file: ``out.xml`` -> ``out.vitkit.json``."""
+    """The JSON description beside a graph file, named after the whole file name (``m.xml`` ->
+    ``m.xml.vitkit.json``), so that an ``.xml`` and an ``.onnx`` of one stem each keep their own."""
     graph = Path(graph)
-    return graph.with_name(graph.stem + DESCRIPTION_SUFFIX)
+    return graph.with_name(graph.name + DESCRIPTION_SUFFIX)
+
+
+#: the backend a description records for each graph suffix
+SUFFIX_BACKENDS = {".xml": "openvino", ".onnx": "onnxruntime"}
+
+
+def _found_description(graph: Path) -> Path:
+    """The description of ``graph``; one written by earlier releases (``m.vitkit.json``, shared by every graph of
+    the stem) only when it records this graph's backend."""
+    where = description_path(graph)
+    older = graph.with_name(graph.stem + DESCRIPTION_SUFFIX)
+    if where.is_file() or not older.is_file():
+        return where
+    try:
+        backend = json.loads(older.read_text(encoding="utf-8")).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return older  # read_description names what is wrong with it
+    return older if backend == SUFFIX_BACKENDS.get(graph.suffix.lower()) else where
 
 
 def describe(model: torch.nn.Module, *, backend: str, precision: str, **extra: Any) -> dict[str, Any]:
@@ -96,7 +120,7 @@ def _bad(path: Path, why: str) -> CheckpointError:
 
 def read_description(graph: Path) -> dict[str, Any]:
     """The checked description of ``graph`` (a CheckpointError names what is missing or wrong)."""
-    where = description_path(graph)
+    where = _found_description(graph)
     if not where.is_file():
         raise _bad(graph, f"its description {where.name} (preprocessing, classes) is missing beside it")
     try:
@@ -116,6 +140,8 @@ def read_description(graph: Path) -> dict[str, Any]:
             raise ValueError(f"feature_dim={data['feature_dim']!r}")
         if data.get("precision") not in OV_HINTS:
             raise ValueError(f"precision={data.get('precision')!r}")
+        if data.get("backend") != SUFFIX_BACKENDS.get(graph.suffix.lower()):
+            raise ValueError(f"backend={data.get('backend')!r} for a {graph.suffix} graph")
     except (KeyError, TypeError, ValueError, VitkitError) as exc:
         what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else _last_line(exc)
         raise _bad(graph, f"{where.name} is damaged ({what})") from None

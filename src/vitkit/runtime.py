@@ -17,7 +17,7 @@ import torch
 
 from .config import PretrainedCfg
 from .errors import CheckpointError, ConfigError, Hint, VitkitError
-from .graphmodel import is_graph_file, load_graph_model
+from .graphmodel import is_graph_file, load_graph_model, read_description
 from .model import VisionTransformer
 from .registry import create_model, get_entry, is_registered, known_configs
 from .weights import from_checkpoint, inventory
@@ -170,9 +170,14 @@ def load_model(
 
 
 def pretrained_cfg_of(spec: str | os.PathLike[str]) -> PretrainedCfg:
-    """The preprocessing of a registry name or a weight source, read off the checkpoint's headers and
-    config files (no weights are loaded)."""
+    """The preprocessing of a registry name, a weight source or an exported graph, read off the checkpoint's
+    headers and config files or the graph's description (no weights are loaded)."""
     spec = os.fspath(spec)
+    if is_graph_file(spec):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"Cannot load the exported model {spec!r}: the file does not exist.")
+        return read_description(path)["pretrained_cfg"]
     if _is_name(spec):  # an unknown name raises UnknownModelError with the closest names
         return get_entry(spec).pretrained_cfg
     inv = inventory(spec, known=known_configs())

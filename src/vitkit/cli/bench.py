@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..checks import cli_type, int_between, positive_int
+from ..errors import ConfigError
+from ..graphmodel import is_graph_file
 
 MAX_BATCH = 4096  # images per timed call; more is a typo, not a benchmark
 
@@ -15,12 +17,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import format_report, run_bench
     from ..runtime import load_model
 
+    if is_graph_file(args.model):
+        raise ConfigError(f"{args.model!r} is an exported graph: bench the model it was written from and add the "
+                          f"file as a row: `vitkit bench MODEL --optimized {args.model}`.")
     torch.manual_seed(args.seed)
     model = load_model(args.model, weights=args.weights, img_size=args.img_size)
     report = run_bench(model, batch_sizes=tuple(args.batch_size), iters=args.iters, warmup=args.warmup,
-                       threads=args.threads, compile_=not args.no_compile, peers=not args.no_peers)
+                       threads=args.threads, compile_=not args.no_compile, peers=not args.no_peers,
+                       optimized=args.optimized)
     flags = [f"--batch-size {' '.join(map(str, args.batch_size))}", f"--iters {args.iters}",
              f"--threads {report.threads}"] + ["--no-compile"] * args.no_compile + ["--no-peers"] * args.no_peers
+    flags += [f"--optimized {' '.join(args.optimized)}"] * bool(args.optimized)
     print(f"vitkit bench {args.model} {' '.join(flags)}")
     print(format_report(report))
     return 0
@@ -50,4 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (its cold compile takes minutes)")
     p.add_argument("--no-peers", action="store_true", help="vitkit's paths only (no timm, transformers, plain ORT)")
+    p.add_argument("--optimized", nargs="+", default=[], metavar="FILE",
+                   help="graph files written from MODEL by `vitkit optimize` or `vitkit export` (.xml, .onnx), "
+                        "timed as rows of their own and checked against MODEL's eager fp32")
     p.set_defaults(func=cmd_bench, library_options={"img_size": "--img-size"})

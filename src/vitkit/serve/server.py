@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, MissingDependencyError, keyword
+from ..graphmodel import is_graph_file
 from ..runtime import load_model, pick_device, pretrained_cfg_of
 from .settings import ServeSettings
 
@@ -170,6 +171,18 @@ def _spec_name(model: Any) -> str:
     return f"the given {type(model).__name__}" if isinstance(model, torch.nn.Module) else repr(str(model))
 
 
+def _check_graph_settings(model: str, settings: ServeSettings, *, weights: Any) -> None:
+    """An exported graph (``.xml``, ``.onnx``) runs on the CPU in the precision it was written in."""
+    given = [keyword(name, value) for name, value, default in (
+        ("precision", settings.precision, "fp32"), ("backend", settings.backend, "eager"),
+        ("device", settings.device, "cpu"), ("weights", weights, None)) if value != default]
+    if given:
+        raise ConfigError(f"{model!r} is an exported graph: it runs on the CPU as it was written, so "
+                          f"{', '.join(h.text for h in given)} does not apply to it; drop it (optimize the model "
+                          f"again for another precision: `vitkit optimize MODEL --precision P --out FILE`).",
+                          hints=given)
+
+
 def serve(model: Any, settings: ServeSettings | None = None, *, weights: Any = None, labels: str | None = None,
           log_level: str = "warning") -> None:
     """Serve ``model`` until SIGTERM or Ctrl-C (blocking)."""
@@ -178,6 +191,9 @@ def serve(model: Any, settings: ServeSettings | None = None, *, weights: Any = N
     settings = settings or ServeSettings()
     if is_image_text(model):
         check_image_text_options(settings, weights=weights, labels=labels)
+    elif not isinstance(model, torch.nn.Module) and is_graph_file(model):
+        _check_graph_settings(str(model), settings, weights=weights)
+        pretrained_cfg_of(model)  # a missing or damaged description: one error here
     elif not isinstance(model, torch.nn.Module):  # a bad name or file: one error here, not a worker's traceback
         pretrained_cfg_of(model) if weights is None else load_model(model, weights=weights, device="meta")
     pick_device(settings.device)

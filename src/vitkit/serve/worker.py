@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 
 from ..attention import attention_map, overlay
 from ..data.images import decode_image
-from ..errors import VitkitError
+from ..errors import ConfigError, VitkitError
 from ..features import extract_features, features_model
 from ..graphmodel import StandIn
 from ..inference import optimize_for_inference
@@ -68,16 +68,31 @@ class ModelWorker(ls.LitAPI):
         self.net = net
         s = self.settings
         default_path = (s.precision, s.backend) == ("fp32", "eager")
-        self.classify = net if default_path else StandIn.of(optimize_for_inference(net, s.precision, s.backend), net)
-        self.embed = net if s.precision == "fp32" else features_model(net, s.precision)
+        if isinstance(net, StandIn):  # an exported graph runs as it was written (serve() refuses other settings)
+            self.classify = self.embed = net
+        else:
+            self.classify = net if default_path else StandIn.of(optimize_for_inference(net, s.precision, s.backend),
+                                                                net)
+            self.embed = net if s.precision == "fp32" else features_model(net, s.precision)
         self.has_head = int(getattr(net, "num_classes", 0)) > 0
         size = tuple(net.pretrained_cfg.input_size[1:])
         warm = {"image": Image.fromarray(np.zeros((*size, 3), np.uint8)), "top_k": 1, "pool": "default",
                 "labels": ["warm-up"], "templates": None}
         for task in TASKS:
-            if (task != "predict" or self.has_head) and (task != "zero-shot" or self.zero_shot is not None):
+            if self._answers(task):
                 self._run(task, [warm])
         logger.info("model worker ready on %s", device)
+
+    def _answers(self, task: str) -> bool:
+        """Whether this model answers ``task``: predict needs a head, zero-shot a text tower, and an exported
+        graph gives its output (and pooled features where it has them) but no attention."""
+        if task == "predict":
+            return self.has_head
+        if task == "zero-shot":
+            return self.zero_shot is not None
+        if isinstance(self.net, StandIn):
+            return task == "features" and self.net.feature_dim is not None
+        return True
 
     # ------------------------------------------------------------------------------------------ requests
     def decode_request(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +157,9 @@ class ModelWorker(ls.LitAPI):
         return answers
 
     def _attention(self, item: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(self.net, StandIn):
+            raise ConfigError(f"This server's model is an exported graph ({self.net.description}): it gives the "
+                              f"model's output only, not its attention; serve the model itself for /attention.")
         view, heat = attention_map(item["image"], self.net, method=item.get("method", "rollout"))
         view.thumbnail((512, 512), Image.Resampling.LANCZOS)
         png = io.BytesIO()
