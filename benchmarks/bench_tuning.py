@@ -1,0 +1,154 @@
+"""Tuning past the runtimes' defaults, each variant timed against the default it would replace, in one run.
+
+Variants (all on the same random weights and real photos, outputs checked against eager fp32 with vitkit's
+cosine floors, timed round-robin after warm-up with ``vitkit.bench.interleaved_times``):
+
+- OpenVINO bf16 (the CPU plugin's default on a CPU with native bf16) and NNCF int8: latency mode (one stream,
+  the batch as one request) against throughput mode (the batch split over the plugin's streams, run at once
+  through an ``AsyncInferQueue``), and with thread pinning turned off;
+- NNCF int8 with its transformer preset (mixed: asymmetric activations) against the performance preset
+  (symmetric activations, which VNNI multiplies without a zero-point correction), and with the non-quantized ops
+  in f32 instead of the plugin's default (bf16 where the CPU has it): int8 weights with bf16 activations;
+- eager bf16 against ``torch.compile`` with Inductor freezing (``--compile``; minutes of cold compile on ViT-B).
+
+    .venv/bin/python benchmarks/bench_tuning.py --model vit_base_patch16_224 --batch-size 1 8 --iters 6
+
+It prints the CPU's instruction set first and a Markdown table: img/s, the ratio to the default each variant
+would replace, the spread of the timed rounds and the cosine to eager fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import vitkit
+from vitkit.bench import FLOORS, bench_input, interleaved_times
+from vitkit.inference import CpuCapability
+from vitkit.openvino_runtime import calibration_batches, to_openvino
+
+
+def _ov_request(compiled) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: ANN001
+    request = compiled.create_infer_request()
+    return lambda x: torch.from_numpy(np.array(next(iter(request.infer({0: x.numpy()}).values()))))
+
+
+def _ov_streams(compiled) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: ANN001
+    """The batch split over the compiled model's streams, one request each, run at once."""
+    import openvino as ov
+
+    streams = int(compiled.get_property("NUM_STREAMS"))
+    queue = ov.AsyncInferQueue(compiled, streams)
+    outputs: dict[int, np.ndarray] = {}
+    queue.set_callback(lambda request, i: outputs.__setitem__(i, np.array(request.get_output_tensor(0).data)))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        chunks = np.array_split(x.numpy(), min(streams, len(x)))
+        outputs.clear()
+        for i, chunk in enumerate(chunks):
+            queue.start_async({0: chunk}, userdata=i)
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate([outputs[i] for i in range(len(chunks))]))
+
+    return run
+
+
+def _compile(ov_model, threads: int, *, hint: str | None = None, mode: str = "LATENCY",  # noqa: ANN001
+             pinning: bool | None = None):  # noqa: ANN202
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": mode, "INFERENCE_NUM_THREADS": threads}
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    if pinning is not None:
+        config["ENABLE_CPU_PINNING"] = pinning
+    return ov.Core().compile_model(ov_model, "CPU", config)
+
+
+def openvino_models(model: torch.nn.Module) -> tuple:
+    """The model in OpenVINO: as exported, NNCF int8 with its transformer preset, and with the performance preset."""
+    import nncf
+
+    plain = to_openvino(model)
+    batches = calibration_batches(model)
+    mixed = to_openvino(model, precision="int8", calibration=batches)
+    with contextlib.redirect_stdout(sys.stderr):
+        performance = nncf.quantize(plain, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                                    preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(batches))
+    return plain, mixed, performance
+
+
+def variants(model: torch.nn.Module, ov_models: tuple, threads: int, batch_size: int, compile_bf16: bool
+             ) -> dict[str, tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """label -> (precision, the label of the default it would replace, runner)."""
+    cpu = CpuCapability.detect()
+    plain, mixed, performance = ov_models
+    low = "bf16" if cpu.native_bf16 else "fp32"
+    ov_low, ov_int8 = f"openvino {low} (default compile)", "openvino int8 NNCF (default compile)"
+    out = {ov_low: (low, ov_low, _ov_request(_compile(plain, threads))),
+           f"openvino {low}, no pinning": (low, ov_low, _ov_request(_compile(plain, threads, pinning=False))),
+           ov_int8: ("int8", ov_int8, _ov_request(_compile(mixed, threads))),
+           "openvino int8 NNCF, no pinning": ("int8", ov_int8, _ov_request(_compile(mixed, threads, pinning=False))),
+           "openvino int8 NNCF, f32 activations": ("int8", ov_int8, _ov_request(_compile(mixed, threads,
+                                                                                          hint="f32"))),
+           "openvino int8 NNCF performance preset": ("int8", ov_int8, _ov_request(_compile(performance, threads)))}
+    if batch_size > 1:
+        out[f"openvino {low}, throughput streams"] = (low, ov_low, _ov_streams(_compile(plain, threads,
+                                                                                         mode="THROUGHPUT")))
+        out["openvino int8 NNCF, throughput streams"] = ("int8", ov_int8, _ov_streams(_compile(mixed, threads,
+                                                                                               mode="THROUGHPUT")))
+    if cpu.native_bf16:
+        eager = vitkit.optimize_for_inference(model, precision="bf16", backend="eager")
+        out["vitkit eager bf16"] = ("bf16", "vitkit eager bf16", eager)
+        if compile_bf16:
+            from torch._inductor import config as inductor
+
+            inductor.freezing = True
+            work = vitkit.optimize_for_inference(model, precision="bf16", backend="compile")
+            out["vitkit compile bf16 (freezing)"] = ("bf16", "vitkit eager bf16", work)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vit_base_patch16_224")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--iters", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true", help="also torch.compile bf16 with freezing")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = vitkit.create_model(args.model).eval()
+    print(f"{args.model}, {args.threads} threads, CPU: {CpuCapability.detect().describe()}, torch {torch.__version__}")
+    print("\n| batch | variant | precision | img/s | vs the default it would replace | spread | cosine |")
+    print("|---|---|---|---|---|---|---|")
+    ov_models = openvino_models(model)
+    for batch_size in args.batch_size:
+        x = bench_input(model, batch_size)
+        with torch.inference_mode():
+            want = model(x).float()
+            runs = variants(model, ov_models, args.threads, batch_size, args.compile)
+            cosines = {k: float(torch.nn.functional.cosine_similarity(fn(x).float().flatten().double(),
+                                                                        want.flatten().double(), dim=0))
+                       for k, (_, _, fn) in runs.items()}
+            times = interleaved_times({k: (lambda f=fn, x=x: f(x)) for k, (_, _, fn) in runs.items()}, args.warmup,
+                                      args.iters)
+        rate = {k: batch_size / statistics.median(t) for k, t in times.items()}
+        for k, (precision, default, _) in runs.items():
+            spread = (max(times[k]) - min(times[k])) / statistics.median(times[k])
+            flag = "" if cosines[k] >= FLOORS[precision] else " (below the floor)"
+            print(f"| {batch_size} | {k} | {precision} | {rate[k]:.2f} | {rate[k] / rate[default]:.2f}x | "
+                  f"{spread:.0%} | {cosines[k]:.6f}{flag} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
