@@ -25,38 +25,20 @@ import statistics
 import sys
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 import vitkit
 from vitkit.bench import FLOORS, bench_input, interleaved_times
 from vitkit.inference import CpuCapability
-from vitkit.openvino_runtime import calibration_batches, to_openvino
+from vitkit.openvino_runtime import calibration_batches, compiled_runner, to_openvino
 
 
 def _ov_request(compiled) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: ANN001
-    request = compiled.create_infer_request()
-    return lambda x: torch.from_numpy(np.array(next(iter(request.infer({0: x.numpy()}).values()))))
+    return compiled_runner(compiled)
 
 
 def _ov_streams(compiled) -> Callable[[torch.Tensor], torch.Tensor]:  # noqa: ANN001
-    """The batch split over the compiled model's streams, one request each, run at once."""
-    import openvino as ov
-
-    streams = int(compiled.get_property("NUM_STREAMS"))
-    queue = ov.AsyncInferQueue(compiled, streams)
-    outputs: dict[int, np.ndarray] = {}
-    queue.set_callback(lambda request, i: outputs.__setitem__(i, np.array(request.get_output_tensor(0).data)))
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        chunks = np.array_split(x.numpy(), min(streams, len(x)))
-        outputs.clear()
-        for i, chunk in enumerate(chunks):
-            queue.start_async({0: chunk}, userdata=i)
-        queue.wait_all()
-        return torch.from_numpy(np.concatenate([outputs[i] for i in range(len(chunks))]))
-
-    return run
+    return compiled_runner(compiled, streams=True)
 
 
 def _compile(ov_model, threads: int, *, hint: str | None = None, mode: str = "LATENCY",  # noqa: ANN001

@@ -125,3 +125,33 @@ def test_openvino_paths_meet_their_floors_at_two_sizes():
     assert cos(int8(x), ref) >= 0.99
     assert (caller_handler.level, nncf_logger.level) == (logging.DEBUG, level)  # quieted while quantizing only
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # the caller's model untouched
+
+
+@needs_openvino
+def test_throughput_mode_splits_the_batch_over_streams_and_auto_times_it(tmp_path, monkeypatch):
+    """mode='throughput' runs the batch as one request per stream, at once, with the same numbers as one request;
+    with no mode asked for, auto's trial at a batch of more than one image times it beside the latency path."""
+    model = vitkit.create_model("vit_digits").eval()
+    x = vitkit.ImageProcessor.from_model(model)(default_calibration_images(5))
+    latency = optimize_for_inference(model, "fp32", "openvino", mode="latency")
+    streams = optimize_for_inference(model, "fp32", "openvino", mode="throughput")
+    torch.testing.assert_close(streams(x), latency(x), atol=1e-5, rtol=0)
+    assert streams(x[:1]).shape == latency(x[:1]).shape
+    from vitkit import inference
+
+    seen = {}
+
+    def trial(candidates, *args, **kwargs):
+        seen.update(candidates)
+        return run_trial(candidates, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "run_trial", trial)
+    runner = optimize_for_inference(model, "int8", "auto", trial=True, batch_size=4, cache_dir=tmp_path)
+    assert {"openvino", "openvino (throughput streams)", "eager"} <= set(seen)
+    mode = json.loads((tmp_path / "inference_paths.json").read_text()).popitem()[1]["mode"]
+    assert (mode == "throughput") == ("backend openvino (throughput streams):" in repr(runner))
+    seen.clear()
+    optimize_for_inference(model, "int8", "auto", trial=True, batch_size=1, cache_dir=tmp_path / "one")
+    assert "openvino (throughput streams)" not in seen  # one image: nothing to split
+    with pytest.raises(vitkit.ConfigError, match="mode='fast' is not supported"):
+        optimize_for_inference(model, "fp32", "openvino", mode="fast")

@@ -35,6 +35,7 @@ from .openvino_runtime import (
     DEFAULT_CALIBRATION,
     calibration_batches,
     compile_openvino,
+    compiled_runner,
     default_calibration_images,
     openvino_available,
     to_openvino,
@@ -199,19 +200,14 @@ def openvino_peers(model: nn.Module, notes: list[str]) -> list[Runtime]:
     cpu_bf16 = CpuCapability.detect().native_bf16
     plain = to_openvino(model)
     default = compile_openvino(plain, precision="default")
-    rows = [Runtime("openvino (default)", "bf16" if cpu_bf16 else "fp32", _ov_fn(default)),
-            Runtime("openvino f32", "fp32", _ov_fn(compile_openvino(plain, precision="fp32")))]
+    rows = [Runtime("openvino (default)", "bf16" if cpu_bf16 else "fp32", compiled_runner(default)),
+            Runtime("openvino f32", "fp32", compiled_runner(compile_openvino(plain, precision="fp32")))]
     try:
         int8 = to_openvino(model, precision="int8", calibration=calibration_batches(model))
-        rows.append(Runtime("openvino int8 (NNCF)", "int8", _ov_fn(compile_openvino(int8, precision="int8"))))
+        rows.append(Runtime("openvino int8 (NNCF)", "int8", compiled_runner(compile_openvino(int8, precision="int8"))))
     except Exception as exc:  # noqa: BLE001 (a peer that cannot quantize this model is a note)
         notes.append(f"openvino int8 (NNCF): skipped ({exc})")
     return rows
-
-
-def _ov_fn(compiled: object) -> Callable[[torch.Tensor], torch.Tensor]:
-    request = compiled.create_infer_request()  # type: ignore[attr-defined]
-    return lambda x: torch.from_numpy(next(iter(request.infer({0: x.numpy()}).values())).copy())
 
 
 def _ort_runtime(label: str, precision: str, path: Path) -> Runtime:

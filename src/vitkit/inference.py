@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .export import convert_precision, export_onnx, export_onnx_native, onnx_session, patch_feeds
 from .graphmodel import StandIn
 from .model import name_of
-from .openvino_runtime import default_calibration_images, openvino_available, openvino_runner
+from .openvino_runtime import PERFORMANCE_MODES, default_calibration_images, openvino_available, openvino_runner
 from .patches import PatchProcessor, run_by_grid
 from .processor import ImageProcessor
 from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_trial, trials_enabled
@@ -236,29 +236,41 @@ def _tuned(model: nn.Module, static: Plan, device: torch.device, *, batch_size: 
     key = cache_key(model_fingerprint(model), cpu=cpu.describe(), threads=torch.get_num_threads(),
                     batch=batch_size, precision=static.precision + ("|native" if native else ""))
     hit = cache.get(key)
-    if hit is not None and hit["backend"] in BACKENDS:
+    if hit is not None and hit["backend"] in BACKENDS and hit.get("mode", "latency") in PERFORMANCE_MODES:
         plan = Plan(static.precision, hit["backend"], f"{hit.get('reason', '')} (cached in {cache.path})")
-        return (plan, *_build(model, plan, device, calibration=calibration, mode=mode, native=native))
-    installed = {"eager": True, "onnxruntime": onnxruntime_available(), "openvino": openvino_available()}
-    backends = [b for b in ("eager", "onnxruntime", "openvino")
-                if installed[b] and static.precision in BACKEND_PRECISIONS[b]]
-    built = {b: _build(model, Plan(static.precision, b, ""), device, calibration=calibration, mode=mode,
-                       native=native) for b in backends}
+        return (plan, *_build(model, plan, device, calibration=calibration, mode=mode or hit.get("mode", "latency"),
+                              native=native))
+    candidates = _candidates(static.precision, batch_size, mode, native)
+    built = {label: _build(model, Plan(static.precision, b, ""), device, calibration=calibration, mode=m,
+                           native=native) for label, (b, m) in candidates.items()}
     x = _trial_input(model, batch_size, native)
     with torch.inference_mode():
         reference = model(x).float()
-        result = run_trial({b: fn for b, (fn, _) in built.items()}, x, reference,
-                           {b: COSINE_FLOORS[static.precision] for b in built})
+        result = run_trial({label: fn for label, (fn, _) in built.items()}, x, reference,
+                           {label: COSINE_FLOORS[static.precision] for label in built})
+    backend, won_mode = candidates[result.winner]
     reason = (f"precision {static.precision}: {static.reason.split(';')[0].split(': ', 1)[-1]}; backend "
               f"{result.winner}: the fastest that met the {COSINE_FLOORS[static.precision]} cosine floor, "
               f"{result.describe(batch_size)} ({cpu.describe()}, {torch.get_num_threads()} threads)")
-    cache.put(key, {"precision": static.precision, "backend": result.winner, "reason": reason})
-    plan = Plan(static.precision, result.winner, reason)
+    cache.put(key, {"precision": static.precision, "backend": backend, "mode": won_mode, "reason": reason})
+    plan = Plan(static.precision, backend, reason)
     return (plan, *built[result.winner])
 
 
+def _candidates(precision: str, batch_size: int, mode: str | None, native: bool) -> dict[str, tuple[str, str]]:
+    """The trial's paths, label -> (backend, OpenVINO mode): every installed runtime that has ``precision``, and
+    OpenVINO's throughput mode too (the batch over its streams) for a batch of more than one image when no mode
+    is asked for."""
+    installed = {"eager": True, "onnxruntime": onnxruntime_available(), "openvino": openvino_available()}
+    out = {b: (b, mode or "latency") for b in ("eager", "onnxruntime", "openvino")
+           if installed[b] and precision in BACKEND_PRECISIONS[b]}
+    if "openvino" in out and mode is None and batch_size > 1 and not native:
+        out["openvino (throughput streams)"] = ("openvino", "throughput")
+    return out
+
+
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: str = "auto", *,
-                           calibration: Any = None, mode: str = "latency", trial: bool | None = None,
+                           calibration: Any = None, mode: str | None = None, trial: bool | None = None,
                            batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
                            native: bool = False) -> InferenceRunner:
     """A fast callable for ``model``'s inference: ``runner(x)`` for (B, 3, H, W) float images returns the
@@ -275,7 +287,9 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
 
     int8 is dynamic quantization for eager and ONNX Runtime, NNCF's static quantization for OpenVINO, calibrated
     on ``calibration`` (batches from ``openvino_runtime.calibration_batches``; by default crops of
-    scikit-learn's sample photos). OpenVINO's ``mode``: 'latency' or 'throughput' (streams for batch jobs).
+    scikit-learn's sample photos). OpenVINO's ``mode``: 'latency' (one request runs the batch) or 'throughput'
+    (the batch split over the plugin's streams, run at once); None: latency, and 'auto''s trial times both for a
+    batch of more than one image.
 
     ``native=True``: the runner takes images at their own aspect ratio, a ``vitkit.patches.PatchBatch``
     (``PatchProcessor``'s patches, mask and grids), in one call: ONNX Runtime runs the graph of padded patch
@@ -284,6 +298,9 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: expected a positive number of images.")
+    if mode is not None and mode not in PERFORMANCE_MODES:
+        raise ConfigError(f"mode={mode!r} is not supported: use 'latency' or 'throughput' (OpenVINO's performance "
+                          f"modes), or leave it out.")
     if isinstance(model, StandIn):
         raise ConfigError(f"{model.model_name!r} is an exported graph ({model.description}): it runs in the precision "
                           f"and on the backend it was written for, so precision={precision!r} and "
@@ -296,7 +313,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
         plan, fn, module = _tuned(model, plan, device, batch_size=batch_size, calibration=calibration, mode=mode,
                                   cache=PathCache(cache_dir), native=native)
     else:
-        fn, module = _build(model, plan, device, calibration=calibration, mode=mode, native=native)
+        fn, module = _build(model, plan, device, calibration=calibration, mode=mode or "latency", native=native)
     runner = InferenceRunner(fn, plan, device, name, module)
     log.info("%r", runner)
     return runner

@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import ConfigError, MissingDependencyError
 from .export import export_onnx
+from .graphmodel import compiled_runner
 from .processor import ImageProcessor, sample_photos
 
 #: vitkit precision -> the CPU plugin's inference precision hint
@@ -126,13 +127,7 @@ def openvino_runner(model: nn.Module, precision: str, *, calibration: Sequence[n
     """(B, C, H, W) float images -> the model's output, computed by OpenVINO in ``precision``."""
     compiled = compile_openvino(to_openvino(model, precision=precision, calibration=calibration),
                                 precision=precision, mode=mode)
-    request = compiled.create_infer_request()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        out = request.infer({0: x.detach().float().cpu().numpy()})
-        return torch.from_numpy(np.array(next(iter(out.values()))))
-
-    return run
+    return compiled_runner(compiled, streams=mode == "throughput")
 
 
 def save_openvino(ov_model: Any, path: str | Path) -> Path:
