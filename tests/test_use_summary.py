@@ -95,3 +95,23 @@ def test_wording_of_prefix_tokens():
     assert "no prefix tokens," in siglip and "prepend" not in siglip
     assert "prefix: a class token + 4 register tokens" in dinov2
     assert not any("token(s)" in text for text in (plain, siglip, dinov2))
+
+
+def test_macs_of_a_rotary_model_count_the_rotation_of_q_and_k():
+    """A DINOv3 model (rotary, a class token and 4 registers) counted by hand from its config: patch conv, per block
+    two affine LayerNorms (5/element), qkv, Q @ K^T and attn @ V, rope on q and k of the patch tokens (2/element
+    each), proj, the MLP; the final norm."""
+    import vitkit
+    from vitkit.summary import summarize
+
+    model = vitkit.create_model("vit_small_patch16_dinov3", depth=2)
+    c = model.config
+    P = (c.img_size[0] // 16) * (c.img_size[1] // 16)
+    N, C, H = P + c.num_prefix_tokens, c.embed_dim, int(c.embed_dim * c.mlp_ratio)
+    rope = 2 * 2 * P * C
+    block = 5 * N * C + N * C * 3 * C + 2 * N * N * C + rope + N * C * C + 5 * N * C + N * C * H + N * H * C
+    want = C * P * 3 * 16 * 16 + c.depth * block + 5 * N * C
+    assert summarize(model).macs == want
+    assert summarize(model).to_dict()["macs"] == want
+    assert "rotary embeddings: 2/element of q and of k" in summarize(model).to_text()
+    assert "rotary" not in summarize(vitkit.create_model("vit_small_patch16_224", depth=1)).to_text()

@@ -233,8 +233,10 @@ def optimized_runtime(model: nn.Module, path: str | os.PathLike) -> Callable[[],
     return lambda: Runtime(label, data["precision"], load_graph_model(path, threads=torch.get_num_threads()))
 
 
-def vitkit_runtimes(model: nn.Module, cpu: CpuCapability, notes: list[str], compile_: bool) -> list[Runtime]:
-    """vitkit's paths: eager, compile, auto (fp32, int8) and bf16 where the CPU has native bf16."""
+def vitkit_runtimes(model: nn.Module, cpu: CpuCapability, notes: list[str], compile_: bool, batch_size: int = 8
+                    ) -> list[Runtime]:
+    """vitkit's paths: eager, compile, auto (fp32, int8; its trial at ``batch_size``) and bf16 where the CPU has
+    native bf16."""
     plans = [("fp32", "eager"), ("fp32", "auto"), ("int8", "eager"), ("int8", "auto")]
     if compile_:
         plans.insert(1, ("fp32", "compile"))
@@ -245,7 +247,7 @@ def vitkit_runtimes(model: nn.Module, cpu: CpuCapability, notes: list[str], comp
                      f"slower, and auto never picks it")
     out = []
     for precision, backend in plans:
-        runner = optimize_for_inference(model, precision=precision, backend=backend)
+        runner = optimize_for_inference(model, precision=precision, backend=backend, batch_size=batch_size)
         label = f"vitkit {backend}" + (f" ({runner.backend})" if backend == "auto" else "")
         out.append(Runtime(label, precision, runner))
     return out
@@ -274,11 +276,11 @@ def run_bench(model: nn.Module, *, batch_sizes: tuple[int, ...] = (1, 8), iters:
     report = BenchReport(name_of(model), torch.get_num_threads(), cpu,
                          flops_per_image(model) / 1e9, peak)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        runtimes = vitkit_runtimes(model, cpu, report.notes, compile_) + [load() for load in files]
-        if peers:
-            runtimes += peer_runtimes(model, Path(tmp), report.notes)
-        for batch_size in batch_sizes:
+        others = [load() for load in files] + (peer_runtimes(model, Path(tmp), report.notes) if peers else [])
+        for batch_size in batch_sizes:  # auto's trial is per batch size, as a user's runner is
+            runtimes = vitkit_runtimes(model, cpu, report.notes, compile_, batch_size) + others
             report.rows += _bench_batch(model, runtimes, batch_size, warmup, iters, report.notes)
+        report.notes[:] = list(dict.fromkeys(report.notes))
     return report
 
 

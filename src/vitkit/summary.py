@@ -3,7 +3,8 @@
 The model runs once on the ``meta`` device (shapes only, no memory, no arithmetic), with forward hooks
 recording output shapes and counting multiply-accumulates analytically. MACs follow fvcore's rules,
 which timm's published figures use: one per multiply-add of every linear layer, convolution and
-attention matmul (Q @ K^T and attn @ V), plus 5 per element for an affine LayerNorm (4 without affine).
+attention matmul (Q @ K^T and attn @ V), plus 5 per element for an affine LayerNorm (4 without affine), and
+for rotary embeddings 2 per element of q and of k of the patch tokens (x * cos and rotate(x) * sin).
 Activations, softmax, additions and pooling are not counted. FLOPs are reported as 2 x MACs.
 """
 
@@ -22,6 +23,7 @@ from .errors import ConfigError
 from .layers import Attention, AttentionPoolHead
 from .model import name_of
 from .registry import create_model, is_registered
+from .rope import rope_macs
 from .runtime import ModelSpec, resolve_model
 
 DisplayShape = list[int | str]
@@ -52,6 +54,7 @@ class ModelSummary:
     macs: int  # per batch of ``batch`` images (1 when the batch is symbolic)
     description: str = ""
     notes: list[str] = field(default_factory=list)
+    rotary: bool = False  # the MACs include rotating q and k
 
     @property
     def frozen_params(self) -> int:
@@ -83,7 +86,10 @@ def _module_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
         return inputs[0].numel() * (5 if module.elementwise_affine else 4)
     if isinstance(module, Attention):
         B, N, C = inputs[0].shape
-        return 2 * B * N * N * C  # Q @ K^T and attn @ V: B x heads x N x N x head_dim each
+        macs = 2 * B * N * N * C  # Q @ K^T and attn @ V: B x heads x N x N x head_dim each
+        if len(inputs) > 1 and inputs[1] is not None:  # rotary embeddings: q and k of the patch tokens rotated
+            macs += B * rope_macs(N - module.num_prefix_tokens, module.num_heads * module.head_dim)
+        return macs
     if isinstance(module, AttentionPoolHead):
         B, N, C = inputs[0].shape
         return 2 * B * N * C  # one latent query against N keys, then the weighted sum of N values
@@ -176,7 +182,7 @@ def summarize(model: ModelSpec, *, img_size: int | tuple[int, int] | None = None
     return ModelSummary(model_name=name_of(net), input_shape=show(list(x.shape)),
                         modules=modules, path=[(s, show(shape)) for s, shape in _data_path(net, shapes, list(x.shape))],
                         stages=_stages(net, own_macs), total_params=root.params, trainable_params=root.trainable,
-                        macs=root.macs, description=_describe(net, size))
+                        macs=root.macs, description=_describe(net, size), rotary=config.rope != "none")
 
 
 def _describe(net: nn.Module, size: Sequence[int]) -> str:
@@ -299,5 +305,6 @@ def format_summary(s: ModelSummary, max_depth: int = 3) -> str:
     lines += ["", f"Parameters: {s.total_params:,} ({human(s.total_params)}); trainable {s.trainable_params:,}, "
                   f"frozen {s.frozen_params:,}",
               f"MACs: {s.macs:,} ({human(s.macs)}) {per}; FLOPs ~ {human(s.flops)} (2 x MACs)",
-              "MACs count linear, conv and attention matmuls plus LayerNorm (5/element), as fvcore and timm do."]
+              "MACs count linear, conv and attention matmuls plus LayerNorm (5/element), as fvcore and timm do"
+              + ("; rotary embeddings: 2/element of q and of k of the patch tokens." if s.rotary else ".")]
     return "\n".join(lines)
