@@ -23,6 +23,7 @@ from torch import nn
 from .choices import EXPORT_FORMATS, EXPORT_PRECISIONS, ONNX_OPSETS
 from .errors import ConfigError, ExportError, MissingDependencyError, OutputError, keyword
 from .fileio import atomic_write
+from .model import name_of
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,16 @@ def _verify(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, batch
     checks = {}
     for size in verify_sizes(model):
         x = example_input(reference, batch_size, size)
+        try:
+            got = run(x).float()
+        except Exception as exc:  # noqa: BLE001 (a runtime's own exception types: the graph does not run here)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = (lines[-1] if lines else type(exc).__name__)[:300]
+            raise ExportError(f"The exported graph of {name_of(model)!r} does not run at input {tuple(x.shape)} "
+                              f"({why}), so it does not take every input size the model takes; report the model "
+                              f"and the size to vitkit (verify=False skips this check).") from None
         with torch.no_grad():
-            checks[size] = float((run(x).float() - reference(x)).abs().max())
+            checks[size] = float((got - reference(x)).abs().max())
         log.info("exported model vs eager fp32 at %s: max abs diff %.3g", tuple(x.shape), checks[size])
     return checks
 

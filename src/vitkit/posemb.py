@@ -91,7 +91,9 @@ def resample_posemb(
     # (1, H*W, C) -> (1, C, H, W)
     grid = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
     grid = _interpolate(grid, new_grid, style)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(posemb.dtype)  # (1, C, H', W') -> (1, H'*W', C)
+    # (1, C, H', W') -> (1, H'*W', C); flatten, not reshape(1, -1, C): an ONNX export's shape inference may fix the
+    # -1 of a reshape from the rotary tables' trace-time grid
+    grid = grid.flatten(2).transpose(1, 2).to(posemb.dtype)
     return torch.cat([prefix, grid], dim=1)
 
 

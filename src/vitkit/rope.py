@@ -73,7 +73,8 @@ def rope_table(grid: tuple[int, int], head_dim: int, *, form: str, temperature: 
     if rotate_half:
         sin, cos = torch.cat([sin, sin], dim=-1), torch.cat([cos, cos], dim=-1)
     else:
-        sin, cos = sin.repeat_interleave(2, -1), cos.repeat_interleave(2, -1)
+        # [a0, a0, a1, a1, ...] by stacking (repeat_interleave exports to ONNX with its trace-time sizes)
+        sin, cos = torch.stack([sin, sin], dim=-1).flatten(-2), torch.stack([cos, cos], dim=-1).flatten(-2)
     return torch.cat([sin, cos], dim=-1)
 
 
@@ -82,7 +83,7 @@ def _rotate(x: torch.Tensor, half: bool) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([-x2, x1], dim=-1)
     # [x0, x1, x2, x3, ...] -> [-x1, x0, -x3, x2, ...]
-    return torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(x.shape)
+    return torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor, *, rotate_half: bool, num_prefix_tokens: int) -> torch.Tensor:
