@@ -173,3 +173,16 @@ def test_a_graph_that_does_not_run_at_a_size_is_one_export_error():
     with pytest.raises(ExportError, match=r"'vit_tiny_patch16_224' does not run at input \(2, 3, 32, 32\) "
                                           r"\(The input tensor cannot be reshaped\)"):
         _verify(run, model, 2)
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "vit_small_patch16_dinov3"])
+def test_int8_onnx_runtime_runs_a_rotary_model_at_two_sizes(name):
+    pytest.importorskip("onnxruntime")
+    model = vitkit.create_model(name, depth=2).eval()
+    runner = vitkit.optimize_for_inference(model, precision="int8", backend="onnxruntime")
+    for size in ((224, 224), (10 * model.config.patch_size[0], 224)):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(size[0]))
+        with torch.no_grad():
+            want = model(x)
+        cos = torch.nn.functional.cosine_similarity(runner(x).flatten(), want.flatten(), dim=0)
+        assert float(cos) >= 0.99, size
