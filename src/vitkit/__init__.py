@@ -32,6 +32,7 @@ _EXPORTS = {
     "list_models": "registry", "register": "registry", "from_pretrained": "runtime", "load_model": "runtime",
     "resolve_data_config": "runtime", "summarize": "summary", "TrainConfig": "training",
     "TrainResult": "training", "evaluate": "training", "train": "training", "save_pretrained": "weights",
+    "with_patch_size": "weights",
     "ImageTextModel": "imagetext", "TextConfig": "text", "load_image_text": "zeroshot", "zero_shot": "zeroshot",
     "zero_shot_classifier": "zeroshot",
 }

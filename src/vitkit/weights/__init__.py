@@ -16,12 +16,12 @@ from .families import FORMATS, detect_format, families, get_family
 from .formats import Converted, Family
 from .infer import infer_config, match_known
 from .inventory import Inventory, inventory
-from .load import Fitted, LoadReport, build, fit, from_checkpoint, load_pretrained
+from .load import Fitted, LoadReport, build, fit, from_checkpoint, load_pretrained, with_patch_size
 from .readers import Checkpoint, read_checkpoint
 from .save import Conversion, Lost, convert, save_pretrained
 
 __all__ = [
     "FORMATS", "Checkpoint", "Conversion", "Converted", "Family", "Fitted", "Inventory", "LoadReport", "Lost", "build",
     "convert", "detect_format", "families", "fit", "from_checkpoint", "get_family", "infer_config", "inventory",
-    "load_pretrained", "match_known", "read_checkpoint", "save_pretrained",
+    "load_pretrained", "match_known", "read_checkpoint", "save_pretrained", "with_patch_size",
 ]

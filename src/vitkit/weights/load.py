@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import PretrainedCfg, ViTConfig, check_fields
-from ..errors import CheckpointError, Hint
+from ..errors import CheckpointError, ConfigError, Hint
 from ..model import VisionTransformer
 from . import validate
 from .adapt import Adapted, Shape, adapt
@@ -311,3 +311,34 @@ def from_checkpoint(source: str | os.PathLike[str], *, format: str | None = None
     return build(config, pretrained_cfg=pretrained_cfg_for(converted, config, os.fspath(source)),
                  model_name=converted.model_name or Path(os.fspath(source)).stem, weights=fitted, device=device,
                  dtype=dtype, allow_nonfinite=allow_nonfinite)
+
+
+def with_patch_size(model: VisionTransformer, patch_size: int | tuple[int, int]) -> VisionTransformer:
+    """A copy of ``model`` that runs at another patch size, as FlexiViT models are trained to: the patch-embedding
+    kernel resampled by FlexiViT's pseudo-inverse resize and the position embedding resampled to the new patch grid
+    of the same input size, both in the model's resampling style (``ViTConfig.resample_style``; timm's by default,
+    as its ``resample_patch_embed`` and ``resample_abs_pos_embed`` do). The copy is on the model's device, in its
+    dtype and mode, with its preprocessing and name; the caller's model is not changed."""
+    if not isinstance(model, VisionTransformer):
+        raise ConfigError(f"with_patch_size takes a vitkit VisionTransformer, got {type(model).__name__}.")
+    c = model.config
+    size = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise ConfigError(f"patch_size={patch_size!r} is not allowed: expected a positive whole number of pixels "
+                          f"or a pair (height, width), e.g. 8.")
+    size = (int(size[0]), int(size[1]))
+    if c.img_size[0] % size[0] or c.img_size[1] % size[1]:
+        fits = [str(p) for p in range(8, 49) if not c.img_size[0] % p and not c.img_size[1] % p]
+        raise ConfigError(f"patch_size={patch_size!r} does not divide the model's input size {c.img_size[0]}x"
+                          f"{c.img_size[1]}: use a patch size that divides both sides ({', '.join(fits[:8])}).")
+    config = c.replace(patch_size=size)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VisionTransformer(config).state_dict().items()}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    adapted = adapt(state, expected, config, style=c.resample_style, source_grid=c.grid_size)
+    param = next(model.parameters())
+    out = build(config, pretrained_cfg=model.pretrained_cfg, model_name=model.model_name, device=param.device,
+                dtype=param.dtype)
+    out.load_state_dict(adapted.state, strict=True)
+    return out.train(model.training)
