@@ -56,3 +56,13 @@ def test_a_patch_size_that_does_not_fit_is_one_config_error():
     for bad in (0, -8, 8.0, "8", (8,), True):
         with pytest.raises(vitkit.ConfigError, match="patch_size="):
             vitkit.with_patch_size(model, bad)
+
+
+def test_loading_at_another_patch_size_equals_the_run_time_copy(tmp_path):
+    model = vitkit.create_model("flexivit_small", depth=1).eval()
+    vitkit.save_pretrained(model, tmp_path / "fx", format="timm")
+    loaded = vitkit.create_model("flexivit_small", depth=1, patch_size=8, pretrained=str(tmp_path / "fx"))
+    assert any("resampled to (8, 8)" in note for note in loaded.load_report.adapted)
+    x = torch.randn(1, 3, 240, 240)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), vitkit.with_patch_size(model, 8)(x))
