@@ -65,4 +65,4 @@ def test_loading_at_another_patch_size_equals_the_run_time_copy(tmp_path):
     assert any("resampled to (8, 8)" in note for note in loaded.load_report.adapted)
     x = torch.randn(1, 3, 240, 240)
     with torch.no_grad():
-        assert torch.equal(loaded(x), vitkit.with_patch_size(model, 8)(x))
+        assert (loaded(x) - vitkit.with_patch_size(model, 8)(x)).abs().max() < 1e-6
