@@ -6,7 +6,6 @@ import argparse
 
 from ..checks import cli_type, int_between, positive_int
 from ..errors import ConfigError
-from ..graphmodel import is_graph_file
 
 MAX_BATCH = 4096  # images per timed call; more is a typo, not a benchmark
 
@@ -15,6 +14,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import format_report, run_bench
+    from ..graphmodel import is_graph_file
     from ..runtime import load_model
 
     if is_graph_file(args.model):
