@@ -115,3 +115,105 @@ def test_aimv2_vision_model_folder(transformers, tmp_path, by_name):
         want = ref(pixel_values=x).last_hidden_state
         got = model.forward_features(x)
     assert got.shape == want.shape and (got - want).abs().max().item() <= ATOL
+
+
+# ---------------------------------------------------------------------- from the folder alone, and written back
+def _dinov3_config(transformers, *, gated: bool, key_bias: bool = False, hidden_act: str | None = None):
+    return transformers.DINOv3ViTConfig(**TINY, patch_size=16, image_size=64, num_register_tokens=4,
+                                        use_gated_mlp=gated, query_bias=True, key_bias=key_bias, value_bias=True,
+                                        layerscale_value=1e-5, rope_theta=100.0, layer_norm_eps=1e-5,
+                                        hidden_act=hidden_act or ("silu" if gated else "gelu"))
+
+
+@pytest.mark.parametrize("gated,key_bias", [(False, False), (True, False), (False, True)])
+def test_a_dinov3_folder_loads_on_its_own(transformers, tmp_path, gated, key_bias):
+    """A DINOv3ViTModel folder without a model name: its config.json gives the rotary base, the bias layout (a key
+    bias too: the three read as one fused bias) and the image size; pooled = transformers' pooler_output (the
+    class token)."""
+    ref = transformers.DINOv3ViTModel(_dinov3_config(transformers, gated=gated, key_bias=key_bias)).eval()
+    _redraw(ref, 7)
+    ref.save_pretrained(tmp_path)
+    model = vitkit.from_pretrained(tmp_path).eval()
+    c = model.config
+    assert (c.rope, c.reg_tokens, c.img_size, c.k_bias) == ("dinov3", 4, (64, 64), key_bias)
+    assert model.load_report.ok
+    for h, w in ((64, 64), (48, 80)):
+        x = _images(h, w)
+        with torch.no_grad():
+            out = ref(pixel_values=x)
+            feats = model.forward_features(x)
+            pooled = model.forward_head(feats, pre_logits=True)
+        assert (feats - out.last_hidden_state).abs().max().item() <= ATOL, (h, w)
+        assert (pooled - out.pooler_output).abs().max().item() <= ATOL, (h, w)
+
+
+def test_a_gated_dinov3_folder_with_another_activation_is_refused(transformers, tmp_path):
+    ref = transformers.DINOv3ViTModel(_dinov3_config(transformers, gated=True, hidden_act="gelu"))
+    ref.save_pretrained(tmp_path)
+    with pytest.raises(vitkit.errors.CheckpointError, match="hidden_act='gelu'.*SwiGLU gates with SiLU"):
+        vitkit.from_pretrained(tmp_path)
+
+
+def _vitkit_redrawn(name: str, seed: int, **kwargs):
+    model = vitkit.create_model(name, depth=2, embed_dim=96, num_heads=4, **kwargs).eval()
+    _redraw(model, seed)
+    return model
+
+
+# (registry name, overrides, transformers class, what of its output equals which of vitkit's)
+WRITTEN = [
+    ("vit_small_patch16_dinov3", {}, "DINOv3ViTModel", "features"),  # no q/k/v biases
+    ("vit_small_plus_patch16_dinov3_qkvb", {}, "DINOv3ViTModel", "features"),  # gated MLP, q and v biases
+    ("vit_small_patch16_dinov3", dict(qkv_bias=True, init_values=None, patch_bias=False), "DINOv3ViTModel",
+     "features"),  # q, k and v biases; no layer scale (ones) or patch bias (zeros) written
+    ("vit_base_patch16_clip_224", dict(img_size=32, patch_size=8, num_classes=0), "CLIPVisionModel", "pooled"),
+    ("vit_base_patch16_clip_quickgelu_224", dict(img_size=32, patch_size=8), "CLIPVisionModelWithProjection",
+     "projected"),
+    ("aimv2_large_patch14_224", dict(img_size=32, patch_size=8), "Aimv2VisionModel", "features"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,cls,output", WRITTEN,
+                         ids=[f"{w[0]}-{w[2]}-{i}" for i, w in enumerate(WRITTEN)])
+def test_a_written_tower_loads_in_transformers_with_the_same_outputs(transformers, tmp_path, name, overrides, cls,
+                                                                     output):
+    """save_pretrained(format='hf') writes the transformers class the model is (every parameter re-drawn); that
+    class's from_pretrained gives vitkit's outputs within 1e-5 (DINOv3: at a second, non-square size too), and
+    vitkit reads the folder back on its own to the same model."""
+    model = _vitkit_redrawn(name, 11, **overrides)
+    if output == "projected":
+        with torch.no_grad():
+            model.head.bias.zero_()  # CLIP's visual projection has no bias
+    vitkit.save_pretrained(model, tmp_path, format="hf")
+    ref = getattr(transformers, cls).from_pretrained(tmp_path).eval()
+    assert type(ref).__name__ == cls
+    back = vitkit.from_pretrained(tmp_path).eval()
+    assert back.load_report.ok
+    side = model.config.img_size[0]
+    for h, w in ((side, side), (48, 80)) if cls.startswith("DINOv3") else ((side, side),):
+        x = _images(h, w)
+        with torch.no_grad():
+            out = ref(pixel_values=x)
+            feats = model.forward_features(x)
+            want = {"features": out.last_hidden_state, "pooled": getattr(out, "pooler_output", None),
+                    "projected": getattr(out, "image_embeds", None)}[output]
+            got = {"features": feats, "pooled": model.forward_head(feats, pre_logits=True),
+                   "projected": model(x)}[output]
+            again = back.forward_features(x)
+        assert got.shape == want.shape
+        assert (got - want).abs().max().item() <= ATOL, (h, w)
+        assert (again - feats).abs().max().item() <= ATOL, (h, w)
+
+
+@pytest.mark.parametrize("name,overrides,match", [
+    ("vit_base_patch16_clip_quickgelu_224", dict(img_size=32, patch_size=8), "a head with a bias"),
+    ("vit_small_patch16_dinov3", dict(num_classes=10), "a classifier head \\(DINOv3ViTModel has none\\)"),
+    ("aimv2_large_patch14_224", dict(img_size=32, patch_size=8, num_classes=10),
+     "a classifier head \\(Aimv2VisionModel has none\\)"),
+    ("vit_base_patch16_clip_224", dict(img_size=32, patch_size=8, num_classes=0, reg_tokens=2), "register tokens"),
+])
+def test_what_a_tower_class_cannot_say_is_refused_by_name(tmp_path, name, overrides, match):
+    model = _vitkit_redrawn(name, 12, **overrides)
+    with pytest.raises(vitkit.errors.CheckpointError, match=f"Cannot save this model as transformers' .*{match}"):
+        vitkit.save_pretrained(model, tmp_path / "out", format="hf")
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -1,4 +1,5 @@
-"""Hugging Face transformers checkpoints: ViT, DeiT (with teacher), DINOv2 and SigLIP vision towers.
+"""Hugging Face transformers checkpoints: ViT, DeiT (with teacher), DINOv2 and SigLIP vision towers (CLIP, AIMv2
+and DINOv3 image towers in ``hf_towers.py``).
 
 Folders hold ``config.json`` (the architecture: width, depth, heads, eps, activation) and
 ``model.safetensors``. Names on disk are transformers' original ones (``encoder.layer.0.attention.
@@ -16,9 +17,8 @@ from ..config import HALF, ViTConfig
 from ..data.transforms import PIL_CODES
 from ..errors import CheckpointError, Hint
 from . import hf_dinov2 as dinov2
+from . import hf_towers as towers
 from .formats import Family
-from .hf_towers import ALL_RULES as TOWER_RULES
-from .hf_towers import prepare as prepare_towers
 from .mapping import Rule, fused, params, remap
 from .numerics import TRANSFORMERS
 from .readers import Checkpoint, tensor_info
@@ -101,7 +101,7 @@ SIGLIP2 = ("Siglip2VisionModel", "Siglip2Model")  # NaFlex: patch sequences, pos
 
 DROPPED = [("embeddings.mask_token", None, "id"), ("text_model.*", None, "id"),  # other towers of SiglipModel
            ("logit_scale", None, "id"), ("logit_bias", None, "id")]
-READ_RULES = tuple(dict.fromkeys([*vit_rules(), *DINOV2_RULES, *VIT5_RULES, *SIGLIP_RULES, *TOWER_RULES, *DROPPED,
+READ_RULES = tuple(dict.fromkeys([*vit_rules(), *DINOV2_RULES, *VIT5_RULES, *SIGLIP_RULES, *towers.ALL_RULES, *DROPPED,
                                   *(row for _, _, heads in ARCHS.values() for row in heads)]))
 
 ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu", "relu": "relu",
@@ -148,6 +148,7 @@ def _hints(ckpt: Checkpoint, tensors: Any) -> dict[str, Any]:
     if config.get("model_type") in dinov2.MODEL_TYPES:
         hints.update(_dinov2_hints(config, arch, tensors))
     hints.update({ours: config[theirs] for theirs, ours in HF_FIELDS.items() if theirs in config})
+    hints.update(towers.hints(config, f"{ckpt.path}/config.json"))
     if "hidden_act" in config:
         if config["hidden_act"] not in HF_TO_ACT:
             raise CheckpointError(f"{ckpt.path}: hidden_act={config['hidden_act']!r} is not supported; expected one "
@@ -360,8 +361,29 @@ def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
             "size": size, "do_center_crop": crop, "crop_size": {"height": h, "width": w}}
 
 
+def _write_tower(model: VisionTransformer, arch: str, path: Path) -> Path:
+    c, state = model.config, model.state_dict()
+    problems = towers.problems(c, arch, state, ACT_TO_HF)
+    if problems:
+        raise CheckpointError(f"Cannot save this model as transformers' {arch}: it has {'; '.join(problems)}, which "
+                              f"that class lacks. Save it in the 'vitkit' or 'timm' format instead.")
+    out = towers.written_tensors(c, arch, state)
+    if out.unmatched:
+        raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
+                              "Save it in the 'vitkit' or 'timm' format instead.")
+    write_safetensors(out.tensors, path / "model.safetensors")
+    write_json(towers.config_json(c, arch, state, ACT_TO_HF), path / "config.json")
+    preprocessor = preprocessor_json(model)
+    if preprocessor is not None:
+        write_json(preprocessor, path / "preprocessor_config.json")
+    return path
+
+
 def write(model: VisionTransformer, path: Path) -> Path:
     """A transformers folder: config.json, model.safetensors (transformers' names), preprocessor_config.json."""
+    tower = towers.architecture(model.config)
+    if tower is not None:
+        return _write_tower(model, tower, path)
     c, dino = model.config, dinov2.is_dinov2(model.config)
     problems = dinov2.problems(c, ACT_TO_HF) if dino else [why for test, why in UNSUPPORTED if test(c)]
     if problems:
@@ -391,14 +413,16 @@ def write(model: VisionTransformer, path: Path) -> Path:
 FAMILY = Family(
     name="hf",
     description="Hugging Face transformers: embeddings.patch_embeddings.projection.weight, "
-                "encoder.layer.0.attention.attention.query.weight, ... (ViT, DeiT, DINOv2, SigLIP)",
+                "encoder.layer.0.attention.attention.query.weight, ... (ViT, DeiT, DINOv2, DINOv3, SigLIP, CLIP, "
+                "AIMv2)",
     signatures=(r"(^|\.)embeddings\.patch_embeddings\.projection\.weight$",
                 r"(^|\.)embeddings\.patch_embedding\.weight$"),
     rules=READ_RULES,
     numerics=TRANSFORMERS,
     prefixes=("vit.", "deit.", "dinov2.", "dinov2_with_registers.", "vision_model."),
     hints=_hints,
-    prepare=lambda tensors: dinov2.fold_registers(prepare_towers(tensors)),
+    prepare=lambda tensors: dinov2.fold_registers(
+        towers.prepare_projection(towers.prepare_biases(towers.prepare(tensors)))),
     pretrained_cfg=_pretrained_cfg,
     write=write,
     marker=lambda ckpt: "model_type" in (ckpt.config or {}),

@@ -158,6 +158,8 @@ def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None, known: 
         patch_norm="patch_embed.norm.weight" in shapes,
         norm_layer="layernorm" if "blocks.0.norm1.bias" in shapes else "rmsnorm",
         **_pooling(shapes, class_token), **({"mlp_layer": "swiglu"} if swiglu else {}))
+    if ("blocks.0.mlp.fc2.bias" in shapes) != fields["proj_bias"]:  # MLP biases unlike the attention's
+        fields["mlp_bias"] = "blocks.0.mlp.fc2.bias" in shapes
     if hints.get("mlp_layer") == "swiglu_packed":  # one fc1 holds the gate and the value: half is the width
         fields["mlp_ratio"] = _mlp_ratio(hidden // 2, dim)
     if "blocks.0.mlp.norm.weight" in shapes:
