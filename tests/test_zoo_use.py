@@ -69,3 +69,40 @@ def test_freeze_and_layer_decay_cover_rotary_models():
 def test_summary_of_a_rotary_model():
     text = vitkit.summarize("vit_small_patch16_dinov3").to_text()
     assert "blocks" in text
+
+
+def test_predict_and_the_weights_listing_of_a_rotary_model(tmp_path):
+    """predict runs a DINOv3 classifier saved to a folder as the model runs (the processor's pixels, a softmax over
+    its logits), and `vitkit weights` names the architecture of its file."""
+    from _cli import run_cli
+    from vitkit.processor import ImageProcessor
+
+    model = _model("vit_small_patch16_dinov3")
+    folder = vitkit.save_pretrained(model, tmp_path / "dino")
+    pixels = torch.randint(0, 256, (2, 3, 200, 180), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    results = vitkit.predict(pixels, str(folder), top_k=3)
+    x = ImageProcessor.from_model(model)(list(pixels))
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    for result, p in zip(results, probs):
+        top = p.topk(3)
+        assert [pred.index for pred in result.top_k] == top.indices.tolist()
+        assert [pred.probability for pred in result.top_k] == pytest.approx(top.values.tolist(), abs=1e-5)
+    res = run_cli("weights", str(folder / "model.safetensors"))
+    assert res.returncode == 0, res.stderr
+    arch = next(line for line in res.stdout.splitlines() if line.startswith("architecture:"))
+    assert "posemb=none rope=dinov3 layer_scale=True" in arch and "num_classes=5" in arch, arch
+
+
+def test_models_of_one_shape_but_another_block_form_are_not_the_same_architecture():
+    """A DINOv3 ViT-S/16 has the shapes of its q/v-bias and SwiGLU siblings' widths, not their blocks: the weights
+    listing's match names it alone, and a plain ViT of the same widths is not a DINOv3."""
+    from vitkit.registry import known_configs
+    from vitkit.weights.inventory import _matches
+
+    known = known_configs()
+    for name in ("vit_small_patch16_dinov3", "vit_small_patch16_dinov3_qkvb", "vit_small_plus_patch16_dinov3"):
+        assert _matches(known[name], known, stated=None) == (name, [])
+    plain = known["vit_small_patch16_dinov3"].replace(rope="none", posemb="learn", img_size=224)
+    match, also = _matches(plain, known, stated=None)
+    assert not any("dinov3" in n for n in [match or "", *also])

@@ -15,7 +15,7 @@ import torch
 from ..config import PretrainedCfg, ViTConfig
 from ..errors import CheckpointError, VitkitError
 from .families import detect_format
-from .infer import ARCH_FIELDS, Known, match_known, pretrained_cfg_for, stated_config
+from .infer import ARCH_FIELDS, Known, block_form, match_known, pretrained_cfg_for, stated_config
 from .readers import Checkpoint, TensorView, read_checkpoint, tensor_info
 
 
@@ -53,6 +53,7 @@ class Inventory:
         if self.config is None:
             return "unknown"
         text = " ".join(f"{k}={_short(getattr(self.config, k))}" for k in ARCH_FIELDS)
+        text += "".join(f" {k}={_short(v)}" for k, v in block_form(self.config).items())
         if not self.matches:
             return text
         also = f"; same architecture as {', '.join(self.also_matches)}" if self.also_matches else ""

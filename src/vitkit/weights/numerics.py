@@ -53,10 +53,15 @@ class FamilyNumerics:
         """One line saying which numerics a model loaded from this family's file runs with, and how they differ
         from the ones the file states (e.g. a Google file asked to run with timm's numbers)."""
         resample = config.resample_style
-        now = (f"act_layer={config.act_layer!r}, norm_eps={config.norm_eps:g}, "
-               f"posemb_resample={resample!r} ({style_name(resample)})")
-        if config.posemb == "sincos2d":
+        act = "SiLU-gated SwiGLU" if config.mlp_layer != "mlp" and config.global_pool != "map" else \
+            f"act_layer={config.act_layer!r}"
+        now = f"{act}, norm_eps={config.norm_eps:g}"
+        if config.posemb == "learn":  # a learned table is resampled to other grids
+            now += f", posemb_resample={resample!r} ({style_name(resample)})"
+        elif config.posemb == "sincos2d":
             now += ", posemb='sincos2d'"
+        if config.rope != "none":
+            now += f", rope={config.rope!r} (temperature {config.rope_temperature:g})"
         departs = {k: v for k, v in stated.items() if k in NUMERIC_FIELDS and getattr(config, k) != v}
         if departs:
             told = ", ".join(f"{k}={v!r}" for k, v in departs.items())
