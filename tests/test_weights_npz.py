@@ -134,6 +134,11 @@ def test_npz_writer_refuses_what_npz_cannot_hold(tmp_path):
                                                       distilled=True))
     with pytest.raises(CheckpointError, match="dist_token"):
         vitkit.save_pretrained(model, tmp_path / "deit.npz", format="npz")
+    # a rotary model whose tensors would all find a place (q, k, v biases) is still refused, by its positions
+    dinov3 = vitkit.create_model("vit_small_patch16_dinov3", depth=1, embed_dim=64, num_heads=1, qkv_bias=True)
+    with pytest.raises(CheckpointError, match="rotary position embeddings \\(rope='dinov3'\\)"):
+        vitkit.save_pretrained(dinov3, tmp_path / "dinov3.npz", format="npz")
+    assert not (tmp_path / "dinov3.npz").exists()
 
 
 # ---------------------------------------------------------------------- Google's numerics (the default)

@@ -134,13 +134,17 @@ def write(model: VisionTransformer, path: Path) -> Path:
     ``path`` is the file; without an .npz suffix it is a folder that gets ``model.npz``.
     """
     c = model.config
-    if c.global_pool == "token_avg":
-        raise CheckpointError("Cannot save this model as a Google .npz: its head reads the class token and the mean "
-                              "patch token side by side (global_pool='token_avg'), which the format cannot say. Save "
-                              "it in the 'vitkit' format instead.")
-    if c.norm_layer != "layernorm" or not (c.qkv_bias and c.proj_bias) or c.patch_bias is False:
-        raise CheckpointError("Cannot save this model as a Google .npz: its layers must be LayerNorms with biases, "
-                              "as in Flax. Save it in the 'vitkit' or 'timm' format instead.")
+    problems = [why for test, why in (
+        (c.global_pool == "token_avg", "a head over the class and the mean patch token side by side "
+                                       "(global_pool='token_avg')"),
+        (c.norm_layer != "layernorm" or not (c.qkv_bias and c.k_bias and c.proj_bias) or c.patch_bias is False,
+         "RMSNorm or layers without bias (Flax's are LayerNorms and Dense layers with biases)"),
+        (c.rope != "none", f"rotary position embeddings (rope={c.rope!r})"),
+        (c.mlp_layer != "mlp" or c.mlp_norm or c.qk_norm or c.attn_norm or c.pre_norm or c.patch_norm,
+         "a gated MLP, a pre-norm or a norm inside the blocks")) if test]
+    if problems:
+        raise CheckpointError(f"Cannot save this model as a Google .npz: it has {'; '.join(problems)}, which the "
+                              "format cannot say. Save it in the 'vitkit' or 'timm' format instead.")
     rules = BIG_VISION if c.no_embed_class and c.class_token else ORIGINAL
     out = remap(model.state_dict(), rules, reverse=True, num_heads=c.num_heads)
     if out.unmatched:
