@@ -155,3 +155,18 @@ def test_throughput_mode_splits_the_batch_over_streams_and_auto_times_it(tmp_pat
     assert "openvino (throughput streams)" not in seen  # one image: nothing to split
     with pytest.raises(vitkit.ConfigError, match="mode='fast' is not supported"):
         optimize_for_inference(model, "fp32", "openvino", mode="fast")
+
+
+def test_a_quick_path_is_timed_for_longer_than_a_slow_one():
+    """The trial runs more rounds while its timed calls stay under the budget (a batch of one image), at least
+    ``rounds`` of them, and never more than ``max_rounds``."""
+    clock, ref = FakeClock(), torch.tensor([1.0, 2.0])
+    quick = {"a": clock.runner(0.1, ref), "b": clock.runner(0.12, ref)}
+    result = run_trial(quick, torch.zeros(1), ref, dict.fromkeys(quick, 0.99), rounds=3, budget_s=2.2, timer=clock)
+    assert result.rounds == 10 and result.winner == "a" and "(10 rounds)" in result.describe(1)
+    slow = {"a": clock.runner(2.0, ref), "b": clock.runner(3.0, ref)}
+    assert run_trial(slow, torch.zeros(1), ref, dict.fromkeys(slow, 0.99), rounds=3, budget_s=2.2,
+                     timer=clock).rounds == 3
+    capped = run_trial(quick, torch.zeros(1), ref, dict.fromkeys(quick, 0.99), budget_s=100.0, max_rounds=7,
+                       timer=clock)
+    assert capped.rounds == 7
