@@ -9,6 +9,11 @@ cosine floors, timed round-robin after warm-up with ``vitkit.bench.interleaved_t
 - NNCF int8 with its transformer preset (mixed: asymmetric activations) against the performance preset
   (symmetric activations, which VNNI multiplies without a zero-point correction), and with the non-quantized ops
   in f32 instead of the plugin's default (bf16 where the CPU has it): int8 weights with bf16 activations;
+- ONNX Runtime fp32 on vitkit's exported graph against the same graph after ONNX Runtime's transformer fusions
+  (``onnxruntime.transformers.optimizer``, model type 'vit': fused LayerNorm + residual and bias + GELU);
+- SDPA in the exported graph: torch's dynamo exporter at opset 23 writes each attention as one ``Attention`` op
+  (needs ``onnxscript``), run by ONNX Runtime and by OpenVINO (f32 and the default compile) against the graph
+  vitkit exports (attention as MatMul, Softmax, MatMul);
 - eager bf16 against ``torch.compile`` with Inductor freezing (``--compile``; minutes of cold compile on ViT-B).
 
     .venv/bin/python benchmarks/bench_tuning.py --model vit_base_patch16_224 --batch-size 1 8 --iters 6
@@ -21,9 +26,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -66,8 +74,58 @@ def openvino_models(model: torch.nn.Module) -> tuple:
     return plain, mixed, performance
 
 
-def variants(model: torch.nn.Module, ov_models: tuple, threads: int, batch_size: int, compile_bf16: bool
-             ) -> dict[str, tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]]:
+def onnx_graphs(model: torch.nn.Module, folder: Path) -> dict[str, Path]:
+    """vitkit's exported graph, with ONNX Runtime's transformer fusions, and torch's opset-23 graph with one
+    ``Attention`` op per block (when onnxscript is installed)."""
+    from onnxruntime.transformers import optimizer
+
+    from vitkit.export import export_onnx
+
+    plain = export_onnx(model, folder / "plain.onnx", verify=False).path
+    c = model.config
+    with contextlib.redirect_stdout(sys.stderr):
+        fused = optimizer.optimize_model(str(plain), model_type="vit", num_heads=c.num_heads, hidden_size=c.embed_dim,
+                                         opt_level=1)
+    print(f"ONNX Runtime's fusions on vitkit's graph: {fused.get_fused_operator_statistics()}", file=sys.stderr)
+    fused.save_model_to_file(str(folder / "fused.onnx"))
+    out = {"plain": plain, "fused": folder / "fused.onnx"}
+    if importlib.util.find_spec("onnxscript") is None:
+        print("onnxscript is not installed: no SDPA (opset 23 Attention) graph variants", file=sys.stderr)
+        return out
+    x = torch.randn(1, c.in_chans, *c.img_size)
+    with contextlib.redirect_stdout(sys.stderr):
+        torch.onnx.export(model, (x,), str(folder / "sdpa.onnx"), dynamo=True, opset_version=23,
+                          input_names=["pixel_values"], dynamic_shapes={"x": {0: torch.export.Dim("batch", max=256)}})
+    out["sdpa"] = folder / "sdpa.onnx"
+    return out
+
+
+def _ort(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    from vitkit.export import onnx_session
+
+    session = onnx_session(path, threads=threads)
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def onnx_variants(graphs: dict[str, Path], threads: int, low: str, ov_low: str
+                  ) -> dict[str, tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]]:
+    import openvino as ov
+
+    base, ov_f32 = "onnxruntime fp32 (vitkit's graph)", "openvino f32 (vitkit's graph)"
+    out = {base: ("fp32", base, _ort(graphs["plain"], threads)),
+           "onnxruntime fp32, transformer fusions": ("fp32", base, _ort(graphs["fused"], threads)),
+           ov_f32: ("fp32", ov_f32, _ov_request(_compile(ov.Core().read_model(graphs["plain"]), threads, hint="f32")))}
+    if "sdpa" in graphs:
+        sdpa = ov.Core().read_model(graphs["sdpa"])
+        out.update({"onnxruntime fp32, SDPA graph": ("fp32", base, _ort(graphs["sdpa"], threads)),
+                    "openvino f32, SDPA graph": ("fp32", ov_f32, _ov_request(_compile(sdpa, threads, hint="f32"))),
+                    f"openvino {low}, SDPA graph": (low, ov_low, _ov_request(_compile(sdpa, threads)))})
+    return out
+
+
+def variants(model: torch.nn.Module, ov_models: tuple, threads: int, batch_size: int, compile_bf16: bool,
+             graphs: dict[str, Path]) -> dict[str, tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]]:
     """label -> (precision, the label of the default it would replace, runner)."""
     cpu = CpuCapability.detect()
     plain, mixed, performance = ov_models
@@ -79,7 +137,8 @@ def variants(model: torch.nn.Module, ov_models: tuple, threads: int, batch_size:
            "openvino int8 NNCF, no pinning": ("int8", ov_int8, _ov_request(_compile(mixed, threads, pinning=False))),
            "openvino int8 NNCF, f32 activations": ("int8", ov_int8, _ov_request(_compile(mixed, threads,
                                                                                           hint="f32"))),
-           "openvino int8 NNCF performance preset": ("int8", ov_int8, _ov_request(_compile(performance, threads)))}
+           "openvino int8 NNCF performance preset": ("int8", ov_int8, _ov_request(_compile(performance, threads))),
+           **onnx_variants(graphs, threads, low, ov_low)}
     if batch_size > 1:
         out[f"openvino {low}, throughput streams"] = (low, ov_low, _ov_streams(_compile(plain, threads,
                                                                                          mode="THROUGHPUT")))
@@ -113,11 +172,12 @@ def main() -> int:
     print("\n| batch | variant | precision | img/s | vs the default it would replace | spread | cosine |")
     print("|---|---|---|---|---|---|---|")
     ov_models = openvino_models(model)
+    graphs = onnx_graphs(model, Path(tempfile.mkdtemp(prefix="vitkit-tuning-")))
     for batch_size in args.batch_size:
         x = bench_input(model, batch_size)
         with torch.inference_mode():
             want = model(x).float()
-            runs = variants(model, ov_models, args.threads, batch_size, args.compile)
+            runs = variants(model, ov_models, args.threads, batch_size, args.compile, graphs)
             cosines = {k: float(torch.nn.functional.cosine_similarity(fn(x).float().flatten().double(),
                                                                         want.flatten().double(), dim=0))
                        for k, (_, _, fn) in runs.items()}
