@@ -170,3 +170,48 @@ def test_a_quick_path_is_timed_for_longer_than_a_slow_one():
     capped = run_trial(quick, torch.zeros(1), ref, dict.fromkeys(quick, 0.99), budget_s=100.0, max_rounds=7,
                        timer=clock)
     assert capped.rounds == 7
+
+
+@needs_openvino
+def test_int8_with_f32_activations_is_a_trial_path_where_bf16_is_native(tmp_path, monkeypatch):
+    """On a CPU with native bf16 the int8 trial also times OpenVINO with the ops between the integer GEMMs in f32
+    (its compile hint says so), sharing one NNCF quantization with the default compile; the winner's setting is
+    cached and used again. Without native bf16 the two compiles are the same, and only one is timed."""
+    from vitkit import inference, openvino_runtime
+    from vitkit.inference import CpuCapability
+
+    model = vitkit.create_model("vit_digits").eval()
+    quantized = openvino_runtime.to_openvino(model, precision="int8")
+    assert openvino_runtime.compile_openvino(quantized, precision="int8", activations="f32").get_property(
+        "INFERENCE_PRECISION_HINT").to_string() == "f32"
+    with pytest.raises(vitkit.ConfigError, match="activations='fp8' is not supported"):
+        openvino_runtime.compile_openvino(quantized, precision="int8", activations="fp8")
+
+    conversions, seen, built = [], {}, []
+    real_to_openvino, real_runner = inference.to_openvino, inference.openvino_runner
+    monkeypatch.setattr(inference, "to_openvino", lambda *a, **k: conversions.append(k) or real_to_openvino(*a, **k))
+    monkeypatch.setattr(inference, "openvino_runner",
+                        lambda *a, **k: built.append(k["activations"]) or real_runner(*a, **k))
+    def f32_wins(candidates, *args, **kwargs):  # the trial's choice forced, to follow it into the cache
+        seen.update(candidates)
+        result = run_trial(candidates, *args, **kwargs)
+        result.winner = "openvino (f32 activations)"
+        return result
+
+    monkeypatch.setattr(inference, "run_trial", f32_wins)
+    bf16_cpu = CpuCapability(isa="AVX512", native_bf16=True, vnni=True)
+    monkeypatch.setattr(CpuCapability, "detect", classmethod(lambda cls: bf16_cpu))
+    runner = optimize_for_inference(model, "int8", "auto", trial=True, batch_size=1, cache_dir=tmp_path)
+    assert {"openvino", "openvino (f32 activations)"} <= set(seen) and len(conversions) == 1
+    assert "backend openvino (f32 activations):" in repr(runner)
+    entry = json.loads((tmp_path / "inference_paths.json").read_text()).popitem()[1]
+    assert (entry["backend"], entry["activations"]) == ("openvino", "f32")
+    built.clear()
+    optimize_for_inference(model, "int8", "auto", trial=True, batch_size=1, cache_dir=tmp_path)
+    assert built == ["f32"]  # the cached winner is built as it was timed
+    monkeypatch.setattr(inference, "run_trial", lambda c, *a, **k: seen.update(c) or run_trial(c, *a, **k))
+    seen.clear()
+    avx2 = CpuCapability(isa="AVX2", native_bf16=False, vnni=False)
+    monkeypatch.setattr(CpuCapability, "detect", classmethod(lambda cls: avx2))
+    optimize_for_inference(model, "int8", "auto", trial=True, batch_size=1, cache_dir=tmp_path / "avx2")
+    assert "openvino" in seen and "openvino (f32 activations)" not in seen

@@ -27,7 +27,14 @@ from .errors import ConfigError
 from .export import convert_precision, export_onnx, export_onnx_native, onnx_session, patch_feeds
 from .graphmodel import StandIn
 from .model import name_of
-from .openvino_runtime import PERFORMANCE_MODES, default_calibration_images, openvino_available, openvino_runner
+from .openvino_runtime import (
+    ACTIVATIONS,
+    PERFORMANCE_MODES,
+    default_calibration_images,
+    openvino_available,
+    openvino_runner,
+    to_openvino,
+)
 from .patches import PatchProcessor, run_by_grid
 from .processor import ImageProcessor
 from .trials import COSINE_FLOORS, PathCache, cache_key, model_fingerprint, run_trial, trials_enabled
@@ -198,18 +205,24 @@ def _compiled(module: nn.Module, device: torch.device) -> Callable[[torch.Tensor
     return torch.compile(module, options={"freezing": True})
 
 
-def _build(model: nn.Module, plan: Plan, device: torch.device, *, calibration: Any, mode: str, native: bool = False
+def _build(model: nn.Module, plan: Plan, device: torch.device, *, calibration: Any, mode: str, native: bool = False,
+           activations: str = "default", converted: dict[str, Any] | None = None
            ) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
     """The callable of one path (of ``PatchBatch``es when ``native``), and the converted module that runs (None
-    outside torch)."""
+    outside torch). ``converted``: OpenVINO models by precision, shared by the paths of one trial (one NNCF
+    quantization for every int8 compile)."""
     if native:
-        fn, module = (None, None) if plan.backend == "onnxruntime" else _build(model, plan, device,
-                                                                            calibration=calibration, mode=mode)
+        fn, module = (None, None) if plan.backend == "onnxruntime" else _build(
+            model, plan, device, calibration=calibration, mode=mode, activations=activations, converted=converted)
         return _native(model, plan, fn), module
     if plan.backend == "onnxruntime":
         return _onnx_runner(model, plan.precision), None
     if plan.backend == "openvino":
-        return openvino_runner(model, plan.precision, calibration=calibration, mode=mode), None
+        shared = converted if converted is not None else {}
+        if plan.precision not in shared:
+            shared[plan.precision] = to_openvino(model, precision=plan.precision, calibration=calibration)
+        return openvino_runner(model, plan.precision, mode=mode, activations=activations,
+                               ov_model=shared[plan.precision]), None
     module = convert_precision(model, plan.precision)
     return (_compiled(module, device) if plan.backend == "compile" else module), module
 
@@ -236,36 +249,44 @@ def _tuned(model: nn.Module, static: Plan, device: torch.device, *, batch_size: 
     key = cache_key(model_fingerprint(model), cpu=cpu.describe(), threads=torch.get_num_threads(),
                     batch=batch_size, precision=static.precision + ("|native" if native else ""))
     hit = cache.get(key)
-    if hit is not None and hit["backend"] in BACKENDS and hit.get("mode", "latency") in PERFORMANCE_MODES:
+    if hit is not None and hit["backend"] in BACKENDS and hit.get("mode", "latency") in PERFORMANCE_MODES \
+            and hit.get("activations", "default") in ACTIVATIONS:
         plan = Plan(static.precision, hit["backend"], f"{hit.get('reason', '')} (cached in {cache.path})")
         return (plan, *_build(model, plan, device, calibration=calibration, mode=mode or hit.get("mode", "latency"),
-                              native=native))
-    candidates = _candidates(static.precision, batch_size, mode, native)
+                              native=native, activations=hit.get("activations", "default")))
+    candidates = _candidates(static.precision, batch_size, mode, native, cpu)
+    converted: dict[str, Any] = {}
     built = {label: _build(model, Plan(static.precision, b, ""), device, calibration=calibration, mode=m,
-                           native=native) for label, (b, m) in candidates.items()}
+                           native=native, activations=a, converted=converted)
+             for label, (b, m, a) in candidates.items()}
     x = _trial_input(model, batch_size, native)
     with torch.inference_mode():
         reference = model(x).float()
         result = run_trial({label: fn for label, (fn, _) in built.items()}, x, reference,
                            {label: COSINE_FLOORS[static.precision] for label in built})
-    backend, won_mode = candidates[result.winner]
+    backend, won_mode, won_activations = candidates[result.winner]
     reason = (f"precision {static.precision}: {static.reason.split(';')[0].split(': ', 1)[-1]}; backend "
               f"{result.winner}: the fastest that met the {COSINE_FLOORS[static.precision]} cosine floor, "
               f"{result.describe(batch_size)} ({cpu.describe()}, {torch.get_num_threads()} threads)")
-    cache.put(key, {"precision": static.precision, "backend": backend, "mode": won_mode, "reason": reason})
+    cache.put(key, {"precision": static.precision, "backend": backend, "mode": won_mode,
+                    "activations": won_activations, "reason": reason})
     plan = Plan(static.precision, backend, reason)
     return (plan, *built[result.winner])
 
 
-def _candidates(precision: str, batch_size: int, mode: str | None, native: bool) -> dict[str, tuple[str, str]]:
-    """The trial's paths, label -> (backend, OpenVINO mode): every installed runtime that has ``precision``, and
-    OpenVINO's throughput mode too (the batch over its streams) for a batch of more than one image when no mode
-    is asked for."""
+def _candidates(precision: str, batch_size: int, mode: str | None, native: bool, cpu: CpuCapability
+                ) -> dict[str, tuple[str, str, str]]:
+    """The trial's paths, label -> (backend, OpenVINO mode, int8 activations): every installed runtime that has
+    ``precision``; OpenVINO's throughput mode too (the batch over its streams) for a batch of more than one image
+    when no mode is asked for; and for int8 on a CPU with native bf16, OpenVINO with the ops between the integer
+    GEMMs in f32 as well as in the plugin's bf16."""
     installed = {"eager": True, "onnxruntime": onnxruntime_available(), "openvino": openvino_available()}
-    out = {b: (b, mode or "latency") for b in ("eager", "onnxruntime", "openvino")
+    out = {b: (b, mode or "latency", "default") for b in ("eager", "onnxruntime", "openvino")
            if installed[b] and precision in BACKEND_PRECISIONS[b]}
     if "openvino" in out and mode is None and batch_size > 1 and not native:
-        out["openvino (throughput streams)"] = ("openvino", "throughput")
+        out["openvino (throughput streams)"] = ("openvino", "throughput", "default")
+    if "openvino" in out and precision == "int8" and cpu.native_bf16:
+        out["openvino (f32 activations)"] = ("openvino", mode or "latency", "f32")
     return out
 
 

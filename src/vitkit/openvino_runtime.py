@@ -29,6 +29,8 @@ from .processor import ImageProcessor, sample_photos
 #: vitkit precision -> the CPU plugin's inference precision hint
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}  # int8: the quantized graph decides
 PERFORMANCE_MODES = ("latency", "throughput")
+#: how an int8 graph's non-quantized ops run: the plugin's choice (bf16 where the CPU has it natively) or f32
+ACTIVATIONS = ("default", "f32")
 DEFAULT_CALIBRATION = 16  # images, when none are given
 
 
@@ -109,24 +111,33 @@ def to_openvino(model: nn.Module, *, precision: str = "fp32", calibration: Seque
 
 
 def compile_openvino(ov_model: Any, *, precision: str = "fp32", threads: int | None = None,
-                     mode: str = "latency") -> Any:
+                     mode: str = "latency", activations: str = "default") -> Any:
     """The model compiled for the CPU plugin with ``precision``'s hint, ``threads`` (default: torch's) and a
-    performance ``mode``: 'latency' (one stream) or 'throughput' (streams for batch jobs)."""
+    performance ``mode``: 'latency' (one stream) or 'throughput' (streams for batch jobs). ``activations``
+    (int8): 'default' lets the plugin run the ops between the integer GEMMs in bf16 where the CPU has it, 'f32'
+    keeps them in f32."""
     if mode not in PERFORMANCE_MODES:
         raise ConfigError(f"mode={mode!r} is not supported: use 'latency' or 'throughput'.")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"activations={activations!r} is not supported: use 'default' or 'f32'.")
     ov = _openvino()
     config: dict[str, Any] = {"PERFORMANCE_HINT": mode.upper(),
                               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
     if precision != "default" and PRECISION_HINTS.get(precision):  # 'default': the plugin's own choice
         config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
+    if precision == "int8" and activations == "f32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
     return ov.Core().compile_model(ov_model, "CPU", config)
 
 
 def openvino_runner(model: nn.Module, precision: str, *, calibration: Sequence[np.ndarray] | None = None,
-                    mode: str = "latency") -> Callable[[torch.Tensor], torch.Tensor]:
-    """(B, C, H, W) float images -> the model's output, computed by OpenVINO in ``precision``."""
-    compiled = compile_openvino(to_openvino(model, precision=precision, calibration=calibration),
-                                precision=precision, mode=mode)
+                    mode: str = "latency", activations: str = "default", ov_model: Any = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, C, H, W) float images -> the model's output, computed by OpenVINO in ``precision`` (``ov_model``: the
+    model already converted by ``to_openvino`` in that precision, e.g. shared by several compiles)."""
+    if ov_model is None:
+        ov_model = to_openvino(model, precision=precision, calibration=calibration)
+    compiled = compile_openvino(ov_model, precision=precision, mode=mode, activations=activations)
     return compiled_runner(compiled, streams=mode == "throughput")
 
 
@@ -140,5 +151,5 @@ def save_openvino(ov_model: Any, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PERFORMANCE_MODES", "calibration_batches", "compile_openvino", "default_calibration_images",
+__all__ = ["ACTIVATIONS", "PERFORMANCE_MODES", "calibration_batches", "compile_openvino", "default_calibration_images",
            "openvino_available", "openvino_runner", "save_openvino", "to_openvino"]

@@ -104,8 +104,8 @@ class TrialResult:
         ranked = sorted(self.seconds, key=self.seconds.get)
         rows = ", ".join(f"{label} {batch / self.seconds[label]:.1f} img/s" for label in ranked)
         failed = [k for k, c in self.cosines.items() if k not in self.seconds]
-        return f"measured at batch {batch} ({self.rounds} rounds): {rows}" + (f" (below the accuracy floor: {', '.join(failed)})"
-                                                        if failed else "")
+        below = f" (below the accuracy floor: {', '.join(failed)})" if failed else ""
+        return f"measured at batch {batch} ({self.rounds} rounds): {rows}{below}"
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
