@@ -6,7 +6,8 @@ cosine floors, timed round-robin after warm-up with ``vitkit.bench.interleaved_t
 - OpenVINO bf16 (the CPU plugin's default on a CPU with native bf16) and NNCF int8: latency mode (one stream,
   the batch as one request) against throughput mode (the batch split over the plugin's streams, run at once
   through an ``AsyncInferQueue``), and with thread pinning turned off;
-- NNCF int8 with its transformer preset (mixed: asymmetric activations) against the performance preset
+- NNCF int8 with its transformer preset (which quantizes Q K^T but keeps softmax(Q K^T) V in float) against
+  NNCF without the transformer model type (that matmul quantized too), and against the performance preset
   (symmetric activations, which VNNI multiplies without a zero-point correction), and with the non-quantized ops
   in f32 instead of the plugin's default (bf16 where the CPU has it): int8 weights with bf16 activations;
 - ONNX Runtime fp32 on vitkit's exported graph against the same graph after ONNX Runtime's transformer fusions
@@ -62,7 +63,8 @@ def _compile(ov_model, threads: int, *, hint: str | None = None, mode: str = "LA
 
 
 def openvino_models(model: torch.nn.Module) -> tuple:
-    """The model in OpenVINO: as exported, NNCF int8 with its transformer preset, and with the performance preset."""
+    """The model in OpenVINO: as exported, NNCF int8 with its transformer preset, with the performance preset, and
+    without the transformer model type (which also quantizes softmax(Q K^T) V; the preset keeps it in float)."""
     import nncf
 
     plain = to_openvino(model)
@@ -71,7 +73,8 @@ def openvino_models(model: torch.nn.Module) -> tuple:
     with contextlib.redirect_stdout(sys.stderr):
         performance = nncf.quantize(plain, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                                     preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(batches))
-    return plain, mixed, performance
+        generic = nncf.quantize(plain, nncf.Dataset(batches), subset_size=len(batches))
+    return plain, mixed, performance, generic
 
 
 def onnx_graphs(model: torch.nn.Module, folder: Path) -> dict[str, Path]:
@@ -128,7 +131,7 @@ def variants(model: torch.nn.Module, ov_models: tuple, threads: int, batch_size:
              graphs: dict[str, Path]) -> dict[str, tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]]:
     """label -> (precision, the label of the default it would replace, runner)."""
     cpu = CpuCapability.detect()
-    plain, mixed, performance = ov_models
+    plain, mixed, performance, generic = ov_models
     low = "bf16" if cpu.native_bf16 else "fp32"
     ov_low, ov_int8 = f"openvino {low} (default compile)", "openvino int8 NNCF (default compile)"
     out = {ov_low: (low, ov_low, _ov_request(_compile(plain, threads))),
@@ -138,6 +141,8 @@ def variants(model: torch.nn.Module, ov_models: tuple, threads: int, batch_size:
            "openvino int8 NNCF, f32 activations": ("int8", ov_int8, _ov_request(_compile(mixed, threads,
                                                                                           hint="f32"))),
            "openvino int8 NNCF performance preset": ("int8", ov_int8, _ov_request(_compile(performance, threads))),
+           "openvino int8 NNCF, attention's softmax x V quantized too": ("int8", ov_int8,
+                                                                       _ov_request(_compile(generic, threads))),
            **onnx_variants(graphs, threads, low, ov_low)}
     if batch_size > 1:
         out[f"openvino {low}, throughput streams"] = (low, ov_low, _ov_streams(_compile(plain, threads,
