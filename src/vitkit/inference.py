@@ -310,7 +310,8 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", backend: s
     on ``calibration`` (batches from ``openvino_runtime.calibration_batches``; by default crops of
     scikit-learn's sample photos). OpenVINO's ``mode``: 'latency' (one request runs the batch) or 'throughput'
     (the batch split over the plugin's streams, run at once); None: latency, and 'auto''s trial times both for a
-    batch of more than one image.
+    batch of more than one image. On a CPU with native bf16, 'auto''s int8 trial also times OpenVINO with the ops
+    between the integer GEMMs in f32 beside the plugin's bf16.
 
     ``native=True``: the runner takes images at their own aspect ratio, a ``vitkit.patches.PatchBatch``
     (``PatchProcessor``'s patches, mask and grids), in one call: ONNX Runtime runs the graph of padded patch
