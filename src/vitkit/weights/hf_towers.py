@@ -81,20 +81,26 @@ ALL_RULES = [*CLIP_RULES, *DINOV3_RULES, *DINOV3_FULL_BIAS, *AIMV2_RULES]
 _GATED = re.compile(r"^layer\.(\d+)\.mlp\.gate_proj\.weight$")
 
 
-def prepare(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-    """DINOv3's gated MLP reuses the plain MLP's ``up_proj`` name for its value half: rename it where a
-    ``gate_proj`` sits beside it, so one table reads both."""
-    gated = {m.group(1) for k in tensors if (m := _GATED.match(k))}
-    if not gated:
+def _renamed_in_layers(tensors: Mapping[str, torch.Tensor], marker: re.Pattern[str],
+                       rename: Callable[[list[str]], str | None]) -> Mapping[str, torch.Tensor]:
+    """A view with the keys of the layers where ``marker`` matches a key renamed by ``rename`` (the key's
+    dot-separated parts -> the new name, or None to keep it)."""
+    layers = {m.group(1) for k in tensors if (m := marker.match(k))}
+    if not layers:
         return tensors
     names: dict[str, Any] = {}
     for key in tensors:
         parts = key.split(".")
-        if len(parts) > 3 and parts[0] == "layer" and parts[1] in gated and parts[2:4] == ["mlp", "up_proj"]:
-            names[".".join([*parts[:3], "gated_up_proj", *parts[4:]])] = key
-        else:
-            names[key] = key
+        new = rename(parts) if len(parts) > 2 and parts[0] == "layer" and parts[1] in layers else None
+        names[new or key] = key
     return RenamedView(tensors, names)
+
+
+def prepare(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """DINOv3's gated MLP reuses the plain MLP's ``up_proj`` name for its value half: rename it where a
+    ``gate_proj`` sits beside it, so one table reads both."""
+    return _renamed_in_layers(tensors, _GATED, lambda parts: ".".join([*parts[:3], "gated_up_proj", *parts[4:]])
+                              if parts[2:4] == ["mlp", "up_proj"] else None)
 
 
 # ---------------------------------------------------------------------- reading: what a tower's config.json says
@@ -163,18 +169,9 @@ def prepare_projection(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torc
 def prepare_biases(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
     """A DINOv3 folder with a key bias too: its q, k and v biases read as one fused bias (``full_bias``), not as
     the q and v biases of the usual layout."""
-    full = {m.group(1) for k in tensors if (m := _FULL_BIAS.match(k))}
-    if not full:
-        return tensors
-    names: dict[str, Any] = {}
-    for key in tensors:
-        parts = key.split(".")
-        if (len(parts) == 5 and parts[0] == "layer" and parts[1] in full and parts[2] == "attention"
-                and parts[3] in ("q_proj", "k_proj", "v_proj") and parts[4] == "bias"):
-            names[".".join([*parts[:4], "full_bias"])] = key
-        else:
-            names[key] = key
-    return RenamedView(tensors, names)
+    return _renamed_in_layers(tensors, _FULL_BIAS, lambda parts: ".".join([*parts[:4], "full_bias"])
+                              if len(parts) == 5 and parts[2] == "attention" and parts[4] == "bias"
+                              and parts[3] in ("q_proj", "k_proj", "v_proj") else None)
 
 
 # ---------------------------------------------------------------------- writing
