@@ -217,3 +217,15 @@ def test_what_a_tower_class_cannot_say_is_refused_by_name(tmp_path, name, overri
     with pytest.raises(vitkit.errors.CheckpointError, match=f"Cannot save this model as transformers' .*{match}"):
         vitkit.save_pretrained(model, tmp_path / "out", format="hf")
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("setting,match", [(dict(is_native=True), "is_native=True"),
+                                           (dict(hidden_act="gelu"), "hidden_act='gelu'")])
+def test_aimv2_folders_vitkit_would_read_wrong_are_refused(transformers, tmp_path, setting, match):
+    """AIMv2's native-resolution variant (sin-cos positions at each image's size) and a SwiGLU gated by another
+    activation than SiLU are refused in one line instead of loaded with other numbers."""
+    cfg = transformers.Aimv2VisionConfig(hidden_size=96, intermediate_size=256, num_hidden_layers=1,
+                                         num_attention_heads=4, image_size=32, patch_size=8, **setting)
+    transformers.Aimv2VisionModel(cfg).save_pretrained(tmp_path)
+    with pytest.raises(vitkit.errors.CheckpointError, match=match):
+        vitkit.from_pretrained(tmp_path)
