@@ -277,6 +277,21 @@ class ViTConfig:
         return self.posemb_resample or "timm"
 
     @property
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width as built: ``int(embed_dim * mlp_ratio)``, rounded up to ``mlp_align`` (SwiGLU)."""
+        hidden = int(self.embed_dim * self.mlp_ratio)
+        return hidden + (-hidden % self.mlp_align if self.mlp_align else 0)
+
+    @property
+    def mlp_has_bias(self) -> bool:
+        return self.proj_bias if self.mlp_bias is None else self.mlp_bias
+
+    @property
+    def uses_act_layer(self) -> bool:
+        """Whether ``act_layer`` acts: a SwiGLU gates with SiLU, so only a plain MLP or a MAP head's MLP uses it."""
+        return self.mlp_layer == "mlp" or self.global_pool == "map"
+
+    @property
     def use_fc_norm(self) -> bool:
         return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
 

@@ -542,7 +542,7 @@ def block_spec(c: ViTConfig) -> BlockSpec:
         num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, qk_scale=c.qk_scale, qk_norm=c.qk_norm,
         proj_bias=c.proj_bias, qkv_fused=c.qkv_fused, k_bias=c.k_bias, attn_norm=c.attn_norm,
         mlp_layer=c.mlp_layer, mlp_norm=c.mlp_norm, mlp_align=c.mlp_align,
-        mlp_bias=c.proj_bias if c.mlp_bias is None else c.mlp_bias, drop=c.drop_rate, attn_drop=c.attn_drop_rate,
+        mlp_bias=c.mlp_has_bias, drop=c.drop_rate, attn_drop=c.attn_drop_rate,
         init_values=c.init_values, rotate_half=c.rope_rotate_half, num_prefix_tokens=c.num_prefix_tokens)
 
 

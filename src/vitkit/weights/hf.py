@@ -361,6 +361,22 @@ def preprocessor_json(model: VisionTransformer) -> dict[str, Any] | None:
             "size": size, "do_center_crop": crop, "crop_size": {"height": h, "width": w}}
 
 
+def _no_place(arch: str, unmatched: list[str]) -> None:
+    if unmatched:
+        raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(unmatched)}. "
+                              "Save it in the 'vitkit' or 'timm' format instead.")
+
+
+def _write_folder(model: VisionTransformer, tensors: dict[str, Any], config: dict[str, Any], path: Path) -> Path:
+    """model.safetensors, config.json and (when the model has preprocessing) preprocessor_config.json."""
+    write_safetensors(tensors, path / "model.safetensors")
+    write_json(config, path / "config.json")
+    preprocessor = preprocessor_json(model)
+    if preprocessor is not None:
+        write_json(preprocessor, path / "preprocessor_config.json")
+    return path
+
+
 def _write_tower(model: VisionTransformer, arch: str, path: Path) -> Path:
     c, state = model.config, model.state_dict()
     problems = towers.problems(c, arch, state, ACT_TO_HF)
@@ -368,15 +384,8 @@ def _write_tower(model: VisionTransformer, arch: str, path: Path) -> Path:
         raise CheckpointError(f"Cannot save this model as transformers' {arch}: it has {'; '.join(problems)}, which "
                               f"that class lacks. Save it in the 'vitkit' or 'timm' format instead.")
     out = towers.written_tensors(c, arch, state)
-    if out.unmatched:
-        raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
-                              "Save it in the 'vitkit' or 'timm' format instead.")
-    write_safetensors(out.tensors, path / "model.safetensors")
-    write_json(towers.config_json(c, arch, state, ACT_TO_HF), path / "config.json")
-    preprocessor = preprocessor_json(model)
-    if preprocessor is not None:
-        write_json(preprocessor, path / "preprocessor_config.json")
-    return path
+    _no_place(arch, out.unmatched)
+    return _write_folder(model, out.tensors, towers.config_json(c, arch, ACT_TO_HF), path)
 
 
 def write(model: VisionTransformer, path: Path) -> Path:
@@ -393,21 +402,14 @@ def write(model: VisionTransformer, path: Path) -> Path:
     arch = dinov2.architecture(c) if dino else architecture(c)
     table = dinov2.rules(c) if dino else [*ARCHS[arch][1], *ARCHS[arch][2]]
     out = remap(model.state_dict(), table, reverse=True, num_heads=c.num_heads)
-    if out.unmatched:
-        raise CheckpointError(f"Cannot save for transformers' {arch}: no place for {', '.join(out.unmatched)}. "
-                              "Save it in the 'vitkit' or 'timm' format instead.")
-    write_safetensors(dinov2.finish_tensors(out.tensors, c) if dino else out.tensors, path / "model.safetensors")
+    _no_place(arch, out.unmatched)
     pcfg = model.pretrained_cfg
     names = pcfg.label_names if pcfg is not None and isinstance(pcfg.label_names, tuple) else None
     config = {**(dinov2.config_json(c, arch, ACT_TO_HF) if dino else hf_config_json(c, arch)),
               **labels_json(names, c.num_classes)}
     if getattr(pcfg, "multi_label", False):
         config["problem_type"] = MULTI_LABEL
-    write_json(config, path / "config.json")
-    preprocessor = preprocessor_json(model)
-    if preprocessor is not None:
-        write_json(preprocessor, path / "preprocessor_config.json")
-    return path
+    return _write_folder(model, dinov2.finish_tensors(out.tensors, c) if dino else out.tensors, config, path)
 
 
 FAMILY = Family(
@@ -421,8 +423,7 @@ FAMILY = Family(
     numerics=TRANSFORMERS,
     prefixes=("vit.", "deit.", "dinov2.", "dinov2_with_registers.", "vision_model."),
     hints=_hints,
-    prepare=lambda tensors: dinov2.fold_registers(
-        towers.prepare_projection(towers.prepare_biases(towers.prepare(tensors)))),
+    prepare=lambda tensors: dinov2.fold_registers(towers.prepare(tensors)),
     pretrained_cfg=_pretrained_cfg,
     write=write,
     marker=lambda ckpt: "model_type" in (ckpt.config or {}),

@@ -97,6 +97,12 @@ def _renamed_in_layers(tensors: Mapping[str, torch.Tensor], marker: re.Pattern[s
 
 
 def prepare(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """A tower folder's tensors as the tables read them: DINOv3's gated MLP and key bias renamed, CLIP's visual
+    projection given its zero bias."""
+    return prepare_projection(prepare_biases(prepare_gated(tensors)))
+
+
+def prepare_gated(tensors: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
     """DINOv3's gated MLP reuses the plain MLP's ``up_proj`` name for its value half: rename it where a
     ``gate_proj`` sits beside it, so one table reads both."""
     return _renamed_in_layers(tensors, _GATED, lambda parts: ".".join([*parts[:3], "gated_up_proj", *parts[4:]])
@@ -210,7 +216,7 @@ TOWER_PROBLEMS: dict[str, list[Problem]] = {
         (lambda c: not c.pre_norm or c.patch_norm or c.norm_layer != "layernorm" or bool(c.init_values),
          "no pre-norm, a patch norm, RMSNorm or layer scale"),
         (lambda c: c.mlp_layer != "mlp", "a gated MLP"),
-        (lambda c: not (c.qkv_bias and c.k_bias and c.proj_bias and c.mlp_bias is not False),
+        (lambda c: not (c.qkv_bias and c.k_bias and c.proj_bias and c.mlp_has_bias),
          "attention or MLP layers without bias"),
     ],
     "Aimv2VisionModel": [
@@ -290,11 +296,6 @@ def _dinov3_rules() -> list[Rule]:
             for src, dst, tf in (*DINOV3_RULES, *DINOV3_FULL_BIAS, *params("norm", "norm"))]
 
 
-def _hidden(state: Mapping[str, torch.Tensor]) -> int:
-    key = "blocks.0.mlp.fc1_g.weight" if "blocks.0.mlp.fc1_g.weight" in state else "blocks.0.mlp.fc1.weight"
-    return int(state[key].shape[0])
-
-
 def written_tensors(config: ViTConfig, arch: str, state: Mapping[str, torch.Tensor]) -> Remapped:
     """``state`` under ``arch``'s names, with what transformers always holds and vitkit may lack: DINOv3's mask
     token (zeros; vitkit has none), a patch-embedding bias (zeros), layer scales (ones) and an empty register
@@ -316,25 +317,24 @@ def written_tensors(config: ViTConfig, arch: str, state: Mapping[str, torch.Tens
     return out
 
 
-def config_json(config: ViTConfig, arch: str, state: Mapping[str, torch.Tensor],
-                act_to_hf: Mapping[str, str]) -> dict[str, Any]:
-    """``config.json`` of ``arch`` for a model of ``config`` (the MLP width read off ``state``)."""
+def config_json(config: ViTConfig, arch: str, act_to_hf: Mapping[str, str]) -> dict[str, Any]:
+    """``config.json`` of ``arch`` for a model of ``config``."""
     c = config
     gated = c.mlp_layer == "swiglu"
     out: dict[str, Any] = {
         "architectures": [arch], "model_type": MODEL_TYPES[arch], "hidden_size": c.embed_dim,
-        "intermediate_size": _hidden(state), "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads,
+        "intermediate_size": c.mlp_hidden, "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads,
         "num_channels": c.in_chans, "patch_size": c.patch_size[0],
         "image_size": c.img_size[0] if c.img_size[0] == c.img_size[1] else list(c.img_size),
         "hidden_act": "silu" if gated else act_to_hf[c.act_layer], "attention_dropout": 0.0, "dtype": "float32"}
-    mlp_bias = c.proj_bias if c.mlp_bias is None else c.mlp_bias
     if arch == "DINOv3ViTModel":
         out.update(layer_norm_eps=c.norm_eps, rope_theta=c.rope_temperature, query_bias=c.qkv_bias,
-                   key_bias=c.qkv_bias and c.k_bias, value_bias=c.qkv_bias, proj_bias=c.proj_bias, mlp_bias=mlp_bias,
-                   layerscale_value=float(c.init_values or 1.0), use_gated_mlp=gated, num_register_tokens=c.reg_tokens,
-                   drop_path_rate=0.0)
+                   key_bias=c.qkv_bias and c.k_bias, value_bias=c.qkv_bias, proj_bias=c.proj_bias,
+                   mlp_bias=c.mlp_has_bias, layerscale_value=float(c.init_values or 1.0), use_gated_mlp=gated,
+                   num_register_tokens=c.reg_tokens, drop_path_rate=0.0)
     elif arch == "Aimv2VisionModel":
-        out.update(rms_norm_eps=c.norm_eps, qkv_bias=c.qkv_bias, mlp_bias=mlp_bias, use_head=False, is_native=False)
+        out.update(rms_norm_eps=c.norm_eps, qkv_bias=c.qkv_bias, mlp_bias=c.mlp_has_bias, use_head=False,
+                   is_native=False)
     else:
         out.update(layer_norm_eps=c.norm_eps)
         if c.num_classes:

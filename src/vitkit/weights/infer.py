@@ -216,24 +216,25 @@ def block_form(config: ViTConfig) -> dict[str, Any]:
     """The form of a config's positions, norms, attention and MLP that tensor shapes show, as the fields that
     differ from a plain ViT's (rotary and absolute positions, pre-norm, patch norm, RMSNorm, layer scale, biases,
     the MLP kind); eps, activations and rotary bases are numerics, not form."""
-    c, plain = config, ViTConfig()
-    form = {"posemb": c.posemb, "rope": c.rope, "pre_norm": c.pre_norm, "patch_norm": c.patch_norm,
+    form, plain = _form(config), _PLAIN_FORM
+    return {k: v for k, v in form.items() if v != plain[k]}
+
+
+def _form(c: ViTConfig) -> dict[str, Any]:
+    return {"posemb": c.posemb, "rope": c.rope, "pre_norm": c.pre_norm, "patch_norm": c.patch_norm,
             "norm_layer": c.norm_layer, "layer_scale": bool(c.init_values), "qkv_bias": c.qkv_bias,
             "k_bias": c.k_bias or not c.qkv_bias, "proj_bias": c.proj_bias, "mlp_layer": c.mlp_layer,
             "mlp_norm": c.mlp_norm, "qk_norm": c.qk_norm, "final_norm": c.final_norm}
-    base = {"posemb": plain.posemb, "rope": plain.rope, "pre_norm": False, "patch_norm": False,
-            "norm_layer": plain.norm_layer, "layer_scale": False, "qkv_bias": True, "k_bias": True, "proj_bias": True,
-            "mlp_layer": plain.mlp_layer, "mlp_norm": False, "qk_norm": False, "final_norm": True}
-    return {k: v for k, v in form.items() if v != base[k]}
+
+
+_PLAIN_FORM = _form(ViTConfig())
 
 
 def match_known(config: ViTConfig, known: Known | None) -> str | None:
     """The known model with the same architecture as ``config`` (its shapes and block form; norm eps,
     activations and rotary bases aside)."""
     def key(c: ViTConfig) -> tuple[Any, ...]:
-        hidden = int(c.embed_dim * c.mlp_ratio)
-        hidden += -hidden % c.mlp_align if c.mlp_align else 0
-        return (*(getattr(c, f) for f in _MATCH_FIELDS), hidden, tuple(sorted(block_form(c).items())))
+        return (*(getattr(c, f) for f in _MATCH_FIELDS), c.mlp_hidden, tuple(sorted(block_form(c).items())))
 
     want = key(config)
     return next((n for n, c in sorted((known or {}).items()) if key(c) == want), None)

@@ -53,8 +53,7 @@ class FamilyNumerics:
         """One line saying which numerics a model loaded from this family's file runs with, and how they differ
         from the ones the file states (e.g. a Google file asked to run with timm's numbers)."""
         resample = config.resample_style
-        act = "SiLU-gated SwiGLU" if config.mlp_layer != "mlp" and config.global_pool != "map" else \
-            f"act_layer={config.act_layer!r}"
+        act = f"act_layer={config.act_layer!r}" if config.uses_act_layer else "SiLU-gated SwiGLU"
         now = f"{act}, norm_eps={config.norm_eps:g}"
         if config.posemb == "learn":  # a learned table is resampled to other grids
             now += f", posemb_resample={resample!r} ({style_name(resample)})"

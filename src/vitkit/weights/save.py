@@ -58,14 +58,12 @@ METADATA = ("label_names",)
 def _effective(config: ViTConfig) -> dict[str, Any]:
     """The config as what it computes: defaults resolved, values read from the weights left out."""
     out = {k: v for k, v in config.to_dict().items() if k not in (*_NO_EFFECT, "mlp_align")}
-    hidden = int(config.embed_dim * config.mlp_ratio)
-    hidden += -hidden % config.mlp_align if config.mlp_align else 0
-    if config.mlp_layer != "mlp" and config.global_pool != "map":
-        out["act_layer"] = None  # a SwiGLU gates with SiLU whatever act_layer says (no MAP head's MLP uses it)
+    if not config.uses_act_layer:
+        out["act_layer"] = None
     out.update(fc_norm=config.use_fc_norm, patch_bias=(not config.pre_norm) if config.patch_bias is None
                else config.patch_bias, posemb_resample=config.resample_style,
-               mlp_ratio=hidden,  # as the hidden width it builds
-               mlp_bias=config.proj_bias if config.mlp_bias is None else config.mlp_bias,
+               mlp_ratio=config.mlp_hidden,  # as the hidden width it builds
+               mlp_bias=config.mlp_has_bias,
                init_values=config.init_values is not None,  # the layer-scale values are loaded, not this one
                qk_scale=config.qk_scale or (config.embed_dim // config.num_heads) ** -0.5)
     return out
